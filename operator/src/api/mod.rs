@@ -1,0 +1,1 @@
+//! The custom resources of `colony.zyeute.io/v1alpha1`.

@@ -1,0 +1,1 @@
+//! The ColonyServer controller.

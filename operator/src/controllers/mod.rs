@@ -1,0 +1,2 @@
+//! One module per controller: pure decisions, reconcile (IO), status.
+pub mod colonyserver;

@@ -1,0 +1,1 @@
+//! HTTP health probing and SLO evaluation of ColonyOS servers.

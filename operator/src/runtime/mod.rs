@@ -1,0 +1,1 @@
+//! What the controllers share: context, errors, metrics, admin server, leader election.

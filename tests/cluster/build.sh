@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Builds the local control plane from published Go modules into $BIN_DIR, only what is
+# missing. Needs Go and the Go module proxy; downloads no release binaries.
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+command -v go >/dev/null || die "step 'toolchain': no Go toolchain on PATH (install Go >= 1.26)"
+mkdir -p "$BIN_DIR"
+SRC_DIR="$CACHE_ROOT/$CACHE_KEY/src"
+export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+
+need() { for b in "$@"; do [ -x "$BIN_DIR/$b" ] || return 0; done; return 1; }
+
+build_kubernetes() {
+  need kube-apiserver kube-controller-manager kube-scheduler kubectl || return 0
+  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $KUBERNETES_VERSION"
+  local dir="$SRC_DIR/kubernetes" minor="${KUBERNETES_VERSION#v1.}"
+  local staging_version="v0.${minor}"
+  mkdir -p "$dir" && cd "$dir"
+  # The tag's own go.mod names its staging modules; each is published as v0.<minor>.<patch>.
+  local gomod
+  gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p') \
+    || die "step 'kubernetes download': go mod download k8s.io/kubernetes@$KUBERNETES_VERSION failed"
+  [ -f "$gomod" ] || die "step 'kubernetes download': no go.mod for k8s.io/kubernetes@$KUBERNETES_VERSION"
+  local goversion
+  goversion=$(sed -n 's/^go \(.*\)/\1/p' "$gomod")
+  {
+    echo "module colony-operator/cluster/kubernetes"
+    echo
+    echo "go $goversion"
+    echo
+    echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+    echo
+    echo "replace ("
+    sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\t\1 => \1 '"$staging_version"'#p' "$gomod"
+    echo ")"
+  } > go.mod
+  cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+  go mod tidy >tidy.log 2>&1 || { tail -20 tidy.log >&2; die "step 'kubernetes go mod tidy' failed (see $dir/tidy.log)"; }
+  local pkg=k8s.io/component-base/version cgv=k8s.io/client-go/pkg/version
+  local flags="-s -w"
+  for p in $pkg $cgv; do
+    flags="$flags -X $p.gitVersion=$KUBERNETES_VERSION -X $p.gitMajor=1 -X $p.gitMinor=${minor%%.*}"
+    flags="$flags -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  go build -trimpath -ldflags "$flags" -o "$BIN_DIR/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+    || die "step 'kubernetes build' failed for $KUBERNETES_VERSION"
+}
+
+build_etcd() {
+  need etcd || return 0
+  log "building etcd $ETCD_VERSION"
+  local dir="$SRC_DIR/etcd"
+  mkdir -p "$dir" && cd "$dir"
+  # etcd's server module carries replace directives, so `go install` refuses it; a wrapper
+  # module that requires it builds its root main package.
+  printf 'module colony-operator/cluster/etcd\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" > go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > tools.go
+  go mod tidy >tidy.log 2>&1 || { tail -20 tidy.log >&2; die "step 'etcd go mod tidy' failed (see $dir/tidy.log)"; }
+  go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/etcd" go.etcd.io/etcd/server/v3 \
+    || die "step 'etcd build' failed for $ETCD_VERSION"
+}
+
+go_install() { # binary, package@version
+  need "$1" || return 0
+  log "building $1 from $2"
+  GOBIN="$BIN_DIR" go install -trimpath -ldflags "-s -w" "$2" || die "step '$1 build' failed: go install $2"
+}
+
+build_kubernetes
+build_etcd
+go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+go_install kwokctl "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
+go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+log "binaries ready in $BIN_DIR"
