@@ -3,4 +3,5 @@ pub mod api;
 pub mod controllers;
 pub mod duration;
 pub mod health;
+pub mod operator;
 pub mod runtime;

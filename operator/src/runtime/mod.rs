@@ -1,1 +1,12 @@
-//! What the controllers share: context, errors, metrics, admin server, leader election.
+//! What the controllers share: context, errors, conditions, metrics, the admin server,
+//! leader election and logging.
+pub mod admin;
+pub mod conditions;
+pub mod context;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod telemetry;
+
+pub use context::{Context, Settings, apply_status, error_policy, field_manager};
+pub use error::{Error, Result};

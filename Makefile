@@ -1,0 +1,46 @@
+# colony-operator: the two everyday commands are `make dev` and `make test`.
+SHELL := /bin/bash
+KUBECONFIG_PATH := $(CURDIR)/target/cluster/kubeconfig
+BIN_DIR = $(shell bash -c '. tests/cluster/lib.sh && echo $$BIN_DIR')
+
+.PHONY: help build unit-test e2e-test test dev crds cluster-build cluster-up cluster-down fmt lint chart-test
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## Build the operator binary
+	cargo build -p colony-operator
+
+crds: ## Regenerate crds/ from the Rust types
+	UPDATE_CRDS=1 cargo test -p colony-operator --lib api::tests::crds_are_up_to_date -- --exact --quiet
+
+unit-test: ## Unit tests only (no cluster)
+	cargo test -p colony-operator
+
+cluster-build: ## Build the local control plane binaries into the cache (only what is missing)
+	tests/cluster/build.sh
+
+cluster-up: ## Start the local control plane (reuses a running one)
+	tests/cluster/up.sh
+
+cluster-down: ## Stop and delete the local control plane
+	tests/cluster/down.sh
+
+e2e-test: cluster-up ## End-to-end tests against the running local control plane
+	KUBECONFIG=$(KUBECONFIG_PATH) PATH="$(BIN_DIR):$$PATH" cargo test -p colony-e2e -- --test-threads=4
+
+test: ## Every test: unit, then end-to-end on a fresh local control plane (taken down at the end)
+	tests/run-all.sh
+
+dev: cluster-up ## Local control plane + CRDs + examples, operator in the foreground
+	cargo build -p colony-operator
+	PATH="$(BIN_DIR):$$PATH" KUBECONFIG=$(KUBECONFIG_PATH) kubectl apply --server-side -f crds/
+	PATH="$(BIN_DIR):$$PATH" KUBECONFIG=$(KUBECONFIG_PATH) kubectl wait --for=condition=Established -f crds/ --timeout=60s
+	PATH="$(BIN_DIR):$$PATH" KUBECONFIG=$(KUBECONFIG_PATH) kubectl apply --server-side -f examples/
+	KUBECONFIG=$(KUBECONFIG_PATH) RUST_LOG=$${RUST_LOG:-info,kube=warn} ./target/debug/colony-operator run --admin-addr 127.0.0.1:8080
+
+fmt: ## Format the code
+	cargo fmt --all
+
+lint: ## Clippy with warnings as errors
+	cargo clippy --workspace --all-targets -- -D warnings

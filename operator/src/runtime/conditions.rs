@@ -1,0 +1,119 @@
+//! kstatus-style conditions: `Ready` always present, `Reconciling` and `Stalled` only while
+//! true, `lastTransitionTime` moved only when the status flips, so that recomputing the same
+//! conditions never produces a write.
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// One desired condition, before timestamps are attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Desired {
+    pub fn new(type_: &'static str, status: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { type_, status, reason: reason.into(), message: message.into() }
+    }
+}
+
+/// Condition types that must be absent rather than False (kstatus abnormal-true conditions).
+const ONLY_WHEN_TRUE: [&str; 2] = ["Reconciling", "Stalled"];
+
+fn status_str(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
+/// Merges `desired` into `existing`: keeps the transition time of conditions whose status did
+/// not change, drops `Reconciling`/`Stalled` when false, and keeps conditions of types not
+/// mentioned in `desired` untouched. The result is sorted by type for stable output.
+pub fn merge(existing: &[Condition], desired: &[Desired], generation: Option<i64>, now: DateTime<Utc>) -> Vec<Condition> {
+    let mut out: Vec<Condition> = existing
+        .iter()
+        .filter(|c| !desired.iter().any(|d| d.type_ == c.type_))
+        .cloned()
+        .collect();
+    for d in desired {
+        if !d.status && ONLY_WHEN_TRUE.contains(&d.type_) {
+            continue;
+        }
+        let previous = existing.iter().find(|c| c.type_ == d.type_);
+        let status = status_str(d.status);
+        let last_transition_time = match previous {
+            Some(p) if p.status == status => p.last_transition_time.clone(),
+            _ => Time(now.into()),
+        };
+        out.push(Condition {
+            type_: d.type_.to_string(),
+            status: status.to_string(),
+            reason: d.reason.clone(),
+            message: d.message.clone(),
+            observed_generation: generation,
+            last_transition_time,
+        });
+    }
+    out.sort_by(|a, b| a.type_.cmp(&b.type_));
+    out
+}
+
+/// Whether the condition of `type_` is present and True.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// The condition of `type_`, if present.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn new_condition_gets_now() {
+        let out = merge(&[], &[Desired::new("Ready", true, "Ok", "fine")], Some(3), t(0));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].status, "True");
+        assert_eq!(out[0].observed_generation, Some(3));
+        assert_eq!(out[0].last_transition_time.0, t(0).into());
+    }
+
+    #[test]
+    fn unchanged_status_keeps_transition_time_and_is_equal() {
+        let first = merge(&[], &[Desired::new("Ready", true, "Ok", "fine")], Some(1), t(0));
+        let second = merge(&first, &[Desired::new("Ready", true, "Ok", "fine")], Some(1), t(100));
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn flipped_status_moves_transition_time() {
+        let first = merge(&[], &[Desired::new("Ready", true, "Ok", "fine")], Some(1), t(0));
+        let second = merge(&first, &[Desired::new("Ready", false, "Down", "broken")], Some(1), t(100));
+        assert_eq!(second[0].last_transition_time.0, t(100).into());
+        assert_eq!(second[0].reason, "Down");
+    }
+
+    #[test]
+    fn reconciling_and_stalled_only_when_true() {
+        let d = [
+            Desired::new("Ready", false, "Stuck", "x"),
+            Desired::new("Stalled", true, "Stuck", "x"),
+            Desired::new("Reconciling", false, "Done", "x"),
+        ];
+        let out = merge(&[], &d, None, t(0));
+        let types: Vec<_> = out.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Ready", "Stalled"]);
+        let cleared = merge(&out, &[Desired::new("Stalled", false, "Ok", "")], None, t(5));
+        assert!(find(&cleared, "Stalled").is_none());
+        assert!(find(&cleared, "Ready").is_some(), "untouched types are kept");
+        assert!(!is_true(&cleared, "Ready"));
+    }
+}

@@ -1,0 +1,126 @@
+//! The state every controller shares.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::{Error, Result, backoff};
+use super::metrics::Metrics;
+
+/// Name of the reporting controller in Events and the prefix of every field manager.
+pub const OPERATOR_NAME: &str = "colony-operator";
+
+/// Process-wide settings that controllers read.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Watch only this namespace (None: all namespaces).
+    pub namespace: Option<String>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    recorder: Recorder,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// The field manager of one controller for server-side apply.
+pub fn field_manager(controller: &str) -> String {
+    format!("{OPERATOR_NAME}/{controller}")
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, settings: Settings) -> Self {
+        let reporter = Reporter { controller: OPERATOR_NAME.into(), instance: std::env::var("POD_NAME").ok() };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Self { client, metrics, settings, recorder, failures: Mutex::new(HashMap::new()) }
+    }
+
+    /// An Api for a namespaced kind: the object's namespace.
+    pub fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Publishes an Event about `obj`. A failure to publish is logged, never fatal: the
+    /// action it describes has already happened.
+    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    /// Records a successful reconcile of `key`, resetting its backoff.
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().expect("failure map poisoned").remove(key);
+    }
+
+    /// Records a failed reconcile of `key` and returns how long to wait before the next try.
+    pub fn failed(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().expect("failure map poisoned");
+        let n = failures.entry(key.to_string()).or_insert(0);
+        let wait = backoff(*n);
+        *n = n.saturating_add(1);
+        wait
+    }
+}
+
+/// The shared error policy: count the error, publish nothing (the reconciler already set
+/// conditions), requeue with per-object exponential backoff. Invalid specs wait for a change.
+pub fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action
+where
+    K: Resource + ResourceExt,
+{
+    move |obj, err, ctx| {
+        ctx.metrics.reconcile_failed(controller, err.label());
+        let key = format!("{controller}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+        tracing::warn!(controller, object = %key, error = %err, label = err.label(), "reconcile failed");
+        if err.is_permanent() {
+            Action::await_change()
+        } else {
+            Action::requeue(ctx.failed(&key))
+        }
+    }
+}
+
+/// Writes `status` to the status subresource with server-side apply, only when it differs
+/// from `current` (steady state must produce no writes). Returns whether it wrote.
+pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, controller: &str, current: Option<&S>, status: &S) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(false);
+    }
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(&field_manager(controller)).force();
+    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch)).await.map_err(Error::Kube)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn field_manager_is_per_controller() {
+        assert_eq!(super::field_manager("colonyserver"), "colony-operator/colonyserver");
+    }
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Stops and deletes the local control plane. Safe to run when nothing is running.
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+export PATH="$BIN_DIR:$PATH"
+if command -v kwokctl >/dev/null && kwokctl get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
+  kwokctl delete cluster --name "$CLUSTER_NAME" >/dev/null 2>&1 || log "kwokctl delete cluster reported an error"
+  log "cluster '$CLUSTER_NAME' deleted"
+else
+  log "no cluster '$CLUSTER_NAME' to delete"
+fi
+rm -f "$KUBECONFIG_PATH"

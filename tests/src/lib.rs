@@ -1,0 +1,148 @@
+//! Harness for the end-to-end tests: a client for the local control plane
+//! (`KUBECONFIG=target/cluster/kubeconfig`), one namespace per test, polling with generous
+//! deadlines, and the operator binary started as a real process.
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use rand::Rng;
+
+pub mod operator;
+pub use operator::OperatorProcess;
+
+/// A generous default deadline: tests assert behaviour, never speed.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+pub async fn client() -> Client {
+    let kubeconfig = std::env::var("KUBECONFIG").unwrap_or_default();
+    assert!(
+        !kubeconfig.is_empty(),
+        "KUBECONFIG is not set: run the end-to-end tests through `make test` or `make e2e-test`"
+    );
+    Client::try_default().await.expect("a client for the local control plane")
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or panics after `deadline` naming what
+/// it waited for and the last observation.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut last = String::from("(not checked yet)");
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(observed) => last = observed,
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}; last observed: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A namespace of its own for one test, deleted by `cleanup`.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let suffix: u32 = rand::rng().random_range(0..1_000_000);
+        let name = format!("{prefix}-{suffix:06}");
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": { "colony.zyeute.io/e2e": "true" } }
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create test namespace");
+        Self { name, client: client.clone() }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub async fn cleanup(self) {
+        let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::default()).await;
+    }
+}
+
+/// Installs (server-side applies) every CRD in `crds/` and waits until each is Established.
+pub async fn install_crds(client: &Client) -> anyhow::Result<Vec<String>> {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let mut names = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(repo_root().join("crds"))?.collect::<Result<_, _>>()?;
+    files.sort_by_key(|e| e.path());
+    for entry in files {
+        let text = std::fs::read_to_string(entry.path())?;
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&text).with_context(|| format!("parsing {}", entry.path().display()))?;
+        let name = crd.metadata.name.clone().context("CRD without a name")?;
+        api.patch(&name, &PatchParams::apply("colony-e2e").force(), &Patch::Apply(&crd)).await?;
+        names.push(name);
+    }
+    for name in &names {
+        let api = api.clone();
+        let n = name.clone();
+        wait_for(&format!("CRD {name} Established"), DEADLINE, || {
+            let api = api.clone();
+            let n = n.clone();
+            async move {
+                let crd = api.get(&n).await.map_err(|e| e.to_string())?;
+                let established = crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                if established { Ok(()) } else { Err("not established".into()) }
+            }
+        })
+        .await;
+    }
+    Ok(names)
+}
+
+/// Runs `kubectl` (from the control plane's bin dir on PATH) with the test KUBECONFIG.
+pub async fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<std::process::Output> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("kubectl")
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running kubectl (is the control plane's bin dir on PATH?)")?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).await?;
+        drop(pipe);
+    }
+    Ok(child.wait_with_output().await?)
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn ensure(cond: bool, msg: impl Into<String>) -> anyhow::Result<()> {
+    if cond { Ok(()) } else { bail!(msg.into()) }
+}
