@@ -5,3 +5,4 @@ pub mod duration;
 pub mod health;
 pub mod operator;
 pub mod runtime;
+pub mod schedule;

@@ -36,10 +36,10 @@ kwokctl create cluster \
   --kube-authorization \
   --kube-admission \
   --kube-audit-policy "$CLUSTER_DIR/audit-policy.yaml" \
-  --wait 120s \
-  || die "step 'kwokctl create cluster' failed (logs: $KWOK_WORKDIR/clusters/$CLUSTER_NAME/logs)"
+  --wait 120s >"$STATE_DIR/kwokctl-create.log" 2>&1 \
+  || { tail -20 "$STATE_DIR/kwokctl-create.log" >&2; die "step 'kwokctl create cluster' failed (logs: $KWOK_WORKDIR/clusters/$CLUSTER_NAME/logs)"; }
 
-kwokctl scale node --name "$CLUSTER_NAME" --replicas 2 >/dev/null || die "step 'kwokctl scale node' failed"
+kwokctl scale node --name "$CLUSTER_NAME" --replicas 2 >>"$STATE_DIR/kwokctl-create.log" 2>&1 || die "step 'kwokctl scale node' failed"
 kubectl --kubeconfig "$KUBECONFIG_PATH" wait --for=condition=Ready node --all --timeout=120s >/dev/null \
   || die "step 'nodes ready' failed: nodes did not become Ready"
 # Pods need a ServiceAccount; the token controller creates `default` shortly after start.

@@ -172,10 +172,10 @@ impl Prober {
                 // Do not read the body of an error reply; dropping `resp` closes it.
                 return Err(ProbeError::Status(status));
             }
-            if let Some(len) = resp.content_length() {
-                if len > cap as u64 {
-                    return Err(ProbeError::BodyTooLarge(cap));
-                }
+            if let Some(len) = resp.content_length()
+                && len > cap as u64
+            {
+                return Err(ProbeError::BodyTooLarge(cap));
             }
             let mut body: Vec<u8> = Vec::new();
             while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, timeout))? {
@@ -224,7 +224,12 @@ fn classify(e: &reqwest::Error, timeout: Duration) -> ProbeError {
 }
 
 fn sources<'a>(e: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
-    std::iter::successors(Some(e), |e| e.source())
+    let mut next = Some(e);
+    std::iter::from_fn(move || {
+        let cur = next?;
+        next = cur.source();
+        Some(cur)
+    })
 }
 
 fn chain_has_io_kind(e: &reqwest::Error, kind: std::io::ErrorKind) -> bool {
@@ -262,7 +267,7 @@ fn redact(msg: &str) -> String {
 
 fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 #[cfg(test)]
@@ -278,8 +283,8 @@ mod tests {
     enum Behaviour {
         /// Send this complete response.
         Respond(&'static [u8]),
-        /// Send headers announcing a body, then one byte every 100ms forever.
-        Trickle,
+        /// Send this head, then `piece` every 100ms forever.
+        Trickle(&'static [u8], &'static [u8]),
         /// Accept and never answer.
         Silent,
     }
@@ -314,12 +319,10 @@ mod tests {
                             let _ = sock.write_all(bytes).await;
                             let _ = sock.shutdown().await;
                         }
-                        Behaviour::Trickle => {
-                            let _ = sock
-                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
-                                .await;
+                        Behaviour::Trickle(head, piece) => {
+                            let _ = sock.write_all(head).await;
                             loop {
-                                if sock.write_all(b"x").await.is_err() {
+                                if sock.write_all(piece).await.is_err() {
                                     return;
                                 }
                                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -482,11 +485,27 @@ mod tests {
 
     #[tokio::test]
     async fn trickling_body_times_out() {
-        let url = serve(Behaviour::Trickle).await;
+        // A declared length that is never reached.
+        let url = serve(Behaviour::Trickle(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", b"x")).await;
         let out = prober().probe(&url, Duration::from_millis(500)).await;
         assert!(!out.healthy);
         assert_eq!(out.status, Some(200), "the status line arrived");
         assert_eq!(out.error.as_deref(), Some("timed out after 500ms"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn endless_chunked_trickle_times_out() {
+        // Chunked encoding that never sends the final chunk.
+        let url = serve(Behaviour::Trickle(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"1\r\nx\r\n",
+        ))
+        .await;
+        let out = prober().probe(&url, Duration::from_millis(500)).await;
+        assert!(!out.healthy);
+        assert_eq!(out.error.as_deref(), Some("timed out after 500ms"), "{out:?}");
+        let err = prober().fetch_text(&url, Duration::from_millis(300), 1024).await.unwrap_err();
+        assert_eq!(err, ProbeError::Timeout(Duration::from_millis(300)));
     }
 
     #[tokio::test]

@@ -1,1 +1,2 @@
 //! The ColonyServer controller.
+pub mod fallback;

@@ -1,0 +1,536 @@
+//! ColonyServer: a ColonyOS server (colonies-server) that the operator deploys or only watches,
+//! its health probe, SLOs, the direct-processing fallback and automatic rollback.
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    CONFIG_KEY_PATTERN, DNS_SUBDOMAIN_PATTERN, FallbackOverride, HTTP_URL_PATTERN, PodOverrides, SecretKeySelector,
+    WebhookSpec, default_true, duration_schema,
+};
+
+/// Default port of colonies-server (`COLONIES_SERVER_HTTP_PORT`).
+pub const DEFAULT_SERVER_PORT: i32 = 50080;
+/// Default PostgreSQL port.
+pub const DEFAULT_DATABASE_PORT: i32 = 5432;
+
+/// Desired state of a ColonyOS server: how to run it (or where it runs), how to probe it, and
+/// when to switch the Finance Bee's consumers to direct processing.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "colony.zyeute.io",
+    version = "v1alpha1",
+    kind = "ColonyServer",
+    namespaced,
+    status = "ColonyServerStatus",
+    shortname = "cs",
+    category = "colony",
+    derive = "PartialEq",
+    doc = "A ColonyOS server (colonies-server), deployed by the operator or monitored at an endpoint, with health probing, SLOs, the direct-processing fallback and automatic rollback.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the server is reconciled and healthy"),
+    printcolumn(name = "Healthy", type_ = "string", json_path = ".status.conditions[?(@.type==\"Healthy\")].status", description = "Whether the health probe passes"),
+    printcolumn(name = "Fallback", type_ = "string", json_path = ".status.conditions[?(@.type==\"FallbackActive\")].status", description = "Whether the direct-processing fallback is on"),
+    printcolumn(name = "Image", type_ = "string", json_path = ".status.currentImage", description = "Image currently deployed (differs from spec.image after a rollback)"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    validation = Rule::new("!self.managed || has(self.image)").message("spec.image is required when spec.managed is true").field_path(".image").reason(Reason::FieldValueRequired),
+    validation = Rule::new("!self.managed || has(self.database)").message("spec.database is required when spec.managed is true").field_path(".database").reason(Reason::FieldValueRequired),
+    validation = Rule::new("!self.managed || has(self.serverKeySecretRef)").message("spec.serverKeySecretRef is required when spec.managed is true").field_path(".serverKeySecretRef").reason(Reason::FieldValueRequired),
+    validation = Rule::new("self.managed || has(self.endpoint)").message("spec.endpoint is required when spec.managed is false").field_path(".endpoint").reason(Reason::FieldValueRequired),
+    validation = Rule::new("!self.managed || !self.tls.enabled || has(self.tls.secretName)").message("spec.tls.secretName is required when spec.tls.enabled is true").field_path(".tls.secretName").reason(Reason::FieldValueRequired),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ColonyServerSpec {
+    /// Whether the operator runs the server (Deployment and Service). false: the server runs
+    /// elsewhere; the operator only probes it at `endpoint` and manages its fallback.
+    #[serde(default = "default_true")]
+    pub managed: bool,
+    /// Server image, e.g. `colonyos/colonies:v1.9.12`. Required when `managed` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// Number of server replicas (managed only).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Compute resources of the server container (managed only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra environment variables of the server container (managed only); the operator sets
+    /// the `COLONIES_*` variables itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Scheduling overrides of the server pods (managed only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodOverrides>,
+    /// HTTP port of the server (`COLONIES_SERVER_HTTP_PORT`) and of its Service.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Base URL of the server's HTTP API (http:// or https://). Required when `managed` is
+    /// false. Default: `http://<name>.<namespace>.svc:<port>` (https with `tls.enabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = HTTP_URL_PATTERN))]
+    pub endpoint: Option<String>,
+    /// PostgreSQL database of the server (managed only; required when `managed` is true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseSpec>,
+    /// Secret key holding the server owner's private key (64 hex characters, secp256k1).
+    /// Required when `managed` is true; also used to sign server-level statistics calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_key_secret_ref: Option<SecretKeySelector>,
+    /// TLS of the server's HTTP API (managed only).
+    #[serde(default)]
+    pub tls: TlsSpec,
+    /// Health probing of the server.
+    #[serde(default)]
+    pub health: HealthSpec,
+    /// Service-level objectives; a breach lasting `for` turns the fallback on. Unset: no SLO
+    /// checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloSpec>,
+    /// The direct-processing fallback (`USE_COLONY_OS=false`) published in a ConfigMap.
+    #[serde(default)]
+    pub fallback: FallbackSpec,
+    /// Automatic rollback of a server image that does not become healthy (managed only).
+    #[serde(default)]
+    pub rollback: RollbackSpec,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+fn default_port() -> i32 {
+    DEFAULT_SERVER_PORT
+}
+
+impl Default for ColonyServerSpec {
+    fn default() -> Self {
+        Self {
+            managed: true,
+            image: None,
+            replicas: default_replicas(),
+            resources: None,
+            env: Vec::new(),
+            pod_template: None,
+            port: default_port(),
+            endpoint: None,
+            database: None,
+            server_key_secret_ref: None,
+            tls: TlsSpec::default(),
+            health: HealthSpec::default(),
+            slo: None,
+            fallback: FallbackSpec::default(),
+            rollback: RollbackSpec::default(),
+        }
+    }
+}
+
+impl ColonyServerSpec {
+    /// The URL the operator probes and calls: `spec.endpoint`, or the Service the operator
+    /// creates for a managed server.
+    pub fn effective_endpoint(&self, name: &str, namespace: &str) -> String {
+        match &self.endpoint {
+            Some(endpoint) => endpoint.trim_end_matches('/').to_string(),
+            None => {
+                let scheme = if self.managed && self.tls.enabled { "https" } else { "http" };
+                format!("{scheme}://{name}.{namespace}.svc:{}", self.port)
+            }
+        }
+    }
+
+    /// The health URL: the effective endpoint plus `health.path`.
+    pub fn health_url(&self, name: &str, namespace: &str) -> String {
+        format!("{}{}", self.effective_endpoint(name, namespace), self.health.path)
+    }
+}
+
+/// PostgreSQL connection of a managed server. The database name is always `postgres` (fixed
+/// in colonies-server) and sslmode is disabled by the server.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// Host name or address of PostgreSQL (`COLONIES_DB_HOST`).
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// Port of PostgreSQL (`COLONIES_DB_PORT`).
+    #[serde(default = "default_database_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Secret key holding the database user name (`COLONIES_DB_USER`).
+    pub user: SecretKeySelector,
+    /// Secret key holding the database password (`COLONIES_DB_PASSWORD`).
+    pub password: SecretKeySelector,
+    /// Whether the database is TimescaleDB (`COLONIES_DB_TIMESCALEDB`).
+    #[serde(default)]
+    pub timescaledb: bool,
+}
+
+fn default_database_port() -> i32 {
+    DEFAULT_DATABASE_PORT
+}
+
+/// TLS of a managed server's HTTP API.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Serve HTTPS (`COLONIES_TLS=true`). false sets `COLONIES_TLS=false`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Name of a `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) mounted as the
+    /// server's certificate and key. Required when `enabled` is true on a managed server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub secret_name: Option<String>,
+}
+
+/// Health probing: `GET <endpoint><path>` expecting HTTP 200.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthSpec {
+    /// HTTP path of the health endpoint (colonies-server serves `/health`).
+    #[serde(default = "default_health_path")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[^\s]*$"))]
+    pub path: String,
+    /// Time between two probes (Go duration, e.g. `10s`).
+    #[serde(default = "default_health_interval")]
+    #[schemars(schema_with = "duration_schema")]
+    pub interval: String,
+    /// Timeout of one probe (Go duration).
+    #[serde(default = "default_health_timeout")]
+    #[schemars(schema_with = "duration_schema")]
+    pub timeout: String,
+    /// Consecutive failed probes before the server counts as down.
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub failure_threshold: i32,
+    /// Consecutive successful probes before a down server counts as up again.
+    #[serde(default = "default_success_threshold")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub success_threshold: i32,
+}
+
+fn default_health_path() -> String {
+    "/health".into()
+}
+fn default_health_interval() -> String {
+    "10s".into()
+}
+fn default_health_timeout() -> String {
+    "2s".into()
+}
+fn default_failure_threshold() -> i32 {
+    3
+}
+fn default_success_threshold() -> i32 {
+    2
+}
+
+impl Default for HealthSpec {
+    fn default() -> Self {
+        Self {
+            path: default_health_path(),
+            interval: default_health_interval(),
+            timeout: default_health_timeout(),
+            failure_threshold: default_failure_threshold(),
+            success_threshold: default_success_threshold(),
+        }
+    }
+}
+
+/// Service-level objectives, from the runbook: queue depth < 10, completion rate > 99 %,
+/// error rate < 1 %.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SloSpec {
+    /// URL of a Prometheus text endpoint with the `colonies_server_processes_*` gauges (e.g.
+    /// `colonies monitor`). Unset: no metrics-based SLO.
+    #[serde(rename = "metricsURL", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = HTTP_URL_PATTERN))]
+    pub metrics_url: Option<String>,
+    /// Highest acceptable number of waiting processes.
+    #[serde(default = "default_max_queue_depth")]
+    #[schemars(range(min = 0))]
+    pub max_queue_depth: i64,
+    /// Lowest acceptable share of closed processes that succeeded, between two samples (0..1).
+    #[serde(default = "default_min_completion_rate")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_completion_rate: f64,
+    /// Highest acceptable share of closed processes that failed, between two samples (0..1).
+    #[serde(default = "default_max_error_rate")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_error_rate: f64,
+    /// How long a breach must last before it counts (Go duration).
+    #[serde(rename = "for", default = "default_slo_for")]
+    #[schemars(schema_with = "duration_schema")]
+    pub for_: String,
+}
+
+fn default_max_queue_depth() -> i64 {
+    10
+}
+fn default_min_completion_rate() -> f64 {
+    0.99
+}
+fn default_max_error_rate() -> f64 {
+    0.01
+}
+fn default_slo_for() -> String {
+    "5m".into()
+}
+
+impl Default for SloSpec {
+    fn default() -> Self {
+        Self {
+            metrics_url: None,
+            max_queue_depth: default_max_queue_depth(),
+            min_completion_rate: default_min_completion_rate(),
+            max_error_rate: default_max_error_rate(),
+            for_: default_slo_for(),
+        }
+    }
+}
+
+/// The direct-processing fallback: a ConfigMap key that consumers read (`USE_COLONY_OS`);
+/// `"false"` while the fallback is on, `"true"` otherwise.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FallbackSpec {
+    /// Name of the ConfigMap the operator writes. Default: `<name>-fallback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub config_map_name: Option<String>,
+    /// Key in the ConfigMap.
+    #[serde(default = "default_fallback_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = CONFIG_KEY_PATTERN))]
+    pub key: String,
+    /// Continuous health required before the fallback is turned off again (Go duration).
+    #[serde(default = "default_recover_after")]
+    #[schemars(schema_with = "duration_schema")]
+    pub recover_after: String,
+    /// Shortest time the fallback stays in one state (Go duration).
+    #[serde(default = "default_min_hold")]
+    #[schemars(schema_with = "duration_schema")]
+    pub min_hold: String,
+    /// Most flips in any hour; beyond that the fallback stays on and the resource reports
+    /// Stalled for a human.
+    #[serde(default = "default_max_flips_per_hour")]
+    #[schemars(range(min = 1, max = 60))]
+    pub max_flips_per_hour: i32,
+    /// Webhook notified on every flip. Unset: Events and metrics only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<WebhookSpec>,
+}
+
+fn default_fallback_key() -> String {
+    "USE_COLONY_OS".into()
+}
+fn default_recover_after() -> String {
+    "5m".into()
+}
+fn default_min_hold() -> String {
+    "2m".into()
+}
+fn default_max_flips_per_hour() -> i32 {
+    4
+}
+
+impl Default for FallbackSpec {
+    fn default() -> Self {
+        Self {
+            config_map_name: None,
+            key: default_fallback_key(),
+            recover_after: default_recover_after(),
+            min_hold: default_min_hold(),
+            max_flips_per_hour: default_max_flips_per_hour(),
+            notify: None,
+        }
+    }
+}
+
+impl FallbackSpec {
+    /// `configMapName`, or `<server name>-fallback`.
+    pub fn effective_config_map_name(&self, server_name: &str) -> String {
+        self.config_map_name.clone().unwrap_or_else(|| format!("{server_name}-fallback"))
+    }
+}
+
+/// Automatic rollback of a managed server's image.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackSpec {
+    /// Roll back to the last known good image when a new image does not become ready and
+    /// healthy within `progressDeadline`.
+    #[serde(default = "default_true")]
+    pub automatic: bool,
+    /// Time a new image has to become ready and healthy (Go duration).
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(schema_with = "duration_schema")]
+    pub progress_deadline: String,
+    /// Continuous health after which a new image becomes the last known good one (Go duration).
+    #[serde(default = "default_stable_after")]
+    #[schemars(schema_with = "duration_schema")]
+    pub stable_after: String,
+    /// Number of entries kept in `status.history`.
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub history_limit: i32,
+}
+
+fn default_progress_deadline() -> String {
+    "10m".into()
+}
+fn default_stable_after() -> String {
+    "5m".into()
+}
+fn default_history_limit() -> i32 {
+    5
+}
+
+impl Default for RollbackSpec {
+    fn default() -> Self {
+        Self {
+            automatic: true,
+            progress_deadline: default_progress_deadline(),
+            stable_after: default_stable_after(),
+            history_limit: default_history_limit(),
+        }
+    }
+}
+
+/// Observed state of a ColonyServer, written by the operator on transitions only.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ColonyServerStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Healthy, FallbackActive, RolledBack, and Reconciling/Stalled while true.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Image of the server Deployment (managed only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_image: Option<String>,
+    /// Last image that stayed healthy for `rollback.stableAfter`; the rollback target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_known_good_image: Option<String>,
+    /// Images that were rolled back; the operator does not deploy them again until
+    /// `spec.image` changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_images: Vec<String>,
+    /// Health probe state, updated when the server goes down or comes back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+    /// Last SLO sample, recorded when a breach starts or ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloStatus>,
+    /// State of the direct-processing fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackStatus>,
+    /// Most recent images deployed, newest first (at most `rollback.historyLimit`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<ImageHistoryEntry>,
+}
+
+/// Health probe state.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthStatus {
+    /// Consecutive failed probes at the last transition.
+    #[serde(default)]
+    pub consecutive_failures: i32,
+    /// Consecutive successful probes at the last transition.
+    #[serde(default)]
+    pub consecutive_successes: i32,
+    /// When the server was declared down; unset while it is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub down_since: Option<DateTime<Utc>>,
+    /// Error of the probe that declared the server down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The SLO sample at the start or end of a breach.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SloStatus {
+    /// Whether an SLO is currently breached.
+    #[serde(default)]
+    pub breached: bool,
+    /// When the current breach (or the last recovery) started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub since: Option<DateTime<Utc>>,
+    /// Which objectives were breached, e.g. `queueDepth 14 > 10`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Waiting processes in the sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<i64>,
+    /// Completion rate between the two samples (0..1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_rate: Option<f64>,
+    /// Error rate between the two samples (0..1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+}
+
+/// State of the direct-processing fallback.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FallbackStatus {
+    /// Whether the fallback is on (`USE_COLONY_OS=false`).
+    #[serde(default)]
+    pub active: bool,
+    /// When the fallback last flipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub since: Option<DateTime<Utc>>,
+    /// Why the fallback is in its current state (e.g. `HealthCheckFailed`, `SLOBreached`,
+    /// `MaintenanceWindow`, `Override`, `Recovered`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Flips during the last hour.
+    #[serde(default)]
+    pub flips_last_hour: i32,
+    /// Times of the flips during the last hour, oldest first (for the `maxFlipsPerHour` limit
+    /// across operator restarts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<Time>")]
+    pub recent_flips: Vec<DateTime<Utc>>,
+    /// The `colony.zyeute.io/fallback` annotation in effect when the decision was made.
+    #[serde(rename = "override", default, skip_serializing_if = "Option::is_none")]
+    pub override_: Option<FallbackOverride>,
+}
+
+/// One deployed image.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageHistoryEntry {
+    /// The image.
+    pub image: String,
+    /// When the operator deployed it.
+    #[schemars(with = "Time")]
+    pub deployed_at: DateTime<Utc>,
+    /// What became of it.
+    pub outcome: RolloutOutcome,
+}
+
+/// What became of a deployed image.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RolloutOutcome {
+    /// Still within `progressDeadline` / `stableAfter`.
+    Progressing,
+    /// Stayed healthy for `stableAfter`; became the last known good image.
+    Stable,
+    /// Did not become healthy and was rolled back.
+    RolledBack,
+    /// Replaced by a newer image before it was judged.
+    Superseded,
+}

@@ -1,0 +1,276 @@
+//! Types and schema helpers shared by the four kinds: references, webhooks, pod overrides,
+//! condition types and annotations.
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+use crate::duration::{GO_DURATION_MAX_LENGTH, GO_DURATION_PATTERN};
+
+/// API group of every kind.
+pub const GROUP: &str = "colony.zyeute.io";
+/// The only served and stored version.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` of every kind.
+pub const API_VERSION: &str = "colony.zyeute.io/v1alpha1";
+/// `kubectl get colony` lists every kind.
+pub const CATEGORY: &str = "colony";
+
+// ---- condition types (kstatus: Ready always, Reconciling/Stalled only while true) ----
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+/// ColonyServer: the health probe passes.
+pub const HEALTHY: &str = "Healthy";
+/// ColonyServer: the direct-processing fallback is on.
+pub const FALLBACK_ACTIVE: &str = "FallbackActive";
+/// ColonyServer: the last rollout was rolled back to the last known good image.
+pub const ROLLED_BACK: &str = "RolledBack";
+/// FinanceBee: the Deployment has its desired ready replicas.
+pub const AVAILABLE: &str = "Available";
+/// FinanceBee: unavailability was escalated (webhook / PagerDuty).
+pub const ESCALATED: &str = "Escalated";
+/// KeyRotation: a rotation is in progress.
+pub const ROTATING: &str = "Rotating";
+/// MaintenanceWindow: the window is open.
+pub const ACTIVE: &str = "Active";
+/// FinanceBee (and others with `spec.suspend`): reconciliation is suspended. Used as the `Ready`
+/// reason, following Flux.
+pub const SUSPENDED: &str = "Suspended";
+
+// ---- annotations ----
+/// On a ColonyServer: `on`, `off` or `auto` (absent = `auto`); overrides the fallback decision.
+pub const FALLBACK_ANNOTATION: &str = "colony.zyeute.io/fallback";
+/// On a KeyRotation: any new value forces one rotation (the handled value is kept in status).
+pub const ROTATE_NOW_ANNOTATION: &str = "colony.zyeute.io/rotate-now";
+/// On a MaintenanceWindow: any new value ends the current window early.
+pub const END_NOW_ANNOTATION: &str = "colony.zyeute.io/end-now";
+
+/// Value of the [`FALLBACK_ANNOTATION`].
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FallbackOverride {
+    /// Force the fallback on.
+    On,
+    /// Force the fallback off.
+    Off,
+    /// The operator decides (health, SLO, maintenance).
+    #[default]
+    Auto,
+}
+
+impl FallbackOverride {
+    /// The annotation value, as written by users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::Off => "off",
+            Self::Auto => "auto",
+        }
+    }
+
+    /// Reads the override from an object's annotations: absent means `Auto`; an unknown value
+    /// is an error (the controller reports it rather than guessing).
+    pub fn from_annotations(annotations: Option<&BTreeMap<String, String>>) -> Result<Self, InvalidFallbackOverride> {
+        match annotations.and_then(|a| a.get(FALLBACK_ANNOTATION)) {
+            None => Ok(Self::Auto),
+            Some(v) => v.parse(),
+        }
+    }
+}
+
+impl fmt::Display for FallbackOverride {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The [`FALLBACK_ANNOTATION`] holds something other than `on`, `off` or `auto`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("annotation {FALLBACK_ANNOTATION} must be on, off or auto, not {0:?}")]
+pub struct InvalidFallbackOverride(pub String);
+
+impl FromStr for FallbackOverride {
+    type Err = InvalidFallbackOverride;
+
+    /// Case-insensitive, surrounding blanks ignored; an empty value means `auto`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" => Ok(Self::On),
+            "off" | "false" => Ok(Self::Off),
+            "auto" | "" => Ok(Self::Auto),
+            _ => Err(InvalidFallbackOverride(s.to_string())),
+        }
+    }
+}
+
+// ---- references ----
+
+/// RFC 1123 subdomain: the name of a Secret, ConfigMap or custom resource.
+pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A key in a Secret or ConfigMap.
+pub const CONFIG_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+/// An `http://` or `https://` URL.
+pub const HTTP_URL_PATTERN: &str = r"^https?://[^\s]+$";
+
+/// A key in a Secret in the resource's namespace.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+pub struct SecretKeySelector {
+    /// Name of the Secret, in the namespace of this resource.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1, max = 253), regex(pattern = CONFIG_KEY_PATTERN))]
+    pub key: String,
+}
+
+impl SecretKeySelector {
+    pub fn new(name: impl Into<String>, key: impl Into<String>) -> Self {
+        Self { name: name.into(), key: key.into() }
+    }
+}
+
+/// A reference to another object of the expected kind in the namespace of this resource.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+pub struct LocalObjectReference {
+    /// Name of the referenced object, in the namespace of this resource.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub name: String,
+}
+
+impl LocalObjectReference {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+}
+
+/// A generic JSON webhook whose URL is kept in a Secret (URLs of chat webhooks are credentials).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// Secret key holding the webhook URL (http:// or https://). The operator POSTs a JSON
+    /// document describing the event.
+    pub url_secret_ref: SecretKeySelector,
+    /// How many times a failed delivery is retried (0 = no retry).
+    #[serde(default = "default_webhook_retries")]
+    #[schemars(range(min = 0, max = 10))]
+    pub retries: i32,
+    /// Delay before the first retry; doubled for every further retry.
+    #[serde(default = "default_webhook_backoff")]
+    #[schemars(schema_with = "duration_schema")]
+    pub backoff: String,
+}
+
+fn default_webhook_retries() -> i32 {
+    3
+}
+fn default_webhook_backoff() -> String {
+    "5s".into()
+}
+
+impl WebhookSpec {
+    pub fn new(url_secret_ref: SecretKeySelector) -> Self {
+        Self { url_secret_ref, retries: default_webhook_retries(), backoff: default_webhook_backoff() }
+    }
+}
+
+/// Scheduling overrides for the pods the operator creates.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Node labels the pods must match (pod `spec.nodeSelector`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the pods (pod `spec.tolerations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity rules of the pods (pod `spec.affinity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}
+
+// ---- schema helpers ----
+
+/// Schema of a required (or defaulted) Go duration string; use with
+/// `#[schemars(schema_with = "duration_schema")]`.
+pub fn duration_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "pattern": GO_DURATION_PATTERN,
+        "maxLength": GO_DURATION_MAX_LENGTH,
+    })
+}
+
+/// Schema of an optional Go duration string (`Option<String>`); use with
+/// `#[schemars(schema_with = "optional_duration_schema")]` and `#[serde(default)]`.
+pub fn optional_duration_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": ["string", "null"],
+        "pattern": GO_DURATION_PATTERN,
+        "maxLength": GO_DURATION_MAX_LENGTH,
+    })
+}
+
+/// An RFC 3339 time with an explicit offset (`2026-03-01T02:00:00Z`, `...+01:00`), as accepted
+/// by CEL's `timestamp()` and chrono.
+pub const RFC3339_PATTERN: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$";
+
+/// Schema of an optional RFC 3339 timestamp written by users (`Option<DateTime<Utc>>`).
+pub fn optional_timestamp_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": ["string", "null"],
+        "format": "date-time",
+        "pattern": RFC3339_PATTERN,
+        "maxLength": 64,
+    })
+}
+
+/// A five-field cron expression (minute hour day-of-month month day-of-week), e.g.
+/// `0 3 1 * *`. Only the shape is checked here; the operator parses the fields.
+pub const CRON_PATTERN: &str = r"^[0-9A-Za-z*?/,#-]+( +[0-9A-Za-z*?/,#-]+){4}$";
+
+/// An IANA time zone name (`UTC`, `Europe/Paris`, `America/Argentina/Buenos_Aires`).
+pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$";
+
+pub(crate) fn default_time_zone() -> String {
+    "UTC".into()
+}
+
+pub(crate) fn default_true() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_override_parses() {
+        assert_eq!("on".parse(), Ok(FallbackOverride::On));
+        assert_eq!(" OFF ".parse(), Ok(FallbackOverride::Off));
+        assert_eq!("auto".parse(), Ok(FallbackOverride::Auto));
+        assert_eq!("".parse(), Ok(FallbackOverride::Auto));
+        assert_eq!("true".parse(), Ok(FallbackOverride::On));
+        assert_eq!("false".parse(), Ok(FallbackOverride::Off));
+        assert_eq!("maybe".parse::<FallbackOverride>(), Err(InvalidFallbackOverride("maybe".into())));
+        for o in [FallbackOverride::On, FallbackOverride::Off, FallbackOverride::Auto] {
+            assert_eq!(o.as_str().parse(), Ok(o));
+            assert_eq!(serde_json::to_value(o).unwrap(), serde_json::json!(o.as_str()));
+        }
+    }
+
+    #[test]
+    fn fallback_override_from_annotations() {
+        assert_eq!(FallbackOverride::from_annotations(None), Ok(FallbackOverride::Auto));
+        let mut a = BTreeMap::new();
+        assert_eq!(FallbackOverride::from_annotations(Some(&a)), Ok(FallbackOverride::Auto));
+        a.insert(FALLBACK_ANNOTATION.to_string(), "on".to_string());
+        assert_eq!(FallbackOverride::from_annotations(Some(&a)), Ok(FallbackOverride::On));
+        a.insert(FALLBACK_ANNOTATION.to_string(), "sideways".to_string());
+        let err = FallbackOverride::from_annotations(Some(&a)).unwrap_err();
+        assert!(err.to_string().contains("sideways"));
+    }
+}

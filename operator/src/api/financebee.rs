@@ -1,0 +1,337 @@
+//! FinanceBee: the Finance Bee executor (a pycolonies worker) as a Deployment, with restarts,
+//! escalation when it stays down, and suspension.
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{HTTP_URL_PATTERN, LocalObjectReference, PodOverrides, SecretKeySelector, WebhookSpec, duration_schema};
+
+/// CPU limit applied when `spec.resources` is unset (the systemd unit's share).
+pub const DEFAULT_CPU_LIMIT: &str = "500m";
+/// Memory limit applied when `spec.resources` is unset (the systemd unit's `MemoryMax`).
+pub const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
+/// PagerDuty Events API v2 endpoint used when `escalation.pagerDuty.url` is unset.
+pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+/// Desired state of a Finance Bee: the executor Deployment, its ColonyOS identity, how the
+/// operator restarts it and whom it pages when it stays down.
+#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "colony.zyeute.io",
+    version = "v1alpha1",
+    kind = "FinanceBee",
+    namespaced,
+    status = "FinanceBeeStatus",
+    shortname = "fb",
+    category = "colony",
+    derive = "PartialEq",
+    doc = "The Finance Bee: a ColonyOS executor run as a Deployment, restarted by the operator when it crashes or hangs, escalated when it stays unavailable.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the bee is reconciled and available"),
+    printcolumn(name = "Available", type_ = "string", json_path = ".status.conditions[?(@.type==\"Available\")].status", description = "Whether the bee has its ready replicas"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas", description = "Ready replicas"),
+    printcolumn(name = "Image", type_ = "string", json_path = ".status.currentImage", description = "Image currently deployed"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FinanceBeeSpec {
+    /// Container image of the bee.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// Number of bee replicas (each is one executor process).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Compute resources of the bee container. Default: limits of 500m CPU and 512Mi memory
+    /// (the systemd unit's limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra environment variables (e.g. `SUPABASE_URL`, `STRIPE_SECRET_KEY` from Secrets).
+    /// The operator sets the `COLONIES_*`, `EXECUTOR_*` and `POLL_TIMEOUT` variables itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Whole Secrets or ConfigMaps exposed as environment variables (e.g. the Supabase and
+    /// Stripe Secrets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFromSource>,
+    /// Scheduling overrides of the bee pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodOverrides>,
+    /// The ColonyServer this bee works for (same namespace); its endpoint becomes
+    /// `COLONIES_SERVER_HOST`, and its fallback and maintenance stop remediation.
+    pub colony_server_ref: LocalObjectReference,
+    /// Name of the colony the executor belongs to (`COLONIES_COLONY_NAME`).
+    #[schemars(length(min = 1, max = 253))]
+    pub colony_name: String,
+    /// Executor name (`EXECUTOR_NAME`). Default: the name of this resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub executor_name: Option<String>,
+    /// Executor type (`EXECUTOR_TYPE`); processes are assigned by type.
+    #[serde(default = "default_executor_type")]
+    #[schemars(length(min = 1, max = 253))]
+    pub executor_type: String,
+    /// Secret key holding the executor's private key (64 hex characters, secp256k1;
+    /// `COLONIES_EXECUTOR_PRVKEY`).
+    pub executor_key_secret_ref: SecretKeySelector,
+    /// Long-poll timeout of process assignment (Go duration; `POLL_TIMEOUT` in seconds).
+    #[serde(default = "default_poll_timeout")]
+    #[schemars(schema_with = "duration_schema")]
+    pub poll_timeout: String,
+    /// How the operator restarts a crashing or stuck bee.
+    #[serde(default)]
+    pub restart: RestartSpec,
+    /// Whom to notify when the bee stays unavailable.
+    #[serde(default)]
+    pub escalation: EscalationSpec,
+    /// Scale the bee to zero and stop all remediation (reported as Suspended).
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+fn default_executor_type() -> String {
+    "finance-worker".into()
+}
+fn default_poll_timeout() -> String {
+    "10s".into()
+}
+
+impl Default for FinanceBeeSpec {
+    fn default() -> Self {
+        Self {
+            image: String::new(),
+            replicas: default_replicas(),
+            resources: None,
+            env: Vec::new(),
+            env_from: Vec::new(),
+            pod_template: None,
+            colony_server_ref: LocalObjectReference::default(),
+            colony_name: String::new(),
+            executor_name: None,
+            executor_type: default_executor_type(),
+            executor_key_secret_ref: SecretKeySelector::default(),
+            poll_timeout: default_poll_timeout(),
+            restart: RestartSpec::default(),
+            escalation: EscalationSpec::default(),
+            suspend: false,
+        }
+    }
+}
+
+impl FinanceBeeSpec {
+    /// `executorName`, or the resource's name.
+    pub fn effective_executor_name(&self, name: &str) -> String {
+        self.executor_name.clone().unwrap_or_else(|| name.to_string())
+    }
+
+    /// `resources`, or limits of 500m CPU and 512Mi memory.
+    pub fn effective_resources(&self) -> ResourceRequirements {
+        self.resources.clone().unwrap_or_else(|| ResourceRequirements {
+            limits: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity(DEFAULT_CPU_LIMIT.to_string())),
+                ("memory".to_string(), Quantity(DEFAULT_MEMORY_LIMIT.to_string())),
+            ])),
+            ..Default::default()
+        })
+    }
+
+    /// Replicas the Deployment should have: 0 while suspended.
+    pub fn effective_replicas(&self) -> i32 {
+        if self.suspend { 0 } else { self.replicas }
+    }
+}
+
+/// Restarts by the operator (deleting a crashing or stuck pod), rate-limited.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartSpec {
+    /// Most restarts by the operator within `window`; then it stops and escalates.
+    #[serde(default = "default_max_restarts")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_restarts: i32,
+    /// The window `maxRestarts` applies to (Go duration).
+    #[serde(default = "default_restart_window")]
+    #[schemars(schema_with = "duration_schema")]
+    pub window: String,
+    /// Container restarts (CrashLoopBackOff) after which the operator restarts the pod.
+    #[serde(default = "default_crash_loop_threshold")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub crash_loop_threshold: i32,
+    /// Time a pod may stay pending or not ready before the operator restarts it (Go duration).
+    #[serde(default = "default_stuck_after")]
+    #[schemars(schema_with = "duration_schema")]
+    pub stuck_after: String,
+}
+
+fn default_max_restarts() -> i32 {
+    3
+}
+fn default_restart_window() -> String {
+    "30m".into()
+}
+fn default_crash_loop_threshold() -> i32 {
+    5
+}
+fn default_stuck_after() -> String {
+    "5m".into()
+}
+
+impl Default for RestartSpec {
+    fn default() -> Self {
+        Self {
+            max_restarts: default_max_restarts(),
+            window: default_restart_window(),
+            crash_loop_threshold: default_crash_loop_threshold(),
+            stuck_after: default_stuck_after(),
+        }
+    }
+}
+
+/// Escalation when the bee stays unavailable (the runbook: page on-call after 15 minutes).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EscalationSpec {
+    /// Unavailability that triggers the escalation (Go duration).
+    #[serde(default = "default_escalate_after")]
+    #[schemars(schema_with = "duration_schema")]
+    pub after: String,
+    /// Generic JSON webhook notified on trigger and on resolve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+    /// PagerDuty incident (Events API v2), deduplicated by the resource's UID and resolved on
+    /// recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pager_duty: Option<PagerDutySpec>,
+}
+
+fn default_escalate_after() -> String {
+    "15m".into()
+}
+
+impl Default for EscalationSpec {
+    fn default() -> Self {
+        Self { after: default_escalate_after(), webhook: None, pager_duty: None }
+    }
+}
+
+/// PagerDuty Events API v2 target.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PagerDutySpec {
+    /// Secret key holding the integration's routing key.
+    pub routing_key_secret_ref: SecretKeySelector,
+    /// Severity of the event.
+    #[serde(default)]
+    pub severity: PagerDutySeverity,
+    /// Events API endpoint. Default: `https://events.pagerduty.com/v2/enqueue` (override for a
+    /// regional service or a test receiver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = HTTP_URL_PATTERN))]
+    pub url: Option<String>,
+}
+
+impl PagerDutySpec {
+    /// `url`, or the public Events API v2 endpoint.
+    pub fn effective_url(&self) -> &str {
+        self.url.as_deref().unwrap_or(PAGERDUTY_EVENTS_URL)
+    }
+}
+
+/// PagerDuty event severity.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PagerDutySeverity {
+    #[default]
+    Critical,
+    Error,
+    Warning,
+    Info,
+}
+
+/// Observed state of a FinanceBee, written by the operator on transitions only.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FinanceBeeStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Available, Escalated, and Reconciling/Stalled while true.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Ready replicas of the bee Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// When the bee became unavailable; unset while it is available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub unavailable_since: Option<DateTime<Utc>>,
+    /// Restarts by the operator in the current window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<RestartStatus>,
+    /// State of the escalation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationStatus>,
+    /// Image of the bee Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_image: Option<String>,
+    /// Last image that became available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_known_good_image: Option<String>,
+}
+
+/// Restarts by the operator.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartStatus {
+    /// Restarts in the window that started at `windowStart`.
+    #[serde(default)]
+    pub count: i32,
+    /// Start of the current restart window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub window_start: Option<DateTime<Utc>>,
+    /// The most recent restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<RestartRecord>,
+}
+
+/// One restart by the operator.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartRecord {
+    /// The pod that was deleted.
+    pub pod: String,
+    /// Why (e.g. `CrashLoopBackOff`, `Stuck`).
+    pub reason: String,
+    /// When.
+    #[schemars(with = "Time")]
+    pub time: DateTime<Utc>,
+}
+
+/// State of the escalation.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EscalationStatus {
+    /// Triggered while the bee is unavailable beyond `escalation.after`; Resolved after it
+    /// recovered.
+    pub state: EscalationState,
+    /// When the state was entered.
+    #[schemars(with = "Time")]
+    pub since: DateTime<Utc>,
+}
+
+/// State of an escalation.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EscalationState {
+    Triggered,
+    Resolved,
+}

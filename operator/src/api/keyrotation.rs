@@ -1,0 +1,288 @@
+//! KeyRotation: scheduled rotation of a key kept in a Secret (the runbook's monthly
+//! generate-keys.sh / store-keys.sh / redeploy), optionally registered with ColonyOS first.
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    CRON_PATTERN, DNS_SUBDOMAIN_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN, default_time_zone,
+    optional_duration_schema,
+};
+
+/// The runbook's cadence: 03:00 on the first day of every month.
+pub const MONTHLY_SCHEDULE: &str = "0 3 1 * *";
+
+/// Desired rotation of one key: when, what kind of key, who must pick it up.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "colony.zyeute.io",
+    version = "v1alpha1",
+    kind = "KeyRotation",
+    namespaced,
+    status = "KeyRotationStatus",
+    shortname = "kr",
+    category = "colony",
+    derive = "PartialEq",
+    doc = "Scheduled rotation of a key kept in a Secret, optionally registered with ColonyOS before it becomes current, followed by a rollout of its consumers.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the last rotation succeeded and the next is scheduled"),
+    printcolumn(name = "Revision", type_ = "integer", json_path = ".status.revision", description = "Number of rotations done"),
+    printcolumn(name = "Last", type_ = "date", json_path = ".status.lastRotationTime", description = "Time of the last rotation"),
+    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextRotationTime", description = "Time of the next rotation"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    validation = Rule::new("has(self.schedule) != has(self.interval)").message("exactly one of spec.schedule and spec.interval must be set (e.g. spec.schedule: \"0 3 1 * *\" for monthly)"),
+    validation = Rule::new("self.keyType != 'random' || has(self.length)").message("spec.length is required when spec.keyType is random").field_path(".length").reason(Reason::FieldValueRequired),
+    validation = Rule::new("self.keyType == 'random' || !has(self.length)").message("spec.length applies only to spec.keyType random").field_path(".length").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.colonyOS) || self.keyType == 'secp256k1'").message("spec.colonyOS requires spec.keyType secp256k1 (ColonyOS identities are secp256k1 keys)").field_path(".keyType"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRotationSpec {
+    /// Cron schedule (five fields, minute hour day-of-month month day-of-week) in `timeZone`;
+    /// `0 3 1 * *` rotates monthly like the runbook. Exactly one of `schedule` and `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128), regex(pattern = CRON_PATTERN))]
+    pub schedule: Option<String>,
+    /// IANA time zone of `schedule`.
+    #[serde(default = "default_time_zone")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = TIME_ZONE_PATTERN))]
+    pub time_zone: String,
+    /// Time between rotations (Go duration, e.g. `720h`), counted from the last rotation.
+    /// Exactly one of `schedule` and `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_duration_schema")]
+    pub interval: Option<String>,
+    /// The Secret that holds the key (created if missing). Keys: `prvkey` and `id` for
+    /// secp256k1 and ed25519, `key` for random; older keys as `previous.<key>`,
+    /// `previous-2.<key>`, ...
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub secret_name: String,
+    /// Kind of key: `secp256k1` (a ColonyOS identity: `prvkey` hex and its `id`), `ed25519`, or
+    /// `random` (`length` random bytes, e.g. an HMAC secret).
+    #[serde(default)]
+    pub key_type: KeyType,
+    /// Bytes of a `random` key (required for `random`, not allowed otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub length: Option<i32>,
+    /// How many previous keys stay in the Secret.
+    #[serde(default = "default_keep_previous")]
+    #[schemars(range(min = 0, max = 10))]
+    pub keep_previous: i32,
+    /// Workloads rolled after each rotation so they load the new key. FinanceBee and
+    /// ColonyServer roll through their controller; a Deployment gets a restart annotation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub targets: Vec<RotationTarget>,
+    /// Rotate only while this MaintenanceWindow is active (a due rotation waits for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_window_ref: Option<LocalObjectReference>,
+    /// Register the new key with the ColonyOS server (the change-ID call, signed with the old
+    /// key) before it becomes current. Unset: the key is only replaced in the Secret.
+    #[serde(rename = "colonyOS", default, skip_serializing_if = "Option::is_none")]
+    pub colony_os: Option<ColonyOsRegistration>,
+    /// Stop rotating (a rotation in progress is finished first).
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_keep_previous() -> i32 {
+    1
+}
+
+impl Default for KeyRotationSpec {
+    fn default() -> Self {
+        Self {
+            schedule: Some(MONTHLY_SCHEDULE.to_string()),
+            time_zone: default_time_zone(),
+            interval: None,
+            secret_name: String::new(),
+            key_type: KeyType::default(),
+            length: None,
+            keep_previous: default_keep_previous(),
+            targets: Vec::new(),
+            maintenance_window_ref: None,
+            colony_os: None,
+            suspend: false,
+        }
+    }
+}
+
+/// When rotations happen, as set in the spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RotationCadence<'a> {
+    /// A cron expression in an IANA time zone.
+    Cron { schedule: &'a str, time_zone: &'a str },
+    /// A Go duration after the last rotation.
+    Interval(&'a str),
+}
+
+impl KeyRotationSpec {
+    /// The cadence: `schedule` (with `timeZone`) or `interval`. When both or neither are set
+    /// (only possible if the API server's validation was bypassed) `schedule` wins, and the
+    /// monthly default applies when neither is set.
+    pub fn cadence(&self) -> RotationCadence<'_> {
+        match (&self.schedule, &self.interval) {
+            (Some(schedule), _) => RotationCadence::Cron { schedule, time_zone: &self.time_zone },
+            (None, Some(interval)) => RotationCadence::Interval(interval),
+            (None, None) => RotationCadence::Cron { schedule: MONTHLY_SCHEDULE, time_zone: &self.time_zone },
+        }
+    }
+}
+
+/// Kind of key.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    /// ECDSA secp256k1, the ColonyOS identity key.
+    #[default]
+    Secp256k1,
+    /// Ed25519.
+    Ed25519,
+    /// `length` random bytes.
+    Random,
+}
+
+impl KeyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Secp256k1 => "secp256k1",
+            Self::Ed25519 => "ed25519",
+            Self::Random => "random",
+        }
+    }
+}
+
+/// A workload rolled after a rotation.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationTarget {
+    /// Kind of the workload.
+    pub kind: TargetKind,
+    /// Name of the workload, in the namespace of this resource.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub name: String,
+}
+
+impl RotationTarget {
+    /// `Kind/name`, as listed in `status.targets`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.kind.as_str(), self.name)
+    }
+}
+
+/// Kind of a rotation target.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    FinanceBee,
+    ColonyServer,
+    Deployment,
+}
+
+impl TargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FinanceBee => "FinanceBee",
+            Self::ColonyServer => "ColonyServer",
+            Self::Deployment => "Deployment",
+        }
+    }
+}
+
+/// Registration of the new key with a ColonyOS server before it becomes current.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(
+    validation = Rule::new("self.identity == 'server' || has(self.colonyName)").message("spec.colonyOS.colonyName is required unless spec.colonyOS.identity is server").field_path(".colonyName").reason(Reason::FieldValueRequired),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ColonyOsRegistration {
+    /// The ColonyServer to call (same namespace).
+    pub colony_server_ref: LocalObjectReference,
+    /// Whose key this is: `executor` (changeexecutoridmsg), `user` (changeuseridmsg),
+    /// `colony` (changecolonyidmsg) or `server` (changeserveridmsg).
+    pub identity: Identity,
+    /// The colony of the identity (required except for `server`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub colony_name: Option<String>,
+}
+
+/// A ColonyOS identity whose ID changes with the key.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Identity {
+    Executor,
+    User,
+    Colony,
+    Server,
+}
+
+/// Observed state of a KeyRotation, written by the operator on transitions only.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRotationStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Rotating, and Reconciling/Stalled while true.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Number of completed rotations (0 before the first).
+    #[serde(default)]
+    pub revision: i64,
+    /// When the current key became current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub last_rotation_time: Option<DateTime<Utc>>,
+    /// When the next rotation is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub next_rotation_time: Option<DateTime<Utc>>,
+    /// Public ID (secp256k1: the ColonyOS ID) or fingerprint of the current key; never the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_key_id: Option<String>,
+    /// Public ID or fingerprint of the previous key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key_id: Option<String>,
+    /// Step of the rotation state machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RotationPhase>,
+    /// Rollout of the targets after the last rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<TargetsStatus>,
+    /// The last `colony.zyeute.io/rotate-now` value acted upon; a different value forces a
+    /// rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_rotate_now: Option<String>,
+}
+
+/// Step of a rotation.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RotationPhase {
+    /// Waiting for the next rotation.
+    #[default]
+    Idle,
+    /// Generating the new key and staging it in the Secret.
+    Generating,
+    /// Registering the new key with ColonyOS.
+    Registering,
+    /// Rolling the targets.
+    RollingOut,
+    /// The last attempt failed; see the conditions.
+    Failed,
+}
+
+/// Rollout of the targets, as `Kind/name`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetsStatus {
+    /// Targets rolled since the last rotation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rolled: Vec<String>,
+    /// Targets still to roll.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
+}
