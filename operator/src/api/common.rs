@@ -49,7 +49,7 @@ pub const ROTATE_NOW_ANNOTATION: &str = "colony.zyeute.io/rotate-now";
 /// On a MaintenanceWindow: any new value ends the current window early.
 pub const END_NOW_ANNOTATION: &str = "colony.zyeute.io/end-now";
 
-/// Value of the [`FALLBACK_ANNOTATION`].
+/// Value of the `colony.zyeute.io/fallback` annotation: `on`, `off` or `auto`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FallbackOverride {
@@ -74,7 +74,9 @@ impl FallbackOverride {
 
     /// Reads the override from an object's annotations: absent means `Auto`; an unknown value
     /// is an error (the controller reports it rather than guessing).
-    pub fn from_annotations(annotations: Option<&BTreeMap<String, String>>) -> Result<Self, InvalidFallbackOverride> {
+    pub fn from_annotations(
+        annotations: Option<&BTreeMap<String, String>>,
+    ) -> Result<Self, InvalidFallbackOverride> {
         match annotations.and_then(|a| a.get(FALLBACK_ANNOTATION)) {
             None => Ok(Self::Auto),
             Some(v) => v.parse(),
@@ -110,7 +112,8 @@ impl FromStr for FallbackOverride {
 // ---- references ----
 
 /// RFC 1123 subdomain: the name of a Secret, ConfigMap or custom resource.
-pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// A key in a Secret or ConfigMap.
 pub const CONFIG_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 /// An `http://` or `https://` URL.
@@ -129,7 +132,10 @@ pub struct SecretKeySelector {
 
 impl SecretKeySelector {
     pub fn new(name: impl Into<String>, key: impl Into<String>) -> Self {
-        Self { name: name.into(), key: key.into() }
+        Self {
+            name: name.into(),
+            key: key.into(),
+        }
     }
 }
 
@@ -173,7 +179,11 @@ fn default_webhook_backoff() -> String {
 
 impl WebhookSpec {
     pub fn new(url_secret_ref: SecretKeySelector) -> Self {
-        Self { url_secret_ref, retries: default_webhook_retries(), backoff: default_webhook_backoff() }
+        Self {
+            url_secret_ref,
+            retries: default_webhook_retries(),
+            backoff: default_webhook_backoff(),
+        }
     }
 }
 
@@ -216,7 +226,8 @@ pub fn optional_duration_schema(_: &mut SchemaGenerator) -> Schema {
 
 /// An RFC 3339 time with an explicit offset (`2026-03-01T02:00:00Z`, `...+01:00`), as accepted
 /// by CEL's `timestamp()` and chrono.
-pub const RFC3339_PATTERN: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$";
+pub const RFC3339_PATTERN: &str =
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$";
 
 /// Schema of an optional RFC 3339 timestamp written by users (`Option<DateTime<Utc>>`).
 pub fn optional_timestamp_schema(_: &mut SchemaGenerator) -> Schema {
@@ -255,20 +266,39 @@ mod tests {
         assert_eq!("".parse(), Ok(FallbackOverride::Auto));
         assert_eq!("true".parse(), Ok(FallbackOverride::On));
         assert_eq!("false".parse(), Ok(FallbackOverride::Off));
-        assert_eq!("maybe".parse::<FallbackOverride>(), Err(InvalidFallbackOverride("maybe".into())));
-        for o in [FallbackOverride::On, FallbackOverride::Off, FallbackOverride::Auto] {
+        assert_eq!(
+            "maybe".parse::<FallbackOverride>(),
+            Err(InvalidFallbackOverride("maybe".into()))
+        );
+        for o in [
+            FallbackOverride::On,
+            FallbackOverride::Off,
+            FallbackOverride::Auto,
+        ] {
             assert_eq!(o.as_str().parse(), Ok(o));
-            assert_eq!(serde_json::to_value(o).unwrap(), serde_json::json!(o.as_str()));
+            assert_eq!(
+                serde_json::to_value(o).unwrap(),
+                serde_json::json!(o.as_str())
+            );
         }
     }
 
     #[test]
     fn fallback_override_from_annotations() {
-        assert_eq!(FallbackOverride::from_annotations(None), Ok(FallbackOverride::Auto));
+        assert_eq!(
+            FallbackOverride::from_annotations(None),
+            Ok(FallbackOverride::Auto)
+        );
         let mut a = BTreeMap::new();
-        assert_eq!(FallbackOverride::from_annotations(Some(&a)), Ok(FallbackOverride::Auto));
+        assert_eq!(
+            FallbackOverride::from_annotations(Some(&a)),
+            Ok(FallbackOverride::Auto)
+        );
         a.insert(FALLBACK_ANNOTATION.to_string(), "on".to_string());
-        assert_eq!(FallbackOverride::from_annotations(Some(&a)), Ok(FallbackOverride::On));
+        assert_eq!(
+            FallbackOverride::from_annotations(Some(&a)),
+            Ok(FallbackOverride::On)
+        );
         a.insert(FALLBACK_ANNOTATION.to_string(), "sideways".to_string());
         let err = FallbackOverride::from_annotations(Some(&a)).unwrap_err();
         assert!(err.to_string().contains("sideways"));

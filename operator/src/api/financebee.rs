@@ -10,7 +10,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{HTTP_URL_PATTERN, LocalObjectReference, PodOverrides, SecretKeySelector, WebhookSpec, duration_schema};
+use super::common::{
+    HTTP_URL_PATTERN, LocalObjectReference, PodOverrides, SecretKeySelector, WebhookSpec,
+    duration_schema,
+};
 
 /// CPU limit applied when `spec.resources` is unset (the systemd unit's share).
 pub const DEFAULT_CPU_LIMIT: &str = "500m";
@@ -32,11 +35,11 @@ pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue"
     category = "colony",
     derive = "PartialEq",
     doc = "The Finance Bee: a ColonyOS executor run as a Deployment, restarted by the operator when it crashes or hangs, escalated when it stays unavailable.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the bee is reconciled and available"),
-    printcolumn(name = "Available", type_ = "string", json_path = ".status.conditions[?(@.type==\"Available\")].status", description = "Whether the bee has its ready replicas"),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas", description = "Ready replicas"),
-    printcolumn(name = "Image", type_ = "string", json_path = ".status.currentImage", description = "Image currently deployed"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "description": "Whether the bee is reconciled and available"}"#,
+    printcolumn = r#"{"name": "Available", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Available\")].status", "description": "Whether the bee has its ready replicas"}"#,
+    printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas", "description": "Ready replicas"}"#,
+    printcolumn = r#"{"name": "Image", "type": "string", "jsonPath": ".status.currentImage", "description": "Image currently deployed"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FinanceBeeSpec {
@@ -129,18 +132,25 @@ impl Default for FinanceBeeSpec {
 impl FinanceBeeSpec {
     /// `executorName`, or the resource's name.
     pub fn effective_executor_name(&self, name: &str) -> String {
-        self.executor_name.clone().unwrap_or_else(|| name.to_string())
+        self.executor_name
+            .clone()
+            .unwrap_or_else(|| name.to_string())
     }
 
     /// `resources`, or limits of 500m CPU and 512Mi memory.
     pub fn effective_resources(&self) -> ResourceRequirements {
-        self.resources.clone().unwrap_or_else(|| ResourceRequirements {
-            limits: Some(BTreeMap::from([
-                ("cpu".to_string(), Quantity(DEFAULT_CPU_LIMIT.to_string())),
-                ("memory".to_string(), Quantity(DEFAULT_MEMORY_LIMIT.to_string())),
-            ])),
-            ..Default::default()
-        })
+        self.resources
+            .clone()
+            .unwrap_or_else(|| ResourceRequirements {
+                limits: Some(BTreeMap::from([
+                    ("cpu".to_string(), Quantity(DEFAULT_CPU_LIMIT.to_string())),
+                    (
+                        "memory".to_string(),
+                        Quantity(DEFAULT_MEMORY_LIMIT.to_string()),
+                    ),
+                ])),
+                ..Default::default()
+            })
     }
 
     /// Replicas the Deployment should have: 0 while suspended.
@@ -218,7 +228,11 @@ fn default_escalate_after() -> String {
 
 impl Default for EscalationSpec {
     fn default() -> Self {
-        Self { after: default_escalate_after(), webhook: None, pager_duty: None }
+        Self {
+            after: default_escalate_after(),
+            webhook: None,
+            pager_duty: None,
+        }
     }
 }
 
@@ -334,4 +348,136 @@ pub struct EscalationStatus {
 pub enum EscalationState {
     Triggered,
     Resolved,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "image: bee:1\ncolonyServerRef: {name: colonies}\ncolonyName: zyeute\n\
+                           executorKeySecretRef: {name: bee-key, key: prvkey}\n";
+
+    #[test]
+    fn minimal_yaml_gets_the_contract_defaults() {
+        let spec: FinanceBeeSpec = serde_yaml::from_str(MINIMAL).unwrap();
+        assert_eq!(spec.replicas, 1);
+        assert_eq!(spec.executor_type, "finance-worker");
+        assert_eq!(spec.poll_timeout, "10s");
+        assert_eq!(spec.restart, RestartSpec::default());
+        assert_eq!(
+            (spec.restart.max_restarts, spec.restart.window.as_str()),
+            (3, "30m")
+        );
+        assert_eq!(spec.restart.crash_loop_threshold, 5);
+        assert_eq!(spec.restart.stuck_after, "5m");
+        assert_eq!(spec.escalation.after, "15m");
+        assert!(spec.escalation.webhook.is_none() && spec.escalation.pager_duty.is_none());
+        assert!(!spec.suspend);
+        assert_eq!(spec.colony_server_ref.name, "colonies");
+        assert_eq!(
+            spec.executor_key_secret_ref,
+            SecretKeySelector::new("bee-key", "prvkey")
+        );
+        let expected = FinanceBeeSpec {
+            image: "bee:1".into(),
+            colony_server_ref: LocalObjectReference::new("colonies"),
+            colony_name: "zyeute".into(),
+            executor_key_secret_ref: SecretKeySelector::new("bee-key", "prvkey"),
+            ..Default::default()
+        };
+        assert_eq!(spec, expected);
+    }
+
+    #[test]
+    fn required_fields_are_required() {
+        for field in [
+            "image",
+            "colonyServerRef",
+            "colonyName",
+            "executorKeySecretRef",
+        ] {
+            let yaml: String = MINIMAL
+                .lines()
+                .filter(|l| !l.starts_with(field))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let err = serde_yaml::from_str::<FinanceBeeSpec>(&yaml).unwrap_err();
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn effective_values() {
+        let mut spec: FinanceBeeSpec = serde_yaml::from_str(MINIMAL).unwrap();
+        assert_eq!(spec.effective_executor_name("finance-bee"), "finance-bee");
+        spec.executor_name = Some("bee-1".into());
+        assert_eq!(spec.effective_executor_name("finance-bee"), "bee-1");
+
+        let limits = spec.effective_resources().limits.unwrap();
+        assert_eq!(limits["cpu"], Quantity("500m".into()));
+        assert_eq!(limits["memory"], Quantity("512Mi".into()));
+        let own = ResourceRequirements {
+            requests: Some(BTreeMap::from([("cpu".into(), Quantity("1".into()))])),
+            ..Default::default()
+        };
+        spec.resources = Some(own.clone());
+        assert_eq!(spec.effective_resources(), own);
+
+        assert_eq!(spec.effective_replicas(), 1);
+        spec.suspend = true;
+        assert_eq!(spec.effective_replicas(), 0);
+    }
+
+    #[test]
+    fn pager_duty_defaults() {
+        let pd: PagerDutySpec =
+            serde_yaml::from_str("routingKeySecretRef: {name: pd, key: routing-key}\n").unwrap();
+        assert_eq!(pd.severity, PagerDutySeverity::Critical);
+        assert_eq!(pd.effective_url(), PAGERDUTY_EVENTS_URL);
+        let pd = PagerDutySpec {
+            url: Some("http://receiver:8080/v2/enqueue".into()),
+            ..pd
+        };
+        assert_eq!(pd.effective_url(), "http://receiver:8080/v2/enqueue");
+        let webhook: WebhookSpec =
+            serde_yaml::from_str("urlSecretRef: {name: hook, key: url}\n").unwrap();
+        assert_eq!(
+            webhook,
+            WebhookSpec::new(SecretKeySelector::new("hook", "url"))
+        );
+        assert_eq!((webhook.retries, webhook.backoff.as_str()), (3, "5s"));
+    }
+
+    #[test]
+    fn status_serializes_the_contract_names() {
+        let t = DateTime::parse_from_rfc3339("2026-03-01T02:00:00+01:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        let status = FinanceBeeStatus {
+            ready_replicas: Some(0),
+            unavailable_since: Some(t),
+            restarts: Some(RestartStatus {
+                count: 2,
+                window_start: Some(t),
+                last: Some(RestartRecord {
+                    pod: "bee-0".into(),
+                    reason: "CrashLoopBackOff".into(),
+                    time: t,
+                }),
+            }),
+            escalation: Some(EscalationStatus {
+                state: EscalationState::Triggered,
+                since: t,
+            }),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["unavailableSince"], "2026-03-01T01:00:00Z");
+        assert_eq!(json["restarts"]["last"]["pod"], "bee-0");
+        assert_eq!(json["escalation"]["state"], "Triggered");
+        assert_eq!(
+            serde_json::from_value::<FinanceBeeStatus>(json).unwrap(),
+            status
+        );
+    }
 }

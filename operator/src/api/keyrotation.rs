@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    CRON_PATTERN, DNS_SUBDOMAIN_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN, default_time_zone,
-    optional_duration_schema,
+    CRON_PATTERN, DNS_SUBDOMAIN_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN,
+    default_time_zone, optional_duration_schema,
 };
 
 /// The runbook's cadence: 03:00 on the first day of every month.
@@ -26,11 +26,11 @@ pub const MONTHLY_SCHEDULE: &str = "0 3 1 * *";
     category = "colony",
     derive = "PartialEq",
     doc = "Scheduled rotation of a key kept in a Secret, optionally registered with ColonyOS before it becomes current, followed by a rollout of its consumers.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the last rotation succeeded and the next is scheduled"),
-    printcolumn(name = "Revision", type_ = "integer", json_path = ".status.revision", description = "Number of rotations done"),
-    printcolumn(name = "Last", type_ = "date", json_path = ".status.lastRotationTime", description = "Time of the last rotation"),
-    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextRotationTime", description = "Time of the next rotation"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "description": "Whether the last rotation succeeded and the next is scheduled"}"#,
+    printcolumn = r#"{"name": "Revision", "type": "integer", "jsonPath": ".status.revision", "description": "Number of rotations done"}"#,
+    printcolumn = r#"{"name": "Last", "type": "date", "jsonPath": ".status.lastRotationTime", "description": "Time of the last rotation"}"#,
+    printcolumn = r#"{"name": "Next", "type": "string", "jsonPath": ".status.nextRotationTime", "description": "Time of the next rotation"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[x_kube(
     validation = Rule::new("has(self.schedule) != has(self.interval)").message("exactly one of spec.schedule and spec.interval must be set (e.g. spec.schedule: \"0 3 1 * *\" for monthly)"),
@@ -114,7 +114,10 @@ impl Default for KeyRotationSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RotationCadence<'a> {
     /// A cron expression in an IANA time zone.
-    Cron { schedule: &'a str, time_zone: &'a str },
+    Cron {
+        schedule: &'a str,
+        time_zone: &'a str,
+    },
     /// A Go duration after the last rotation.
     Interval(&'a str),
 }
@@ -125,9 +128,15 @@ impl KeyRotationSpec {
     /// monthly default applies when neither is set.
     pub fn cadence(&self) -> RotationCadence<'_> {
         match (&self.schedule, &self.interval) {
-            (Some(schedule), _) => RotationCadence::Cron { schedule, time_zone: &self.time_zone },
+            (Some(schedule), _) => RotationCadence::Cron {
+                schedule,
+                time_zone: &self.time_zone,
+            },
             (None, Some(interval)) => RotationCadence::Interval(interval),
-            (None, None) => RotationCadence::Cron { schedule: MONTHLY_SCHEDULE, time_zone: &self.time_zone },
+            (None, None) => RotationCadence::Cron {
+                schedule: MONTHLY_SCHEDULE,
+                time_zone: &self.time_zone,
+            },
         }
     }
 }
@@ -259,7 +268,7 @@ pub struct KeyRotationStatus {
     pub handled_rotate_now: Option<String>,
 }
 
-/// Step of a rotation.
+/// Step of the rotation state machine: Idle, Generating, Registering, RollingOut or Failed.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum RotationPhase {
     /// Waiting for the next rotation.
@@ -285,4 +294,114 @@ pub struct TargetsStatus {
     /// Targets still to roll.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_yaml_gets_the_contract_defaults() {
+        let spec: KeyRotationSpec =
+            serde_yaml::from_str("schedule: \"0 3 1 * *\"\nsecretName: bee-key\n").unwrap();
+        assert_eq!(spec.time_zone, "UTC");
+        assert_eq!(spec.key_type, KeyType::Secp256k1);
+        assert_eq!(spec.keep_previous, 1);
+        assert!(spec.targets.is_empty() && spec.colony_os.is_none() && !spec.suspend);
+        assert_eq!(
+            spec,
+            KeyRotationSpec {
+                secret_name: "bee-key".into(),
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            spec.cadence(),
+            RotationCadence::Cron {
+                schedule: "0 3 1 * *",
+                time_zone: "UTC"
+            }
+        );
+    }
+
+    #[test]
+    fn cadence() {
+        let spec: KeyRotationSpec =
+            serde_yaml::from_str("interval: 720h\nsecretName: k\n").unwrap();
+        assert_eq!(spec.cadence(), RotationCadence::Interval("720h"));
+        let neither = KeyRotationSpec {
+            schedule: None,
+            ..spec.clone()
+        };
+        let neither = KeyRotationSpec {
+            interval: None,
+            ..neither
+        };
+        assert_eq!(
+            neither.cadence(),
+            RotationCadence::Cron {
+                schedule: MONTHLY_SCHEDULE,
+                time_zone: "UTC"
+            }
+        );
+    }
+
+    #[test]
+    fn enums_serialize_as_the_contract_spells_them() {
+        let spec: KeyRotationSpec = serde_yaml::from_str(
+            "interval: 1h\nsecretName: k\nkeyType: random\nlength: 32\ntargets:\n- {kind: FinanceBee, name: bee}\n\
+             - {kind: Deployment, name: web}\ncolonyOS: {colonyServerRef: {name: cs}, identity: executor, colonyName: z}\n",
+        )
+        .unwrap();
+        assert_eq!(spec.key_type, KeyType::Random);
+        assert_eq!(spec.length, Some(32));
+        assert_eq!(spec.targets[0].key(), "FinanceBee/bee");
+        assert_eq!(spec.targets[1].kind, TargetKind::Deployment);
+        assert_eq!(
+            spec.colony_os.as_ref().unwrap().identity,
+            Identity::Executor
+        );
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["keyType"], "random");
+        assert_eq!(json["colonyOS"]["identity"], "executor");
+        for k in [KeyType::Secp256k1, KeyType::Ed25519, KeyType::Random] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        for k in [
+            TargetKind::FinanceBee,
+            TargetKind::ColonyServer,
+            TargetKind::Deployment,
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        assert!(
+            serde_yaml::from_str::<KeyRotationSpec>("interval: 1h\nsecretName: k\nkeyType: rsa\n")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn status_round_trips() {
+        let t = DateTime::parse_from_rfc3339("2026-03-01T03:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let status = KeyRotationStatus {
+            revision: 4,
+            last_rotation_time: Some(t),
+            phase: Some(RotationPhase::RollingOut),
+            targets: Some(TargetsStatus {
+                rolled: vec!["FinanceBee/bee".into()],
+                pending: vec!["Deployment/web".into()],
+            }),
+            handled_rotate_now: Some("2026-03-01".into()),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["phase"], "RollingOut");
+        assert_eq!(json["lastRotationTime"], "2026-03-01T03:00:00Z");
+        assert_eq!(
+            serde_json::from_value::<KeyRotationStatus>(json).unwrap(),
+            status
+        );
+    }
 }

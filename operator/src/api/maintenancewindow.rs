@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    CRON_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN, default_time_zone, default_true, duration_schema,
-    optional_duration_schema, optional_timestamp_schema,
+    CRON_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN, default_time_zone, default_true,
+    duration_schema, optional_duration_schema, optional_timestamp_schema,
 };
 
 /// Desired maintenance of a ColonyServer: when, what the operator does during it, and how it
@@ -24,10 +24,10 @@ use super::common::{
     category = "colony",
     derive = "PartialEq",
     doc = "Planned maintenance of a ColonyServer: during the window the fallback is on and Finance Bees are stopped; afterwards the server must pass health probes before normal operation resumes.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the window is reconciled"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Scheduled, Active, Verifying, Completed or Failed"),
-    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextStart", description = "Start of the next window"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "description": "Whether the window is reconciled"}"#,
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Scheduled, Active, Verifying, Completed or Failed"}"#,
+    printcolumn = r#"{"name": "Next", "type": "string", "jsonPath": ".status.nextStart", "description": "Start of the next window"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MaintenanceWindowSpec {
@@ -87,7 +87,13 @@ pub struct WindowSchedule {
 
 impl Default for WindowSchedule {
     fn default() -> Self {
-        Self { start: None, end: None, cron: None, duration: None, time_zone: default_time_zone() }
+        Self {
+            start: None,
+            end: None,
+            cron: None,
+            duration: None,
+            time_zone: default_time_zone(),
+        }
     }
 }
 
@@ -95,20 +101,36 @@ impl Default for WindowSchedule {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ScheduleForm<'a> {
     /// One window from `start` to `end`.
-    OneOff { start: DateTime<Utc>, end: DateTime<Utc> },
+    OneOff {
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
     /// A window of `duration` starting at every `cron` time in `time_zone`.
-    Recurring { cron: &'a str, duration: &'a str, time_zone: &'a str },
+    Recurring {
+        cron: &'a str,
+        duration: &'a str,
+        time_zone: &'a str,
+    },
 }
 
 impl WindowSchedule {
     /// The form in use, or `None` when the fields do not make up exactly one complete form
     /// (the API server rejects such objects; this guards against bypassed validation).
     pub fn form(&self) -> Option<ScheduleForm<'_>> {
-        match (self.start, self.end, self.cron.as_deref(), self.duration.as_deref()) {
-            (Some(start), Some(end), None, None) if end > start => Some(ScheduleForm::OneOff { start, end }),
-            (None, None, Some(cron), Some(duration)) => {
-                Some(ScheduleForm::Recurring { cron, duration, time_zone: &self.time_zone })
+        match (
+            self.start,
+            self.end,
+            self.cron.as_deref(),
+            self.duration.as_deref(),
+        ) {
+            (Some(start), Some(end), None, None) if end > start => {
+                Some(ScheduleForm::OneOff { start, end })
             }
+            (None, None, Some(cron), Some(duration)) => Some(ScheduleForm::Recurring {
+                cron,
+                duration,
+                time_zone: &self.time_zone,
+            }),
             _ => None,
         }
     }
@@ -128,7 +150,10 @@ pub struct MaintenanceActions {
 
 impl Default for MaintenanceActions {
     fn default() -> Self {
-        Self { enable_fallback: true, stop_finance_bees: true }
+        Self {
+            enable_fallback: true,
+            stop_finance_bees: true,
+        }
     }
 }
 
@@ -179,7 +204,7 @@ pub enum OnFailure {
 }
 
 /// Observed state of a MaintenanceWindow, written by the operator on transitions only.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct MaintenanceWindowStatus {
     /// The `metadata.generation` this status describes.
@@ -208,7 +233,7 @@ pub struct MaintenanceWindowStatus {
     pub handled_end_now: Option<String>,
 }
 
-/// Phase of a maintenance window.
+/// Where the window is in its cycle: Scheduled, Active, Verifying, Completed or Failed.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum WindowPhase {
     /// Waiting for the next window.
@@ -251,4 +276,130 @@ pub struct WindowOutcome {
     /// Details, e.g. why verification failed or that the window was ended early.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn minimal_yaml_gets_the_contract_defaults() {
+        let spec: MaintenanceWindowSpec = serde_yaml::from_str(
+            "schedule: {cron: \"0 2 * * 0\", duration: 2h}\ncolonyServerRef: {name: colonies}\n",
+        )
+        .unwrap();
+        assert_eq!(spec.schedule.time_zone, "UTC");
+        assert_eq!(spec.finance_bees, None);
+        assert!(spec.actions.enable_fallback && spec.actions.stop_finance_bees);
+        assert_eq!(spec.verify, VerifySpec::default());
+        assert_eq!(spec.verify.success_threshold, 3);
+        assert_eq!(spec.verify.timeout, "10m");
+        assert_eq!(spec.verify.on_failure, OnFailure::KeepFallback);
+        assert!(!spec.suspend);
+        assert_eq!(
+            spec.schedule.form(),
+            Some(ScheduleForm::Recurring {
+                cron: "0 2 * * 0",
+                duration: "2h",
+                time_zone: "UTC"
+            })
+        );
+    }
+
+    #[test]
+    fn one_off_form_with_offsets() {
+        let spec: MaintenanceWindowSpec = serde_yaml::from_str(
+            "schedule: {start: \"2026-03-01T02:00:00-05:00\", end: \"2026-03-01T04:00:00-05:00\"}\n\
+             colonyServerRef: {name: colonies}\nverify: {onFailure: restore}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            spec.schedule.form(),
+            Some(ScheduleForm::OneOff {
+                start: t("2026-03-01T07:00:00Z"),
+                end: t("2026-03-01T09:00:00Z")
+            })
+        );
+        assert_eq!(spec.verify.on_failure, OnFailure::Restore);
+        assert_eq!(
+            serde_json::to_value(spec.verify.on_failure).unwrap(),
+            "restore"
+        );
+        assert_eq!(
+            serde_json::to_value(OnFailure::KeepFallback).unwrap(),
+            "keepFallback"
+        );
+    }
+
+    #[test]
+    fn incomplete_or_mixed_forms_have_no_form() {
+        let base = WindowSchedule::default();
+        assert_eq!(base.form(), None);
+        let start = Some(t("2026-03-01T02:00:00Z"));
+        let end = Some(t("2026-03-01T04:00:00Z"));
+        assert_eq!(
+            WindowSchedule {
+                start,
+                ..base.clone()
+            }
+            .form(),
+            None
+        );
+        assert_eq!(
+            WindowSchedule {
+                start: end,
+                end: start,
+                ..base.clone()
+            }
+            .form(),
+            None
+        );
+        assert_eq!(
+            WindowSchedule {
+                cron: Some("0 2 * * 0".into()),
+                ..base.clone()
+            }
+            .form(),
+            None
+        );
+        let both = WindowSchedule {
+            start,
+            end,
+            cron: Some("0 2 * * 0".into()),
+            duration: Some("2h".into()),
+            ..base
+        };
+        assert_eq!(both.form(), None);
+    }
+
+    #[test]
+    fn status_round_trips() {
+        let status = MaintenanceWindowStatus {
+            phase: Some(WindowPhase::Verifying),
+            current_window: Some(WindowBounds {
+                start: t("2026-03-01T02:00:00Z"),
+                end: t("2026-03-01T04:00:00Z"),
+            }),
+            next_start: Some(t("2026-03-08T02:00:00Z")),
+            last_outcome: Some(WindowOutcome {
+                start: t("2026-02-22T02:00:00Z"),
+                end: t("2026-02-22T04:00:00Z"),
+                result: WindowPhase::Completed,
+                message: None,
+            }),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["phase"], "Verifying");
+        assert_eq!(json["currentWindow"]["end"], "2026-03-01T04:00:00Z");
+        assert_eq!(json["lastOutcome"]["result"], "Completed");
+        assert_eq!(
+            serde_json::from_value::<MaintenanceWindowStatus>(json).unwrap(),
+            status
+        );
+    }
 }

@@ -1,2 +1,85 @@
-//! One module per controller: pure decisions, reconcile (IO), status.
+//! One module per controller: pure decisions, reconcile (IO), status. They share the
+//! runtime (`crate::runtime`) and the helpers in `common`.
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use kube::runtime::controller::{Action, Controller};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+
+use crate::operator::Shutdown;
+use crate::runtime::{Context, Result, error_policy};
+
 pub mod colonyserver;
+pub mod common;
+pub mod financebee;
+pub mod keyrotation;
+pub mod maintenancewindow;
+pub mod notify;
+
+/// A running controller: its task, and a future that resolves once its cache is synced.
+pub struct Spawned {
+    pub handle: JoinHandle<()>,
+    pub synced: BoxFuture<'static, ()>,
+}
+
+/// Runs `controller` with the shared instrumentation (reconcile counter and duration,
+/// per-object backoff reset on success) and error policy, until `shutdown`.
+pub fn spawn_controller<K, C, F, Fut>(
+    name: &'static str,
+    controller: Controller<K>,
+    reconcile: F,
+    ctx: Arc<C>,
+    shutdown: Shutdown,
+) -> Spawned
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    C: AsRef<Context> + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<C>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action>> + Send + 'static,
+{
+    let store = controller.store();
+    let synced = async move {
+        let _ = store.wait_until_ready().await;
+    }
+    .boxed();
+    let reconcile = Arc::new(reconcile);
+    let instrumented = move |obj: Arc<K>, ctx: Arc<C>| {
+        let reconcile = reconcile.clone();
+        async move {
+            let key = format!("{name}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+            let _timer = (*ctx).as_ref().metrics.reconcile_started(name);
+            let result = reconcile(obj, ctx.clone()).await;
+            if result.is_ok() {
+                (*ctx).as_ref().succeeded(&key);
+            }
+            result
+        }
+    };
+    let handle = tokio::spawn(
+        controller
+            .graceful_shutdown_on(shutdown.wait())
+            .run(instrumented, error_policy::<K, C>(name), ctx)
+            .for_each(move |res| async move {
+                if let Err(e) = res {
+                    tracing::debug!(controller = name, error = %e, "controller event");
+                }
+            }),
+    );
+    Spawned { handle, synced }
+}
+
+/// Starts every controller; returns their tasks and their cache-synced signals.
+pub fn start_all(ctx: Arc<Context>, shutdown: Shutdown) -> (Vec<JoinHandle<()>>, Vec<BoxFuture<'static, ()>>) {
+    let all = [
+        colonyserver::start(ctx.clone(), shutdown.clone()),
+        financebee::start(ctx.clone(), shutdown.clone()),
+        keyrotation::start(ctx.clone(), shutdown.clone()),
+        maintenancewindow::start(ctx, shutdown),
+    ];
+    all.into_iter().map(|s| (s.handle, s.synced)).unzip()
+}

@@ -43,7 +43,7 @@ pub fn merge(existing: &[Condition], desired: &[Desired], generation: Option<i64
         let status = status_str(d.status);
         let last_transition_time = match previous {
             Some(p) if p.status == status => p.last_transition_time.clone(),
-            _ => Time(now.into()),
+            _ => to_time(now),
         };
         out.push(Condition {
             type_: d.type_.to_string(),
@@ -56,6 +56,16 @@ pub fn merge(existing: &[Condition], desired: &[Desired], generation: Option<i64
     }
     out.sort_by(|a, b| a.type_.cmp(&b.type_));
     out
+}
+
+/// chrono → the API's timestamp type.
+pub fn to_time(t: DateTime<Utc>) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::new(t.timestamp(), t.timestamp_subsec_nanos() as i32).expect("a valid timestamp"))
+}
+
+/// The API's timestamp type → chrono.
+pub fn from_time(t: &Time) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32).unwrap_or_default()
 }
 
 /// Whether the condition of `type_` is present and True.
@@ -83,7 +93,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].status, "True");
         assert_eq!(out[0].observed_generation, Some(3));
-        assert_eq!(out[0].last_transition_time.0, t(0).into());
+        assert_eq!(from_time(&out[0].last_transition_time), t(0));
     }
 
     #[test]
@@ -97,7 +107,7 @@ mod tests {
     fn flipped_status_moves_transition_time() {
         let first = merge(&[], &[Desired::new("Ready", true, "Ok", "fine")], Some(1), t(0));
         let second = merge(&first, &[Desired::new("Ready", false, "Down", "broken")], Some(1), t(100));
-        assert_eq!(second[0].last_transition_time.0, t(100).into());
+        assert_eq!(from_time(&second[0].last_transition_time), t(100));
         assert_eq!(second[0].reason, "Down");
     }
 

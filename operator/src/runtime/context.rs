@@ -36,6 +36,12 @@ pub fn field_manager(controller: &str) -> String {
     format!("{OPERATOR_NAME}/{controller}")
 }
 
+impl AsRef<Context> for Context {
+    fn as_ref(&self) -> &Context {
+        self
+    }
+}
+
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, settings: Settings) -> Self {
         let reporter = Reporter { controller: OPERATOR_NAME.into(), instance: std::env::var("POD_NAME").ok() };
@@ -50,6 +56,18 @@ impl Context {
         <K as Resource>::DynamicType: Default,
     {
         Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// An Api over every namespace the operator watches (`--namespace`, or all).
+    pub fn scoped_api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        match &self.settings.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
     }
 
     /// Publishes an Event about `obj`. A failure to publish is logged, never fatal: the
@@ -81,11 +99,13 @@ impl Context {
 
 /// The shared error policy: count the error, publish nothing (the reconciler already set
 /// conditions), requeue with per-object exponential backoff. Invalid specs wait for a change.
-pub fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action
+pub fn error_policy<K, C>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<C>) -> Action
 where
     K: Resource + ResourceExt,
+    C: AsRef<Context>,
 {
     move |obj, err, ctx| {
+        let ctx: &Context = (*ctx).as_ref();
         ctx.metrics.reconcile_failed(controller, err.label());
         let key = format!("{controller}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
         tracing::warn!(controller, object = %key, error = %err, label = err.label(), "reconcile failed");

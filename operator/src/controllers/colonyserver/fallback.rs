@@ -209,7 +209,11 @@ pub fn configmap_value(active: bool) -> &'static str {
 
 /// Flips an OFF may bring the count to, keeping one in reserve for a protective ON.
 fn off_budget(max_flips_per_hour: u32) -> u32 {
-    if max_flips_per_hour >= 2 { max_flips_per_hour - 1 } else { max_flips_per_hour }
+    if max_flips_per_hour >= 2 {
+        max_flips_per_hour - 1
+    } else {
+        max_flips_per_hour
+    }
 }
 
 fn to_delta(d: Duration) -> TimeDelta {
@@ -242,14 +246,27 @@ fn cause(inputs: &FallbackInputs) -> Option<(&'static str, String)> {
         let mut names = inputs.maintenance_active.clone();
         names.sort();
         names.dedup();
-        let noun = if names.len() == 1 { "MaintenanceWindow" } else { "MaintenanceWindows" };
-        return Some((reason::MAINTENANCE_WINDOW, format!("{noun} {} active", names.join(", "))));
+        let noun = if names.len() == 1 {
+            "MaintenanceWindow"
+        } else {
+            "MaintenanceWindows"
+        };
+        return Some((
+            reason::MAINTENANCE_WINDOW,
+            format!("{noun} {} active", names.join(", ")),
+        ));
     }
     if inputs.health_failed {
-        return Some((reason::HEALTH_CHECK_FAILED, "health check failed failureThreshold times in a row".into()));
+        return Some((
+            reason::HEALTH_CHECK_FAILED,
+            "health check failed failureThreshold times in a row".into(),
+        ));
     }
     if inputs.slo_breached {
-        return Some((reason::SLO_BREACHED, "SLO breached for its `for` duration".into()));
+        return Some((
+            reason::SLO_BREACHED,
+            "SLO breached for its `for` duration".into(),
+        ));
     }
     None
 }
@@ -261,12 +278,19 @@ pub fn decide(
     state: &FallbackState,
     now: DateTime<Utc>,
 ) -> FallbackDecision {
-    let mut flips: Vec<DateTime<Utc>> = state.flips.iter().copied().filter(|t| now - *t < FLIP_WINDOW).collect();
+    let mut flips: Vec<DateTime<Utc>> = state
+        .flips
+        .iter()
+        .copied()
+        .filter(|t| now - *t < FLIP_WINDOW)
+        .collect();
     flips.sort();
     let max = policy.max_flips_per_hour;
     let count = |f: &Vec<DateTime<Utc>>| u32::try_from(f.len()).unwrap_or(u32::MAX);
     let over_budget_msg = |n: u32| {
-        format!("{n} automatic flips in the last hour (maxFlipsPerHour {max}): fallback held on; check the server, or set the {OVERRIDE_ANNOTATION} annotation")
+        format!(
+            "{n} automatic flips in the last hour (maxFlipsPerHour {max}): fallback held on; check the server, or set the {OVERRIDE_ANNOTATION} annotation"
+        )
     };
 
     // Result pieces; `since` follows `active`.
@@ -301,7 +325,9 @@ pub fn decide(
                 }
             } else if state.active {
                 let n = count(&flips);
-                let healthy_enough_at = inputs.healthy_since.map(|h| add(h, to_delta(policy.recover_after)));
+                let healthy_enough_at = inputs
+                    .healthy_since
+                    .map(|h| add(h, to_delta(policy.recover_after)));
                 let hold_until = state.since.map(|s| add(s, to_delta(policy.min_hold)));
                 let ready_at = healthy_enough_at.map(|r| hold_until.map_or(r, |h| r.max(h)));
                 let off_allowed_by_budget = n < off_budget(max);
@@ -310,7 +336,10 @@ pub fn decide(
                         active = false;
                         flips.push(now);
                         why = reason::RECOVERED.into();
-                        message = format!("healthy for recoverAfter ({}s)", policy.recover_after.as_secs());
+                        message = format!(
+                            "healthy for recoverAfter ({}s)",
+                            policy.recover_after.as_secs()
+                        );
                     }
                     Some(at) if at <= now => {
                         // Recovery is due; only the budget holds it back.
@@ -338,7 +367,10 @@ pub fn decide(
                                     policy.recover_after.as_secs(),
                                     policy.min_hold.as_secs()
                                 ),
-                                None => "no cause left; waiting for the server to be reported healthy".into(),
+                                None => {
+                                    "no cause left; waiting for the server to be reported healthy"
+                                        .into()
+                                }
                             };
                         }
                         wake.extend(ready_at.filter(|at| *at > now));
@@ -351,7 +383,10 @@ pub fn decide(
                     _ => reason::NO_CAUSE.into(),
                 };
                 message = if why == reason::RECOVERED {
-                    format!("healthy for recoverAfter ({}s)", policy.recover_after.as_secs())
+                    format!(
+                        "healthy for recoverAfter ({}s)",
+                        policy.recover_after.as_secs()
+                    )
                 } else {
                     "no cause for fallback".into()
                 };
@@ -373,7 +408,14 @@ pub fn decide(
         .min()
         .and_then(|at| (at - now).to_std().ok())
         .map(|d| d.min(MAX_REQUEUE));
-    FallbackDecision { active, reason: why, message, flipped, new_state, requeue_after }
+    FallbackDecision {
+        active,
+        reason: why,
+        message,
+        flipped,
+        new_state,
+        requeue_after,
+    }
 }
 
 #[cfg(test)]
@@ -458,7 +500,11 @@ mod tests {
                 Streak::Long => Some(t(NOW - 3600)),
             },
             slo_breached: c.slo,
-            maintenance_active: if c.maint { vec!["nightly".into()] } else { vec![] },
+            maintenance_active: if c.maint {
+                vec!["nightly".into()]
+            } else {
+                vec![]
+            },
             override_: c.ov,
         };
         let state = FallbackState {
@@ -500,7 +546,11 @@ mod tests {
             // protective ON / staying ON with a cause
             (Override::Auto, Some(r), was) => {
                 let after = if was { n } else { n + 1 };
-                if after > max { (true, reason::FLIP_BUDGET_EXHAUSTED, true) } else { (true, r, false) }
+                if after > max {
+                    (true, reason::FLIP_BUDGET_EXHAUSTED, true)
+                } else {
+                    (true, r, false)
+                }
             }
             // recovery candidate
             (Override::Auto, None, true) => {
@@ -527,10 +577,28 @@ mod tests {
                     for ov in [Override::Auto, Override::On, Override::Off] {
                         for active in [false, true] {
                             for hold in [Hold::NeverFlipped, Hold::Within, Hold::Passed] {
-                                for budget in [Budget::Fresh, Budget::Reserve, Budget::Full, Budget::Over] {
-                                    for streak in [Streak::NotHealthy, Streak::Short, Streak::Long] {
-                                        for prev_reason in [None, Some(reason::RECOVERED), Some(reason::OVERRIDE), Some(reason::HEALTH_CHECK_FAILED)] {
-                                            v.push(Case { health_failed, slo, maint, ov, active, hold, budget, streak, prev_reason });
+                                for budget in
+                                    [Budget::Fresh, Budget::Reserve, Budget::Full, Budget::Over]
+                                {
+                                    for streak in [Streak::NotHealthy, Streak::Short, Streak::Long]
+                                    {
+                                        for prev_reason in [
+                                            None,
+                                            Some(reason::RECOVERED),
+                                            Some(reason::OVERRIDE),
+                                            Some(reason::HEALTH_CHECK_FAILED),
+                                        ] {
+                                            v.push(Case {
+                                                health_failed,
+                                                slo,
+                                                maint,
+                                                ov,
+                                                active,
+                                                hold,
+                                                budget,
+                                                streak,
+                                                prev_reason,
+                                            });
                                         }
                                     }
                                 }
@@ -553,7 +621,16 @@ mod tests {
             let d = decide(&p, &inputs, &state, t(NOW));
             let ctx = format!(
                 "case hf={} slo={} mw={} ov={:?} active={} hold={:?} budget={:?} streak={:?} prev={:?} -> {:?}",
-                c.health_failed, c.slo, c.maint, c.ov, c.active, c.hold, c.budget, c.streak, c.prev_reason, d
+                c.health_failed,
+                c.slo,
+                c.maint,
+                c.ov,
+                c.active,
+                c.hold,
+                c.budget,
+                c.streak,
+                c.prev_reason,
+                d
             );
             let (want_active, want_reason, want_stalled) = oracle(c);
             assert_eq!(d.active, want_active, "{ctx}");
@@ -563,18 +640,36 @@ mod tests {
             // Invariants that hold for every row.
             assert_eq!(d.flipped, d.active != state.active, "{ctx}");
             assert_eq!(d.new_state.active, d.active, "{ctx}");
-            assert_eq!(d.new_state.reason.as_deref(), Some(d.reason.as_str()), "{ctx}");
+            assert_eq!(
+                d.new_state.reason.as_deref(),
+                Some(d.reason.as_str()),
+                "{ctx}"
+            );
             if d.flipped {
                 assert_eq!(d.new_state.since, Some(t(NOW)), "{ctx}");
             } else {
-                assert_eq!(d.new_state.since, state.since, "timestamps only move on a flip: {ctx}");
+                assert_eq!(
+                    d.new_state.since, state.since,
+                    "timestamps only move on a flip: {ctx}"
+                );
             }
             // Pruned to the hour, sorted; an automatic flip adds exactly `now`.
-            assert!(d.new_state.flips.iter().all(|f| t(NOW) - *f < FLIP_WINDOW), "{ctx}");
+            assert!(
+                d.new_state.flips.iter().all(|f| t(NOW) - *f < FLIP_WINDOW),
+                "{ctx}"
+            );
             assert!(d.new_state.flips.windows(2).all(|w| w[0] <= w[1]), "{ctx}");
-            let recent = state.flips.iter().filter(|f| t(NOW) - **f < FLIP_WINDOW).count();
+            let recent = state
+                .flips
+                .iter()
+                .filter(|f| t(NOW) - **f < FLIP_WINDOW)
+                .count();
             let counted = d.flipped && c.ov == Override::Auto;
-            assert_eq!(d.new_state.flips.len(), recent + usize::from(counted), "{ctx}");
+            assert_eq!(
+                d.new_state.flips.len(),
+                recent + usize::from(counted),
+                "{ctx}"
+            );
             if counted {
                 assert!(d.new_state.flips.contains(&t(NOW)), "{ctx}");
             }
@@ -590,7 +685,10 @@ mod tests {
             }
             // Stalled implies active and the FlipBudgetExhausted reason.
             if d.new_state.stalled {
-                assert!(d.active && d.reason == reason::FLIP_BUDGET_EXHAUSTED, "{ctx}");
+                assert!(
+                    d.active && d.reason == reason::FLIP_BUDGET_EXHAUSTED,
+                    "{ctx}"
+                );
             }
             // OFF never happens automatically within minHold or before recoverAfter.
             if c.ov == Override::Auto && state.active && !d.active {
@@ -616,41 +714,284 @@ mod tests {
         use Override::*;
         use Streak::*;
         #[rustfmt::skip]
-        let rows: &[(bool, bool, bool, Override, bool, Hold, Budget, Streak, bool, &str, bool)] = &[
+        type Row = (bool, bool, bool, Override, bool, Hold, Budget, Streak, bool, &'static str, bool);
+        let rows: &[Row] = &[
             // hf    slo    mw     ov    active hold          budget   streak      => active reason                      stalled
-            (false, false, false, Auto, false, NeverFlipped, Fresh,   Long,       false, "NoCause",             false),
-            (true,  false, false, Auto, false, NeverFlipped, Fresh,   NotHealthy, true,  "HealthCheckFailed",   false),
-            (false, true,  false, Auto, false, Passed,       Fresh,   Long,       true,  "SLOBreached",         false),
-            (false, false, true,  Auto, false, Passed,       Fresh,   Long,       true,  "MaintenanceWindow",   false),
-            (true,  true,  true,  Auto, false, Passed,       Fresh,   NotHealthy, true,  "MaintenanceWindow",   false),
-            (true,  true,  false, Auto, false, Passed,       Fresh,   NotHealthy, true,  "HealthCheckFailed",   false),
+            (
+                false,
+                false,
+                false,
+                Auto,
+                false,
+                NeverFlipped,
+                Fresh,
+                Long,
+                false,
+                "NoCause",
+                false,
+            ),
+            (
+                true,
+                false,
+                false,
+                Auto,
+                false,
+                NeverFlipped,
+                Fresh,
+                NotHealthy,
+                true,
+                "HealthCheckFailed",
+                false,
+            ),
+            (
+                false,
+                true,
+                false,
+                Auto,
+                false,
+                Passed,
+                Fresh,
+                Long,
+                true,
+                "SLOBreached",
+                false,
+            ),
+            (
+                false,
+                false,
+                true,
+                Auto,
+                false,
+                Passed,
+                Fresh,
+                Long,
+                true,
+                "MaintenanceWindow",
+                false,
+            ),
+            (
+                true,
+                true,
+                true,
+                Auto,
+                false,
+                Passed,
+                Fresh,
+                NotHealthy,
+                true,
+                "MaintenanceWindow",
+                false,
+            ),
+            (
+                true,
+                true,
+                false,
+                Auto,
+                false,
+                Passed,
+                Fresh,
+                NotHealthy,
+                true,
+                "HealthCheckFailed",
+                false,
+            ),
             // ON is not blocked by minHold
-            (true,  false, false, Auto, false, Within,       Fresh,   NotHealthy, true,  "HealthCheckFailed",   false),
+            (
+                true,
+                false,
+                false,
+                Auto,
+                false,
+                Within,
+                Fresh,
+                NotHealthy,
+                true,
+                "HealthCheckFailed",
+                false,
+            ),
             // ON is not blocked by the budget, but stalls when it goes over
-            (true,  false, false, Auto, false, Passed,       Reserve, NotHealthy, true,  "HealthCheckFailed",   false),
-            (true,  false, false, Auto, false, Passed,       Full,    NotHealthy, true,  "FlipBudgetExhausted", true),
+            (
+                true,
+                false,
+                false,
+                Auto,
+                false,
+                Passed,
+                Reserve,
+                NotHealthy,
+                true,
+                "HealthCheckFailed",
+                false,
+            ),
+            (
+                true,
+                false,
+                false,
+                Auto,
+                false,
+                Passed,
+                Full,
+                NotHealthy,
+                true,
+                "FlipBudgetExhausted",
+                true,
+            ),
             // recovery
-            (false, false, false, Auto, true,  Passed,       Fresh,   Long,       false, "Recovered",           false),
-            (false, false, false, Auto, true,  Passed,       Fresh,   Short,      true,  "Recovering",          false),
-            (false, false, false, Auto, true,  Passed,       Fresh,   NotHealthy, true,  "Recovering",          false),
-            (false, false, false, Auto, true,  Within,       Fresh,   Long,       true,  "Recovering",          false),
-            (false, false, false, Auto, true,  NeverFlipped, Fresh,   Long,       false, "Recovered",           false),
+            (
+                false,
+                false,
+                false,
+                Auto,
+                true,
+                Passed,
+                Fresh,
+                Long,
+                false,
+                "Recovered",
+                false,
+            ),
+            (
+                false,
+                false,
+                false,
+                Auto,
+                true,
+                Passed,
+                Fresh,
+                Short,
+                true,
+                "Recovering",
+                false,
+            ),
+            (
+                false,
+                false,
+                false,
+                Auto,
+                true,
+                Passed,
+                Fresh,
+                NotHealthy,
+                true,
+                "Recovering",
+                false,
+            ),
+            (
+                false,
+                false,
+                false,
+                Auto,
+                true,
+                Within,
+                Fresh,
+                Long,
+                true,
+                "Recovering",
+                false,
+            ),
+            (
+                false,
+                false,
+                false,
+                Auto,
+                true,
+                NeverFlipped,
+                Fresh,
+                Long,
+                false,
+                "Recovered",
+                false,
+            ),
             // recovery blocked by the budget (reserve kept for a protective ON)
-            (false, false, false, Auto, true,  Passed,       Reserve, Long,       true,  "FlipBudgetExhausted", true),
-            (false, false, false, Auto, true,  Passed,       Full,    Long,       true,  "FlipBudgetExhausted", true),
-            (false, false, false, Auto, true,  Passed,       Reserve, Short,      true,  "Recovering",          false),
+            (
+                false,
+                false,
+                false,
+                Auto,
+                true,
+                Passed,
+                Reserve,
+                Long,
+                true,
+                "FlipBudgetExhausted",
+                true,
+            ),
+            (
+                false,
+                false,
+                false,
+                Auto,
+                true,
+                Passed,
+                Full,
+                Long,
+                true,
+                "FlipBudgetExhausted",
+                true,
+            ),
+            (
+                false,
+                false,
+                false,
+                Auto,
+                true,
+                Passed,
+                Reserve,
+                Short,
+                true,
+                "Recovering",
+                false,
+            ),
             // overrides win over everything
-            (true,  true,  true,  Off,  true,  Within,       Over,    NotHealthy, false, "Override",            false),
-            (false, false, false, On,   false, Within,       Over,    Long,       true,  "Override",            false),
-            (false, false, false, Off,  false, Passed,       Fresh,   Long,       false, "Override",            false),
-            (true,  false, false, On,   true,  Passed,       Fresh,   NotHealthy, true,  "Override",            false),
+            (
+                true, true, true, Off, true, Within, Over, NotHealthy, false, "Override", false,
+            ),
+            (
+                false, false, false, On, false, Within, Over, Long, true, "Override", false,
+            ),
+            (
+                false, false, false, Off, false, Passed, Fresh, Long, false, "Override", false,
+            ),
+            (
+                true, false, false, On, true, Passed, Fresh, NotHealthy, true, "Override", false,
+            ),
         ];
         let p = policy();
-        for (i, &(hf, slo, mw, ov, active, hold, budget, streak, want_active, want_reason, want_stalled)) in rows.iter().enumerate() {
-            let c = Case { health_failed: hf, slo, maint: mw, ov, active, hold, budget, streak, prev_reason: None };
+        for (
+            i,
+            &(
+                hf,
+                slo,
+                mw,
+                ov,
+                active,
+                hold,
+                budget,
+                streak,
+                want_active,
+                want_reason,
+                want_stalled,
+            ),
+        ) in rows.iter().enumerate()
+        {
+            let c = Case {
+                health_failed: hf,
+                slo,
+                maint: mw,
+                ov,
+                active,
+                hold,
+                budget,
+                streak,
+                prev_reason: None,
+            };
             let (inputs, state) = build(&c);
             let d = decide(&p, &inputs, &state, t(NOW));
-            assert_eq!((d.active, d.reason.as_str(), d.new_state.stalled), (want_active, want_reason, want_stalled), "row {i}: {d:?}");
+            assert_eq!(
+                (d.active, d.reason.as_str(), d.new_state.stalled),
+                (want_active, want_reason, want_stalled),
+                "row {i}: {d:?}"
+            );
         }
     }
 
@@ -659,7 +1000,11 @@ mod tests {
     // ---------------------------------------------------------------------------------
 
     fn auto(health_failed: bool, healthy_since: Option<DateTime<Utc>>) -> FallbackInputs {
-        FallbackInputs { health_failed, healthy_since, ..Default::default() }
+        FallbackInputs {
+            health_failed,
+            healthy_since,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -681,7 +1026,12 @@ mod tests {
 
     #[test]
     fn unknown_health_at_start_does_not_turn_on() {
-        let d = decide(&policy(), &auto(false, None), &FallbackState::default(), t(0));
+        let d = decide(
+            &policy(),
+            &auto(false, None),
+            &FallbackState::default(),
+            t(0),
+        );
         assert!(!d.active);
     }
 
@@ -691,7 +1041,10 @@ mod tests {
         let d = decide(&p, &auto(true, None), &FallbackState::default(), t(0));
         assert!(d.active && d.flipped);
         assert_eq!(d.reason, reason::HEALTH_CHECK_FAILED);
-        assert_eq!(d.requeue_after, None, "health input, not time, changes this");
+        assert_eq!(
+            d.requeue_after, None,
+            "health input, not time, changes this"
+        );
         let mut s = d.new_state;
 
         // Health is back from t=1000 (long after minHold).
@@ -726,7 +1079,11 @@ mod tests {
         let p = policy();
         // Maintenance turns it on while the server is healthy all along.
         let healthy = Some(t(-10_000));
-        let mw = FallbackInputs { healthy_since: healthy, maintenance_active: vec!["mw-b".into(), "mw-a".into(), "mw-b".into()], ..Default::default() };
+        let mw = FallbackInputs {
+            healthy_since: healthy,
+            maintenance_active: vec!["mw-b".into(), "mw-a".into(), "mw-b".into()],
+            ..Default::default()
+        };
         let d = decide(&p, &mw, &FallbackState::default(), t(0));
         assert!(d.active && d.flipped);
         assert_eq!(d.reason, reason::MAINTENANCE_WINDOW);
@@ -752,14 +1109,21 @@ mod tests {
     #[test]
     fn cause_change_while_on_changes_reason_not_since() {
         let p = policy();
-        let mw = FallbackInputs { maintenance_active: vec!["mw".into()], health_failed: true, ..Default::default() };
+        let mw = FallbackInputs {
+            maintenance_active: vec!["mw".into()],
+            health_failed: true,
+            ..Default::default()
+        };
         let d = decide(&p, &mw, &FallbackState::default(), t(0));
         assert_eq!(d.reason, reason::MAINTENANCE_WINDOW);
         let d = decide(&p, &auto(true, None), &d.new_state, t(60));
         assert!(!d.flipped);
         assert_eq!(d.reason, reason::HEALTH_CHECK_FAILED);
         assert_eq!(d.new_state.since, Some(t(0)));
-        let slo = FallbackInputs { slo_breached: true, ..Default::default() };
+        let slo = FallbackInputs {
+            slo_breached: true,
+            ..Default::default()
+        };
         let d = decide(&p, &slo, &d.new_state, t(120));
         assert_eq!(d.reason, reason::SLO_BREACHED);
         assert_eq!(d.new_state.since, Some(t(0)));
@@ -768,7 +1132,11 @@ mod tests {
 
     /// Simulate a flapping server in 10s steps; check the budget and safety invariants.
     fn simulate_flapping(max: u32, minutes: i64) -> Vec<(DateTime<Utc>, FallbackDecision)> {
-        let p = FallbackPolicy { recover_after: Duration::from_secs(60), min_hold: Duration::from_secs(30), max_flips_per_hour: max };
+        let p = FallbackPolicy {
+            recover_after: Duration::from_secs(60),
+            min_hold: Duration::from_secs(30),
+            max_flips_per_hour: max,
+        };
         let mut s = FallbackState::default();
         let mut out = Vec::new();
         let mut healthy_since: Option<DateTime<Utc>> = None;
@@ -792,11 +1160,23 @@ mod tests {
     }
 
     fn flip_times(run: &[(DateTime<Utc>, FallbackDecision)]) -> Vec<DateTime<Utc>> {
-        run.iter().filter(|(_, d)| d.flipped).map(|(at, _)| *at).collect()
+        run.iter()
+            .filter(|(_, d)| d.flipped)
+            .map(|(at, _)| *at)
+            .collect()
     }
 
     fn max_in_rolling_hour(flips: &[DateTime<Utc>]) -> usize {
-        flips.iter().map(|end| flips.iter().filter(|f| **f <= *end && *end - **f < FLIP_WINDOW).count()).max().unwrap_or(0)
+        flips
+            .iter()
+            .map(|end| {
+                flips
+                    .iter()
+                    .filter(|f| **f <= *end && *end - **f < FLIP_WINDOW)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     #[test]
@@ -804,20 +1184,32 @@ mod tests {
         for max in [2u32, 3, 4, 5, 6] {
             let run = simulate_flapping(max, 180);
             let flips = flip_times(&run);
-            assert!(max_in_rolling_hour(&flips) <= max as usize, "max={max}: {flips:?}");
+            assert!(
+                max_in_rolling_hour(&flips) <= max as usize,
+                "max={max}: {flips:?}"
+            );
             // It stalled at some point while flapping...
-            let first_stall = run.iter().position(|(_, d)| d.new_state.stalled).expect("stalls");
+            let first_stall = run
+                .iter()
+                .position(|(_, d)| d.new_state.stalled)
+                .expect("stalls");
             assert_eq!(run[first_stall].1.reason, reason::FLIP_BUDGET_EXHAUSTED);
             assert!(run[first_stall].1.active);
             // ...requeued for when the budget frees up...
             assert!(run[first_stall].1.requeue_after.is_some());
             // ...and after the flapping stops and flips age out, it is OFF and not stalled.
             let (_, last) = run.last().unwrap();
-            assert!(!last.active && !last.new_state.stalled, "max={max}: {last:?}");
+            assert!(
+                !last.active && !last.new_state.stalled,
+                "max={max}: {last:?}"
+            );
             assert_eq!(last.reason, reason::RECOVERED);
             // Every flip after the stall is explained by aging-out, never a budget overrun.
             for (at, d) in &run {
-                assert!(d.new_state.flips.len() <= max as usize, "max={max} at {at}: {d:?}");
+                assert!(
+                    d.new_state.flips.len() <= max as usize,
+                    "max={max} at {at}: {d:?}"
+                );
             }
         }
     }
@@ -864,11 +1256,21 @@ mod tests {
     fn protective_on_beyond_budget_stalls_until_aged_out() {
         let p = policy();
         // Four flips (e.g. the last OFF came from before an override); now the server fails.
-        let s = FallbackState { active: false, since: Some(t(1800)), reason: Some(reason::RECOVERED.into()), flips: vec![t(0), t(600), t(1200), t(1800)], stalled: false };
+        let s = FallbackState {
+            active: false,
+            since: Some(t(1800)),
+            reason: Some(reason::RECOVERED.into()),
+            flips: vec![t(0), t(600), t(1200), t(1800)],
+            stalled: false,
+        };
         let d = decide(&p, &auto(true, None), &s, t(2000));
         assert!(d.active && d.flipped && d.new_state.stalled);
         assert_eq!(d.reason, reason::FLIP_BUDGET_EXHAUSTED);
-        assert!(d.message.starts_with("health check failed"), "{}", d.message);
+        assert!(
+            d.message.starts_with("health check failed"),
+            "{}",
+            d.message
+        );
         assert_eq!(d.new_state.flips.len(), 5);
         // 5 flips; back to 4 when t(0) ages out at 3600.
         assert_eq!(d.requeue_after, Some(Duration::from_secs(1600)));
@@ -881,8 +1283,18 @@ mod tests {
     #[test]
     fn overrides_are_honoured_and_not_counted() {
         let p = policy();
-        let failing = FallbackInputs { health_failed: true, override_: Override::Off, ..Default::default() };
-        let s = FallbackState { active: true, since: Some(t(990)), reason: Some("HealthCheckFailed".into()), flips: vec![t(100), t(200), t(300), t(400), t(990)], stalled: true };
+        let failing = FallbackInputs {
+            health_failed: true,
+            override_: Override::Off,
+            ..Default::default()
+        };
+        let s = FallbackState {
+            active: true,
+            since: Some(t(990)),
+            reason: Some("HealthCheckFailed".into()),
+            flips: vec![t(100), t(200), t(300), t(400), t(990)],
+            stalled: true,
+        };
         // Off while failing, within minHold, budget over: honoured.
         let d = decide(&p, &failing, &s, t(1000));
         assert!(!d.active && d.flipped && !d.new_state.stalled);
@@ -892,7 +1304,11 @@ mod tests {
         assert_eq!(d.requeue_after, None);
         assert_eq!(d.message, "colony.zyeute.io/fallback=off set");
         // On while healthy.
-        let on = FallbackInputs { healthy_since: Some(t(0)), override_: Override::On, ..Default::default() };
+        let on = FallbackInputs {
+            healthy_since: Some(t(0)),
+            override_: Override::On,
+            ..Default::default()
+        };
         let d2 = decide(&p, &on, &d.new_state, t(1001));
         assert!(d2.active && d2.flipped);
         assert_eq!(d2.new_state.flips, s.flips);
@@ -907,8 +1323,22 @@ mod tests {
     #[test]
     fn override_on_matching_state_only_changes_reason() {
         let p = policy();
-        let s = FallbackState { active: true, since: Some(t(5)), reason: Some("HealthCheckFailed".into()), flips: vec![t(5)], stalled: false };
-        let d = decide(&p, &FallbackInputs { override_: Override::On, ..Default::default() }, &s, t(50));
+        let s = FallbackState {
+            active: true,
+            since: Some(t(5)),
+            reason: Some("HealthCheckFailed".into()),
+            flips: vec![t(5)],
+            stalled: false,
+        };
+        let d = decide(
+            &p,
+            &FallbackInputs {
+                override_: Override::On,
+                ..Default::default()
+            },
+            &s,
+            t(50),
+        );
         assert!(!d.flipped);
         assert_eq!(d.new_state.since, Some(t(5)));
         assert_eq!(d.reason, reason::OVERRIDE);
@@ -917,7 +1347,13 @@ mod tests {
     #[test]
     fn after_override_removed_off_reason_is_no_cause() {
         let p = policy();
-        let s = FallbackState { active: false, since: Some(t(5)), reason: Some(reason::OVERRIDE.into()), flips: vec![], stalled: false };
+        let s = FallbackState {
+            active: false,
+            since: Some(t(5)),
+            reason: Some(reason::OVERRIDE.into()),
+            flips: vec![],
+            stalled: false,
+        };
         let d = decide(&p, &auto(false, Some(t(0))), &s, t(50));
         assert!(!d.active && !d.flipped);
         assert_eq!(d.reason, reason::NO_CAUSE);
@@ -926,7 +1362,13 @@ mod tests {
     #[test]
     fn min_hold_after_override_flip_applies_to_auto_off() {
         let p = policy();
-        let s = FallbackState { active: true, since: Some(t(1000)), reason: Some(reason::OVERRIDE.into()), flips: vec![], stalled: false };
+        let s = FallbackState {
+            active: true,
+            since: Some(t(1000)),
+            reason: Some(reason::OVERRIDE.into()),
+            flips: vec![],
+            stalled: false,
+        };
         let d = decide(&p, &auto(false, Some(t(0))), &s, t(1060));
         assert!(d.active);
         assert_eq!(d.reason, reason::RECOVERING);
@@ -938,7 +1380,13 @@ mod tests {
     #[test]
     fn requeue_is_the_later_of_recover_after_and_min_hold() {
         let p = policy();
-        let s = FallbackState { active: true, since: Some(t(0)), reason: Some("SLOBreached".into()), flips: vec![t(0)], stalled: false };
+        let s = FallbackState {
+            active: true,
+            since: Some(t(0)),
+            reason: Some("SLOBreached".into()),
+            flips: vec![t(0)],
+            stalled: false,
+        };
         // healthy from 10: recover at 310, hold until 120 → 310
         let d = decide(&p, &auto(false, Some(t(10))), &s, t(20));
         assert_eq!(d.requeue_after, Some(Duration::from_secs(290)));
@@ -949,7 +1397,10 @@ mod tests {
 
     #[test]
     fn budget_of_one_and_zero() {
-        let p1 = FallbackPolicy { max_flips_per_hour: 1, ..policy() };
+        let p1 = FallbackPolicy {
+            max_flips_per_hour: 1,
+            ..policy()
+        };
         let healthy = Some(t(-99_999));
         let d = decide(&p1, &auto(true, None), &FallbackState::default(), t(0));
         assert!(d.active && !d.new_state.stalled);
@@ -959,20 +1410,33 @@ mod tests {
         let d = decide(&p1, &auto(false, healthy), &d.new_state, t(3600));
         assert!(!d.active && d.flipped, "OFF once the ON aged out");
         let d = decide(&p1, &auto(true, None), &d.new_state, t(3700));
-        assert!(d.active && d.flipped && d.new_state.stalled, "protective ON beyond budget");
+        assert!(
+            d.active && d.flipped && d.new_state.stalled,
+            "protective ON beyond budget"
+        );
 
-        let p0 = FallbackPolicy { max_flips_per_hour: 0, ..policy() };
+        let p0 = FallbackPolicy {
+            max_flips_per_hour: 0,
+            ..policy()
+        };
         let d = decide(&p0, &auto(true, None), &FallbackState::default(), t(0));
         assert!(d.active && d.new_state.stalled);
         let d = decide(&p0, &auto(false, healthy), &d.new_state, t(10_000));
-        assert!(d.active && d.new_state.stalled, "never off automatically with budget 0");
+        assert!(
+            d.active && d.new_state.stalled,
+            "never off automatically with budget 0"
+        );
         assert_eq!(d.requeue_after, None);
         assert!(d.new_state.flips.is_empty());
     }
 
     #[test]
     fn zero_durations_recover_immediately() {
-        let p = FallbackPolicy { recover_after: Duration::ZERO, min_hold: Duration::ZERO, max_flips_per_hour: 10 };
+        let p = FallbackPolicy {
+            recover_after: Duration::ZERO,
+            min_hold: Duration::ZERO,
+            max_flips_per_hour: 10,
+        };
         let d = decide(&p, &auto(true, None), &FallbackState::default(), t(0));
         let d = decide(&p, &auto(false, Some(t(0))), &d.new_state, t(0));
         assert!(!d.active && d.flipped);
@@ -980,13 +1444,26 @@ mod tests {
 
     #[test]
     fn huge_durations_do_not_panic() {
-        let p = FallbackPolicy { recover_after: Duration::from_secs(u64::MAX), min_hold: Duration::from_secs(u64::MAX), max_flips_per_hour: u32::MAX };
-        let s = FallbackState { active: true, since: Some(t(0)), ..Default::default() };
+        let p = FallbackPolicy {
+            recover_after: Duration::from_secs(u64::MAX),
+            min_hold: Duration::from_secs(u64::MAX),
+            max_flips_per_hour: u32::MAX,
+        };
+        let s = FallbackState {
+            active: true,
+            since: Some(t(0)),
+            ..Default::default()
+        };
         let d = decide(&p, &auto(false, Some(t(0))), &s, t(10));
         assert!(d.active);
         assert_eq!(d.requeue_after, Some(MAX_REQUEUE));
         let far = DateTime::<Utc>::MAX_UTC - TimeDelta::seconds(10);
-        let s = FallbackState { active: true, since: Some(far), flips: vec![far], ..Default::default() };
+        let s = FallbackState {
+            active: true,
+            since: Some(far),
+            flips: vec![far],
+            ..Default::default()
+        };
         let d = decide(&policy(), &auto(false, Some(far)), &s, far);
         assert!(d.active);
     }
@@ -994,7 +1471,11 @@ mod tests {
     #[test]
     fn future_healthy_since_waits() {
         let p = policy();
-        let s = FallbackState { active: true, since: Some(t(0)), ..Default::default() };
+        let s = FallbackState {
+            active: true,
+            since: Some(t(0)),
+            ..Default::default()
+        };
         let d = decide(&p, &auto(false, Some(t(1000))), &s, t(500));
         assert!(d.active);
         assert_eq!(d.requeue_after, Some(Duration::from_secs(800)));
@@ -1009,7 +1490,14 @@ mod tests {
     #[test]
     fn override_parsing() {
         assert_eq!(Override::from_annotation(None), Ok(Override::Auto));
-        for (v, want) in [("on", Override::On), (" ON ", Override::On), ("off", Override::Off), ("Off", Override::Off), ("auto", Override::Auto), ("", Override::Auto)] {
+        for (v, want) in [
+            ("on", Override::On),
+            (" ON ", Override::On),
+            ("off", Override::Off),
+            ("Off", Override::Off),
+            ("auto", Override::Auto),
+            ("", Override::Auto),
+        ] {
             assert_eq!(Override::from_annotation(Some(v)), Ok(want), "{v:?}");
         }
         let err = Override::from_annotation(Some("yes")).unwrap_err();
@@ -1020,8 +1508,15 @@ mod tests {
 
     #[test]
     fn state_serde_round_trip() {
-        let s = FallbackState { active: true, since: Some(t(1)), reason: Some("SLOBreached".into()), flips: vec![t(1)], stalled: false };
-        let back: FallbackState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let s = FallbackState {
+            active: true,
+            since: Some(t(1)),
+            reason: Some("SLOBreached".into()),
+            flips: vec![t(1)],
+            stalled: false,
+        };
+        let back: FallbackState =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.flips_last_hour(), 1);
     }
@@ -1031,27 +1526,43 @@ mod tests {
     fn randomized_invariants() {
         let mut seed: u64 = 0x5eed_cafe;
         let mut next = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 33) as u32
         };
         for max in [2u32, 3, 4, 7] {
-            let p = FallbackPolicy { recover_after: Duration::from_secs(120), min_hold: Duration::from_secs(60), max_flips_per_hour: max };
+            let p = FallbackPolicy {
+                recover_after: Duration::from_secs(120),
+                min_hold: Duration::from_secs(60),
+                max_flips_per_hour: max,
+            };
             let mut s = FallbackState::default();
             let mut healthy_since: Option<DateTime<Utc>> = None;
             let mut flips = Vec::new();
             for step in 0..5000i64 {
                 let now = t(step * 15);
                 let failed = next() % 7 == 0;
-                if failed { healthy_since = None } else if healthy_since.is_none() { healthy_since = Some(now) }
+                if failed {
+                    healthy_since = None
+                } else if healthy_since.is_none() {
+                    healthy_since = Some(now)
+                }
                 let inputs = FallbackInputs {
                     health_failed: failed,
                     healthy_since,
                     slo_breached: next() % 23 == 0,
-                    maintenance_active: if next() % 41 == 0 { vec!["mw".into()] } else { vec![] },
+                    maintenance_active: if next() % 41 == 0 {
+                        vec!["mw".into()]
+                    } else {
+                        vec![]
+                    },
                     override_: Override::Auto,
                 };
                 let d = decide(&p, &inputs, &s, now);
-                let any_cause = inputs.health_failed || inputs.slo_breached || !inputs.maintenance_active.is_empty();
+                let any_cause = inputs.health_failed
+                    || inputs.slo_breached
+                    || !inputs.maintenance_active.is_empty();
                 if any_cause {
                     assert!(d.active);
                 }
@@ -1060,7 +1571,10 @@ mod tests {
                     if !d.active {
                         let hs = healthy_since.unwrap();
                         assert!(now - hs >= TimeDelta::seconds(120));
-                        assert!(s.since.is_none_or(|since| now - since >= TimeDelta::seconds(60)));
+                        assert!(
+                            s.since
+                                .is_none_or(|since| now - since >= TimeDelta::seconds(60))
+                        );
                     }
                 } else {
                     assert_eq!(d.new_state.since, s.since);

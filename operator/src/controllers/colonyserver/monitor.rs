@@ -1,0 +1,151 @@
+//! One background task per ColonyServer probes its health (and scrapes its SLO metrics) on
+//! its own interval. The tasks keep their counters in memory and wake the reconciler only
+//! when a verdict changes, so a healthy server costs probes but no API calls.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::api::ColonyServer;
+use crate::health::{
+    BreachTransition, HealthCounter, HealthThresholds, Prober, SloBreachTracker, SloEvaluation, SloLimits, SloSample,
+    evaluate, parse_prometheus_text,
+};
+use crate::runtime::metrics::Metrics;
+
+/// Everything a probe task needs; a change restarts the task with fresh counters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeConfig {
+    pub health_url: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub thresholds: HealthThresholds,
+    pub slo: Option<SloConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SloConfig {
+    pub metrics_url: String,
+    pub limits: SloLimits,
+    pub for_: chrono::TimeDelta,
+}
+
+/// What the reconciler reads: the health verdict and the SLO breach state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub health: HealthCounter,
+    pub probes: u64,
+    pub slo: SloBreachTracker,
+    /// The evaluation at the last breach transition (what status reports).
+    pub slo_at_transition: Option<SloEvaluation>,
+}
+
+struct Entry {
+    config: ProbeConfig,
+    state: Arc<Mutex<Snapshot>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct Monitor {
+    prober: Prober,
+    metrics: Arc<Metrics>,
+    wake: mpsc::UnboundedSender<ObjectRef<ColonyServer>>,
+    entries: Mutex<HashMap<ObjectRef<ColonyServer>, Entry>>,
+}
+
+impl Monitor {
+    pub fn new(prober: Prober, metrics: Arc<Metrics>, wake: mpsc::UnboundedSender<ObjectRef<ColonyServer>>) -> Self {
+        Self { prober, metrics, wake, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// Makes sure a task probes `key` with `config`, and returns what it has seen so far.
+    pub fn ensure(&self, key: ObjectRef<ColonyServer>, config: ProbeConfig) -> Snapshot {
+        let mut entries = self.entries.lock().expect("monitor poisoned");
+        if let Some(e) = entries.get(&key) {
+            if e.config == config {
+                return e.state.lock().expect("snapshot poisoned").clone();
+            }
+        }
+        let state = Arc::new(Mutex::new(Snapshot {
+            health: HealthCounter::new(config.thresholds.clone()),
+            ..Default::default()
+        }));
+        let task = tokio::spawn(probe_loop(
+            key.clone(),
+            config.clone(),
+            state.clone(),
+            self.prober.clone(),
+            self.metrics.clone(),
+            self.wake.clone(),
+        ));
+        entries.insert(key, Entry { config, state: state.clone(), task });
+        let snapshot = state.lock().expect("snapshot poisoned").clone();
+        snapshot
+    }
+
+    pub fn remove(&self, key: &ObjectRef<ColonyServer>) {
+        self.entries.lock().expect("monitor poisoned").remove(key);
+    }
+
+    pub fn snapshot(&self, key: &ObjectRef<ColonyServer>) -> Option<Snapshot> {
+        let entries = self.entries.lock().expect("monitor poisoned");
+        entries.get(key).map(|e| e.state.lock().expect("snapshot poisoned").clone())
+    }
+}
+
+async fn probe_loop(
+    key: ObjectRef<ColonyServer>,
+    config: ProbeConfig,
+    state: Arc<Mutex<Snapshot>>,
+    prober: Prober,
+    metrics: Arc<Metrics>,
+    wake: mpsc::UnboundedSender<ObjectRef<ColonyServer>>,
+) {
+    let namespace = key.namespace.clone().unwrap_or_default();
+    let mut previous_sample: Option<SloSample> = None;
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let outcome = prober.probe(&config.health_url, config.timeout).await;
+        metrics.probe_observed(&namespace, &key.name, outcome.healthy, outcome.latency);
+        let now: DateTime<Utc> = Utc::now();
+        let mut changed = {
+            let mut s = state.lock().expect("snapshot poisoned");
+            s.probes += 1;
+            s.health.record(outcome.healthy, outcome.error.clone(), now).changed()
+        };
+        if let Some(slo) = &config.slo {
+            let sample = match prober.fetch_text(&slo.metrics_url, config.timeout, 1 << 20).await {
+                Ok(text) => Some(SloSample { at: now, counts: parse_prometheus_text(&text) }),
+                Err(e) => {
+                    tracing::debug!(server = %key.name, error = %e, "SLO scrape failed");
+                    None
+                }
+            };
+            if let Some(sample) = sample {
+                let eval = evaluate(previous_sample.as_ref(), &sample, &slo.limits);
+                let mut s = state.lock().expect("snapshot poisoned");
+                let t = s.slo.observe(&eval, now, slo.for_);
+                if t != BreachTransition::Unchanged {
+                    s.slo_at_transition = Some(eval);
+                    changed = true;
+                }
+                previous_sample = Some(sample);
+            }
+        }
+        if changed && wake.send(key.clone()).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Reconcile: gather inputs → validate → build → apply → decide the fallback → status.
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::NAME;
+use super::builders::{self, ServerInputs};
+use super::fallback::{self, FallbackInputs, FallbackPolicy, Override};
+use super::monitor::{Monitor, ProbeConfig, SloConfig};
+use super::status::{self, Observed, Workload};
+use crate::api::{ColonyServer, FallbackOverride, MaintenanceWindow};
+use crate::controllers::common::{ConfigHasher, apply_if_changed, secret_value};
+use crate::controllers::notify::{self, RetryPolicy};
+use crate::controllers::{Spawned, spawn_controller};
+use crate::duration::parse_go_duration;
+use crate::health::{HealthThresholds, Prober, SloLimits};
+use crate::operator::Shutdown;
+use crate::runtime::{Context, Error, Result, apply_status};
+
+pub struct ServerContext {
+    pub base: Arc<Context>,
+    pub monitor: Monitor,
+    pub http: reqwest::Client,
+}
+
+impl AsRef<Context> for ServerContext {
+    fn as_ref(&self) -> &Context {
+        &self.base
+    }
+}
+
+pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
+    let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+    let prober = Prober::new().expect("the HTTP client for health probes");
+    let server_ctx = Arc::new(ServerContext {
+        monitor: Monitor::new(prober, ctx.metrics.clone(), wake_tx),
+        http: reqwest::Client::new(),
+        base: ctx.clone(),
+    });
+    let api: Api<ColonyServer> = ctx.scoped_api();
+    let cfg = watcher::Config::default();
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=colony-operator");
+    let controller = Controller::new(api, cfg.clone())
+        .owns(ctx.scoped_api::<Deployment>(), owned.clone())
+        .owns(ctx.scoped_api::<ConfigMap>(), owned)
+        .watches(ctx.scoped_api::<MaintenanceWindow>(), cfg, |mw: MaintenanceWindow| {
+            let ns = mw.namespace()?;
+            Some(ObjectRef::<ColonyServer>::new(&mw.spec.colony_server_ref.name).within(&ns))
+        })
+        .reconcile_on(UnboundedReceiverStream::new(wake_rx));
+    spawn_controller(NAME, controller, reconcile, server_ctx, shutdown)
+}
+
+struct Durations {
+    interval: Duration,
+    timeout: Duration,
+    policy: FallbackPolicy,
+    slo_for: Duration,
+}
+
+fn durations(cs: &ColonyServer) -> std::result::Result<Durations, String> {
+    let p = |field: &str, v: &str| parse_go_duration(v).map_err(|e| format!("{field}: {e}"));
+    let spec = &cs.spec;
+    Ok(Durations {
+        interval: p("spec.health.interval", &spec.health.interval)?.max(Duration::from_secs(1)),
+        timeout: p("spec.health.timeout", &spec.health.timeout)?,
+        policy: FallbackPolicy {
+            recover_after: p("spec.fallback.recoverAfter", &spec.fallback.recover_after)?,
+            min_hold: p("spec.fallback.minHold", &spec.fallback.min_hold)?,
+            max_flips_per_hour: spec.fallback.max_flips_per_hour.max(1) as u32,
+        },
+        slo_for: match &spec.slo {
+            Some(s) => p("spec.slo.for", &s.for_)?,
+            None => Duration::ZERO,
+        },
+    })
+}
+
+/// Active MaintenanceWindows in the namespace that target this server.
+async fn active_windows(ctx: &Context, cs: &ColonyServer) -> Result<Vec<String>> {
+    let ns = cs.namespace().unwrap_or_default();
+    let windows = ctx.api::<MaintenanceWindow>(&ns).list(&Default::default()).await?;
+    let mut names: Vec<String> = windows
+        .items
+        .into_iter()
+        .filter(|w| w.spec.colony_server_ref.name == cs.name_any())
+        .filter(crate::controllers::maintenancewindow::holds_fallback)
+        .map(|w| w.name_any())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Resolves the Secrets the server references: their hash (rolls the pods on change) and
+/// the server ID derived from the server key.
+async fn server_inputs(ctx: &Context, cs: &ColonyServer, image: String) -> Result<ServerInputs> {
+    let secrets: Api<Secret> = ctx.api(&cs.namespace().unwrap_or_default());
+    let mut hasher = ConfigHasher::default();
+    if let Some(db) = &cs.spec.database {
+        for sel in [&db.user, &db.password] {
+            hasher.add(&format!("secret/{}", sel.name), &sel.key, &secret_value(&secrets, sel).await?);
+        }
+    }
+    let mut server_id = None;
+    if let Some(sel) = &cs.spec.server_key_secret_ref {
+        let key = secret_value(&secrets, sel).await?;
+        hasher.add(&format!("secret/{}", sel.name), &sel.key, &key);
+        let text = String::from_utf8(key).map_err(|_| Error::InvalidSpec(format!("Secret {:?} key {:?} is not text", sel.name, sel.key)))?;
+        server_id = Some(crate::colonyos::crypto::id_from_private_hex(&text).map_err(|e| {
+            Error::InvalidSpec(format!("Secret {:?} key {:?}: {e}", sel.name, sel.key))
+        })?);
+    }
+    Ok(ServerInputs { image, server_id, config_hash: hasher.finish() })
+}
+
+fn workload_state(d: Option<&Deployment>) -> Workload {
+    let Some(d) = d else { return Workload::Progressing("Deployment not created yet".into()) };
+    let generation = d.metadata.generation.unwrap_or(0);
+    let status = d.status.clone().unwrap_or_default();
+    let want = d.spec.replicas.unwrap_or(1);
+    let conditions = status.conditions.unwrap_or_default();
+    if conditions.iter().any(|c| c.type_.as_deref() == Some("Progressing") && c.reason.as_deref() == Some("ProgressDeadlineExceeded")) {
+        return Workload::Failed("Deployment exceeded its progress deadline".into());
+    }
+    if status.observed_generation.unwrap_or(0) < generation {
+        return Workload::Progressing("Deployment change not yet observed".into());
+    }
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated < want || available < want {
+        return Workload::Progressing(format!("{available}/{want} replicas available, {updated} updated"));
+    }
+    Workload::Available
+}
+
+fn override_from(cs: &ColonyServer) -> (FallbackOverride, Option<String>) {
+    match FallbackOverride::from_annotations(Some(cs.annotations())) {
+        Ok(o) => (o, None),
+        Err(e) => (FallbackOverride::Auto, Some(e.to_string())),
+    }
+}
+
+fn to_decision_override(o: FallbackOverride) -> Override {
+    match o {
+        FallbackOverride::Auto => Override::Auto,
+        FallbackOverride::On => Override::On,
+        FallbackOverride::Off => Override::Off,
+    }
+}
+
+async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Action> {
+    let ctx = &sctx.base;
+    let ns = cs.namespace().unwrap_or_default();
+    let name = cs.name_any();
+    let now = Utc::now();
+    let key = ObjectRef::from_obj(cs.as_ref());
+    let api: Api<ColonyServer> = ctx.api(&ns);
+
+    let durations = durations(&cs);
+    let (override_, bad_override) = override_from(&cs);
+    if let Some(msg) = &bad_override {
+        tracing::warn!(server = %name, "{msg}; treating it as auto");
+    }
+
+    // Workload.
+    let mut invalid = durations.as_ref().err().cloned();
+    let mut workload = Workload::Unmanaged;
+    let mut current_image = None;
+    if cs.spec.managed && invalid.is_none() {
+        match cs.spec.image.clone() {
+            None => invalid = Some("spec.image is required when spec.managed is true".into()),
+            Some(image) => match server_inputs(ctx, &cs, image.clone()).await {
+                Ok(inputs) => {
+                    let deployments: Api<Deployment> = ctx.api(&ns);
+                    let desired = builders::deployment(&cs, &inputs)?;
+                    if apply_if_changed(&deployments, desired, NAME).await? {
+                        tracing::info!(server = %name, image = %image, "applied Deployment");
+                    }
+                    apply_if_changed(&ctx.api::<Service>(&ns), builders::service(&cs)?, NAME).await?;
+                    workload = workload_state(deployments.get_opt(&name).await?.as_ref());
+                    current_image = Some(image);
+                }
+                Err(Error::InvalidSpec(msg)) | Err(Error::MissingReference(msg)) => invalid = Some(msg),
+                Err(e) => return Err(e),
+            },
+        }
+    }
+
+    // Health and SLO verdicts from the probe task.
+    let snapshot = match &durations {
+        Ok(d) => {
+            let slo = cs.spec.slo.as_ref().and_then(|s| {
+                Some(SloConfig {
+                    metrics_url: s.metrics_url.clone()?,
+                    limits: SloLimits {
+                        max_queue_depth: s.max_queue_depth as f64,
+                        min_completion_rate: s.min_completion_rate,
+                        max_error_rate: s.max_error_rate,
+                    },
+                    for_: chrono::TimeDelta::from_std(d.slo_for).unwrap_or_default(),
+                })
+            });
+            let config = ProbeConfig {
+                health_url: cs.spec.health_url(&name, &ns),
+                interval: d.interval,
+                timeout: d.timeout,
+                thresholds: HealthThresholds {
+                    failure_threshold: cs.spec.health.failure_threshold.max(1) as u32,
+                    success_threshold: cs.spec.health.success_threshold.max(1) as u32,
+                },
+                slo,
+            };
+            sctx.monitor.ensure(key.clone(), config)
+        }
+        Err(_) => {
+            sctx.monitor.remove(&key);
+            Default::default()
+        }
+    };
+
+    // The fallback decision.
+    let previous_state = status::fallback_state_from(cs.status.as_ref());
+    let inputs = FallbackInputs {
+        health_failed: snapshot.health.health_failed(),
+        healthy_since: snapshot.health.healthy_since(),
+        slo_breached: snapshot.slo.breached(),
+        maintenance_active: active_windows(ctx, &cs).await?,
+        override_: to_decision_override(override_),
+    };
+    let policy = durations.as_ref().map(|d| d.policy.clone()).unwrap_or(FallbackPolicy {
+        recover_after: Duration::from_secs(300),
+        min_hold: Duration::from_secs(120),
+        max_flips_per_hour: 4,
+    });
+    let decision = fallback::decide(&policy, &inputs, &previous_state, now);
+    let cm_api: Api<ConfigMap> = ctx.api(&ns);
+    apply_if_changed(&cm_api, builders::fallback_config_map(&cs, decision.active)?, NAME).await?;
+    let metric_labels = crate::runtime::metrics::ObjectLabels { namespace: ns.clone(), name: name.clone() };
+    ctx.metrics.fallback_active.get_or_create(&metric_labels).set(i64::from(decision.active));
+    if decision.flipped {
+        let state = if decision.active { "on" } else { "off" };
+        tracing::info!(server = %name, state, reason = %decision.reason, "fallback flipped");
+        ctx.metrics
+            .fallback_flips
+            .get_or_create(&crate::runtime::metrics::FlipLabels { namespace: ns.clone(), name: name.clone(), state: state.into() })
+            .inc();
+        let (type_, reason) =
+            if decision.active { (EventType::Warning, "FallbackEnabled") } else { (EventType::Normal, "FallbackDisabled") };
+        ctx.event(cs.as_ref(), type_, reason, "FlipFallback", format!("{}={} ({}: {})", cs.spec.fallback.key, fallback::configmap_value(decision.active), decision.reason, decision.message)).await;
+        notify_flip(&sctx, &cs, state, &decision.reason, now).await;
+    }
+
+    // Status, only when it changed.
+    let new_status = status::compute(&Observed {
+        generation: cs.metadata.generation,
+        previous: cs.status.as_ref(),
+        snapshot: &snapshot,
+        decision: &decision,
+        override_,
+        workload,
+        current_image,
+        invalid: invalid.clone(),
+        now,
+    });
+    apply_status(&api, cs.as_ref(), NAME, cs.status.as_ref(), &new_status).await?;
+
+    if invalid.is_some() {
+        return Ok(Action::await_change());
+    }
+    let requeue = decision.requeue_after.unwrap_or(Duration::from_secs(300)).max(Duration::from_secs(1));
+    Ok(Action::requeue(requeue))
+}
+
+/// Sends the optional flip notification in the background; failures are counted, logged
+/// and reported as an Event, never with the URL.
+async fn notify_flip(sctx: &Arc<ServerContext>, cs: &Arc<ColonyServer>, state: &str, reason: &str, now: chrono::DateTime<Utc>) {
+    let Some(spec) = cs.spec.fallback.notify.clone() else { return };
+    let ns = cs.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = sctx.base.api(&ns);
+    let url = match secret_value(&secrets, &spec.url_secret_ref).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(e) => {
+            sctx.base.event(cs.as_ref(), EventType::Warning, "NotificationFailed", "Notify", e.to_string()).await;
+            return;
+        }
+    };
+    let body = json!({
+        "server": cs.name_any(),
+        "namespace": ns,
+        "state": state,
+        "reason": reason,
+        "time": now.to_rfc3339(),
+    });
+    let policy = RetryPolicy {
+        retries: spec.retries.max(0) as u32,
+        backoff: parse_go_duration(&spec.backoff).unwrap_or(Duration::from_secs(1)),
+    };
+    let sctx = sctx.clone();
+    let cs = cs.clone();
+    tokio::spawn(async move {
+        if let Err(e) = notify::deliver(&sctx.http, &url, &body, policy).await {
+            let labels = crate::runtime::metrics::ObjectLabels { namespace: ns, name: cs.name_any() };
+            sctx.base.metrics.notifications_failed.get_or_create(&labels).inc();
+            tracing::warn!(server = %cs.name_any(), error = %e, "fallback notification failed");
+            sctx.base.event(cs.as_ref(), EventType::Warning, "NotificationFailed", "Notify", e.to_string()).await;
+        }
+    });
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>(_: T) {}
+    let _ = |cs: Arc<ColonyServer>, ctx: Arc<ServerContext>| is_send(reconcile(cs, ctx));
+}
+

@@ -1,0 +1,139 @@
+//! The ColonyServer status as a pure function of what the reconciler observed and decided.
+use chrono::{DateTime, Utc};
+
+use super::fallback::{FallbackDecision, FallbackState};
+use super::monitor::Snapshot;
+use crate::api::{
+    ColonyServerStatus, FALLBACK_ACTIVE, FallbackOverride, FallbackStatus, HEALTHY, HealthStatus, READY, RECONCILING,
+    STALLED, SloStatus,
+};
+use crate::runtime::conditions::{Desired, merge};
+
+/// The state of the server's workload (managed servers only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// `managed: false`: nothing to run.
+    Unmanaged,
+    /// Rolling out (not all replicas updated and available yet).
+    Progressing(String),
+    Available,
+    Failed(String),
+}
+
+pub struct Observed<'a> {
+    pub generation: Option<i64>,
+    pub previous: Option<&'a ColonyServerStatus>,
+    pub snapshot: &'a Snapshot,
+    pub decision: &'a FallbackDecision,
+    pub override_: FallbackOverride,
+    pub workload: Workload,
+    pub current_image: Option<String>,
+    pub invalid: Option<String>,
+    pub now: DateTime<Utc>,
+}
+
+/// The fallback memory as stored in status (so a restart keeps the flip budget).
+pub fn fallback_state_from(status: Option<&ColonyServerStatus>) -> FallbackState {
+    let Some(f) = status.and_then(|s| s.fallback.as_ref()) else { return FallbackState::default() };
+    FallbackState {
+        active: f.active,
+        since: f.since,
+        reason: f.reason.clone(),
+        flips: f.recent_flips.clone(),
+        stalled: status.is_some_and(|s| crate::runtime::conditions::is_true(&s.conditions, STALLED)),
+    }
+}
+
+pub fn compute(o: &Observed) -> ColonyServerStatus {
+    let prev = o.previous.cloned().unwrap_or_default();
+    let health = &o.snapshot.health;
+    let healthy = health.healthy;
+
+    // Health details change only when the verdict flips: steady state is silent.
+    let previous_verdict = crate::runtime::conditions::find(&prev.conditions, HEALTHY).map(|c| c.status == "True");
+    let health_status = if previous_verdict == healthy && prev.health.is_some() {
+        prev.health.clone()
+    } else if healthy.is_some() {
+        Some(HealthStatus {
+            consecutive_failures: health.consecutive_failures as i32,
+            consecutive_successes: health.consecutive_successes as i32,
+            down_since: health.down_since,
+            last_error: health.last_error.clone(),
+        })
+    } else {
+        prev.health.clone()
+    };
+
+    let slo_status = match (&o.snapshot.slo_at_transition, o.snapshot.slo.breached()) {
+        (Some(eval), breached) => Some(SloStatus {
+            breached,
+            since: if breached { o.snapshot.slo.breach_started } else { None },
+            reason: eval.violations.first().map(|v| v.reason().to_string()),
+            queue_depth: eval.queue_depth.map(|q| q as i64),
+            completion_rate: eval.completion_rate,
+            error_rate: eval.error_rate,
+        }),
+        (None, _) => prev.slo.clone(),
+    };
+
+    let d = o.decision;
+    let fallback = FallbackStatus {
+        active: d.active,
+        since: d.new_state.since,
+        reason: Some(d.reason.clone()),
+        flips_last_hour: d.new_state.flips_last_hour() as i32,
+        recent_flips: d.new_state.flips.clone(),
+        override_: (o.override_ != FallbackOverride::Auto).then_some(o.override_),
+    };
+
+    let mut desired = Vec::new();
+    desired.push(match healthy {
+        Some(true) => Desired::new(HEALTHY, true, "ProbeSucceeded", "health probes succeed"),
+        Some(false) => Desired::new(
+            HEALTHY,
+            false,
+            "ProbeFailed",
+            format!("health probe failing: {}", health.last_error.as_deref().unwrap_or("unknown error")),
+        ),
+        None => Desired::new(HEALTHY, false, "Probing", "waiting for enough health probes to decide"),
+    });
+    desired.push(Desired::new(
+        FALLBACK_ACTIVE,
+        d.active,
+        d.reason.clone(),
+        if d.active { format!("direct-processing fallback on: {}", d.message) } else { d.message.clone() },
+    ));
+    let (ready, reason, message) = if let Some(why) = &o.invalid {
+        (false, "InvalidSpec", why.clone())
+    } else {
+        match (&o.workload, healthy) {
+            (Workload::Failed(why), _) => (false, "WorkloadFailed", why.clone()),
+            (Workload::Progressing(why), _) => (false, "Progressing", why.clone()),
+            (_, Some(true)) => (true, "Healthy", "server is healthy".to_string()),
+            (_, Some(false)) => (false, "Unhealthy", "server health probes fail".to_string()),
+            (_, None) => (false, "Probing", "waiting for the first health verdict".to_string()),
+        }
+    };
+    desired.push(Desired::new(READY, ready, reason, message));
+    let progressing = matches!(o.workload, Workload::Progressing(_)) || (healthy.is_none() && o.invalid.is_none());
+    desired.push(Desired::new(RECONCILING, progressing, "Progressing", "rolling out or probing"));
+    let stalled = o.invalid.clone().or_else(|| d.new_state.stalled.then(|| d.message.clone()));
+    desired.push(Desired::new(
+        STALLED,
+        stalled.is_some(),
+        if o.invalid.is_some() { "InvalidSpec" } else { "FlipBudgetExhausted" },
+        stalled.unwrap_or_default(),
+    ));
+
+    ColonyServerStatus {
+        observed_generation: o.generation,
+        conditions: merge(&prev.conditions, &desired, o.generation, o.now),
+        current_image: o.current_image.clone().or(prev.current_image.clone()),
+        last_known_good_image: prev.last_known_good_image.clone(),
+        failed_images: prev.failed_images.clone(),
+        health: health_status,
+        slo: slo_status,
+        fallback: Some(fallback),
+        history: prev.history.clone(),
+    }
+}

@@ -1,0 +1,315 @@
+//! The KeyRotation controller: generates a new key on schedule (or on demand), stores it
+//! in the Secret in one atomic update with the previous keys kept, and rolls the targets.
+pub mod keys;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::api::{
+    KeyRotation, KeyRotationSpec, KeyRotationStatus, MaintenanceWindow, READY, ROTATE_NOW_ANNOTATION, ROTATING,
+    RotationCadence, RotationPhase, STALLED, TargetKind, TargetsStatus,
+};
+use crate::controllers::common::{MANAGED_BY, OPERATOR, owner_ref};
+use crate::controllers::{Spawned, spawn_controller};
+use crate::duration::parse_go_duration;
+use crate::operator::Shutdown;
+use crate::runtime::conditions::{Desired, merge};
+use crate::runtime::{Context, Error, Result, apply_status, field_manager};
+use crate::schedule::CronSchedule;
+
+pub const NAME: &str = "keyrotation";
+/// On the Secret: the rotation revision it holds (crash recovery compares it with status).
+pub const REVISION_ANNOTATION: &str = "colony.zyeute.io/rotation-revision";
+/// On a target Deployment's pod template: when the last rotation rolled it.
+pub const ROTATED_AT_ANNOTATION: &str = "colony.zyeute.io/key-rotated-at";
+
+pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
+    let controller = Controller::new(ctx.scoped_api::<KeyRotation>(), watcher::Config::default());
+    spawn_controller(NAME, controller, reconcile, ctx, shutdown)
+}
+
+/// When the next rotation is due. `last` is the last rotation (or, before the first one,
+/// the time the Secret's key came to be). Invalid cadence: an error naming the field.
+pub fn next_rotation(spec: &KeyRotationSpec, last: DateTime<Utc>) -> std::result::Result<DateTime<Utc>, String> {
+    match spec.cadence() {
+        RotationCadence::Cron { schedule, time_zone } => CronSchedule::parse(schedule, time_zone)
+            .map_err(|e| format!("spec.schedule: {e}"))?
+            .next_after(last)
+            .ok_or_else(|| "spec.schedule never fires".to_string()),
+        RotationCadence::Interval(i) => {
+            let d = parse_go_duration(i).map_err(|e| format!("spec.interval: {e}"))?;
+            Ok(last + chrono::Duration::from_std(d).map_err(|_| "spec.interval is too long".to_string())?)
+        }
+    }
+}
+
+/// Why a rotation should happen now, if it should.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
+    /// The Secret has no key yet.
+    Initial,
+    /// The `rotate-now` annotation has a value not handled yet.
+    Requested(String),
+    Scheduled,
+    NotYet(DateTime<Utc>),
+}
+
+pub fn due(
+    spec: &KeyRotationSpec,
+    status: Option<&KeyRotationStatus>,
+    secret_has_key: bool,
+    rotate_now: Option<&str>,
+    anchor: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> std::result::Result<Due, String> {
+    let next = next_rotation(spec, status.and_then(|s| s.last_rotation_time).unwrap_or(anchor))?;
+    if !secret_has_key {
+        return Ok(Due::Initial);
+    }
+    if let Some(v) = rotate_now {
+        if status.and_then(|s| s.handled_rotate_now.as_deref()) != Some(v) {
+            return Ok(Due::Requested(v.to_string()));
+        }
+    }
+    if now >= next { Ok(Due::Scheduled) } else { Ok(Due::NotYet(next)) }
+}
+
+fn key_field(spec: &KeyRotationSpec) -> &'static str {
+    if spec.key_type == crate::api::KeyType::Random { "key" } else { "prvkey" }
+}
+
+async fn window_open(ctx: &Context, kr: &KeyRotation) -> Result<bool> {
+    let Some(r) = &kr.spec.maintenance_window_ref else { return Ok(true) };
+    let mw = ctx.api::<MaintenanceWindow>(&kr.namespace().unwrap_or_default()).get_opt(&r.name).await?;
+    Ok(mw.as_ref().is_some_and(crate::controllers::maintenancewindow::is_open))
+}
+
+/// Rolls the targets: owned kinds roll through their controller (the Secret hash in their pod
+/// template changes with the key); Deployments get a pod-template annotation.
+async fn roll_targets(ctx: &Context, kr: &KeyRotation, at: DateTime<Utc>) -> Result<TargetsStatus> {
+    let ns = kr.namespace().unwrap_or_default();
+    let mut rolled = Vec::new();
+    let mut pending = Vec::new();
+    for t in &kr.spec.targets {
+        match t.kind {
+            TargetKind::Deployment => {
+                let api: Api<Deployment> = ctx.api(&ns);
+                let patch = json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": { "name": t.name },
+                    "spec": { "template": { "metadata": { "annotations": { ROTATED_AT_ANNOTATION: at.to_rfc3339() } } } }
+                });
+                match api.patch(&t.name, &PatchParams::apply(&field_manager(NAME)), &Patch::Apply(&patch)).await {
+                    Ok(_) => rolled.push(t.key()),
+                    Err(e) => {
+                        tracing::warn!(rotation = %kr.name_any(), target = %t.key(), error = %e, "could not roll target");
+                        pending.push(t.key());
+                    }
+                }
+            }
+            TargetKind::FinanceBee | TargetKind::ColonyServer => rolled.push(t.key()),
+        }
+    }
+    Ok(TargetsStatus { rolled, pending })
+}
+
+async fn reconcile(kr: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = kr.namespace().unwrap_or_default();
+    let name = kr.name_any();
+    let now = Utc::now();
+    let api: Api<KeyRotation> = ctx.api(&ns);
+    let secrets: Api<Secret> = ctx.api(&ns);
+    let previous = kr.status.clone().unwrap_or_default();
+    let mut status = KeyRotationStatus { observed_generation: kr.metadata.generation, ..previous.clone() };
+
+    let secret = secrets.get_opt(&kr.spec.secret_name).await?;
+    let data: BTreeMap<String, Vec<u8>> =
+        secret.as_ref().and_then(|s| s.data.clone()).unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+    let secret_revision: i64 = secret
+        .as_ref()
+        .and_then(|s| s.annotations().get(REVISION_ANNOTATION).and_then(|v| v.parse().ok()))
+        .unwrap_or(0);
+    // A crash after the Secret was written but before status: adopt what the Secret holds.
+    if secret_revision > status.revision {
+        status.revision = secret_revision;
+        status.current_key_id = data.get("id").map(|v| String::from_utf8_lossy(v).to_string());
+        status.previous_key_id = data.get("previous.id").map(|v| String::from_utf8_lossy(v).to_string());
+        status.last_rotation_time.get_or_insert(now);
+    }
+    let anchor = kr.creation_timestamp().map(|t| crate::runtime::conditions::from_time(&t)).unwrap_or(now);
+    let rotate_now = kr.annotations().get(ROTATE_NOW_ANNOTATION).map(String::as_str);
+    let due = due(&kr.spec, Some(&status), data.contains_key(key_field(&kr.spec)), rotate_now, anchor, now);
+
+    let mut invalid = None;
+    let mut waiting_for_window = false;
+    match due {
+        Err(e) => invalid = Some(e),
+        Ok(_) if kr.spec.colony_os.is_some() => {
+            invalid = Some("spec.colonyOS: registering the new key with the server is not supported by this version".into())
+        }
+        Ok(Due::NotYet(next)) => status.next_rotation_time = Some(next),
+        Ok(_) if kr.spec.suspend => {}
+        Ok(d) if d != Due::Initial && !window_open(&ctx, &kr).await? => waiting_for_window = true,
+        Ok(d) => {
+            let key = keys::generate(kr.spec.key_type, kr.spec.length.unwrap_or(32).max(1) as usize, &mut keys::os_random);
+            let new_data = keys::rotate_data(&data, &key, kr.spec.keep_previous.max(0) as usize);
+            let revision = status.revision + 1;
+            write_secret(&secrets, &kr, secret, new_data, revision).await?;
+            status.revision = revision;
+            status.previous_key_id = status.current_key_id.take().or_else(|| data.get("id").map(|v| String::from_utf8_lossy(v).to_string()));
+            status.current_key_id = Some(key.id.clone());
+            status.last_rotation_time = Some(now);
+            status.next_rotation_time = next_rotation(&kr.spec, now).ok();
+            if let Due::Requested(v) = &d {
+                status.handled_rotate_now = Some(v.clone());
+            }
+            status.targets = Some(roll_targets(&ctx, &kr, now).await?);
+            tracing::info!(rotation = %name, revision, key_id = %key.id, "rotated key");
+            ctx.event(kr.as_ref(), EventType::Normal, "KeyRotated", "Rotate", format!("revision {revision}, new key id {} ({:?})", key.id, d)).await;
+        }
+    }
+    if status.next_rotation_time.is_none() {
+        status.next_rotation_time = next_rotation(&kr.spec, status.last_rotation_time.unwrap_or(anchor)).ok();
+    }
+    let pending = status.targets.as_ref().is_some_and(|t| !t.pending.is_empty());
+    status.phase = Some(if invalid.is_some() { RotationPhase::Failed } else if pending { RotationPhase::RollingOut } else { RotationPhase::Idle });
+    let mut desired = vec![Desired::new(ROTATING, pending, "RollingOut", "targets pending")];
+    match &invalid {
+        Some(why) => {
+            desired.push(Desired::new(READY, false, "InvalidSpec", why.clone()));
+            desired.push(Desired::new(STALLED, true, "InvalidSpec", why.clone()));
+        }
+        None => {
+            let msg = if kr.spec.suspend {
+                "suspended".to_string()
+            } else if waiting_for_window {
+                "rotation due, waiting for the maintenance window".to_string()
+            } else {
+                format!("revision {}", status.revision)
+            };
+            desired.push(Desired::new(READY, !pending, if waiting_for_window { "WaitingForWindow" } else { "Rotated" }, msg));
+            desired.push(Desired::new(STALLED, false, "", ""));
+        }
+    }
+    status.conditions = merge(&previous.conditions, &desired, kr.metadata.generation, now);
+    apply_status(&api, kr.as_ref(), NAME, kr.status.as_ref(), &status).await?;
+
+    if invalid.is_some() {
+        return Ok(Action::await_change());
+    }
+    let wait = if waiting_for_window || pending {
+        Duration::from_secs(30)
+    } else {
+        status
+            .next_rotation_time
+            .map(|t| (t - now).to_std().unwrap_or_default() + Duration::from_secs(1))
+            .unwrap_or(Duration::from_secs(3600))
+            .min(Duration::from_secs(3600))
+    };
+    Ok(Action::requeue(wait))
+}
+
+/// One atomic write: create, or replace with the resourceVersion read (a concurrent change
+/// fails the write and the reconcile retries from fresh state).
+async fn write_secret(
+    api: &Api<Secret>,
+    kr: &KeyRotation,
+    existing: Option<Secret>,
+    data: BTreeMap<String, Vec<u8>>,
+    revision: i64,
+) -> Result<()> {
+    let data: BTreeMap<String, ByteString> = data.into_iter().map(|(k, v)| (k, ByteString(v))).collect();
+    match existing {
+        Some(mut s) => {
+            s.data = Some(data);
+            s.string_data = None;
+            s.annotations_mut().insert(REVISION_ANNOTATION.into(), revision.to_string());
+            api.replace(&kr.spec.secret_name, &PostParams { field_manager: Some(field_manager(NAME)), ..Default::default() }, &s)
+                .await
+                .map_err(Error::Kube)?;
+        }
+        None => {
+            let s = Secret {
+                metadata: ObjectMeta {
+                    name: Some(kr.spec.secret_name.clone()),
+                    namespace: kr.namespace(),
+                    labels: Some(BTreeMap::from([(MANAGED_BY.to_string(), OPERATOR.to_string())])),
+                    annotations: Some(BTreeMap::from([(REVISION_ANNOTATION.to_string(), revision.to_string())])),
+                    owner_references: Some(vec![owner_ref(kr)?]),
+                    ..Default::default()
+                },
+                data: Some(data),
+                type_: Some("Opaque".into()),
+                ..Default::default()
+            };
+            api.create(&PostParams { field_manager: Some(field_manager(NAME)), ..Default::default() }, &s).await.map_err(Error::Kube)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap()
+    }
+
+    fn monthly() -> KeyRotationSpec {
+        KeyRotationSpec { schedule: Some("0 3 1 * *".into()), secret_name: "k".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn initial_key_is_generated_at_once() {
+        assert_eq!(due(&monthly(), None, false, None, at(27, 0), at(27, 0)), Ok(Due::Initial));
+    }
+
+    #[test]
+    fn monthly_rotation_waits_for_the_first_of_the_month() {
+        let spec = monthly();
+        let next = Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap();
+        assert_eq!(due(&spec, None, true, None, at(27, 0), at(27, 0)), Ok(Due::NotYet(next)));
+        assert_eq!(due(&spec, None, true, None, at(27, 0), next), Ok(Due::Scheduled));
+        let status = KeyRotationStatus { last_rotation_time: Some(next), ..Default::default() };
+        let after = Utc.with_ymd_and_hms(2027, 1, 1, 3, 0, 0).unwrap();
+        assert_eq!(due(&spec, Some(&status), true, None, at(27, 0), next), Ok(Due::NotYet(after)));
+    }
+
+    #[test]
+    fn interval_counts_from_the_last_rotation() {
+        let spec = KeyRotationSpec { schedule: None, interval: Some("720h".into()), secret_name: "k".into(), ..Default::default() };
+        let status = KeyRotationStatus { last_rotation_time: Some(at(1, 0)), ..Default::default() };
+        assert_eq!(due(&spec, Some(&status), true, None, at(1, 0), at(30, 23)), Ok(Due::NotYet(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap())));
+        assert_eq!(due(&spec, Some(&status), true, None, at(1, 0), Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()), Ok(Due::Scheduled));
+    }
+
+    #[test]
+    fn rotate_now_annotation_is_handled_once() {
+        let spec = monthly();
+        assert_eq!(due(&spec, None, true, Some("a"), at(27, 0), at(27, 0)), Ok(Due::Requested("a".into())));
+        let status = KeyRotationStatus { handled_rotate_now: Some("a".into()), ..Default::default() };
+        assert!(matches!(due(&spec, Some(&status), true, Some("a"), at(27, 0), at(27, 0)), Ok(Due::NotYet(_))));
+        assert_eq!(due(&spec, Some(&status), true, Some("b"), at(27, 0), at(27, 0)), Ok(Due::Requested("b".into())));
+    }
+
+    #[test]
+    fn bad_cadence_names_the_field() {
+        let spec = KeyRotationSpec { schedule: Some("0 99 * * *".into()), secret_name: "k".into(), ..Default::default() };
+        assert!(due(&spec, None, true, None, at(1, 0), at(1, 0)).unwrap_err().contains("spec.schedule"));
+    }
+}
