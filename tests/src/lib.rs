@@ -20,7 +20,10 @@ pub use operator::OperatorProcess;
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 pub async fn client() -> Client {
@@ -29,7 +32,9 @@ pub async fn client() -> Client {
         !kubeconfig.is_empty(),
         "KUBECONFIG is not set: run the end-to-end tests through `make test` or `make e2e-test`"
     );
-    Client::try_default().await.expect("a client for the local control plane")
+    Client::try_default()
+        .await
+        .expect("a client for the local control plane")
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, or panics after `deadline` naming what
@@ -67,8 +72,14 @@ impl TestNamespace {
             "metadata": { "name": name, "labels": { "colony.zyeute.io/e2e": "true" } }
         }))
         .unwrap();
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create test namespace");
-        Self { name, client: client.clone() }
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        Self {
+            name,
+            client: client.clone(),
+        }
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -80,7 +91,9 @@ impl TestNamespace {
     }
 
     pub async fn cleanup(self) {
-        let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::default()).await;
+        let _ = Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::default())
+            .await;
     }
 }
 
@@ -88,14 +101,20 @@ impl TestNamespace {
 pub async fn install_crds(client: &Client) -> anyhow::Result<Vec<String>> {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     let mut names = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(repo_root().join("crds"))?.collect::<Result<_, _>>()?;
+    let mut files: Vec<_> =
+        std::fs::read_dir(repo_root().join("crds"))?.collect::<Result<_, _>>()?;
     files.sort_by_key(|e| e.path());
     for entry in files {
         let text = std::fs::read_to_string(entry.path())?;
-        let crd: CustomResourceDefinition =
-            serde_yaml::from_str(&text).with_context(|| format!("parsing {}", entry.path().display()))?;
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text)
+            .with_context(|| format!("parsing {}", entry.path().display()))?;
         let name = crd.metadata.name.clone().context("CRD without a name")?;
-        api.patch(&name, &PatchParams::apply("colony-e2e").force(), &Patch::Apply(&crd)).await?;
+        api.patch(
+            &name,
+            &PatchParams::apply("colony-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
         names.push(name);
     }
     for name in &names {
@@ -112,7 +131,11 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<Vec<String>> {
                     .unwrap_or_default()
                     .iter()
                     .any(|c| c.type_ == "Established" && c.status == "True");
-                if established { Ok(()) } else { Err("not established".into()) }
+                if established {
+                    Ok(())
+                } else {
+                    Err("not established".into())
+                }
             }
         })
         .await;
@@ -125,7 +148,11 @@ pub async fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<std::
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new("kubectl")
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -140,7 +167,11 @@ pub async fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<std::
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn ensure(cond: bool, msg: impl Into<String>) -> anyhow::Result<()> {

@@ -24,7 +24,10 @@ pub const CONFIG_HASH_ANNOTATION: &str = "colony.zyeute.io/config-hash";
 pub fn labels(kind_label: &str, owner_name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), kind_label.to_string()),
-        ("app.kubernetes.io/instance".to_string(), owner_name.to_string()),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            owner_name.to_string(),
+        ),
         (MANAGED_BY.to_string(), OPERATOR.to_string()),
     ])
 }
@@ -46,7 +49,9 @@ pub async fn secret_value(api: &Api<Secret>, sel: &SecretKeySelector) -> Result<
         .data
         .and_then(|mut d| d.remove(&sel.key))
         .map(|b| b.0)
-        .ok_or_else(|| Error::MissingReference(format!("Secret {:?} has no key {:?}", sel.name, sel.key)))
+        .ok_or_else(|| {
+            Error::MissingReference(format!("Secret {:?} has no key {:?}", sel.name, sel.key))
+        })
 }
 
 /// Accumulates the referenced configuration into one hash. Only the referenced keys count,
@@ -107,7 +112,9 @@ where
             return Ok(false);
         }
     }
-    desired.annotations_mut().insert(DESIRED_HASH_ANNOTATION.into(), hash);
+    desired
+        .annotations_mut()
+        .insert(DESIRED_HASH_ANNOTATION.into(), hash);
     let params = PatchParams::apply(&field_manager(controller)).force();
     api.patch(&name, &params, &Patch::Apply(&desired)).await?;
     Ok(true)

@@ -43,15 +43,31 @@ where
     Fut: Future<Output = Result<Action>> + Send + 'static,
 {
     let store = controller.store();
+    // The store's readiness signal wakes only its most recent waiter, and the controller
+    // itself waits on it too; polling again each second keeps this waiter from being lost.
     let synced = async move {
-        let _ = store.wait_until_ready().await;
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(1), store.wait_until_ready())
+                .await
+            {
+                Ok(Ok(())) => break tracing::debug!(controller = name, "cache synced"),
+                Ok(Err(e)) => {
+                    break tracing::warn!(controller = name, error = %e, "cache never synced");
+                }
+                Err(_) => continue,
+            }
+        }
     }
     .boxed();
     let reconcile = Arc::new(reconcile);
     let instrumented = move |obj: Arc<K>, ctx: Arc<C>| {
         let reconcile = reconcile.clone();
         async move {
-            let key = format!("{name}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+            let key = format!(
+                "{name}/{}/{}",
+                obj.namespace().unwrap_or_default(),
+                obj.name_any()
+            );
             let _timer = (*ctx).as_ref().metrics.reconcile_started(name);
             let result = reconcile(obj, ctx.clone()).await;
             if result.is_ok() {
@@ -74,7 +90,10 @@ where
 }
 
 /// Starts every controller; returns their tasks and their cache-synced signals.
-pub fn start_all(ctx: Arc<Context>, shutdown: Shutdown) -> (Vec<JoinHandle<()>>, Vec<BoxFuture<'static, ()>>) {
+pub fn start_all(
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+) -> (Vec<JoinHandle<()>>, Vec<BoxFuture<'static, ()>>) {
     let all = [
         colonyserver::start(ctx.clone(), shutdown.clone()),
         financebee::start(ctx.clone(), shutdown.clone()),

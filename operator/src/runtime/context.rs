@@ -44,9 +44,18 @@ impl AsRef<Context> for Context {
 
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, settings: Settings) -> Self {
-        let reporter = Reporter { controller: OPERATOR_NAME.into(), instance: std::env::var("POD_NAME").ok() };
+        let reporter = Reporter {
+            controller: OPERATOR_NAME.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, metrics, settings, recorder, failures: Mutex::new(HashMap::new()) }
+        Self {
+            client,
+            metrics,
+            settings,
+            recorder,
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     /// An Api for a namespaced kind: the object's namespace.
@@ -72,11 +81,23 @@ impl Context {
 
     /// Publishes an Event about `obj`. A failure to publish is logged, never fatal: the
     /// action it describes has already happened.
-    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
-    where
+    pub async fn event<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
         K: Resource<DynamicType = ()>,
     {
-        let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
@@ -84,7 +105,10 @@ impl Context {
 
     /// Records a successful reconcile of `key`, resetting its backoff.
     pub fn succeeded(&self, key: &str) {
-        self.failures.lock().expect("failure map poisoned").remove(key);
+        self.failures
+            .lock()
+            .expect("failure map poisoned")
+            .remove(key);
     }
 
     /// Records a failed reconcile of `key` and returns how long to wait before the next try.
@@ -107,7 +131,11 @@ where
     move |obj, err, ctx| {
         let ctx: &Context = (*ctx).as_ref();
         ctx.metrics.reconcile_failed(controller, err.label());
-        let key = format!("{controller}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+        let key = format!(
+            "{controller}/{}/{}",
+            obj.namespace().unwrap_or_default(),
+            obj.name_any()
+        );
         tracing::warn!(controller, object = %key, error = %err, label = err.label(), "reconcile failed");
         if err.is_permanent() {
             Action::await_change()
@@ -119,7 +147,13 @@ where
 
 /// Writes `status` to the status subresource with server-side apply, only when it differs
 /// from `current` (steady state must produce no writes). Returns whether it wrote.
-pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, controller: &str, current: Option<&S>, status: &S) -> Result<bool>
+pub async fn apply_status<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    controller: &str,
+    current: Option<&S>,
+    status: &S,
+) -> Result<bool>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
@@ -133,7 +167,9 @@ where
         "status": status,
     });
     let params = PatchParams::apply(&field_manager(controller)).force();
-    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch)).await.map_err(Error::Kube)?;
+    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Kube)?;
     Ok(true)
 }
 
@@ -141,6 +177,9 @@ where
 mod tests {
     #[test]
     fn field_manager_is_per_controller() {
-        assert_eq!(super::field_manager("colonyserver"), "colony-operator/colonyserver");
+        assert_eq!(
+            super::field_manager("colonyserver"),
+            "colony-operator/colonyserver"
+        );
     }
 }

@@ -54,10 +54,14 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     let controller = Controller::new(api, cfg.clone())
         .owns(ctx.scoped_api::<Deployment>(), owned.clone())
         .owns(ctx.scoped_api::<ConfigMap>(), owned)
-        .watches(ctx.scoped_api::<MaintenanceWindow>(), cfg, |mw: MaintenanceWindow| {
-            let ns = mw.namespace()?;
-            Some(ObjectRef::<ColonyServer>::new(&mw.spec.colony_server_ref.name).within(&ns))
-        })
+        .watches(
+            ctx.scoped_api::<MaintenanceWindow>(),
+            cfg,
+            |mw: MaintenanceWindow| {
+                let ns = mw.namespace()?;
+                Some(ObjectRef::<ColonyServer>::new(&mw.spec.colony_server_ref.name).within(&ns))
+            },
+        )
         .reconcile_on(UnboundedReceiverStream::new(wake_rx));
     spawn_controller(NAME, controller, reconcile, server_ctx, shutdown)
 }
@@ -90,7 +94,10 @@ fn durations(cs: &ColonyServer) -> std::result::Result<Durations, String> {
 /// Active MaintenanceWindows in the namespace that target this server.
 async fn active_windows(ctx: &Context, cs: &ColonyServer) -> Result<Vec<String>> {
     let ns = cs.namespace().unwrap_or_default();
-    let windows = ctx.api::<MaintenanceWindow>(&ns).list(&Default::default()).await?;
+    let windows = ctx
+        .api::<MaintenanceWindow>(&ns)
+        .list(&Default::default())
+        .await?;
     let mut names: Vec<String> = windows
         .items
         .into_iter()
@@ -109,28 +116,48 @@ async fn server_inputs(ctx: &Context, cs: &ColonyServer, image: String) -> Resul
     let mut hasher = ConfigHasher::default();
     if let Some(db) = &cs.spec.database {
         for sel in [&db.user, &db.password] {
-            hasher.add(&format!("secret/{}", sel.name), &sel.key, &secret_value(&secrets, sel).await?);
+            hasher.add(
+                &format!("secret/{}", sel.name),
+                &sel.key,
+                &secret_value(&secrets, sel).await?,
+            );
         }
     }
     let mut server_id = None;
     if let Some(sel) = &cs.spec.server_key_secret_ref {
         let key = secret_value(&secrets, sel).await?;
         hasher.add(&format!("secret/{}", sel.name), &sel.key, &key);
-        let text = String::from_utf8(key).map_err(|_| Error::InvalidSpec(format!("Secret {:?} key {:?} is not text", sel.name, sel.key)))?;
-        server_id = Some(crate::colonyos::crypto::id_from_private_hex(&text).map_err(|e| {
-            Error::InvalidSpec(format!("Secret {:?} key {:?}: {e}", sel.name, sel.key))
-        })?);
+        let text = String::from_utf8(key).map_err(|_| {
+            Error::InvalidSpec(format!(
+                "Secret {:?} key {:?} is not text",
+                sel.name, sel.key
+            ))
+        })?;
+        server_id = Some(
+            crate::colonyos::crypto::id_from_private_hex(&text).map_err(|e| {
+                Error::InvalidSpec(format!("Secret {:?} key {:?}: {e}", sel.name, sel.key))
+            })?,
+        );
     }
-    Ok(ServerInputs { image, server_id, config_hash: hasher.finish() })
+    Ok(ServerInputs {
+        image,
+        server_id,
+        config_hash: hasher.finish(),
+    })
 }
 
 fn workload_state(d: Option<&Deployment>) -> Workload {
-    let Some(d) = d else { return Workload::Progressing("Deployment not created yet".into()) };
+    let Some(d) = d else {
+        return Workload::Progressing("Deployment not created yet".into());
+    };
     let generation = d.metadata.generation.unwrap_or(0);
     let status = d.status.clone().unwrap_or_default();
     let want = d.spec.replicas.unwrap_or(1);
     let conditions = status.conditions.unwrap_or_default();
-    if conditions.iter().any(|c| c.type_.as_deref() == Some("Progressing") && c.reason.as_deref() == Some("ProgressDeadlineExceeded")) {
+    if conditions.iter().any(|c| {
+        c.type_.as_deref() == Some("Progressing")
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    }) {
         return Workload::Failed("Deployment exceeded its progress deadline".into());
     }
     if status.observed_generation.unwrap_or(0) < generation {
@@ -139,7 +166,9 @@ fn workload_state(d: Option<&Deployment>) -> Workload {
     let updated = status.updated_replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
     if updated < want || available < want {
-        return Workload::Progressing(format!("{available}/{want} replicas available, {updated} updated"));
+        return Workload::Progressing(format!(
+            "{available}/{want} replicas available, {updated} updated"
+        ));
     }
     Workload::Available
 }
@@ -187,11 +216,14 @@ async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Ac
                     if apply_if_changed(&deployments, desired, NAME).await? {
                         tracing::info!(server = %name, image = %image, "applied Deployment");
                     }
-                    apply_if_changed(&ctx.api::<Service>(&ns), builders::service(&cs)?, NAME).await?;
+                    apply_if_changed(&ctx.api::<Service>(&ns), builders::service(&cs)?, NAME)
+                        .await?;
                     workload = workload_state(deployments.get_opt(&name).await?.as_ref());
                     current_image = Some(image);
                 }
-                Err(Error::InvalidSpec(msg)) | Err(Error::MissingReference(msg)) => invalid = Some(msg),
+                Err(Error::InvalidSpec(msg)) | Err(Error::MissingReference(msg)) => {
+                    invalid = Some(msg)
+                }
                 Err(e) => return Err(e),
             },
         }
@@ -238,26 +270,60 @@ async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Ac
         maintenance_active: active_windows(ctx, &cs).await?,
         override_: to_decision_override(override_),
     };
-    let policy = durations.as_ref().map(|d| d.policy.clone()).unwrap_or(FallbackPolicy {
-        recover_after: Duration::from_secs(300),
-        min_hold: Duration::from_secs(120),
-        max_flips_per_hour: 4,
-    });
+    let policy = durations
+        .as_ref()
+        .map(|d| d.policy.clone())
+        .unwrap_or(FallbackPolicy {
+            recover_after: Duration::from_secs(300),
+            min_hold: Duration::from_secs(120),
+            max_flips_per_hour: 4,
+        });
     let decision = fallback::decide(&policy, &inputs, &previous_state, now);
     let cm_api: Api<ConfigMap> = ctx.api(&ns);
-    apply_if_changed(&cm_api, builders::fallback_config_map(&cs, decision.active)?, NAME).await?;
-    let metric_labels = crate::runtime::metrics::ObjectLabels { namespace: ns.clone(), name: name.clone() };
-    ctx.metrics.fallback_active.get_or_create(&metric_labels).set(i64::from(decision.active));
+    apply_if_changed(
+        &cm_api,
+        builders::fallback_config_map(&cs, decision.active)?,
+        NAME,
+    )
+    .await?;
+    let metric_labels = crate::runtime::metrics::ObjectLabels {
+        namespace: ns.clone(),
+        name: name.clone(),
+    };
+    ctx.metrics
+        .fallback_active
+        .get_or_create(&metric_labels)
+        .set(i64::from(decision.active));
     if decision.flipped {
         let state = if decision.active { "on" } else { "off" };
         tracing::info!(server = %name, state, reason = %decision.reason, "fallback flipped");
         ctx.metrics
             .fallback_flips
-            .get_or_create(&crate::runtime::metrics::FlipLabels { namespace: ns.clone(), name: name.clone(), state: state.into() })
+            .get_or_create(&crate::runtime::metrics::FlipLabels {
+                namespace: ns.clone(),
+                name: name.clone(),
+                state: state.into(),
+            })
             .inc();
-        let (type_, reason) =
-            if decision.active { (EventType::Warning, "FallbackEnabled") } else { (EventType::Normal, "FallbackDisabled") };
-        ctx.event(cs.as_ref(), type_, reason, "FlipFallback", format!("{}={} ({}: {})", cs.spec.fallback.key, fallback::configmap_value(decision.active), decision.reason, decision.message)).await;
+        let (type_, reason) = if decision.active {
+            (EventType::Warning, "FallbackEnabled")
+        } else {
+            (EventType::Normal, "FallbackDisabled")
+        };
+        ctx.event(
+            cs.as_ref(),
+            type_,
+            reason,
+            "FlipFallback",
+            format!(
+                "{}={} ({}: {})",
+                cs.spec.fallback.key,
+                fallback::configmap_value(decision.active),
+                decision.reason,
+                decision.message
+            ),
+        )
+        .await;
         notify_flip(&sctx, &cs, state, &decision.reason, now).await;
     }
 
@@ -278,20 +344,39 @@ async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Ac
     if invalid.is_some() {
         return Ok(Action::await_change());
     }
-    let requeue = decision.requeue_after.unwrap_or(Duration::from_secs(300)).max(Duration::from_secs(1));
+    let requeue = decision
+        .requeue_after
+        .unwrap_or(Duration::from_secs(300))
+        .max(Duration::from_secs(1));
     Ok(Action::requeue(requeue))
 }
 
 /// Sends the optional flip notification in the background; failures are counted, logged
 /// and reported as an Event, never with the URL.
-async fn notify_flip(sctx: &Arc<ServerContext>, cs: &Arc<ColonyServer>, state: &str, reason: &str, now: chrono::DateTime<Utc>) {
-    let Some(spec) = cs.spec.fallback.notify.clone() else { return };
+async fn notify_flip(
+    sctx: &Arc<ServerContext>,
+    cs: &Arc<ColonyServer>,
+    state: &str,
+    reason: &str,
+    now: chrono::DateTime<Utc>,
+) {
+    let Some(spec) = cs.spec.fallback.notify.clone() else {
+        return;
+    };
     let ns = cs.namespace().unwrap_or_default();
     let secrets: Api<Secret> = sctx.base.api(&ns);
     let url = match secret_value(&secrets, &spec.url_secret_ref).await {
         Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
         Err(e) => {
-            sctx.base.event(cs.as_ref(), EventType::Warning, "NotificationFailed", "Notify", e.to_string()).await;
+            sctx.base
+                .event(
+                    cs.as_ref(),
+                    EventType::Warning,
+                    "NotificationFailed",
+                    "Notify",
+                    e.to_string(),
+                )
+                .await;
             return;
         }
     };
@@ -310,10 +395,25 @@ async fn notify_flip(sctx: &Arc<ServerContext>, cs: &Arc<ColonyServer>, state: &
     let cs = cs.clone();
     tokio::spawn(async move {
         if let Err(e) = notify::deliver(&sctx.http, &url, &body, policy).await {
-            let labels = crate::runtime::metrics::ObjectLabels { namespace: ns, name: cs.name_any() };
-            sctx.base.metrics.notifications_failed.get_or_create(&labels).inc();
+            let labels = crate::runtime::metrics::ObjectLabels {
+                namespace: ns,
+                name: cs.name_any(),
+            };
+            sctx.base
+                .metrics
+                .notifications_failed
+                .get_or_create(&labels)
+                .inc();
             tracing::warn!(server = %cs.name_any(), error = %e, "fallback notification failed");
-            sctx.base.event(cs.as_ref(), EventType::Warning, "NotificationFailed", "Notify", e.to_string()).await;
+            sctx.base
+                .event(
+                    cs.as_ref(),
+                    EventType::Warning,
+                    "NotificationFailed",
+                    "Notify",
+                    e.to_string(),
+                )
+                .await;
         }
     });
 }
@@ -323,4 +423,3 @@ fn _assert_send() {
     fn is_send<T: Send>(_: T) {}
     let _ = |cs: Arc<ColonyServer>, ctx: Arc<ServerContext>| is_send(reconcile(cs, ctx));
 }
-

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use super::fallback::{FallbackDecision, FallbackState};
 use super::monitor::Snapshot;
 use crate::api::{
-    ColonyServerStatus, FALLBACK_ACTIVE, FallbackOverride, FallbackStatus, HEALTHY, HealthStatus, READY, RECONCILING,
-    STALLED, SloStatus,
+    ColonyServerStatus, FALLBACK_ACTIVE, FallbackOverride, FallbackStatus, HEALTHY, HealthStatus,
+    READY, RECONCILING, STALLED, SloStatus,
 };
 use crate::runtime::conditions::{Desired, merge};
 
@@ -34,13 +34,16 @@ pub struct Observed<'a> {
 
 /// The fallback memory as stored in status (so a restart keeps the flip budget).
 pub fn fallback_state_from(status: Option<&ColonyServerStatus>) -> FallbackState {
-    let Some(f) = status.and_then(|s| s.fallback.as_ref()) else { return FallbackState::default() };
+    let Some(f) = status.and_then(|s| s.fallback.as_ref()) else {
+        return FallbackState::default();
+    };
     FallbackState {
         active: f.active,
         since: f.since,
         reason: f.reason.clone(),
         flips: f.recent_flips.clone(),
-        stalled: status.is_some_and(|s| crate::runtime::conditions::is_true(&s.conditions, STALLED)),
+        stalled: status
+            .is_some_and(|s| crate::runtime::conditions::is_true(&s.conditions, STALLED)),
     }
 }
 
@@ -50,7 +53,8 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
     let healthy = health.healthy;
 
     // Health details change only when the verdict flips: steady state is silent.
-    let previous_verdict = crate::runtime::conditions::find(&prev.conditions, HEALTHY).map(|c| c.status == "True");
+    let previous_verdict =
+        crate::runtime::conditions::find(&prev.conditions, HEALTHY).map(|c| c.status == "True");
     let health_status = if previous_verdict == healthy && prev.health.is_some() {
         prev.health.clone()
     } else if healthy.is_some() {
@@ -67,7 +71,11 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
     let slo_status = match (&o.snapshot.slo_at_transition, o.snapshot.slo.breached()) {
         (Some(eval), breached) => Some(SloStatus {
             breached,
-            since: if breached { o.snapshot.slo.breach_started } else { None },
+            since: if breached {
+                o.snapshot.slo.breach_started
+            } else {
+                None
+            },
             reason: eval.violations.first().map(|v| v.reason().to_string()),
             queue_depth: eval.queue_depth.map(|q| q as i64),
             completion_rate: eval.completion_rate,
@@ -93,15 +101,27 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
             HEALTHY,
             false,
             "ProbeFailed",
-            format!("health probe failing: {}", health.last_error.as_deref().unwrap_or("unknown error")),
+            format!(
+                "health probe failing: {}",
+                health.last_error.as_deref().unwrap_or("unknown error")
+            ),
         ),
-        None => Desired::new(HEALTHY, false, "Probing", "waiting for enough health probes to decide"),
+        None => Desired::new(
+            HEALTHY,
+            false,
+            "Probing",
+            "waiting for enough health probes to decide",
+        ),
     });
     desired.push(Desired::new(
         FALLBACK_ACTIVE,
         d.active,
         d.reason.clone(),
-        if d.active { format!("direct-processing fallback on: {}", d.message) } else { d.message.clone() },
+        if d.active {
+            format!("direct-processing fallback on: {}", d.message)
+        } else {
+            d.message.clone()
+        },
     ));
     let (ready, reason, message) = if let Some(why) = &o.invalid {
         (false, "InvalidSpec", why.clone())
@@ -111,17 +131,34 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
             (Workload::Progressing(why), _) => (false, "Progressing", why.clone()),
             (_, Some(true)) => (true, "Healthy", "server is healthy".to_string()),
             (_, Some(false)) => (false, "Unhealthy", "server health probes fail".to_string()),
-            (_, None) => (false, "Probing", "waiting for the first health verdict".to_string()),
+            (_, None) => (
+                false,
+                "Probing",
+                "waiting for the first health verdict".to_string(),
+            ),
         }
     };
     desired.push(Desired::new(READY, ready, reason, message));
-    let progressing = matches!(o.workload, Workload::Progressing(_)) || (healthy.is_none() && o.invalid.is_none());
-    desired.push(Desired::new(RECONCILING, progressing, "Progressing", "rolling out or probing"));
-    let stalled = o.invalid.clone().or_else(|| d.new_state.stalled.then(|| d.message.clone()));
+    let progressing = matches!(o.workload, Workload::Progressing(_))
+        || (healthy.is_none() && o.invalid.is_none());
+    desired.push(Desired::new(
+        RECONCILING,
+        progressing,
+        "Progressing",
+        "rolling out or probing",
+    ));
+    let stalled = o
+        .invalid
+        .clone()
+        .or_else(|| d.new_state.stalled.then(|| d.message.clone()));
     desired.push(Desired::new(
         STALLED,
         stalled.is_some(),
-        if o.invalid.is_some() { "InvalidSpec" } else { "FlipBudgetExhausted" },
+        if o.invalid.is_some() {
+            "InvalidSpec"
+        } else {
+            "FlipBudgetExhausted"
+        },
         stalled.unwrap_or_default(),
     ));
 

@@ -12,8 +12,8 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use crate::api::{
-    ACTIVE, ColonyServer, END_NOW_ANNOTATION, HEALTHY, MaintenanceWindow, MaintenanceWindowStatus, OnFailure, READY,
-    STALLED, WindowPhase,
+    ACTIVE, ColonyServer, END_NOW_ANNOTATION, HEALTHY, MaintenanceWindow, MaintenanceWindowStatus,
+    OnFailure, READY, STALLED, WindowPhase,
 };
 use crate::controllers::{Spawned, spawn_controller};
 use crate::operator::Shutdown;
@@ -23,7 +23,10 @@ use crate::runtime::{Context, Result, apply_status};
 pub const NAME: &str = "maintenancewindow";
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
-    let controller = Controller::new(ctx.scoped_api::<MaintenanceWindow>(), watcher::Config::default());
+    let controller = Controller::new(
+        ctx.scoped_api::<MaintenanceWindow>(),
+        watcher::Config::default(),
+    );
     spawn_controller(NAME, controller, reconcile, ctx, shutdown)
 }
 
@@ -48,8 +51,14 @@ pub fn is_open(mw: &MaintenanceWindow) -> bool {
 async fn reconcile(mw: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Action> {
     let ns = mw.namespace().unwrap_or_default();
     let now = Utc::now();
-    let server = ctx.api::<ColonyServer>(&ns).get_opt(&mw.spec.colony_server_ref.name).await?;
-    let server_healthy = server.as_ref().and_then(|s| s.status.as_ref()).map(|s| is_true(&s.conditions, HEALTHY));
+    let server = ctx
+        .api::<ColonyServer>(&ns)
+        .get_opt(&mw.spec.colony_server_ref.name)
+        .await?;
+    let server_healthy = server
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .map(|s| is_true(&s.conditions, HEALTHY));
     let d = decide::decide(&decide::Inputs {
         spec: &mw.spec,
         previous: mw.status.as_ref(),
@@ -77,8 +86,15 @@ async fn reconcile(mw: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Acti
             desired.push(Desired::new(
                 READY,
                 !failed,
-                if failed { "VerificationFailed" } else { "Reconciled" },
-                d.last_outcome.as_ref().and_then(|o| o.message.clone()).unwrap_or_else(|| "window schedule evaluated".into()),
+                if failed {
+                    "VerificationFailed"
+                } else {
+                    "Reconciled"
+                },
+                d.last_outcome
+                    .as_ref()
+                    .and_then(|o| o.message.clone())
+                    .unwrap_or_else(|| "window schedule evaluated".into()),
             ));
             desired.push(Desired::new(STALLED, false, "", ""));
         }
@@ -103,7 +119,14 @@ async fn reconcile(mw: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Acti
             WindowPhase::Failed => (EventType::Warning, "VerificationFailed"),
             WindowPhase::Scheduled => (EventType::Normal, "WindowScheduled"),
         };
-        ctx.event(mw.as_ref(), type_, reason, "Schedule", format!("phase {:?} -> {:?}", previous_phase, d.phase)).await;
+        ctx.event(
+            mw.as_ref(),
+            type_,
+            reason,
+            "Schedule",
+            format!("phase {:?} -> {:?}", previous_phase, d.phase),
+        )
+        .await;
     }
     Ok(match (&d.invalid, d.requeue_after) {
         (Some(_), _) => Action::await_change(),
