@@ -1,0 +1,182 @@
+//! The operator process: admin endpoints, metrics, graceful shutdown, leader election.
+use std::time::Duration;
+
+use colony_e2e::{DEADLINE, OperatorProcess, TestNamespace, client, install_crds, wait_for};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+
+fn maintenance_window(name: &str) -> String {
+    format!(
+        r#"apiVersion: colony.zyeute.io/v1alpha1
+kind: MaintenanceWindow
+metadata:
+  name: {name}
+spec:
+  schedule:
+    cron: "0 2 * * 0"
+    duration: 2h
+  colonyServerRef:
+    name: nowhere
+"#
+    )
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+#[tokio::test]
+async fn admin_endpoints_metrics_and_graceful_shutdown() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-runtime").await;
+    let mut op =
+        OperatorProcess::start(&ns.name, &["--namespace", &ns.name, "--log-format", "json"]).await;
+    op.wait_ready().await;
+    assert_eq!(op.get("/healthz").await.map(|r| r.0), Some(200));
+
+    let out = colony_e2e::kubectl(
+        &["apply", "-n", &ns.name, "-f", "-"],
+        Some(&maintenance_window("weekly")),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = wait_for(
+        "reconcile metrics for the maintenancewindow controller",
+        DEADLINE,
+        || async {
+            let (_, body) = op.get("/metrics").await.ok_or("no answer")?;
+            if body.contains(
+                r#"colony_operator_reconciliations_total{controller="maintenancewindow"}"#,
+            ) {
+                Ok(body)
+            } else {
+                Err("no reconcile yet".into())
+            }
+        },
+    )
+    .await;
+    assert!(
+        text.contains("colony_operator_reconcile_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "colony_operator_leader "),
+        Some(1.0),
+        "without leader election the process acts"
+    );
+
+    // JSON logs: every line is a JSON object.
+    let logs = op.logs();
+    assert!(!logs.is_empty());
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+    assert_eq!(
+        op.terminate().await,
+        Some(0),
+        "SIGTERM stops cleanly (log: {})",
+        op.log_path.display()
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn exactly_one_leader_and_failover() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-leader").await;
+    let common = [
+        "--namespace",
+        &ns.name,
+        "--leader-elect",
+        "--leader-elect-namespace",
+        &ns.name,
+        "--lease-duration",
+        "8",
+        "--lease-renew-grace",
+        "3",
+    ];
+    let mut a = OperatorProcess::start(
+        &format!("{}-a", ns.name),
+        &[&common[..], &["--leader-elect-identity", "op-a"]].concat(),
+    )
+    .await;
+    let mut b = OperatorProcess::start(
+        &format!("{}-b", ns.name),
+        &[&common[..], &["--leader-elect-identity", "op-b"]].concat(),
+    )
+    .await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+
+    let leases: Api<Lease> = ns.api();
+    let leader_of = |text: &str| metric(text, "colony_operator_leader ");
+    let holder = wait_for("one process to lead", DEADLINE, || async {
+        let la = leader_of(&a.get("/metrics").await.ok_or("a silent")?.1);
+        let lb = leader_of(&b.get("/metrics").await.ok_or("b silent")?.1);
+        match (la, lb) {
+            (Some(1.0), Some(0.0)) => Ok("op-a"),
+            (Some(0.0), Some(1.0)) => Ok("op-b"),
+            other => Err(format!("leader gauges {other:?}")),
+        }
+    })
+    .await;
+    // Stays exactly one for a while (several renewals).
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let la = leader_of(&a.get("/metrics").await.unwrap().1).unwrap();
+        let lb = leader_of(&b.get("/metrics").await.unwrap().1).unwrap();
+        assert_eq!(
+            la + lb,
+            1.0,
+            "exactly one leader at every moment (a={la}, b={lb})"
+        );
+    }
+    let lease = leases.get("colony-operator").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(holder));
+
+    // Kill the leader without letting it release the lease: the standby takes over after
+    // the lease expires.
+    let (leader, standby) = if holder == "op-a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    leader.kill().await;
+    let killed_at = std::time::Instant::now();
+    wait_for("the standby to take over", DEADLINE, || async {
+        let (_, body) = standby.get("/metrics").await.ok_or("standby silent")?;
+        if leader_of(&body) == Some(1.0) {
+            Ok(())
+        } else {
+            Err("still standing by".into())
+        }
+    })
+    .await;
+    let new_holder = leases
+        .get("colony-operator")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity;
+    assert_ne!(new_holder.as_deref(), Some(holder));
+    println!(
+        "failover took {:?} (lease duration 8s)",
+        killed_at.elapsed()
+    );
+    assert_eq!(standby.terminate().await, Some(0));
+    ns.cleanup().await;
+}
