@@ -7,6 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 echo "== unit tests"
 cargo test -p colony-operator
+cargo build -p colony-operator
 
 echo "== local control plane"
 tests/cluster/up.sh
