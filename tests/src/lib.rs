@@ -13,7 +13,9 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use rand::Rng;
 
+pub mod endpoint;
 pub mod operator;
+pub use endpoint::TestEndpoint;
 pub use operator::OperatorProcess;
 
 /// A generous default deadline: tests assert behaviour, never speed.
@@ -45,12 +47,11 @@ where
     Fut: Future<Output = Result<T, String>>,
 {
     let start = tokio::time::Instant::now();
-    let mut last = String::from("(not checked yet)");
     loop {
-        match check().await {
+        let last = match check().await {
             Ok(v) => return v,
-            Err(observed) => last = observed,
-        }
+            Err(observed) => observed,
+        };
         if start.elapsed() > deadline {
             panic!("timed out after {deadline:?} waiting for {what}; last observed: {last}");
         }
@@ -176,4 +177,97 @@ pub fn free_port() -> u16 {
 
 pub fn ensure(cond: bool, msg: impl Into<String>) -> anyhow::Result<()> {
     if cond { Ok(()) } else { bail!(msg.into()) }
+}
+
+/// Applies a YAML document into `namespace` with kubectl (server-side apply).
+pub async fn apply_yaml(namespace: &str, yaml: &str) {
+    let out = kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+        ],
+        Some(yaml),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes by the operator (user agent `colony-operator/...`) to objects in `namespace`, as
+/// recorded in the API server's audit log between `since` and now.
+pub fn operator_writes(namespace: &str, since: std::time::SystemTime) -> Vec<String> {
+    let path = repo_root().join("target/cluster/kwok/clusters/colony/logs/audit.log");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let since: chrono_lite::Instant = since.into();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|ua| ua.starts_with("colony-operator/"))
+        })
+        .filter(|e| e["objectRef"]["namespace"].as_str() == Some(namespace))
+        .filter(|e| {
+            matches!(
+                e["verb"].as_str(),
+                Some("create" | "update" | "patch" | "delete")
+            )
+        })
+        .filter(|e| e["stage"].as_str() == Some("ResponseComplete"))
+        .filter(|e| {
+            e["requestReceivedTimestamp"]
+                .as_str()
+                .and_then(chrono_lite::parse)
+                .is_some_and(|t| t >= since)
+        })
+        .map(|e| {
+            format!(
+                "{} {}/{}{}",
+                e["verb"].as_str().unwrap_or(""),
+                e["objectRef"]["resource"].as_str().unwrap_or(""),
+                e["objectRef"]["name"].as_str().unwrap_or(""),
+                e["objectRef"]["subresource"]
+                    .as_str()
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Just enough RFC 3339 parsing for audit timestamps (UTC, `Z`).
+mod chrono_lite {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    pub type Instant = SystemTime;
+
+    pub fn parse(s: &str) -> Option<SystemTime> {
+        // 2026-11-27T21:20:00.123456Z
+        let (date, time) = s.trim_end_matches('Z').split_once('T')?;
+        let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+        let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+        let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+        let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
+        let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
+        let nanos: u32 = format!("{:0<9}", &frac[..frac.len().min(9)]).parse().ok()?;
+        // Days from civil (Howard Hinnant's algorithm).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = if y >= 0 { y } else { y - 399 } / 400;
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146097 + doe - 719468;
+        let secs = days * 86400 + h * 3600 + mi * 60 + sec;
+        Some(UNIX_EPOCH + Duration::new(secs as u64, nanos))
+    }
 }

@@ -38,6 +38,29 @@ pub struct FlipLabels {
     pub state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestartLabels {
+    pub namespace: String,
+    pub name: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EscalationLabels {
+    pub namespace: String,
+    pub name: String,
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub namespace: String,
+    pub name: String,
+    pub target: String,
+    pub action: String,
+    pub result: String,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new([
         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -56,6 +79,10 @@ pub struct Metrics {
     pub fallback_flips: Family<FlipLabels, Counter>,
     pub fallback_active: Family<ObjectLabels, Gauge>,
     pub notifications_failed: Family<ObjectLabels, Counter>,
+    pub finance_bee_restarts: Family<RestartLabels, Counter>,
+    pub finance_bee_escalations: Family<EscalationLabels, Counter>,
+    pub finance_bee_escalated: Family<ObjectLabels, Gauge>,
+    pub finance_bee_escalation_deliveries: Family<DeliveryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -117,6 +144,30 @@ impl Default for Metrics {
             "Notification deliveries that failed after all retries",
             notifications_failed.clone(),
         );
+        let finance_bee_restarts = Family::<RestartLabels, Counter>::default();
+        registry.register(
+            "finance_bee_restarts",
+            "FinanceBee pods deleted by the operator to restart them, by reason",
+            finance_bee_restarts.clone(),
+        );
+        let finance_bee_escalations = Family::<EscalationLabels, Counter>::default();
+        registry.register(
+            "finance_bee_escalations",
+            "FinanceBee escalations, by action (trigger, resolve)",
+            finance_bee_escalations.clone(),
+        );
+        let finance_bee_escalated = Family::<ObjectLabels, Gauge>::default();
+        registry.register(
+            "finance_bee_escalated",
+            "1 while a FinanceBee's unavailability is escalated",
+            finance_bee_escalated.clone(),
+        );
+        let finance_bee_escalation_deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "finance_bee_escalation_deliveries",
+            "Escalation notifications, by target, action and result (after retries)",
+            finance_bee_escalation_deliveries.clone(),
+        );
         Self {
             registry,
             reconciliations,
@@ -128,6 +179,10 @@ impl Default for Metrics {
             fallback_flips,
             fallback_active,
             notifications_failed,
+            finance_bee_restarts,
+            finance_bee_escalations,
+            finance_bee_escalated,
+            finance_bee_escalation_deliveries,
         }
     }
 }

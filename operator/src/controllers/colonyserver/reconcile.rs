@@ -5,10 +5,11 @@ use std::time::Duration;
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -26,7 +27,7 @@ use crate::controllers::{Spawned, spawn_controller};
 use crate::duration::parse_go_duration;
 use crate::health::{HealthThresholds, Prober, SloLimits};
 use crate::operator::Shutdown;
-use crate::runtime::{Context, Error, Result, apply_status};
+use crate::runtime::{Context, Error, Result};
 
 pub struct ServerContext {
     pub base: Arc<Context>,
@@ -63,7 +64,41 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
             },
         )
         .reconcile_on(UnboundedReceiverStream::new(wake_rx));
+    // A changed Secret rolls the servers that reference it (their pod-template hash moves).
+    // Metadata only: the operator never caches Secret data.
+    let store = controller.store();
+    let secrets = watcher(
+        ctx.scoped_api::<PartialObjectMeta<Secret>>(),
+        watcher::Config::default(),
+    )
+    .touched_objects();
+    let controller =
+        controller.watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
+            let ns = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|cs| {
+                    cs.namespace() == ns && referenced_secrets(cs).contains(&name.as_str())
+                })
+                .map(|cs| ObjectRef::from_obj(cs.as_ref()))
+                .collect::<Vec<_>>()
+        });
     spawn_controller(NAME, controller, reconcile, server_ctx, shutdown)
+}
+
+/// Names of the Secrets a server's pods read.
+fn referenced_secrets(cs: &ColonyServer) -> Vec<&str> {
+    let mut names = Vec::new();
+    if let Some(db) = &cs.spec.database {
+        names.push(db.user.name.as_str());
+        names.push(db.password.name.as_str());
+    }
+    if let Some(key) = &cs.spec.server_key_secret_ref {
+        names.push(key.name.as_str());
+    }
+    names
 }
 
 struct Durations {
@@ -196,6 +231,7 @@ async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Ac
     let key = ObjectRef::from_obj(cs.as_ref());
     let api: Api<ColonyServer> = ctx.api(&ns);
 
+    let current_status = ctx.latest_status(cs.as_ref(), cs.status.as_ref());
     let durations = durations(&cs);
     let (override_, bad_override) = override_from(&cs);
     if let Some(msg) = &bad_override {
@@ -262,7 +298,7 @@ async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Ac
     };
 
     // The fallback decision.
-    let previous_state = status::fallback_state_from(cs.status.as_ref());
+    let previous_state = status::fallback_state_from(current_status.as_ref());
     let inputs = FallbackInputs {
         health_failed: snapshot.health.health_failed(),
         healthy_since: snapshot.health.healthy_since(),
@@ -330,7 +366,7 @@ async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Ac
     // Status, only when it changed.
     let new_status = status::compute(&Observed {
         generation: cs.metadata.generation,
-        previous: cs.status.as_ref(),
+        previous: current_status.as_ref(),
         snapshot: &snapshot,
         decision: &decision,
         override_,
@@ -339,7 +375,14 @@ async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Ac
         invalid: invalid.clone(),
         now,
     });
-    apply_status(&api, cs.as_ref(), NAME, cs.status.as_ref(), &new_status).await?;
+    ctx.write_status(
+        &api,
+        cs.as_ref(),
+        NAME,
+        current_status.as_ref(),
+        &new_status,
+    )
+    .await?;
 
     if invalid.is_some() {
         return Ok(Action::await_change());

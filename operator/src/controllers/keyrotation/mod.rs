@@ -28,7 +28,7 @@ use crate::controllers::{Spawned, spawn_controller};
 use crate::duration::parse_go_duration;
 use crate::operator::Shutdown;
 use crate::runtime::conditions::{Desired, merge};
-use crate::runtime::{Context, Error, Result, apply_status, field_manager};
+use crate::runtime::{Context, Error, Result, field_manager};
 use crate::schedule::CronSchedule;
 
 pub const NAME: &str = "keyrotation";
@@ -166,7 +166,8 @@ async fn reconcile(kr: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action> {
     let now = Utc::now();
     let api: Api<KeyRotation> = ctx.api(&ns);
     let secrets: Api<Secret> = ctx.api(&ns);
-    let previous = kr.status.clone().unwrap_or_default();
+    let current: Option<KeyRotationStatus> = ctx.latest_status(kr.as_ref(), kr.status.as_ref());
+    let previous = current.clone().unwrap_or_default();
     let mut status = KeyRotationStatus {
         observed_generation: kr.metadata.generation,
         ..previous.clone()
@@ -292,7 +293,8 @@ async fn reconcile(kr: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action> {
         }
     }
     status.conditions = merge(&previous.conditions, &desired, kr.metadata.generation, now);
-    apply_status(&api, kr.as_ref(), NAME, kr.status.as_ref(), &status).await?;
+    ctx.write_status(&api, kr.as_ref(), NAME, current.as_ref(), &status)
+        .await?;
 
     if invalid.is_some() {
         return Ok(Action::await_change());

@@ -18,7 +18,7 @@ use crate::api::{
 use crate::controllers::{Spawned, spawn_controller};
 use crate::operator::Shutdown;
 use crate::runtime::conditions::{Desired, is_true, merge};
-use crate::runtime::{Context, Result, apply_status};
+use crate::runtime::{Context, Result};
 
 pub const NAME: &str = "maintenancewindow";
 
@@ -59,14 +59,16 @@ async fn reconcile(mw: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Acti
         .as_ref()
         .and_then(|s| s.status.as_ref())
         .map(|s| is_true(&s.conditions, HEALTHY));
+    let current: Option<MaintenanceWindowStatus> =
+        ctx.latest_status(mw.as_ref(), mw.status.as_ref());
     let d = decide::decide(&decide::Inputs {
         spec: &mw.spec,
-        previous: mw.status.as_ref(),
+        previous: current.as_ref(),
         server_healthy,
         end_now: mw.annotations().get(END_NOW_ANNOTATION).map(String::as_str),
         now,
     });
-    let previous_phase = mw.status.as_ref().and_then(|s| s.phase);
+    let previous_phase = current.as_ref().and_then(|s| s.phase);
     let mut desired = vec![Desired::new(
         ACTIVE,
         d.phase == WindowPhase::Active,
@@ -99,7 +101,7 @@ async fn reconcile(mw: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Acti
             desired.push(Desired::new(STALLED, false, "", ""));
         }
     }
-    let previous = mw.status.clone().unwrap_or_default();
+    let previous = current.clone().unwrap_or_default();
     let status = MaintenanceWindowStatus {
         observed_generation: mw.metadata.generation,
         conditions: merge(&previous.conditions, &desired, mw.metadata.generation, now),
@@ -110,7 +112,8 @@ async fn reconcile(mw: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Acti
         handled_end_now: d.handled_end_now.clone(),
     };
     let api: Api<MaintenanceWindow> = ctx.api(&ns);
-    apply_status(&api, mw.as_ref(), NAME, mw.status.as_ref(), &status).await?;
+    ctx.write_status(&api, mw.as_ref(), NAME, current.as_ref(), &status)
+        .await?;
     if previous_phase != Some(d.phase) && d.invalid.is_none() {
         let (type_, reason) = match d.phase {
             WindowPhase::Active => (EventType::Normal, "WindowOpened"),

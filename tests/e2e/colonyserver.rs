@@ -1,0 +1,445 @@
+//! ColonyServer on the local control plane, against a controllable test endpoint: health
+//! verdicts, the fallback ConfigMap flipping on and off, the flip budget, the override
+//! annotation, a managed server's workload, and silence in steady state.
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use colony_e2e::{
+    DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, client, install_crds,
+    operator_writes, wait_for,
+};
+use colony_operator::api::ColonyServer;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+
+fn unmanaged(name: &str, endpoint: &TestEndpoint, fallback: &str, health: &str) -> String {
+    format!(
+        r#"apiVersion: colony.zyeute.io/v1alpha1
+kind: ColonyServer
+metadata:
+  name: {name}
+spec:
+  managed: false
+  endpoint: {url}
+  health: {health}
+  fallback: {fallback}
+"#,
+        url = endpoint.url()
+    )
+}
+
+async fn use_colony_os(cms: &Api<ConfigMap>, name: &str) -> Option<String> {
+    cms.get_opt(&format!("{name}-fallback"))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.data)
+        .and_then(|d| d.get("USE_COLONY_OS").cloned())
+}
+
+fn condition(cs: &ColonyServer, type_: &str) -> Option<String> {
+    cs.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+async fn wait_condition(
+    api: &Api<ColonyServer>,
+    name: &str,
+    type_: &str,
+    want: &str,
+) -> ColonyServer {
+    wait_for(&format!("{name} {type_}={want}"), DEADLINE, || async {
+        let cs = api.get(name).await.map_err(|e| e.to_string())?;
+        if condition(&cs, type_).as_deref() == Some(want) {
+            Ok(cs)
+        } else {
+            Err(format!("{:?}", cs.status.map(|s| s.conditions)))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn fallback_follows_health_with_thresholds() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-cs-fallback").await;
+    let endpoint = TestEndpoint::start().await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    apply_yaml(
+        &ns.name,
+        &unmanaged(
+            "srv",
+            &endpoint,
+            "{recoverAfter: 4s, minHold: 1s, maxFlipsPerHour: 4}",
+            "{interval: 1s, timeout: 1s, failureThreshold: 3, successThreshold: 1}",
+        ),
+    )
+    .await;
+    let servers: Api<ColonyServer> = ns.api();
+    let cms: Api<ConfigMap> = ns.api();
+
+    wait_condition(&servers, "srv", "Ready", "True").await;
+    wait_condition(&servers, "srv", "Healthy", "True").await;
+    assert_eq!(
+        use_colony_os(&cms, "srv").await.as_deref(),
+        Some("true"),
+        "healthy: Colony OS in use"
+    );
+
+    // Failing: the fallback turns on at the failureThreshold-th failed probe, not before.
+    let failing_at = std::time::Instant::now();
+    let writes_from = SystemTime::now();
+    endpoint.set_failing(true);
+    let failures_at_flip = wait_for("fallback on", DEADLINE, || async {
+        let before = endpoint.failures();
+        let value = use_colony_os(&cms, "srv").await;
+        if value.as_deref() == Some("false") {
+            Ok(endpoint.failures())
+        } else {
+            assert!(
+                before < 3 || value.as_deref() == Some("true"),
+                "unexpected value {value:?}"
+            );
+            Err(format!(
+                "USE_COLONY_OS={value:?} after {before} failed probes"
+            ))
+        }
+    })
+    .await;
+    assert!(
+        failures_at_flip >= 3,
+        "flipped after only {failures_at_flip} failed probes"
+    );
+    println!(
+        "first failed probe -> ConfigMap flip: {:?}",
+        failing_at.elapsed()
+    );
+    let cs = wait_condition(&servers, "srv", "FallbackActive", "True").await;
+    assert_eq!(condition(&cs, "Healthy").as_deref(), Some("False"));
+    assert_eq!(condition(&cs, "Ready").as_deref(), Some("False"));
+    let status = cs.status.unwrap();
+    assert!(status.health.unwrap().down_since.is_some());
+    assert_eq!(
+        status.fallback.as_ref().unwrap().reason.as_deref(),
+        Some("HealthCheckFailed")
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!(
+        "operator writes for the flip: {:?}",
+        operator_writes(&ns.name, writes_from)
+    );
+
+    // Recovered: off only after recoverAfter (4s) of continuous health.
+    let successes_before = endpoint.successes();
+    endpoint.set_failing(false);
+    let successes_at_flip = wait_for("fallback off again", DEADLINE, || async {
+        match use_colony_os(&cms, "srv").await.as_deref() {
+            Some("true") => Ok(endpoint.successes() - successes_before),
+            other => Err(format!("USE_COLONY_OS={other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        successes_at_flip >= 4,
+        "fallback turned off after only {successes_at_flip} healthy probes (recoverAfter 4s at 1s interval)"
+    );
+    let cs = wait_condition(&servers, "srv", "FallbackActive", "False").await;
+    assert_eq!(cs.status.unwrap().fallback.unwrap().flips_last_hour, 2);
+    drop(op);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn flapping_endpoint_exhausts_the_flip_budget_then_stalls() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-cs-flap").await;
+    let endpoint = TestEndpoint::start().await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    apply_yaml(
+        &ns.name,
+        &unmanaged(
+            "flappy",
+            &endpoint,
+            "{recoverAfter: 2s, minHold: 1s, maxFlipsPerHour: 3}",
+            "{interval: 1s, timeout: 1s, failureThreshold: 1, successThreshold: 1}",
+        ),
+    )
+    .await;
+    let servers: Api<ColonyServer> = ns.api();
+    let cms: Api<ConfigMap> = ns.api();
+    wait_condition(&servers, "flappy", "Healthy", "True").await;
+
+    // Flap: down 3s, up 5s, five times — far more chances to flip than the budget allows.
+    for _ in 0..5 {
+        endpoint.set_failing(true);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        endpoint.set_failing(false);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let cs = servers.get("flappy").await.unwrap();
+        let flips = cs
+            .status
+            .and_then(|s| s.fallback)
+            .map(|f| f.flips_last_hour)
+            .unwrap_or(0);
+        assert!(flips <= 3, "at most maxFlipsPerHour flips, saw {flips}");
+    }
+    let cs = wait_condition(&servers, "flappy", "Stalled", "True").await;
+    let fallback = cs.status.clone().unwrap().fallback.unwrap();
+    assert!(fallback.flips_last_hour <= 3);
+    assert!(
+        fallback.active,
+        "out of budget, the fallback stays on for a human"
+    );
+    assert_eq!(
+        condition(&cs, "Healthy").as_deref(),
+        Some("True"),
+        "even though the server is healthy now"
+    );
+    assert_eq!(
+        use_colony_os(&cms, "flappy").await.as_deref(),
+        Some("false")
+    );
+    drop(op);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn override_annotation_wins() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-cs-override").await;
+    let endpoint = TestEndpoint::start().await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    apply_yaml(
+        &ns.name,
+        &unmanaged(
+            "ovr",
+            &endpoint,
+            "{recoverAfter: 1s, minHold: 1s}",
+            "{interval: 1s, timeout: 1s, failureThreshold: 2, successThreshold: 1}",
+        ),
+    )
+    .await;
+    let servers: Api<ColonyServer> = ns.api();
+    let cms: Api<ConfigMap> = ns.api();
+    wait_condition(&servers, "ovr", "Healthy", "True").await;
+    let annotate = |value: &'static str| {
+        let servers = servers.clone();
+        async move {
+            let patch = serde_json::json!({ "metadata": { "annotations": { "colony.zyeute.io/fallback": value } } });
+            servers
+                .patch("ovr", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+    // Healthy, but a human forces the fallback on.
+    annotate("on").await;
+    wait_for("override on", DEADLINE, || async {
+        match use_colony_os(&cms, "ovr").await.as_deref() {
+            Some("false") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let cs = wait_condition(&servers, "ovr", "FallbackActive", "True").await;
+    assert_eq!(
+        cs.status.unwrap().fallback.unwrap().reason.as_deref(),
+        Some("Override")
+    );
+    // Failing, but a human forces Colony OS on.
+    endpoint.set_failing(true);
+    annotate("off").await;
+    wait_condition(&servers, "ovr", "Healthy", "False").await;
+    wait_for("override off holds while failing", DEADLINE, || async {
+        match use_colony_os(&cms, "ovr").await.as_deref() {
+            Some("true") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        use_colony_os(&cms, "ovr").await.as_deref(),
+        Some("true"),
+        "the override keeps winning"
+    );
+    // Back to auto: the failing health decides.
+    annotate("auto").await;
+    wait_for("auto turns the fallback on", DEADLINE, || async {
+        match use_colony_os(&cms, "ovr").await.as_deref() {
+            Some("false") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    drop(op);
+    ns.cleanup().await;
+}
+
+fn managed(name: &str, endpoint: &TestEndpoint) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}-db
+stringData:
+  username: colonies
+  password: not-a-real-password
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}-key
+stringData:
+  prvkey: 6d2fb6f546bc1b4e0b8a5b3e5e3d1f8a4b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e
+---
+apiVersion: colony.zyeute.io/v1alpha1
+kind: ColonyServer
+metadata:
+  name: {name}
+spec:
+  image: colonyos/colonies:v1.9.12
+  endpoint: {url}
+  database:
+    host: postgres.example
+    user: {{name: {name}-db, key: username}}
+    password: {{name: {name}-db, key: password}}
+  serverKeySecretRef: {{name: {name}-key, key: prvkey}}
+  health: {{interval: 1s, timeout: 1s, failureThreshold: 3, successThreshold: 1}}
+"#,
+        url = endpoint.url()
+    )
+}
+
+#[tokio::test]
+async fn managed_server_runs_and_steady_state_is_silent() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-cs-steady").await;
+    let endpoint = TestEndpoint::start().await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    apply_yaml(&ns.name, &managed("prod", &endpoint)).await;
+    let servers: Api<ColonyServer> = ns.api();
+    let deployments: Api<Deployment> = ns.api();
+    let services: Api<Service> = ns.api();
+    let cms: Api<ConfigMap> = ns.api();
+    let cs = wait_condition(&servers, "prod", "Ready", "True").await;
+    assert_eq!(
+        cs.status.as_ref().unwrap().current_image.as_deref(),
+        Some("colonyos/colonies:v1.9.12")
+    );
+
+    let d = deployments.get("prod").await.unwrap();
+    let pod = d.spec.template.spec.clone().unwrap();
+    let env: BTreeMap<_, _> = pod.containers[0]
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name.clone(), e))
+        .collect();
+    assert!(
+        env["COLONIES_DB_PASSWORD"].value_from.is_some(),
+        "the password comes from the Secret"
+    );
+    assert_eq!(
+        env["COLONIES_SERVER_ID"].value.as_ref().map(String::len),
+        Some(64),
+        "the server ID is derived from the key"
+    );
+    assert!(services.get_opt("prod").await.unwrap().is_some());
+    let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("ColonyServer", "prod")
+    );
+
+    // Let everything settle, then watch 30 s of healthy probing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let versions = || async {
+        (
+            servers.get("prod").await.unwrap().metadata.resource_version,
+            deployments
+                .get("prod")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version,
+            cms.get("prod-fallback")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version,
+            services
+                .get("prod")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version,
+        )
+    };
+    let before = versions().await;
+    let probes_before = endpoint.successes();
+    let since = SystemTime::now();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let after = versions().await;
+    let probes = endpoint.successes() - probes_before;
+    assert!(
+        probes >= 10,
+        "the server was probed during the window ({probes} probes)"
+    );
+    assert_eq!(before, after, "no object changed in steady state");
+    let writes = operator_writes(&ns.name, since);
+    assert!(
+        writes.is_empty(),
+        "no API writes in steady state, saw {writes:?}"
+    );
+    println!(
+        "steady state: {probes} probes in 30s, {} API writes",
+        writes.len()
+    );
+
+    // A rotated database password rolls the server (new pod-template hash).
+    let hash = |d: &Deployment| {
+        d.spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["colony.zyeute.io/config-hash"]
+            .clone()
+    };
+    let old = hash(&deployments.get("prod").await.unwrap());
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = ns.api();
+    let patch = serde_json::json!({ "stringData": { "password": "rotated-password" } });
+    secrets
+        .patch("prod-db", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for(
+        "the Deployment to roll after the Secret changed",
+        DEADLINE,
+        || async {
+            let h = hash(&deployments.get("prod").await.map_err(|e| e.to_string())?);
+            if h != old {
+                Ok(())
+            } else {
+                Err("same hash".into())
+            }
+        },
+    )
+    .await;
+    drop(op);
+    ns.cleanup().await;
+}
