@@ -1,40 +1,165 @@
 //! The FinanceBee controller: runs the bee (Deployment), rolls it when its Secrets change,
-//! scales it to 0 during maintenance or while suspended, and mirrors its availability.
+//! scales it to 0 during maintenance or while suspended, restarts pods the kubelet will not
+//! fix (`restart`), pages when the bee stays down (`escalation`), and mirrors its state.
+//!
+//! Pipeline (`reconcile`): gather (server, windows, Secrets, pods) → build and apply the
+//! Deployment (`builders`) → decide restarts and escalation (pure) → status (pure, written
+//! only on change) → act (delete the chosen pod, send the page) → requeue at the next timer.
 pub mod builders;
+pub mod escalation;
+mod reconcile;
+pub mod restart;
+pub mod status;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use chrono::Utc;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::runtime::controller::{Action, Controller};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::api::{
-    AVAILABLE, ColonyServer, FinanceBee, FinanceBeeStatus, MaintenanceWindow, READY, RECONCILING,
-    STALLED, SUSPENDED,
-};
-use crate::controllers::common::{ConfigHasher, apply_if_changed, secret_value};
+use crate::api::{ColonyServer, FinanceBee, MaintenanceWindow};
+use crate::controllers::common::{MANAGED_BY, OPERATOR};
 use crate::controllers::{Spawned, spawn_controller};
 use crate::operator::Shutdown;
-use crate::runtime::conditions::{Desired, merge};
-use crate::runtime::{Context, Error, Result, apply_status};
-use builders::BeeInputs;
+use crate::runtime::Context;
 
 pub const NAME: &str = "financebee";
 
+/// The shared context plus what only this controller needs: an HTTP client for pages, the
+/// in-flight notifications, and a way for a finished notification to wake the reconciler.
+pub struct BeeContext {
+    pub base: Arc<Context>,
+    pub http: reqwest::Client,
+    pub deliveries: escalation::Deliveries,
+    pub wake: mpsc::UnboundedSender<ObjectRef<FinanceBee>>,
+}
+
+impl AsRef<Context> for BeeContext {
+    fn as_ref(&self) -> &Context {
+        &self.base
+    }
+}
+
+/// Label selector of every bee pod the operator runs.
+pub fn bee_pod_selector() -> String {
+    format!(
+        "app.kubernetes.io/name={},{MANAGED_BY}={OPERATOR}",
+        builders::APP_LABEL
+    )
+}
+
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
+    let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+    let bee_ctx = Arc::new(BeeContext {
+        base: ctx.clone(),
+        http: reqwest::Client::new(),
+        deliveries: Default::default(),
+        wake: wake_tx,
+    });
     let cfg = watcher::Config::default();
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=colony-operator");
-    // A window opening or closing changes the replicas of the bees it targets; which bees
-    // is for the reconciler to work out (selector and server), so every bee is looked at.
-    let controller = Controller::new(ctx.scoped_api::<FinanceBee>(), cfg)
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY}={OPERATOR}"));
+    let controller = Controller::new(ctx.scoped_api::<FinanceBee>(), cfg.clone());
+    let bees = controller.store();
+    let (by_server, by_secret, by_config_map) = (bees.clone(), bees.clone(), bees);
+    // Pods belong to ReplicaSets, not to the bee: they are mapped back by their instance
+    // label. Secrets and ConfigMaps only need their name (metadata-only watches); the bees
+    // that reference one come from the controller's own cache.
+    let controller = controller
         .owns(ctx.scoped_api::<Deployment>(), owned)
-        .reconcile_all_on(window_changes(ctx.scoped_api::<MaintenanceWindow>()));
-    spawn_controller(NAME, controller, reconcile, ctx, shutdown)
+        .watches(
+            ctx.scoped_api::<Pod>(),
+            watcher::Config::default().labels(&bee_pod_selector()),
+            |pod: Pod| bee_of_pod(&pod),
+        )
+        // A server turning Healthy lifts a restart hold; turning unhealthy explains one.
+        .watches(
+            ctx.scoped_api::<ColonyServer>(),
+            cfg.clone(),
+            move |cs: ColonyServer| {
+                bees_where(&by_server, &cs, |fb| {
+                    fb.spec.colony_server_ref.name == cs.name_any()
+                })
+            },
+        )
+        .watches(
+            ctx.scoped_api::<PartialObjectMeta<Secret>>(),
+            cfg.clone(),
+            move |s: PartialObjectMeta<Secret>| {
+                bees_where(&by_secret, &s, |fb| references_secret(fb, &s.name_any()))
+            },
+        )
+        .watches(
+            ctx.scoped_api::<PartialObjectMeta<ConfigMap>>(),
+            cfg.clone(),
+            move |c: PartialObjectMeta<ConfigMap>| {
+                bees_where(&by_config_map, &c, |fb| {
+                    references_config_map(fb, &c.name_any())
+                })
+            },
+        )
+        // A window opening or closing changes the replicas of the bees it targets; which
+        // bees is for the reconciler to work out (selector and server), so every bee is
+        // looked at.
+        .reconcile_all_on(window_changes(ctx.scoped_api::<MaintenanceWindow>()))
+        .reconcile_on(UnboundedReceiverStream::new(wake_rx));
+    spawn_controller(NAME, controller, reconcile::reconcile, bee_ctx, shutdown)
+}
+
+/// The bee a pod belongs to, from its instance label.
+pub fn bee_of_pod(pod: &Pod) -> Option<ObjectRef<FinanceBee>> {
+    let labels = pod.labels();
+    if labels.get("app.kubernetes.io/name").map(String::as_str) != Some(builders::APP_LABEL) {
+        return None;
+    }
+    let name = labels.get("app.kubernetes.io/instance")?;
+    Some(ObjectRef::new(name).within(&pod.namespace()?))
+}
+
+/// The cached bees in `obj`'s namespace for which `pred` holds.
+fn bees_where<K: ResourceExt>(
+    store: &Store<FinanceBee>,
+    obj: &K,
+    pred: impl Fn(&FinanceBee) -> bool,
+) -> Vec<ObjectRef<FinanceBee>> {
+    let ns = obj.namespace();
+    store
+        .state()
+        .iter()
+        .filter(|fb| fb.namespace() == ns && pred(fb))
+        .map(|fb| ObjectRef::from_obj(fb.as_ref()))
+        .collect()
+}
+
+/// Whether the bee's pods read the Secret `name` (so a change must roll them).
+pub fn references_secret(fb: &FinanceBee, name: &str) -> bool {
+    fb.spec.executor_key_secret_ref.name == name
+        || fb.spec.env.iter().any(|e| {
+            e.value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .is_some_and(|r| r.name == name)
+        })
+        || fb
+            .spec
+            .env_from
+            .iter()
+            .any(|s| s.secret_ref.as_ref().is_some_and(|r| r.name == name))
+}
+
+/// Whether the bee's pods read the ConfigMap `name`.
+pub fn references_config_map(fb: &FinanceBee, name: &str) -> bool {
+    fb.spec
+        .env_from
+        .iter()
+        .any(|s| s.config_map_ref.as_ref().is_some_and(|r| r.name == name))
 }
 
 /// A tick whenever a MaintenanceWindow's phase changes (per window, keyed by uid).
@@ -61,7 +186,7 @@ fn window_changes(api: Api<MaintenanceWindow>) -> impl futures::Stream<Item = ()
 /// Whether `selector` (None or empty: everything) matches `labels`.
 pub fn selector_matches(
     selector: Option<&LabelSelector>,
-    labels: &std::collections::BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
 ) -> bool {
     let Some(sel) = selector else { return true };
     let labels_ok = sel
@@ -80,217 +205,6 @@ pub fn selector_matches(
         }
     });
     labels_ok && exprs_ok
-}
-
-/// Names of open MaintenanceWindows that stop this bee.
-async fn stopping_windows(ctx: &Context, fb: &FinanceBee) -> Result<Vec<String>> {
-    let ns = fb.namespace().unwrap_or_default();
-    let windows = ctx
-        .api::<MaintenanceWindow>(&ns)
-        .list(&Default::default())
-        .await?;
-    Ok(windows
-        .items
-        .into_iter()
-        .filter(|w| {
-            w.spec.colony_server_ref.name == fb.spec.colony_server_ref.name
-                && w.spec.actions.stop_finance_bees
-        })
-        .filter(crate::controllers::maintenancewindow::is_open)
-        .filter(|w| selector_matches(w.spec.finance_bees.as_ref(), fb.labels()))
-        .map(|w| w.name_any())
-        .collect())
-}
-
-/// Hash of everything the pod reads from Secrets and ConfigMaps.
-async fn config_hash(ctx: &Context, fb: &FinanceBee) -> Result<String> {
-    let ns = fb.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = ctx.api(&ns);
-    let config_maps: Api<ConfigMap> = ctx.api(&ns);
-    let mut h = ConfigHasher::default();
-    let key = &fb.spec.executor_key_secret_ref;
-    h.add(
-        &format!("secret/{}", key.name),
-        &key.key,
-        &secret_value(&secrets, key).await?,
-    );
-    for e in &fb.spec.env {
-        if let Some(r) = e
-            .value_from
-            .as_ref()
-            .and_then(|v| v.secret_key_ref.as_ref())
-        {
-            let sel = crate::api::SecretKeySelector::new(r.name.clone(), r.key.clone());
-            match secret_value(&secrets, &sel).await {
-                Ok(v) => h.add(&format!("secret/{}", r.name), &r.key, &v),
-                Err(e) if r.optional == Some(true) => {
-                    tracing::debug!(error = %e, "optional secret missing")
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    for src in &fb.spec.env_from {
-        if let Some(r) = &src.secret_ref {
-            match secrets.get_opt(&r.name).await? {
-                Some(s) => h.add_secret(&s),
-                None if r.optional == Some(true) => {}
-                None => {
-                    return Err(Error::MissingReference(format!(
-                        "Secret {:?} not found",
-                        r.name
-                    )));
-                }
-            }
-        }
-        if let Some(r) = &src.config_map_ref {
-            match config_maps.get_opt(&r.name).await? {
-                Some(c) => h.add_config_map(&c),
-                None if r.optional == Some(true) => {}
-                None => {
-                    return Err(Error::MissingReference(format!(
-                        "ConfigMap {:?} not found",
-                        r.name
-                    )));
-                }
-            }
-        }
-    }
-    Ok(h.finish())
-}
-
-async fn reconcile(fb: Arc<FinanceBee>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = fb.namespace().unwrap_or_default();
-    let name = fb.name_any();
-    let now = Utc::now();
-    let api: Api<FinanceBee> = ctx.api(&ns);
-    let previous = fb.status.clone().unwrap_or_default();
-
-    let server = ctx
-        .api::<ColonyServer>(&ns)
-        .get_opt(&fb.spec.colony_server_ref.name)
-        .await?;
-    let mut problem: Option<(String, String)> = None;
-    let mut deployment_status = None;
-    let windows = stopping_windows(&ctx, &fb).await?;
-    let replicas = if fb.spec.suspend || !windows.is_empty() {
-        0
-    } else {
-        fb.spec.replicas
-    };
-    match &server {
-        None => {
-            problem = Some((
-                "ServerNotFound".into(),
-                format!(
-                    "ColonyServer {:?} not found",
-                    fb.spec.colony_server_ref.name
-                ),
-            ))
-        }
-        Some(cs) => {
-            let endpoint = cs.spec.effective_endpoint(&cs.name_any(), &ns);
-            match (builders::host_port(&endpoint), config_hash(&ctx, &fb).await) {
-                (None, _) => {
-                    problem = Some((
-                        "InvalidServerEndpoint".into(),
-                        "the ColonyServer endpoint is not a URL".into(),
-                    ))
-                }
-                (_, Err(Error::MissingReference(m))) => {
-                    problem = Some(("MissingReference".into(), m))
-                }
-                (_, Err(e)) => return Err(e),
-                (Some((host, port, tls)), Ok(hash)) => {
-                    let inputs = BeeInputs {
-                        server_host: host,
-                        server_port: port,
-                        server_tls: tls,
-                        replicas,
-                        config_hash: hash,
-                    };
-                    let deployments: Api<Deployment> = ctx.api(&ns);
-                    if apply_if_changed(&deployments, builders::deployment(&fb, &inputs)?, NAME)
-                        .await?
-                    {
-                        tracing::info!(bee = %name, replicas, "applied Deployment");
-                    }
-                    deployment_status = deployments.get_opt(&name).await?.and_then(|d| d.status);
-                }
-            }
-        }
-    }
-
-    let ready_replicas = deployment_status
-        .as_ref()
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    let available_replicas = deployment_status
-        .as_ref()
-        .and_then(|s| s.available_replicas)
-        .unwrap_or(0);
-    let paused = replicas == 0;
-    let available = !paused && available_replicas >= fb.spec.replicas.max(1) && problem.is_none();
-    let unavailable_since = if available || paused {
-        None
-    } else {
-        previous.unavailable_since.or(Some(now))
-    };
-    let mut desired = vec![];
-    let (ready, reason, message) = match (&problem, paused) {
-        (Some((r, m)), _) => (false, r.clone(), m.clone()),
-        (None, true) if fb.spec.suspend => (
-            true,
-            SUSPENDED.to_string(),
-            "suspended: scaled to 0".to_string(),
-        ),
-        (None, true) => (
-            true,
-            "Maintenance".to_string(),
-            format!("stopped by MaintenanceWindow {}", windows.join(", ")),
-        ),
-        (None, false) if available => (
-            true,
-            "Available".to_string(),
-            format!("{ready_replicas}/{} replicas ready", fb.spec.replicas),
-        ),
-        (None, false) => (
-            false,
-            "Unavailable".to_string(),
-            format!(
-                "{available_replicas}/{} replicas available",
-                fb.spec.replicas
-            ),
-        ),
-    };
-    desired.push(Desired::new(READY, ready, reason.clone(), message.clone()));
-    desired.push(Desired::new(
-        AVAILABLE,
-        available,
-        reason.clone(),
-        message.clone(),
-    ));
-    desired.push(Desired::new(
-        RECONCILING,
-        !available && !paused && problem.is_none(),
-        "RollingOut",
-        message.clone(),
-    ));
-    desired.push(Desired::new(STALLED, problem.is_some(), reason, message));
-    let status = FinanceBeeStatus {
-        observed_generation: fb.metadata.generation,
-        conditions: merge(&previous.conditions, &desired, fb.metadata.generation, now),
-        ready_replicas: Some(ready_replicas),
-        unavailable_since,
-        current_image: Some(fb.spec.image.clone()),
-        ..previous.clone()
-    };
-    apply_status(&api, fb.as_ref(), NAME, fb.status.as_ref(), &status).await?;
-    Ok(if problem.is_some() {
-        Action::requeue(Duration::from_secs(30))
-    } else {
-        Action::requeue(Duration::from_secs(300))
-    })
 }
 
 #[cfg(test)]
@@ -332,5 +246,50 @@ mod tests {
         assert!(selector_matches(Some(&expr("Exists", &[])), &labels));
         assert!(!selector_matches(Some(&expr("DoesNotExist", &[])), &labels));
         assert!(!selector_matches(Some(&expr("Bogus", &[])), &labels));
+    }
+
+    fn bee(spec_yaml: &str) -> FinanceBee {
+        let spec = serde_yaml::from_str(spec_yaml).unwrap();
+        let mut fb = FinanceBee::new("finance", spec);
+        fb.metadata.namespace = Some("colony".into());
+        fb
+    }
+
+    const SPEC: &str = "image: bee:1\ncolonyServerRef: {name: prod}\ncolonyName: zyeute\n\
+                        executorKeySecretRef: {name: bee-key, key: prvkey}\n\
+                        env: [{name: STRIPE, valueFrom: {secretKeyRef: {name: stripe, key: k}}}]\n\
+                        envFrom: [{secretRef: {name: supabase}}, {configMapRef: {name: tuning}}]\n";
+
+    #[test]
+    fn referenced_secrets_and_config_maps() {
+        let fb = bee(SPEC);
+        for s in ["bee-key", "stripe", "supabase"] {
+            assert!(references_secret(&fb, s), "{s}");
+        }
+        assert!(!references_secret(&fb, "tuning"));
+        assert!(!references_secret(&fb, "other"));
+        assert!(references_config_map(&fb, "tuning"));
+        assert!(!references_config_map(&fb, "supabase"));
+    }
+
+    #[test]
+    fn pods_map_to_their_bee_by_instance_label() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "finance-7d9-abc", "namespace": "colony", "labels": {
+                "app.kubernetes.io/name": "finance-bee",
+                "app.kubernetes.io/instance": "finance",
+                "app.kubernetes.io/managed-by": "colony-operator"}}
+        }))
+        .unwrap();
+        assert_eq!(
+            bee_of_pod(&pod),
+            Some(ObjectRef::new("finance").within("colony"))
+        );
+        let mut server_pod = pod.clone();
+        server_pod
+            .labels_mut()
+            .insert("app.kubernetes.io/name".into(), "colony-server".into());
+        assert_eq!(bee_of_pod(&server_pod), None);
+        assert!(bee_pod_selector().contains("app.kubernetes.io/name=finance-bee"));
     }
 }

@@ -1,0 +1,555 @@
+//! Reconcile: gather inputs → apply the Deployment → decide restarts and escalation (pure)
+//! → write status (only on change) → act on the decisions → requeue at the next timer.
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{DeleteParams, ListParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+
+use super::builders::{self, BeeInputs};
+use super::escalation::{self, Delivery, Incident, Job, Next, Outcome, Target, Transition};
+use super::restart::{self, Hold, PodView, RestartDecision, RestartInputs, RestartPolicy};
+use super::status::{self, Observed, Pause};
+use super::{BeeContext, NAME, selector_matches};
+use crate::api::{
+    ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, MaintenanceWindow, STALLED,
+};
+use crate::controllers::common::{ConfigHasher, apply_if_changed, secret_value};
+use crate::controllers::notify::{self, RetryPolicy};
+use crate::duration::parse_go_duration;
+use crate::runtime::conditions::find;
+use crate::runtime::metrics::{DeliveryLabels, EscalationLabels, ObjectLabels, RestartLabels};
+use crate::runtime::{Context, Error, Result, apply_status};
+
+/// Retries of a PagerDuty delivery (the spec has no knob for it; the webhook has).
+const PAGERDUTY_RETRY: RetryPolicy = RetryPolicy {
+    retries: 3,
+    backoff: Duration::from_secs(2),
+};
+
+/// Names of open MaintenanceWindows that stop this bee.
+async fn stopping_windows(ctx: &Context, fb: &FinanceBee) -> Result<Vec<String>> {
+    let ns = fb.namespace().unwrap_or_default();
+    let windows = ctx
+        .api::<MaintenanceWindow>(&ns)
+        .list(&Default::default())
+        .await?;
+    Ok(windows
+        .items
+        .into_iter()
+        .filter(|w| {
+            w.spec.colony_server_ref.name == fb.spec.colony_server_ref.name
+                && w.spec.actions.stop_finance_bees
+        })
+        .filter(crate::controllers::maintenancewindow::is_open)
+        .filter(|w| selector_matches(w.spec.finance_bees.as_ref(), fb.labels()))
+        .map(|w| w.name_any())
+        .collect())
+}
+
+/// Hash of everything the pod reads from Secrets and ConfigMaps.
+async fn config_hash(ctx: &Context, fb: &FinanceBee) -> Result<String> {
+    let ns = fb.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = ctx.api(&ns);
+    let config_maps: Api<ConfigMap> = ctx.api(&ns);
+    let mut h = ConfigHasher::default();
+    let key = &fb.spec.executor_key_secret_ref;
+    h.add(
+        &format!("secret/{}", key.name),
+        &key.key,
+        &secret_value(&secrets, key).await?,
+    );
+    for e in &fb.spec.env {
+        if let Some(r) = e
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+        {
+            let sel = crate::api::SecretKeySelector::new(r.name.clone(), r.key.clone());
+            match secret_value(&secrets, &sel).await {
+                Ok(v) => h.add(&format!("secret/{}", r.name), &r.key, &v),
+                Err(e) if r.optional == Some(true) => {
+                    tracing::debug!(error = %e, "optional secret missing")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    for src in &fb.spec.env_from {
+        if let Some(r) = &src.secret_ref {
+            match secrets.get_opt(&r.name).await? {
+                Some(s) => h.add_secret(&s),
+                None if r.optional == Some(true) => {}
+                None => {
+                    return Err(Error::MissingReference(format!(
+                        "Secret {:?} not found",
+                        r.name
+                    )));
+                }
+            }
+        }
+        if let Some(r) = &src.config_map_ref {
+            match config_maps.get_opt(&r.name).await? {
+                Some(c) => h.add_config_map(&c),
+                None if r.optional == Some(true) => {}
+                None => {
+                    return Err(Error::MissingReference(format!(
+                        "ConfigMap {:?} not found",
+                        r.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(h.finish())
+}
+
+/// The hold a ColonyServer's health puts on restarts: None while its Healthy condition is
+/// True.
+fn server_hold(cs: &ColonyServer) -> Option<Hold> {
+    let conditions = cs
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or(&[]);
+    let detail = match find(conditions, HEALTHY) {
+        Some(c) if c.status == "True" => return None,
+        Some(c) => format!("{}: {}", c.reason, c.message),
+        None => "no health verdict yet".to_string(),
+    };
+    Some(Hold::ServerUnhealthy {
+        server: cs.name_any(),
+        detail,
+    })
+}
+
+fn parse_delta(field: &str, v: &str) -> std::result::Result<TimeDelta, String> {
+    parse_go_duration(v)
+        .ok()
+        .and_then(|d| TimeDelta::from_std(d).ok())
+        .ok_or_else(|| format!("{field}: invalid duration {v:?}"))
+}
+
+fn object_labels(fb: &FinanceBee) -> ObjectLabels {
+    ObjectLabels {
+        namespace: fb.namespace().unwrap_or_default(),
+        name: fb.name_any(),
+    }
+}
+
+pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
+    let ctx = &bctx.base;
+    let ns = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
+    let api: Api<FinanceBee> = ctx.api(&ns);
+    // Restarts and pages are counted in status: start from the API server's latest, not a
+    // cache that may not hold this controller's last write yet (it would count twice).
+    let Some(fb) = api.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    let fb = Arc::new(fb);
+    let now = Utc::now();
+    let previous = fb.status.clone().unwrap_or_default();
+
+    // ---- gather and apply the Deployment ----
+    let server = ctx
+        .api::<ColonyServer>(&ns)
+        .get_opt(&fb.spec.colony_server_ref.name)
+        .await?;
+    let windows = stopping_windows(ctx, &fb).await?;
+    let pause = if fb.spec.suspend {
+        Some(Pause::Suspended)
+    } else if !windows.is_empty() {
+        Some(Pause::Maintenance(windows))
+    } else {
+        None
+    };
+    let replicas = if pause.is_some() { 0 } else { fb.spec.replicas };
+    let policy = RestartPolicy::from_spec(&fb.spec.restart);
+    let after = parse_delta("spec.escalation.after", &fb.spec.escalation.after);
+    let mut problem: Option<(String, String)> = match (&policy, &after) {
+        (Err(m), _) | (_, Err(m)) => Some(("InvalidSpec".into(), m.clone())),
+        _ => None,
+    };
+    let mut deployment_status = None;
+    match &server {
+        _ if problem.is_some() => {}
+        None => {
+            problem = Some((
+                "ServerNotFound".into(),
+                format!(
+                    "ColonyServer {:?} not found",
+                    fb.spec.colony_server_ref.name
+                ),
+            ))
+        }
+        Some(cs) => {
+            let endpoint = cs.spec.effective_endpoint(&cs.name_any(), &ns);
+            match (builders::host_port(&endpoint), config_hash(ctx, &fb).await) {
+                (None, _) => {
+                    problem = Some((
+                        "InvalidServerEndpoint".into(),
+                        "the ColonyServer endpoint is not a URL".into(),
+                    ))
+                }
+                (_, Err(Error::MissingReference(m))) => {
+                    problem = Some(("MissingReference".into(), m))
+                }
+                (_, Err(e)) => return Err(e),
+                (Some((host, port, tls)), Ok(hash)) => {
+                    let inputs = BeeInputs {
+                        server_host: host,
+                        server_port: port,
+                        server_tls: tls,
+                        replicas,
+                        config_hash: hash,
+                    };
+                    let deployments: Api<Deployment> = ctx.api(&ns);
+                    if apply_if_changed(&deployments, builders::deployment(&fb, &inputs)?, NAME)
+                        .await?
+                    {
+                        tracing::info!(bee = %name, replicas, "applied Deployment");
+                    }
+                    deployment_status = deployments.get_opt(&name).await?.and_then(|d| d.status);
+                }
+            }
+        }
+    }
+    let policy = policy.unwrap_or_default();
+    let after = after.unwrap_or(TimeDelta::minutes(15));
+
+    // ---- restarts (pure decision over the pods as listed now) ----
+    let pods: Vec<PodView> = if problem.is_none() {
+        let selector = format!(
+            "app.kubernetes.io/name={},app.kubernetes.io/instance={name}",
+            builders::APP_LABEL
+        );
+        ctx.api::<Pod>(&ns)
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .iter()
+            .map(PodView::from_pod)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let hold = match &pause {
+        Some(p) => Some(p.hold()),
+        None => server.as_ref().and_then(server_hold),
+    };
+    let restart = restart::decide(&RestartInputs {
+        policy: &policy,
+        pods: &pods,
+        previous: previous.restarts.as_ref(),
+        hold,
+        now,
+    });
+
+    // ---- escalation (pure decision, then where its notification stands) ----
+    let ready_replicas = deployment_status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let available_replicas = deployment_status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    let available = status::is_available(
+        fb.spec.replicas,
+        available_replicas,
+        problem.is_some(),
+        pause.is_some(),
+    );
+    let unavailable_since =
+        status::unavailable_since(previous.unavailable_since, available, pause.is_some(), now);
+    let esc = escalation::decide(after, unavailable_since, previous.escalation.as_ref(), now);
+    let key = format!("{ns}/{name}");
+    let job = esc.status.as_ref().map(Job::for_status);
+    let recorded = match esc.transition {
+        Some(_) => None,
+        None => escalation::recorded_delivery(
+            find(&previous.conditions, ESCALATED),
+            esc.status.as_ref(),
+        ),
+    };
+    let next = match &job {
+        Some(j) => bctx.deliveries.next(&key, j, recorded.as_ref()),
+        None => Next::Idle(None),
+    };
+    let delivery = match (&next, &recorded) {
+        (Next::Record(outcome), _) => escalation::delivery_of(outcome),
+        (_, Some(d)) => d.clone(),
+        (_, None) => Delivery::Pending,
+    };
+
+    // ---- status, written before acting: it is the record of restarts and pages ----
+    let new_status = status::compute(&Observed {
+        generation: fb.metadata.generation,
+        previous: &previous,
+        now,
+        image: &fb.spec.image,
+        replicas: fb.spec.replicas,
+        max_restarts: policy.max_restarts,
+        problem: problem.clone(),
+        pause: pause.clone(),
+        ready_replicas,
+        available_replicas,
+        restart: &restart,
+        escalation: esc.status.clone(),
+        escalated: escalation::condition(esc.status.as_ref(), &delivery, &fb.spec.escalation.after),
+    });
+    apply_status(&api, fb.as_ref(), NAME, fb.status.as_ref(), &new_status).await?;
+
+    // ---- act ----
+    act_on_restart(ctx, &fb, &restart, &previous, &policy).await?;
+    let labels = object_labels(&fb);
+    ctx.metrics
+        .finance_bee_escalated
+        .get_or_create(&labels)
+        .set(i64::from(
+            esc.status
+                .as_ref()
+                .is_some_and(|s| s.state == EscalationState::Triggered),
+        ));
+    if let Some(tr) = esc.transition {
+        announce_transition(ctx, &fb, tr, &fb.spec.escalation.after).await;
+    }
+    let mut retry_after = None;
+    match (&next, &job) {
+        (Next::Send, Some(job)) => {
+            let incident = Incident {
+                namespace: ns.clone(),
+                name: name.clone(),
+                uid: fb.uid().unwrap_or_default(),
+                transition: job.transition,
+                since: job.since,
+                unavailable_since,
+                after: fb.spec.escalation.after.clone(),
+                detail: format!(
+                    "{available_replicas}/{} replicas available",
+                    fb.spec.replicas
+                ),
+            };
+            bctx.deliveries.begin(&key, job);
+            spawn_delivery(bctx.clone(), fb.clone(), key.clone(), job.clone(), incident);
+        }
+        (Next::Record(_), Some(job)) => bctx.deliveries.forget_sent(&key, job),
+        (Next::Idle(wait), _) => retry_after = *wait,
+        _ => {}
+    }
+
+    let timers = [restart.requeue_after, esc.requeue_after, retry_after];
+    let default = if problem.is_some() {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(300)
+    };
+    let requeue = timers
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(default)
+        .min(default);
+    Ok(Action::requeue(requeue.max(Duration::from_secs(1))))
+}
+
+/// Deletes the pod the decision chose (its restart is already in status), and publishes
+/// the Events of the restart, of a budget running out and of a hold starting.
+async fn act_on_restart(
+    ctx: &Context,
+    fb: &FinanceBee,
+    d: &RestartDecision,
+    previous: &crate::api::FinanceBeeStatus,
+    policy: &RestartPolicy,
+) -> Result<()> {
+    let ns = fb.namespace().unwrap_or_default();
+    if let Some(c) = &d.delete {
+        let pods: Api<Pod> = ctx.api(&ns);
+        match pods.delete(&c.pod, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        let count = d.status.as_ref().map(|s| s.count).unwrap_or(0);
+        tracing::info!(bee = %fb.name_any(), pod = %c.pod, reason = %c.reason, count, "restarted pod");
+        if d.counted {
+            ctx.metrics
+                .finance_bee_restarts
+                .get_or_create(&RestartLabels {
+                    namespace: ns.clone(),
+                    name: fb.name_any(),
+                    reason: c.reason.as_str().into(),
+                })
+                .inc();
+        }
+        ctx.event(
+            fb,
+            EventType::Warning,
+            "PodRestarted",
+            "Restart",
+            format!(
+                "deleted pod {} ({}: {}); restart {count} of {} in the window",
+                c.pod, c.reason, c.detail, policy.max_restarts
+            ),
+        )
+        .await;
+    }
+    let was = |type_: &str, reason: &str| {
+        find(&previous.conditions, type_).is_some_and(|c| c.reason == reason)
+    };
+    if let Some(m) = status::exhausted_message(d, policy.max_restarts)
+        && !was(STALLED, status::reason::RESTART_BUDGET_EXHAUSTED)
+    {
+        tracing::warn!(bee = %fb.name_any(), "{m}");
+        let reason = "RestartBudgetExhausted";
+        ctx.event(fb, EventType::Warning, reason, "Restart", m)
+            .await;
+    }
+    if let Some(m) = status::server_hold_message(d)
+        && !was(crate::api::READY, status::reason::SERVER_UNHEALTHY)
+    {
+        tracing::info!(bee = %fb.name_any(), "{m}");
+        ctx.event(fb, EventType::Warning, "RestartHeld", "Restart", m)
+            .await;
+    }
+    Ok(())
+}
+
+async fn announce_transition(ctx: &Context, fb: &FinanceBee, tr: Transition, after: &str) {
+    let labels = object_labels(fb);
+    ctx.metrics
+        .finance_bee_escalations
+        .get_or_create(&EscalationLabels {
+            namespace: labels.namespace,
+            name: labels.name,
+            action: tr.as_str().into(),
+        })
+        .inc();
+    let (type_, reason, note) = match tr {
+        Transition::Trigger => (
+            EventType::Warning,
+            "Escalated",
+            format!("unavailable for more than {after}: escalating"),
+        ),
+        Transition::Resolve => (
+            EventType::Normal,
+            "EscalationResolved",
+            "recovered: resolving the escalation".to_string(),
+        ),
+    };
+    tracing::warn!(bee = %fb.name_any(), transition = tr.as_str(), "{note}");
+    ctx.event(fb, type_, reason, "Escalate", note).await;
+}
+
+/// Sends one notification in the background; when it is done (after its retries), the
+/// outcome is handed to the reconciler, which records it in status.
+fn spawn_delivery(
+    bctx: Arc<BeeContext>,
+    fb: Arc<FinanceBee>,
+    key: String,
+    job: Job,
+    incident: Incident,
+) {
+    tokio::spawn(async move {
+        let outcome = send(&bctx, &fb, &incident).await;
+        let ctx = &bctx.base;
+        let labels = object_labels(&fb);
+        for (target, result) in &outcome {
+            ctx.metrics
+                .finance_bee_escalation_deliveries
+                .get_or_create(&DeliveryLabels {
+                    namespace: labels.namespace.clone(),
+                    name: labels.name.clone(),
+                    target: target.label().into(),
+                    action: job.transition.as_str().into(),
+                    result: if result.is_ok() { "success" } else { "failure" }.into(),
+                })
+                .inc();
+            match result {
+                Ok(()) => {
+                    tracing::info!(bee = %labels.name, target = target.label(), action = job.transition.as_str(), "escalation delivered");
+                    ctx.event(
+                        fb.as_ref(),
+                        EventType::Normal,
+                        "EscalationDelivered",
+                        "Escalate",
+                        format!("sent {} to {}", job.transition.as_str(), target.display()),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    ctx.metrics
+                        .notifications_failed
+                        .get_or_create(&labels)
+                        .inc();
+                    tracing::warn!(bee = %labels.name, target = target.label(), action = job.transition.as_str(), error = %e, "escalation delivery failed");
+                    ctx.event(
+                        fb.as_ref(),
+                        EventType::Warning,
+                        "EscalationDeliveryFailed",
+                        "Escalate",
+                        format!(
+                            "{} to {} failed: {e}",
+                            job.transition.as_str(),
+                            target.display()
+                        ),
+                    )
+                    .await;
+                }
+            }
+        }
+        bctx.deliveries.finish(&key, &job, outcome);
+        let _ = bctx.wake.send(ObjectRef::from_obj(fb.as_ref()));
+    });
+}
+
+/// Delivers `incident` to every configured target. Errors name the target and what failed,
+/// never the URL or the routing key.
+async fn send(bctx: &BeeContext, fb: &FinanceBee, incident: &Incident) -> Outcome {
+    let secrets: Api<Secret> = bctx.base.api(&fb.namespace().unwrap_or_default());
+    let read = |sel| {
+        let secrets = secrets.clone();
+        async move {
+            secret_value(&secrets, &sel)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                .map_err(|e| e.to_string())
+        }
+    };
+    let mut outcome = Vec::new();
+    if let Some(w) = &fb.spec.escalation.webhook {
+        let policy = RetryPolicy {
+            retries: w.retries.max(0) as u32,
+            backoff: parse_go_duration(&w.backoff).unwrap_or(Duration::from_secs(5)),
+        };
+        let result = match read(w.url_secret_ref.clone()).await {
+            Ok(url) => notify::deliver(&bctx.http, &url, &incident.webhook_body(), policy)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        outcome.push((Target::Webhook, result));
+    }
+    if let Some(pd) = &fb.spec.escalation.pager_duty {
+        let result = match read(pd.routing_key_secret_ref.clone()).await {
+            Ok(key) => {
+                let body = incident.pagerduty_body(&key, pd.severity);
+                notify::deliver(&bctx.http, pd.effective_url(), &body, PAGERDUTY_RETRY)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string().replace("webhook", "PagerDuty Events API"))
+            }
+            Err(e) => Err(e),
+        };
+        outcome.push((Target::PagerDuty, result));
+    }
+    outcome
+}
