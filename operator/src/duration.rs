@@ -109,8 +109,7 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
         if unit.is_empty() {
             return Err(DurationError::MissingUnit(input.to_string()));
         }
-        let scale = unit_nanos(unit)
-            .ok_or_else(|| DurationError::UnknownUnit(input.to_string(), unit.to_string()))?;
+        let scale = unit_nanos(unit).ok_or_else(|| DurationError::UnknownUnit(input.to_string(), unit.to_string()))?;
 
         let overflow = || DurationError::Overflow(input.to_string());
         let int_value = parse_digits(int_digits).ok_or_else(overflow)?;
@@ -226,10 +225,7 @@ mod tests {
         assert_eq!(ok("1.000000001s"), Duration::new(1, 1));
         // Sub-nanosecond precision is truncated, like Go.
         assert_eq!(ok("1.9ns"), Duration::from_nanos(1));
-        assert_eq!(
-            ok("0.333333333333333333333333333333333333333s"),
-            Duration::from_nanos(333_333_333)
-        );
+        assert_eq!(ok("0.333333333333333333333333333333333333333s"), Duration::from_nanos(333_333_333));
         // Units may repeat and come in any order, like Go.
         assert_eq!(ok("1s1s"), Duration::from_secs(2));
         assert_eq!(ok("1s1h"), Duration::from_secs(3601));
@@ -237,103 +233,40 @@ mod tests {
 
     #[test]
     fn go_maximum_is_accepted_and_beyond_is_overflow() {
-        assert_eq!(
-            ok("2562047h47m16.854775807s"),
-            Duration::from_nanos(i64::MAX as u64)
-        );
-        assert_eq!(
-            ok("9223372036854775807ns"),
-            Duration::from_nanos(i64::MAX as u64)
-        );
+        assert_eq!(ok("2562047h47m16.854775807s"), Duration::from_nanos(i64::MAX as u64));
+        assert_eq!(ok("9223372036854775807ns"), Duration::from_nanos(i64::MAX as u64));
         for s in [
             "9223372036854775808ns",
             "2562048h",
             "2562047h47m16.854775808s",
             "99999999999999999999999999999999999999999h",
         ] {
-            assert_eq!(
-                parse_go_duration(s),
-                Err(DurationError::Overflow(s.to_string())),
-                "{s}"
-            );
+            assert_eq!(parse_go_duration(s), Err(DurationError::Overflow(s.to_string())), "{s}");
         }
     }
 
     #[test]
     fn rejects_malformed() {
         assert_eq!(parse_go_duration(""), Err(DurationError::Empty));
-        assert_eq!(
-            parse_go_duration("-5s"),
-            Err(DurationError::Negative("-5s".into()))
-        );
-        assert!(matches!(
-            parse_go_duration("+5s"),
-            Err(DurationError::ExpectedNumber(_, 0))
-        ));
-        assert!(matches!(
-            parse_go_duration("0"),
-            Err(DurationError::MissingUnit(_))
-        ));
-        assert!(matches!(
-            parse_go_duration("10"),
-            Err(DurationError::MissingUnit(_))
-        ));
-        assert!(matches!(
-            parse_go_duration("1h30"),
-            Err(DurationError::MissingUnit(_))
-        ));
-        assert!(
-            matches!(parse_go_duration("10x"), Err(DurationError::UnknownUnit(_, u)) if u == "x")
-        );
-        assert!(
-            matches!(parse_go_duration("10sec"), Err(DurationError::UnknownUnit(_, u)) if u == "sec")
-        );
-        assert!(
-            matches!(parse_go_duration("1d"), Err(DurationError::UnknownUnit(_, u)) if u == "d")
-        );
-        assert!(matches!(
-            parse_go_duration("10S"),
-            Err(DurationError::UnknownUnit(_, _))
-        ));
-        assert!(matches!(
-            parse_go_duration("10 s"),
-            Err(DurationError::UnknownUnit(_, _))
-        ));
-        assert!(matches!(
-            parse_go_duration(" 10s"),
-            Err(DurationError::ExpectedNumber(_, 0))
-        ));
-        assert!(matches!(
-            parse_go_duration("10s "),
-            Err(DurationError::UnknownUnit(_, _))
-        ));
-        assert!(matches!(
-            parse_go_duration("s"),
-            Err(DurationError::ExpectedNumber(_, 0))
-        ));
-        assert!(matches!(
-            parse_go_duration(".5s"),
-            Err(DurationError::ExpectedNumber(_, 0))
-        ));
-        assert!(matches!(
-            parse_go_duration("5.s"),
-            Err(DurationError::ExpectedNumber(_, 2))
-        ));
-        assert!(matches!(
-            parse_go_duration("1..5s"),
-            Err(DurationError::ExpectedNumber(_, 2))
-        ));
-        assert!(matches!(
-            parse_go_duration("1.5.5s"),
-            Err(DurationError::MissingUnit(_))
-        ));
-        assert!(
-            matches!(parse_go_duration("1h-5m"), Err(DurationError::UnknownUnit(_, u)) if u == "h-")
-        );
-        assert!(matches!(
-            parse_go_duration("P1D"),
-            Err(DurationError::ExpectedNumber(_, 0))
-        ));
+        assert_eq!(parse_go_duration("-5s"), Err(DurationError::Negative("-5s".into())));
+        assert!(matches!(parse_go_duration("+5s"), Err(DurationError::ExpectedNumber(_, 0))));
+        assert!(matches!(parse_go_duration("0"), Err(DurationError::MissingUnit(_))));
+        assert!(matches!(parse_go_duration("10"), Err(DurationError::MissingUnit(_))));
+        assert!(matches!(parse_go_duration("1h30"), Err(DurationError::MissingUnit(_))));
+        assert!(matches!(parse_go_duration("10x"), Err(DurationError::UnknownUnit(_, u)) if u == "x"));
+        assert!(matches!(parse_go_duration("10sec"), Err(DurationError::UnknownUnit(_, u)) if u == "sec"));
+        assert!(matches!(parse_go_duration("1d"), Err(DurationError::UnknownUnit(_, u)) if u == "d"));
+        assert!(matches!(parse_go_duration("10S"), Err(DurationError::UnknownUnit(_, _))));
+        assert!(matches!(parse_go_duration("10 s"), Err(DurationError::UnknownUnit(_, _))));
+        assert!(matches!(parse_go_duration(" 10s"), Err(DurationError::ExpectedNumber(_, 0))));
+        assert!(matches!(parse_go_duration("10s "), Err(DurationError::UnknownUnit(_, _))));
+        assert!(matches!(parse_go_duration("s"), Err(DurationError::ExpectedNumber(_, 0))));
+        assert!(matches!(parse_go_duration(".5s"), Err(DurationError::ExpectedNumber(_, 0))));
+        assert!(matches!(parse_go_duration("5.s"), Err(DurationError::ExpectedNumber(_, 2))));
+        assert!(matches!(parse_go_duration("1..5s"), Err(DurationError::ExpectedNumber(_, 2))));
+        assert!(matches!(parse_go_duration("1.5.5s"), Err(DurationError::MissingUnit(_))));
+        assert!(matches!(parse_go_duration("1h-5m"), Err(DurationError::UnknownUnit(_, u)) if u == "h-"));
+        assert!(matches!(parse_go_duration("P1D"), Err(DurationError::ExpectedNumber(_, 0))));
     }
 
     #[test]

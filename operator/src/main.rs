@@ -59,10 +59,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Version => {
-            println!(
-                "colony-operator {} (colony.zyeute.io/v1alpha1, Kubernetes API 1.37)",
-                env!("CARGO_PKG_VERSION")
-            );
+            println!("colony-operator {} (colony.zyeute.io/v1alpha1, Kubernetes API 1.37)", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         Command::Run(args) => {
@@ -71,19 +68,14 @@ fn main() -> ExitCode {
             let opts = RunOptions {
                 namespace: args.namespace,
                 admin_addr: args.admin_addr,
-                leader: args.leader_elect.then(|| {
-                    colony_operator::runtime::leader::LeaderSettings {
-                        namespace: args.leader_elect_namespace,
-                        identity,
-                        lease_duration_secs: args.lease_duration,
-                        renew_grace_secs: args.lease_renew_grace,
-                    }
+                leader: args.leader_elect.then(|| colony_operator::runtime::leader::LeaderSettings {
+                    namespace: args.leader_elect_namespace,
+                    identity,
+                    lease_duration_secs: args.lease_duration,
+                    renew_grace_secs: args.lease_renew_grace,
                 }),
             };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
             match rt.block_on(operator::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -99,11 +91,7 @@ fn main() -> ExitCode {
 fn default_identity() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|s| s.trim().to_string())
-        })
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
         .unwrap_or_else(|| "colony-operator".into());
     format!("{host}-{}", std::process::id())
 }

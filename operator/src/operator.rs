@@ -36,13 +36,9 @@ impl Shutdown {
 }
 
 pub async fn client() -> anyhow::Result<Client> {
-    let mut config = Config::infer()
-        .await
-        .context("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
-    config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_static(USER_AGENT),
-    ));
+    let mut config =
+        Config::infer().await.context("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(USER_AGENT)));
     Client::try_from(config).context("building the Kubernetes client")
 }
 
@@ -93,21 +89,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         let _ = signal_tx.send(true);
     });
 
-    let admin_state = AdminState {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-    };
-    let admin = tokio::spawn(admin::serve(
-        opts.admin_addr,
-        admin_state,
-        shutdown.clone().wait(),
-    ));
+    let admin_state = AdminState { metrics: metrics.clone(), ready: ready.clone() };
+    let admin = tokio::spawn(admin::serve(opts.admin_addr, admin_state, shutdown.clone().wait()));
 
     let mut leadership = None;
     if let Some(settings) = &opts.leader {
-        let mut l = leader::compete(client.clone(), settings)
-            .await
-            .context("starting leader election")?;
+        let mut l = leader::compete(client.clone(), settings).await.context("starting leader election")?;
         // A standby is healthy and ready: it is doing what it should.
         ready.store(true, Ordering::Relaxed);
         tracing::info!(identity = %settings.identity, lease = leader::LEASE_NAME, namespace = %settings.namespace, "waiting for leadership");
@@ -124,13 +111,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     metrics.leader.set(1);
 
-    let ctx = Arc::new(Context::new(
-        client,
-        metrics.clone(),
-        Settings {
-            namespace: opts.namespace.clone(),
-        },
-    ));
+    let ctx = Arc::new(Context::new(client, metrics.clone(), Settings { namespace: opts.namespace.clone() }));
     let (controllers, synced) = controllers::start_all(ctx, shutdown.clone());
     let ready_flag = ready.clone();
     tokio::spawn(async move {

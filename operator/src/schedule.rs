@@ -29,32 +29,20 @@ impl CronSchedule {
                 reason: "expected 5 fields: minute hour day month weekday".into(),
             });
         }
-        let parser = CronParser::builder()
-            .seconds(Seconds::Disallowed)
-            .year(Year::Disallowed)
-            .build();
-        let cron = parser.parse(expr).map_err(|e| ScheduleError::Cron {
-            expr: expr.into(),
-            reason: e.to_string(),
-        })?;
+        let parser = CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).build();
+        let cron = parser.parse(expr).map_err(|e| ScheduleError::Cron { expr: expr.into(), reason: e.to_string() })?;
         let tz = Tz::from_str(time_zone).map_err(|_| ScheduleError::TimeZone(time_zone.into()))?;
         Ok(Self { cron, tz })
     }
 
     /// The first occurrence strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron
-            .find_next_occurrence(&t.with_timezone(&self.tz), false)
-            .ok()
-            .map(|d| d.with_timezone(&Utc))
+        self.cron.find_next_occurrence(&t.with_timezone(&self.tz), false).ok().map(|d| d.with_timezone(&Utc))
     }
 
     /// The last occurrence at or before `t`.
     pub fn last_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron
-            .find_previous_occurrence(&t.with_timezone(&self.tz), true)
-            .ok()
-            .map(|d| d.with_timezone(&Utc))
+        self.cron.find_previous_occurrence(&t.with_timezone(&self.tz), true).ok().map(|d| d.with_timezone(&Utc))
     }
 }
 
@@ -83,35 +71,17 @@ pub struct WindowState {
 }
 
 /// Windows opened at each cron occurrence for `duration`.
-pub fn recurring(
-    schedule: &CronSchedule,
-    duration: chrono::Duration,
-    now: DateTime<Utc>,
-) -> WindowState {
-    let last = schedule.last_at_or_before(now).map(|start| Window {
-        start,
-        end: start + duration,
-    });
+pub fn recurring(schedule: &CronSchedule, duration: chrono::Duration, now: DateTime<Utc>) -> WindowState {
+    let last = schedule.last_at_or_before(now).map(|start| Window { start, end: start + duration });
     let next_start = schedule.next_after(now);
     match last {
         Some(w) if w.contains(now) => {
             let previous = schedule
                 .last_at_or_before(w.start - chrono::Duration::seconds(1))
-                .map(|start| Window {
-                    start,
-                    end: start + duration,
-                });
-            WindowState {
-                current: Some(w),
-                previous,
-                next_start,
-            }
+                .map(|start| Window { start, end: start + duration });
+            WindowState { current: Some(w), previous, next_start }
         }
-        other => WindowState {
-            current: None,
-            previous: other,
-            next_start,
-        },
+        other => WindowState { current: None, previous: other, next_start },
     }
 }
 
@@ -119,23 +89,11 @@ pub fn recurring(
 pub fn one_off(start: DateTime<Utc>, end: DateTime<Utc>, now: DateTime<Utc>) -> WindowState {
     let w = Window { start, end };
     if w.contains(now) {
-        WindowState {
-            current: Some(w),
-            previous: None,
-            next_start: None,
-        }
+        WindowState { current: Some(w), previous: None, next_start: None }
     } else if now < start {
-        WindowState {
-            current: None,
-            previous: None,
-            next_start: Some(start),
-        }
+        WindowState { current: None, previous: None, next_start: Some(start) }
     } else {
-        WindowState {
-            current: None,
-            previous: Some(w),
-            next_start: None,
-        }
+        WindowState { current: None, previous: Some(w), next_start: None }
     }
 }
 
@@ -150,56 +108,27 @@ mod tests {
 
     #[test]
     fn rejects_bad_expressions_and_zones() {
-        assert!(matches!(
-            CronSchedule::parse("* * *", "UTC"),
-            Err(ScheduleError::Cron { .. })
-        ));
-        assert!(matches!(
-            CronSchedule::parse("0 0 * * * *", "UTC"),
-            Err(ScheduleError::Cron { .. })
-        ));
-        assert!(matches!(
-            CronSchedule::parse("61 * * * *", "UTC"),
-            Err(ScheduleError::Cron { .. })
-        ));
-        assert!(matches!(
-            CronSchedule::parse("0 3 1 * *", "Mars/Olympus"),
-            Err(ScheduleError::TimeZone(_))
-        ));
+        assert!(matches!(CronSchedule::parse("* * *", "UTC"), Err(ScheduleError::Cron { .. })));
+        assert!(matches!(CronSchedule::parse("0 0 * * * *", "UTC"), Err(ScheduleError::Cron { .. })));
+        assert!(matches!(CronSchedule::parse("61 * * * *", "UTC"), Err(ScheduleError::Cron { .. })));
+        assert!(matches!(CronSchedule::parse("0 3 1 * *", "Mars/Olympus"), Err(ScheduleError::TimeZone(_))));
         assert!(CronSchedule::parse("0 3 1 * *", "Europe/Paris").is_ok());
     }
 
     #[test]
     fn monthly_next_and_last() {
         let s = CronSchedule::parse("0 3 1 * *", "UTC").unwrap();
-        assert_eq!(
-            s.next_after(utc(2026, 11, 27, 12, 0)),
-            Some(utc(2026, 12, 1, 3, 0))
-        );
-        assert_eq!(
-            s.next_after(utc(2026, 12, 1, 3, 0)),
-            Some(utc(2027, 1, 1, 3, 0)),
-            "strictly after"
-        );
-        assert_eq!(
-            s.last_at_or_before(utc(2026, 12, 1, 3, 0)),
-            Some(utc(2026, 12, 1, 3, 0)),
-            "inclusive"
-        );
-        assert_eq!(
-            s.last_at_or_before(utc(2026, 11, 27, 12, 0)),
-            Some(utc(2026, 11, 1, 3, 0))
-        );
+        assert_eq!(s.next_after(utc(2026, 11, 27, 12, 0)), Some(utc(2026, 12, 1, 3, 0)));
+        assert_eq!(s.next_after(utc(2026, 12, 1, 3, 0)), Some(utc(2027, 1, 1, 3, 0)), "strictly after");
+        assert_eq!(s.last_at_or_before(utc(2026, 12, 1, 3, 0)), Some(utc(2026, 12, 1, 3, 0)), "inclusive");
+        assert_eq!(s.last_at_or_before(utc(2026, 11, 27, 12, 0)), Some(utc(2026, 11, 1, 3, 0)));
     }
 
     #[test]
     fn time_zone_shifts_occurrences() {
         // 02:00 in Paris is 01:00 UTC in winter.
         let s = CronSchedule::parse("0 2 * * *", "Europe/Paris").unwrap();
-        assert_eq!(
-            s.next_after(utc(2026, 11, 27, 12, 0)),
-            Some(utc(2026, 11, 28, 1, 0))
-        );
+        assert_eq!(s.next_after(utc(2026, 11, 27, 12, 0)), Some(utc(2026, 11, 28, 1, 0)));
     }
 
     #[test]
@@ -208,24 +137,12 @@ mod tests {
         let two_hours = chrono::Duration::hours(2);
         // 2026-11-29 is a Sunday.
         let inside = recurring(&s, two_hours, utc(2026, 11, 29, 3, 0));
-        assert_eq!(
-            inside.current,
-            Some(Window {
-                start: utc(2026, 11, 29, 2, 0),
-                end: utc(2026, 11, 29, 4, 0)
-            })
-        );
+        assert_eq!(inside.current, Some(Window { start: utc(2026, 11, 29, 2, 0), end: utc(2026, 11, 29, 4, 0) }));
         assert_eq!(inside.next_start, Some(utc(2026, 12, 6, 2, 0)));
-        assert_eq!(
-            inside.previous.map(|w| w.start),
-            Some(utc(2026, 11, 22, 2, 0))
-        );
+        assert_eq!(inside.previous.map(|w| w.start), Some(utc(2026, 11, 22, 2, 0)));
         let at_end = recurring(&s, two_hours, utc(2026, 11, 29, 4, 0));
         assert_eq!(at_end.current, None, "the end is exclusive");
-        assert_eq!(
-            at_end.previous.map(|w| w.end),
-            Some(utc(2026, 11, 29, 4, 0))
-        );
+        assert_eq!(at_end.previous.map(|w| w.end), Some(utc(2026, 11, 29, 4, 0)));
         let before = recurring(&s, two_hours, utc(2026, 11, 27, 12, 0));
         assert_eq!(before.current, None);
         assert_eq!(before.next_start, Some(utc(2026, 11, 29, 2, 0)));

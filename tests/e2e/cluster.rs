@@ -29,47 +29,26 @@ async fn deployment_gets_running_pods() {
         }
     }))
     .unwrap();
-    ns.api::<Deployment>()
-        .create(&PostParams::default(), &deploy)
-        .await
-        .unwrap();
+    ns.api::<Deployment>().create(&PostParams::default(), &deploy).await.unwrap();
     let pods = ns.api::<Pod>();
     let nodes = wait_for("2 Running pods of the Deployment", DEADLINE, || async {
-        let list = pods
-            .list(&ListParams::default().labels("app=web"))
-            .await
-            .map_err(|e| e.to_string())?;
+        let list = pods.list(&ListParams::default().labels("app=web")).await.map_err(|e| e.to_string())?;
         let running: Vec<_> = list
             .items
             .iter()
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
             .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
             .collect();
-        if running.len() == 2 {
-            Ok(running)
-        } else {
-            Err(format!("{} running of {}", running.len(), list.items.len()))
-        }
+        if running.len() == 2 { Ok(running) } else { Err(format!("{} running of {}", running.len(), list.items.len())) }
     })
     .await;
-    assert!(
-        nodes.iter().all(|n| !n.is_empty()),
-        "pods are scheduled onto nodes: {nodes:?}"
-    );
+    assert!(nodes.iter().all(|n| !n.is_empty()), "pods are scheduled onto nodes: {nodes:?}");
     let deployments = ns.api::<Deployment>();
-    wait_for(
-        "Deployment reports 2 available replicas",
-        DEADLINE,
-        || async {
-            let d = deployments.get("web").await.map_err(|e| e.to_string())?;
-            let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
-            if available == 2 {
-                Ok(())
-            } else {
-                Err(format!("available={available}"))
-            }
-        },
-    )
+    wait_for("Deployment reports 2 available replicas", DEADLINE, || async {
+        let d = deployments.get("web").await.map_err(|e| e.to_string())?;
+        let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
+        if available == 2 { Ok(()) } else { Err(format!("available={available}")) }
+    })
     .await;
     ns.cleanup().await;
 }
@@ -79,15 +58,9 @@ async fn pod_labelled_for_failure_fails_with_exit_code() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-cluster-fail").await;
     let pods = ns.api::<Pod>();
-    pods.create(
-        &PostParams::default(),
-        &pod(
-            "doomed",
-            serde_json::json!({ "colony.zyeute.io/test-fail": "true" }),
-        ),
-    )
-    .await
-    .unwrap();
+    pods.create(&PostParams::default(), &pod("doomed", serde_json::json!({ "colony.zyeute.io/test-fail": "true" })))
+        .await
+        .unwrap();
     let exit_code = wait_for("pod phase Failed", DEADLINE, || async {
         let p = pods.get("doomed").await.map_err(|e| e.to_string())?;
         let status = p.status.unwrap_or_default();
@@ -113,39 +86,24 @@ async fn pod_labelled_for_crashloop_shows_crash_loop_back_off() {
     let pods = ns.api::<Pod>();
     pods.create(
         &PostParams::default(),
-        &pod(
-            "crasher",
-            serde_json::json!({ "colony.zyeute.io/test-crashloop": "true" }),
-        ),
+        &pod("crasher", serde_json::json!({ "colony.zyeute.io/test-crashloop": "true" })),
     )
     .await
     .unwrap();
-    let restarts = wait_for(
-        "CrashLoopBackOff with restartCount >= 2",
-        DEADLINE,
-        || async {
-            let p = pods.get("crasher").await.map_err(|e| e.to_string())?;
-            let status = p.status.unwrap_or_default();
-            let cs = status.container_statuses.unwrap_or_default();
-            let c = cs.first().ok_or("no container status")?;
-            let reason = c
-                .state
-                .as_ref()
-                .and_then(|s| s.waiting.as_ref())
-                .and_then(|w| w.reason.clone());
-            if reason.as_deref() == Some("CrashLoopBackOff") && c.restart_count >= 2 {
-                Ok((c.restart_count, status.phase.clone()))
-            } else {
-                Err(format!("reason {reason:?}, restarts {}", c.restart_count))
-            }
-        },
-    )
+    let restarts = wait_for("CrashLoopBackOff with restartCount >= 2", DEADLINE, || async {
+        let p = pods.get("crasher").await.map_err(|e| e.to_string())?;
+        let status = p.status.unwrap_or_default();
+        let cs = status.container_statuses.unwrap_or_default();
+        let c = cs.first().ok_or("no container status")?;
+        let reason = c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.clone());
+        if reason.as_deref() == Some("CrashLoopBackOff") && c.restart_count >= 2 {
+            Ok((c.restart_count, status.phase.clone()))
+        } else {
+            Err(format!("reason {reason:?}, restarts {}", c.restart_count))
+        }
+    })
     .await;
-    assert_eq!(
-        restarts.1.as_deref(),
-        Some("Running"),
-        "a crash-looping pod stays Running"
-    );
+    assert_eq!(restarts.1.as_deref(), Some("Running"), "a crash-looping pod stays Running");
     let later = wait_for("restartCount keeps growing", DEADLINE, || async {
         let p = pods.get("crasher").await.map_err(|e| e.to_string())?;
         let n = p
@@ -156,11 +114,7 @@ async fn pod_labelled_for_crashloop_shows_crash_loop_back_off() {
             .first()
             .map(|c| c.restart_count)
             .unwrap_or(0);
-        if n > restarts.0 {
-            Ok(n)
-        } else {
-            Err(format!("restartCount {n}"))
-        }
+        if n > restarts.0 { Ok(n) } else { Err(format!("restartCount {n}")) }
     })
     .await;
     assert!(later > restarts.0);

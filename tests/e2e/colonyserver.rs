@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use colony_e2e::{
-    DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, client, install_crds,
-    operator_writes, wait_for,
+    DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, client, install_crds, operator_writes, wait_for,
 };
 use colony_operator::api::ColonyServer;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -40,20 +39,10 @@ async fn use_colony_os(cms: &Api<ConfigMap>, name: &str) -> Option<String> {
 }
 
 fn condition(cs: &ColonyServer, type_: &str) -> Option<String> {
-    cs.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.clone())
+    cs.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
 }
 
-async fn wait_condition(
-    api: &Api<ColonyServer>,
-    name: &str,
-    type_: &str,
-    want: &str,
-) -> ColonyServer {
+async fn wait_condition(api: &Api<ColonyServer>, name: &str, type_: &str, want: &str) -> ColonyServer {
     wait_for(&format!("{name} {type_}={want}"), DEADLINE, || async {
         let cs = api.get(name).await.map_err(|e| e.to_string())?;
         if condition(&cs, type_).as_deref() == Some(want) {
@@ -87,11 +76,7 @@ async fn fallback_follows_health_with_thresholds() {
 
     wait_condition(&servers, "srv", "Ready", "True").await;
     wait_condition(&servers, "srv", "Healthy", "True").await;
-    assert_eq!(
-        use_colony_os(&cms, "srv").await.as_deref(),
-        Some("true"),
-        "healthy: Colony OS in use"
-    );
+    assert_eq!(use_colony_os(&cms, "srv").await.as_deref(), Some("true"), "healthy: Colony OS in use");
 
     // Failing: the fallback turns on at the failureThreshold-th failed probe, not before.
     let failing_at = std::time::Instant::now();
@@ -103,38 +88,21 @@ async fn fallback_follows_health_with_thresholds() {
         if value.as_deref() == Some("false") {
             Ok(endpoint.failures())
         } else {
-            assert!(
-                before < 3 || value.as_deref() == Some("true"),
-                "unexpected value {value:?}"
-            );
-            Err(format!(
-                "USE_COLONY_OS={value:?} after {before} failed probes"
-            ))
+            assert!(before < 3 || value.as_deref() == Some("true"), "unexpected value {value:?}");
+            Err(format!("USE_COLONY_OS={value:?} after {before} failed probes"))
         }
     })
     .await;
-    assert!(
-        failures_at_flip >= 3,
-        "flipped after only {failures_at_flip} failed probes"
-    );
-    println!(
-        "first failed probe -> ConfigMap flip: {:?}",
-        failing_at.elapsed()
-    );
+    assert!(failures_at_flip >= 3, "flipped after only {failures_at_flip} failed probes");
+    println!("first failed probe -> ConfigMap flip: {:?}", failing_at.elapsed());
     let cs = wait_condition(&servers, "srv", "FallbackActive", "True").await;
     assert_eq!(condition(&cs, "Healthy").as_deref(), Some("False"));
     assert_eq!(condition(&cs, "Ready").as_deref(), Some("False"));
     let status = cs.status.unwrap();
     assert!(status.health.unwrap().down_since.is_some());
-    assert_eq!(
-        status.fallback.as_ref().unwrap().reason.as_deref(),
-        Some("HealthCheckFailed")
-    );
+    assert_eq!(status.fallback.as_ref().unwrap().reason.as_deref(), Some("HealthCheckFailed"));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    println!(
-        "operator writes for the flip: {:?}",
-        operator_writes(&ns.name, writes_from)
-    );
+    println!("operator writes for the flip: {:?}", operator_writes(&ns.name, writes_from));
 
     // Recovered: off only after recoverAfter (4s) of continuous health.
     let successes_before = endpoint.successes();
@@ -184,29 +152,15 @@ async fn flapping_endpoint_exhausts_the_flip_budget_then_stalls() {
         endpoint.set_failing(false);
         tokio::time::sleep(Duration::from_secs(5)).await;
         let cs = servers.get("flappy").await.unwrap();
-        let flips = cs
-            .status
-            .and_then(|s| s.fallback)
-            .map(|f| f.flips_last_hour)
-            .unwrap_or(0);
+        let flips = cs.status.and_then(|s| s.fallback).map(|f| f.flips_last_hour).unwrap_or(0);
         assert!(flips <= 3, "at most maxFlipsPerHour flips, saw {flips}");
     }
     let cs = wait_condition(&servers, "flappy", "Stalled", "True").await;
     let fallback = cs.status.clone().unwrap().fallback.unwrap();
     assert!(fallback.flips_last_hour <= 3);
-    assert!(
-        fallback.active,
-        "out of budget, the fallback stays on for a human"
-    );
-    assert_eq!(
-        condition(&cs, "Healthy").as_deref(),
-        Some("True"),
-        "even though the server is healthy now"
-    );
-    assert_eq!(
-        use_colony_os(&cms, "flappy").await.as_deref(),
-        Some("false")
-    );
+    assert!(fallback.active, "out of budget, the fallback stays on for a human");
+    assert_eq!(condition(&cs, "Healthy").as_deref(), Some("True"), "even though the server is healthy now");
+    assert_eq!(use_colony_os(&cms, "flappy").await.as_deref(), Some("false"));
     drop(op);
     ns.cleanup().await;
 }
@@ -235,10 +189,7 @@ async fn override_annotation_wins() {
         let servers = servers.clone();
         async move {
             let patch = serde_json::json!({ "metadata": { "annotations": { "colony.zyeute.io/fallback": value } } });
-            servers
-                .patch("ovr", &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .unwrap();
+            servers.patch("ovr", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
         }
     };
     // Healthy, but a human forces the fallback on.
@@ -251,10 +202,7 @@ async fn override_annotation_wins() {
     })
     .await;
     let cs = wait_condition(&servers, "ovr", "FallbackActive", "True").await;
-    assert_eq!(
-        cs.status.unwrap().fallback.unwrap().reason.as_deref(),
-        Some("Override")
-    );
+    assert_eq!(cs.status.unwrap().fallback.unwrap().reason.as_deref(), Some("Override"));
     // Failing, but a human forces Colony OS on.
     endpoint.set_failing(true);
     annotate("off").await;
@@ -267,11 +215,7 @@ async fn override_annotation_wins() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        use_colony_os(&cms, "ovr").await.as_deref(),
-        Some("true"),
-        "the override keeps winning"
-    );
+    assert_eq!(use_colony_os(&cms, "ovr").await.as_deref(), Some("true"), "the override keeps winning");
     // Back to auto: the failing health decides.
     annotate("auto").await;
     wait_for("auto turns the fallback on", DEADLINE, || async {
@@ -333,24 +277,12 @@ async fn managed_server_runs_and_steady_state_is_silent() {
     let services: Api<Service> = ns.api();
     let cms: Api<ConfigMap> = ns.api();
     let cs = wait_condition(&servers, "prod", "Ready", "True").await;
-    assert_eq!(
-        cs.status.as_ref().unwrap().current_image.as_deref(),
-        Some("colonyos/colonies:v1.9.12")
-    );
+    assert_eq!(cs.status.as_ref().unwrap().current_image.as_deref(), Some("colonyos/colonies:v1.9.12"));
 
     let d = deployments.get("prod").await.unwrap();
     let pod = d.spec.template.spec.clone().unwrap();
-    let env: BTreeMap<_, _> = pod.containers[0]
-        .env
-        .clone()
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.name.clone(), e))
-        .collect();
-    assert!(
-        env["COLONIES_DB_PASSWORD"].value_from.is_some(),
-        "the password comes from the Secret"
-    );
+    let env: BTreeMap<_, _> = pod.containers[0].env.clone().unwrap().into_iter().map(|e| (e.name.clone(), e)).collect();
+    assert!(env["COLONIES_DB_PASSWORD"].value_from.is_some(), "the password comes from the Secret");
     assert_eq!(
         env["COLONIES_SERVER_ID"].value.as_ref().map(String::len),
         Some(64),
@@ -358,33 +290,16 @@ async fn managed_server_runs_and_steady_state_is_silent() {
     );
     assert!(services.get_opt("prod").await.unwrap().is_some());
     let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!(
-        (owner.kind.as_str(), owner.name.as_str()),
-        ("ColonyServer", "prod")
-    );
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ColonyServer", "prod"));
 
     // Let everything settle, then watch 30 s of healthy probing.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let versions = || async {
         (
             servers.get("prod").await.unwrap().metadata.resource_version,
-            deployments
-                .get("prod")
-                .await
-                .unwrap()
-                .metadata
-                .resource_version,
-            cms.get("prod-fallback")
-                .await
-                .unwrap()
-                .metadata
-                .resource_version,
-            services
-                .get("prod")
-                .await
-                .unwrap()
-                .metadata
-                .resource_version,
+            deployments.get("prod").await.unwrap().metadata.resource_version,
+            cms.get("prod-fallback").await.unwrap().metadata.resource_version,
+            services.get("prod").await.unwrap().metadata.resource_version,
         )
     };
     let before = versions().await;
@@ -393,53 +308,93 @@ async fn managed_server_runs_and_steady_state_is_silent() {
     tokio::time::sleep(Duration::from_secs(30)).await;
     let after = versions().await;
     let probes = endpoint.successes() - probes_before;
-    assert!(
-        probes >= 10,
-        "the server was probed during the window ({probes} probes)"
-    );
+    assert!(probes >= 10, "the server was probed during the window ({probes} probes)");
     assert_eq!(before, after, "no object changed in steady state");
     let writes = operator_writes(&ns.name, since);
-    assert!(
-        writes.is_empty(),
-        "no API writes in steady state, saw {writes:?}"
-    );
-    println!(
-        "steady state: {probes} probes in 30s, {} API writes",
-        writes.len()
-    );
+    assert!(writes.is_empty(), "no API writes in steady state, saw {writes:?}");
+    println!("steady state: {probes} probes in 30s, {} API writes", writes.len());
 
     // A rotated database password rolls the server (new pod-template hash).
     let hash = |d: &Deployment| {
-        d.spec
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .as_ref()
-            .unwrap()["colony.zyeute.io/config-hash"]
-            .clone()
+        d.spec.template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()["colony.zyeute.io/config-hash"].clone()
     };
     let old = hash(&deployments.get("prod").await.unwrap());
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = ns.api();
     let patch = serde_json::json!({ "stringData": { "password": "rotated-password" } });
-    secrets
-        .patch("prod-db", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-    wait_for(
-        "the Deployment to roll after the Secret changed",
-        DEADLINE,
-        || async {
-            let h = hash(&deployments.get("prod").await.map_err(|e| e.to_string())?);
-            if h != old {
-                Ok(())
-            } else {
-                Err("same hash".into())
-            }
-        },
-    )
+    secrets.patch("prod-db", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_for("the Deployment to roll after the Secret changed", DEADLINE, || async {
+        let h = hash(&deployments.get("prod").await.map_err(|e| e.to_string())?);
+        if h != old { Ok(()) } else { Err("same hash".into()) }
+    })
     .await;
+    drop(op);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_image_rolls_back_to_the_last_known_good_one() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-cs-rollback").await;
+    let endpoint = TestEndpoint::start().await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    let yaml = managed("rb", &endpoint).replace(
+        "  health: {interval: 1s, timeout: 1s, failureThreshold: 3, successThreshold: 1}",
+        "  health: {interval: 1s, timeout: 1s, failureThreshold: 2, successThreshold: 1}\n  rollback: {stableAfter: 8s, progressDeadline: 5m}",
+    );
+    apply_yaml(&ns.name, &yaml).await;
+    let servers: Api<ColonyServer> = ns.api();
+    let deployments: Api<Deployment> = ns.api();
+    let image_of = |d: &Deployment| d.spec.template.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
+    let set_image = |image: &'static str| {
+        let servers = servers.clone();
+        async move {
+            let patch = serde_json::json!({ "spec": { "image": image } });
+            servers.patch("rb", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        }
+    };
+    let wait_image = |want: &'static str| {
+        let deployments = deployments.clone();
+        async move {
+            wait_for(&format!("Deployment image {want}"), DEADLINE, || async {
+                let image = image_of(&deployments.get("rb").await.map_err(|e| e.to_string())?);
+                if image == want { Ok(()) } else { Err(image) }
+            })
+            .await
+        }
+    };
+
+    wait_for("v1 to become the last known good image", DEADLINE, || async {
+        let cs = servers.get("rb").await.map_err(|e| e.to_string())?;
+        let good = cs.status.and_then(|s| s.last_known_good_image);
+        if good.as_deref() == Some("colonyos/colonies:v1.9.12") { Ok(()) } else { Err(format!("{good:?}")) }
+    })
+    .await;
+
+    // A new image whose server fails its health checks after the deploy.
+    set_image("colonyos/colonies:v9.9.9-bad").await;
+    wait_image("colonyos/colonies:v9.9.9-bad").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    endpoint.set_failing(true);
+    wait_image("colonyos/colonies:v1.9.12").await;
+    let cs = wait_condition(&servers, "rb", "RolledBack", "True").await;
+    let status = cs.status.clone().unwrap();
+    assert_eq!(status.failed_images, ["colonyos/colonies:v9.9.9-bad"]);
+    assert_eq!(status.current_image.as_deref(), Some("colonyos/colonies:v1.9.12"));
+    let message = &status.conditions.iter().find(|c| c.type_ == "RolledBack").unwrap().message;
+    assert!(message.contains("v9.9.9-bad"), "the reason names the failed image: {message}");
+    assert_eq!(cs.spec.image.as_deref(), Some("colonyos/colonies:v9.9.9-bad"), "the operator never writes spec");
+
+    // Healthy again, spec unchanged: the failed image is not retried.
+    endpoint.set_failing(false);
+    wait_condition(&servers, "rb", "Healthy", "True").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(image_of(&deployments.get("rb").await.unwrap()), "colonyos/colonies:v1.9.12");
+
+    // A new spec image is tried.
+    set_image("colonyos/colonies:v1.9.13").await;
+    wait_image("colonyos/colonies:v1.9.13").await;
+    wait_condition(&servers, "rb", "RolledBack", "False").await;
     drop(op);
     ns.cleanup().await;
 }

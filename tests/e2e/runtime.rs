@@ -22,10 +22,7 @@ spec:
 }
 
 fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(name)
-            .and_then(|rest| rest.trim().parse().ok())
-    })
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
 }
 
 #[tokio::test]
@@ -33,62 +30,32 @@ async fn admin_endpoints_metrics_and_graceful_shutdown() {
     let client = client().await;
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "e2e-runtime").await;
-    let mut op =
-        OperatorProcess::start(&ns.name, &["--namespace", &ns.name, "--log-format", "json"]).await;
+    let mut op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name, "--log-format", "json"]).await;
     op.wait_ready().await;
     assert_eq!(op.get("/healthz").await.map(|r| r.0), Some(200));
 
-    let out = colony_e2e::kubectl(
-        &["apply", "-n", &ns.name, "-f", "-"],
-        Some(&maintenance_window("weekly")),
-    )
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = wait_for(
-        "reconcile metrics for the maintenancewindow controller",
-        DEADLINE,
-        || async {
-            let (_, body) = op.get("/metrics").await.ok_or("no answer")?;
-            if body.contains(
-                r#"colony_operator_reconciliations_total{controller="maintenancewindow"}"#,
-            ) {
-                Ok(body)
-            } else {
-                Err("no reconcile yet".into())
-            }
-        },
-    )
+    let out =
+        colony_e2e::kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(&maintenance_window("weekly"))).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = wait_for("reconcile metrics for the maintenancewindow controller", DEADLINE, || async {
+        let (_, body) = op.get("/metrics").await.ok_or("no answer")?;
+        if body.contains(r#"colony_operator_reconciliations_total{controller="maintenancewindow"}"#) {
+            Ok(body)
+        } else {
+            Err("no reconcile yet".into())
+        }
+    })
     .await;
-    assert!(
-        text.contains("colony_operator_reconcile_duration_seconds_bucket"),
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "colony_operator_leader "),
-        Some(1.0),
-        "without leader election the process acts"
-    );
+    assert!(text.contains("colony_operator_reconcile_duration_seconds_bucket"), "{text}");
+    assert_eq!(metric(&text, "colony_operator_leader "), Some(1.0), "without leader election the process acts");
 
     // JSON logs: every line is a JSON object.
     let logs = op.logs();
     assert!(!logs.is_empty());
     for line in logs.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(
-            serde_json::from_str::<serde_json::Value>(line).is_ok(),
-            "not JSON: {line}"
-        );
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
     }
-    assert_eq!(
-        op.terminate().await,
-        Some(0),
-        "SIGTERM stops cleanly (log: {})",
-        op.log_path.display()
-    );
+    assert_eq!(op.terminate().await, Some(0), "SIGTERM stops cleanly (log: {})", op.log_path.display());
     ns.cleanup().await;
 }
 
@@ -138,45 +105,24 @@ async fn exactly_one_leader_and_failover() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let la = leader_of(&a.get("/metrics").await.unwrap().1).unwrap();
         let lb = leader_of(&b.get("/metrics").await.unwrap().1).unwrap();
-        assert_eq!(
-            la + lb,
-            1.0,
-            "exactly one leader at every moment (a={la}, b={lb})"
-        );
+        assert_eq!(la + lb, 1.0, "exactly one leader at every moment (a={la}, b={lb})");
     }
     let lease = leases.get("colony-operator").await.unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(holder));
 
     // Kill the leader without letting it release the lease: the standby takes over after
     // the lease expires.
-    let (leader, standby) = if holder == "op-a" {
-        (&mut a, &mut b)
-    } else {
-        (&mut b, &mut a)
-    };
+    let (leader, standby) = if holder == "op-a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
     leader.kill().await;
     let killed_at = std::time::Instant::now();
     wait_for("the standby to take over", DEADLINE, || async {
         let (_, body) = standby.get("/metrics").await.ok_or("standby silent")?;
-        if leader_of(&body) == Some(1.0) {
-            Ok(())
-        } else {
-            Err("still standing by".into())
-        }
+        if leader_of(&body) == Some(1.0) { Ok(()) } else { Err("still standing by".into()) }
     })
     .await;
-    let new_holder = leases
-        .get("colony-operator")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .holder_identity;
+    let new_holder = leases.get("colony-operator").await.unwrap().spec.unwrap().holder_identity;
     assert_ne!(new_holder.as_deref(), Some(holder));
-    println!(
-        "failover took {:?} (lease duration 8s)",
-        killed_at.elapsed()
-    );
+    println!("failover took {:?} (lease duration 8s)", killed_at.elapsed());
     assert_eq!(standby.terminate().await, Some(0));
     ns.cleanup().await;
 }

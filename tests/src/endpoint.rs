@@ -20,9 +20,7 @@ pub struct TestEndpoint {
 
 impl TestEndpoint {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind test endpoint");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind test endpoint");
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State::default());
         let s = state.clone();
@@ -47,7 +45,9 @@ impl TestEndpoint {
                         "200 OK"
                     };
                     let _ = stream
-                        .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
+                        .write_all(
+                            format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
+                        )
                         .await;
                 });
             }

@@ -22,10 +22,7 @@ pub use operator::OperatorProcess;
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 pub async fn client() -> Client {
@@ -34,9 +31,7 @@ pub async fn client() -> Client {
         !kubeconfig.is_empty(),
         "KUBECONFIG is not set: run the end-to-end tests through `make test` or `make e2e-test`"
     );
-    Client::try_default()
-        .await
-        .expect("a client for the local control plane")
+    Client::try_default().await.expect("a client for the local control plane")
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, or panics after `deadline` naming what
@@ -73,14 +68,8 @@ impl TestNamespace {
             "metadata": { "name": name, "labels": { "colony.zyeute.io/e2e": "true" } }
         }))
         .unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create test namespace");
-        Self {
-            name,
-            client: client.clone(),
-        }
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create test namespace");
+        Self { name, client: client.clone() }
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -92,9 +81,7 @@ impl TestNamespace {
     }
 
     pub async fn cleanup(self) {
-        let _ = Api::<Namespace>::all(self.client.clone())
-            .delete(&self.name, &DeleteParams::default())
-            .await;
+        let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::default()).await;
     }
 }
 
@@ -102,20 +89,14 @@ impl TestNamespace {
 pub async fn install_crds(client: &Client) -> anyhow::Result<Vec<String>> {
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     let mut names = Vec::new();
-    let mut files: Vec<_> =
-        std::fs::read_dir(repo_root().join("crds"))?.collect::<Result<_, _>>()?;
+    let mut files: Vec<_> = std::fs::read_dir(repo_root().join("crds"))?.collect::<Result<_, _>>()?;
     files.sort_by_key(|e| e.path());
     for entry in files {
         let text = std::fs::read_to_string(entry.path())?;
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text)
-            .with_context(|| format!("parsing {}", entry.path().display()))?;
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&text).with_context(|| format!("parsing {}", entry.path().display()))?;
         let name = crd.metadata.name.clone().context("CRD without a name")?;
-        api.patch(
-            &name,
-            &PatchParams::apply("colony-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
+        api.patch(&name, &PatchParams::apply("colony-e2e").force(), &Patch::Apply(&crd)).await?;
         names.push(name);
     }
     for name in &names {
@@ -132,11 +113,7 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<Vec<String>> {
                     .unwrap_or_default()
                     .iter()
                     .any(|c| c.type_ == "Established" && c.status == "True");
-                if established {
-                    Ok(())
-                } else {
-                    Err("not established".into())
-                }
+                if established { Ok(()) } else { Err("not established".into()) }
             }
         })
         .await;
@@ -149,11 +126,7 @@ pub async fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<std::
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new("kubectl")
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -168,11 +141,7 @@ pub async fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<std::
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn ensure(cond: bool, msg: impl Into<String>) -> anyhow::Result<()> {
@@ -181,25 +150,10 @@ pub fn ensure(cond: bool, msg: impl Into<String>) -> anyhow::Result<()> {
 
 /// Applies a YAML document into `namespace` with kubectl (server-side apply).
 pub async fn apply_yaml(namespace: &str, yaml: &str) {
-    let out = kubectl(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-n",
-            namespace,
-            "-f",
-            "-",
-        ],
-        Some(yaml),
-    )
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl apply failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = kubectl(&["apply", "--server-side", "--force-conflicts", "-n", namespace, "-f", "-"], Some(yaml))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Writes by the operator (user agent `colony-operator/...`) to objects in `namespace`, as
@@ -210,35 +164,18 @@ pub fn operator_writes(namespace: &str, since: std::time::SystemTime) -> Vec<Str
     let since: chrono_lite::Instant = since.into();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| {
-            e["userAgent"]
-                .as_str()
-                .is_some_and(|ua| ua.starts_with("colony-operator/"))
-        })
+        .filter(|e| e["userAgent"].as_str().is_some_and(|ua| ua.starts_with("colony-operator/")))
         .filter(|e| e["objectRef"]["namespace"].as_str() == Some(namespace))
-        .filter(|e| {
-            matches!(
-                e["verb"].as_str(),
-                Some("create" | "update" | "patch" | "delete")
-            )
-        })
+        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
         .filter(|e| e["stage"].as_str() == Some("ResponseComplete"))
-        .filter(|e| {
-            e["requestReceivedTimestamp"]
-                .as_str()
-                .and_then(chrono_lite::parse)
-                .is_some_and(|t| t >= since)
-        })
+        .filter(|e| e["requestReceivedTimestamp"].as_str().and_then(chrono_lite::parse).is_some_and(|t| t >= since))
         .map(|e| {
             format!(
                 "{} {}/{}{}",
                 e["verb"].as_str().unwrap_or(""),
                 e["objectRef"]["resource"].as_str().unwrap_or(""),
                 e["objectRef"]["name"].as_str().unwrap_or(""),
-                e["objectRef"]["subresource"]
-                    .as_str()
-                    .map(|s| format!("/{s}"))
-                    .unwrap_or_default()
+                e["objectRef"]["subresource"].as_str().map(|s| format!("/{s}")).unwrap_or_default()
             )
         })
         .collect()

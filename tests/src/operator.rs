@@ -37,20 +37,13 @@ impl OperatorProcess {
             .arg("--admin-addr")
             .arg(format!("127.0.0.1:{admin_port}"))
             .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("E2E_OPERATOR_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
-            )
+            .env("RUST_LOG", std::env::var("E2E_OPERATOR_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
             .expect("start colony-operator");
-        Self {
-            child,
-            admin_port,
-            log_path,
-        }
+        Self { child, admin_port, log_path }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -64,10 +57,7 @@ impl OperatorProcess {
     }
 
     pub async fn wait_ready(&self) {
-        let what = format!(
-            "operator ready on /readyz (log: {})",
-            self.log_path.display()
-        );
+        let what = format!("operator ready on /readyz (log: {})", self.log_path.display());
         wait_for(&what, crate::DEADLINE, || async {
             match self.get("/readyz").await {
                 Some((200, _)) => Ok(()),
@@ -88,10 +78,7 @@ impl OperatorProcess {
     /// SIGTERM, then wait for the exit code.
     pub async fn terminate(&mut self) -> Option<i32> {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
         }
         match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
             Ok(Ok(status)) => status.code(),
@@ -113,10 +100,7 @@ mod reqwest_lite {
 
         pub async fn get(&self, url: &str) -> Option<(u16, String)> {
             let rest = url.strip_prefix("http://")?;
-            let (host, path) = rest
-                .split_once('/')
-                .map(|(h, p)| (h, format!("/{p}")))
-                .unwrap_or((rest, "/".into()));
+            let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
             let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
             let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
             stream.write_all(req.as_bytes()).await.ok()?;
@@ -124,10 +108,7 @@ mod reqwest_lite {
             stream.read_to_end(&mut buf).await.ok()?;
             let text = String::from_utf8_lossy(&buf).to_string();
             let status = text.split_whitespace().nth(1)?.parse().ok()?;
-            let body = text
-                .split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_string())
-                .unwrap_or_default();
+            let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
             Some((status, body))
         }
     }

@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    CONFIG_KEY_PATTERN, DNS_SUBDOMAIN_PATTERN, FallbackOverride, HTTP_URL_PATTERN, PodOverrides,
-    SecretKeySelector, WebhookSpec, default_true, duration_schema,
+    CONFIG_KEY_PATTERN, DNS_SUBDOMAIN_PATTERN, FallbackOverride, HTTP_URL_PATTERN, PodOverrides, SecretKeySelector,
+    WebhookSpec, default_true, duration_schema,
 };
 
 /// Default port of colonies-server (`COLONIES_SERVER_HTTP_PORT`).
@@ -137,11 +137,7 @@ impl ColonyServerSpec {
         match &self.endpoint {
             Some(endpoint) => endpoint.trim_end_matches('/').to_string(),
             None => {
-                let scheme = if self.managed && self.tls.enabled {
-                    "https"
-                } else {
-                    "http"
-                };
+                let scheme = if self.managed && self.tls.enabled { "https" } else { "http" };
                 format!("{scheme}://{name}.{namespace}.svc:{}", self.port)
             }
         }
@@ -149,11 +145,7 @@ impl ColonyServerSpec {
 
     /// The health URL: the effective endpoint plus `health.path`.
     pub fn health_url(&self, name: &str, namespace: &str) -> String {
-        format!(
-            "{}{}",
-            self.effective_endpoint(name, namespace),
-            self.health.path
-        )
+        format!("{}{}", self.effective_endpoint(name, namespace), self.health.path)
     }
 }
 
@@ -257,11 +249,7 @@ impl Default for HealthSpec {
 pub struct SloSpec {
     /// URL of a Prometheus text endpoint with the `colonies_server_processes_*` gauges (e.g.
     /// `colonies monitor`). Unset: no metrics-based SLO.
-    #[serde(
-        rename = "metricsURL",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "metricsURL", default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048), regex(pattern = HTTP_URL_PATTERN))]
     pub metrics_url: Option<String>,
     /// Highest acceptable number of waiting processes.
@@ -367,9 +355,7 @@ impl Default for FallbackSpec {
 impl FallbackSpec {
     /// `configMapName`, or `<server name>-fallback`.
     pub fn effective_config_map_name(&self, server_name: &str) -> String {
-        self.config_map_name
-            .clone()
-            .unwrap_or_else(|| format!("{server_name}-fallback"))
+        self.config_map_name.clone().unwrap_or_else(|| format!("{server_name}-fallback"))
     }
 }
 
@@ -569,10 +555,7 @@ mod tests {
         assert_eq!(spec.health.path, "/health");
         assert_eq!(spec.health.interval, "10s");
         assert_eq!(spec.health.timeout, "2s");
-        assert_eq!(
-            (spec.health.failure_threshold, spec.health.success_threshold),
-            (3, 2)
-        );
+        assert_eq!((spec.health.failure_threshold, spec.health.success_threshold), (3, 2));
         assert_eq!(spec.slo, None);
         assert_eq!(spec.fallback.key, "USE_COLONY_OS");
         assert_eq!(spec.fallback.recover_after, "5m");
@@ -583,13 +566,7 @@ mod tests {
         assert_eq!(spec.rollback.progress_deadline, "10m");
         assert_eq!(spec.rollback.stable_after, "5m");
         assert_eq!(spec.rollback.history_limit, 5);
-        assert_eq!(
-            ColonyServerSpec {
-                image: spec.image.clone(),
-                ..Default::default()
-            },
-            spec
-        );
+        assert_eq!(ColonyServerSpec { image: spec.image.clone(), ..Default::default() }, spec);
     }
 
     #[test]
@@ -614,76 +591,40 @@ mod tests {
     #[test]
     fn effective_endpoint() {
         let mut spec = minimal();
-        assert_eq!(
-            spec.effective_endpoint("colonies", "prod"),
-            "http://colonies.prod.svc:50080"
-        );
-        assert_eq!(
-            spec.health_url("colonies", "prod"),
-            "http://colonies.prod.svc:50080/health"
-        );
+        assert_eq!(spec.effective_endpoint("colonies", "prod"), "http://colonies.prod.svc:50080");
+        assert_eq!(spec.health_url("colonies", "prod"), "http://colonies.prod.svc:50080/health");
         spec.tls.enabled = true;
         spec.port = 443;
-        assert_eq!(
-            spec.effective_endpoint("colonies", "prod"),
-            "https://colonies.prod.svc:443"
-        );
+        assert_eq!(spec.effective_endpoint("colonies", "prod"), "https://colonies.prod.svc:443");
         spec.endpoint = Some("https://colonies.example.com/".into());
-        assert_eq!(
-            spec.effective_endpoint("colonies", "prod"),
-            "https://colonies.example.com"
-        );
-        assert_eq!(
-            spec.health_url("colonies", "prod"),
-            "https://colonies.example.com/health"
-        );
+        assert_eq!(spec.effective_endpoint("colonies", "prod"), "https://colonies.example.com");
+        assert_eq!(spec.health_url("colonies", "prod"), "https://colonies.example.com/health");
     }
 
     #[test]
     fn effective_fallback_config_map_name() {
         let mut spec = minimal();
-        assert_eq!(
-            spec.fallback.effective_config_map_name("colonies"),
-            "colonies-fallback"
-        );
+        assert_eq!(spec.fallback.effective_config_map_name("colonies"), "colonies-fallback");
         spec.fallback.config_map_name = Some("use-colony-os".into());
-        assert_eq!(
-            spec.fallback.effective_config_map_name("colonies"),
-            "use-colony-os"
-        );
+        assert_eq!(spec.fallback.effective_config_map_name("colonies"), "use-colony-os");
     }
 
     #[test]
     fn field_names_follow_the_contract() {
-        let slo = serde_json::to_value(SloSpec {
-            metrics_url: Some("http://m/metrics".into()),
-            ..Default::default()
-        })
-        .unwrap();
-        assert!(
-            slo.get("metricsURL").is_some() && slo.get("for").is_some(),
-            "{slo}"
-        );
-        let status = FallbackStatus {
-            override_: Some(FallbackOverride::On),
-            ..Default::default()
-        };
+        let slo = serde_json::to_value(SloSpec { metrics_url: Some("http://m/metrics".into()), ..Default::default() })
+            .unwrap();
+        assert!(slo.get("metricsURL").is_some() && slo.get("for").is_some(), "{slo}");
+        let status = FallbackStatus { override_: Some(FallbackOverride::On), ..Default::default() };
         assert_eq!(serde_json::to_value(status).unwrap()["override"], "on");
     }
 
     #[test]
     fn status_round_trips_with_rfc3339_times() {
-        let t = DateTime::parse_from_rfc3339("2026-03-01T02:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-03-01T02:00:00Z").unwrap().with_timezone(&Utc);
         let status = ColonyServerStatus {
             observed_generation: Some(2),
             current_image: Some("colonyos/colonies:v1.9.12".into()),
-            health: Some(HealthStatus {
-                consecutive_failures: 3,
-                down_since: Some(t),
-                ..Default::default()
-            }),
+            health: Some(HealthStatus { consecutive_failures: 3, down_since: Some(t), ..Default::default() }),
             fallback: Some(FallbackStatus {
                 active: true,
                 since: Some(t),
@@ -691,11 +632,7 @@ mod tests {
                 flips_last_hour: 1,
                 ..Default::default()
             }),
-            history: vec![ImageHistoryEntry {
-                image: "a".into(),
-                deployed_at: t,
-                outcome: RolloutOutcome::RolledBack,
-            }],
+            history: vec![ImageHistoryEntry { image: "a".into(), deployed_at: t, outcome: RolloutOutcome::RolledBack }],
             ..Default::default()
         };
         let json = serde_json::to_value(&status).unwrap();
@@ -703,13 +640,7 @@ mod tests {
         assert_eq!(json["history"][0]["deployedAt"], "2026-03-01T02:00:00Z");
         assert_eq!(json["history"][0]["outcome"], "RolledBack");
         assert!(json.get("conditions").is_none(), "empty lists are omitted");
-        assert_eq!(
-            serde_json::from_value::<ColonyServerStatus>(json).unwrap(),
-            status
-        );
-        assert_eq!(
-            serde_json::from_str::<ColonyServerStatus>("{}").unwrap(),
-            ColonyServerStatus::default()
-        );
+        assert_eq!(serde_json::from_value::<ColonyServerStatus>(json).unwrap(), status);
+        assert_eq!(serde_json::from_str::<ColonyServerStatus>("{}").unwrap(), ColonyServerStatus::default());
     }
 }

@@ -74,9 +74,7 @@ impl FallbackOverride {
 
     /// Reads the override from an object's annotations: absent means `Auto`; an unknown value
     /// is an error (the controller reports it rather than guessing).
-    pub fn from_annotations(
-        annotations: Option<&BTreeMap<String, String>>,
-    ) -> Result<Self, InvalidFallbackOverride> {
+    pub fn from_annotations(annotations: Option<&BTreeMap<String, String>>) -> Result<Self, InvalidFallbackOverride> {
         match annotations.and_then(|a| a.get(FALLBACK_ANNOTATION)) {
             None => Ok(Self::Auto),
             Some(v) => v.parse(),
@@ -112,8 +110,7 @@ impl FromStr for FallbackOverride {
 // ---- references ----
 
 /// RFC 1123 subdomain: the name of a Secret, ConfigMap or custom resource.
-pub const DNS_SUBDOMAIN_PATTERN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// A key in a Secret or ConfigMap.
 pub const CONFIG_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 /// An `http://` or `https://` URL.
@@ -132,10 +129,7 @@ pub struct SecretKeySelector {
 
 impl SecretKeySelector {
     pub fn new(name: impl Into<String>, key: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            key: key.into(),
-        }
+        Self { name: name.into(), key: key.into() }
     }
 }
 
@@ -179,11 +173,7 @@ fn default_webhook_backoff() -> String {
 
 impl WebhookSpec {
     pub fn new(url_secret_ref: SecretKeySelector) -> Self {
-        Self {
-            url_secret_ref,
-            retries: default_webhook_retries(),
-            backoff: default_webhook_backoff(),
-        }
+        Self { url_secret_ref, retries: default_webhook_retries(), backoff: default_webhook_backoff() }
     }
 }
 
@@ -266,39 +256,20 @@ mod tests {
         assert_eq!("".parse(), Ok(FallbackOverride::Auto));
         assert_eq!("true".parse(), Ok(FallbackOverride::On));
         assert_eq!("false".parse(), Ok(FallbackOverride::Off));
-        assert_eq!(
-            "maybe".parse::<FallbackOverride>(),
-            Err(InvalidFallbackOverride("maybe".into()))
-        );
-        for o in [
-            FallbackOverride::On,
-            FallbackOverride::Off,
-            FallbackOverride::Auto,
-        ] {
+        assert_eq!("maybe".parse::<FallbackOverride>(), Err(InvalidFallbackOverride("maybe".into())));
+        for o in [FallbackOverride::On, FallbackOverride::Off, FallbackOverride::Auto] {
             assert_eq!(o.as_str().parse(), Ok(o));
-            assert_eq!(
-                serde_json::to_value(o).unwrap(),
-                serde_json::json!(o.as_str())
-            );
+            assert_eq!(serde_json::to_value(o).unwrap(), serde_json::json!(o.as_str()));
         }
     }
 
     #[test]
     fn fallback_override_from_annotations() {
-        assert_eq!(
-            FallbackOverride::from_annotations(None),
-            Ok(FallbackOverride::Auto)
-        );
+        assert_eq!(FallbackOverride::from_annotations(None), Ok(FallbackOverride::Auto));
         let mut a = BTreeMap::new();
-        assert_eq!(
-            FallbackOverride::from_annotations(Some(&a)),
-            Ok(FallbackOverride::Auto)
-        );
+        assert_eq!(FallbackOverride::from_annotations(Some(&a)), Ok(FallbackOverride::Auto));
         a.insert(FALLBACK_ANNOTATION.to_string(), "on".to_string());
-        assert_eq!(
-            FallbackOverride::from_annotations(Some(&a)),
-            Ok(FallbackOverride::On)
-        );
+        assert_eq!(FallbackOverride::from_annotations(Some(&a)), Ok(FallbackOverride::On));
         a.insert(FALLBACK_ANNOTATION.to_string(), "sideways".to_string());
         let err = FallbackOverride::from_annotations(Some(&a)).unwrap_err();
         assert!(err.to_string().contains("sideways"));

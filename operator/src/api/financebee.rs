@@ -11,8 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    HTTP_URL_PATTERN, LocalObjectReference, PodOverrides, SecretKeySelector, WebhookSpec,
-    duration_schema,
+    HTTP_URL_PATTERN, LocalObjectReference, PodOverrides, SecretKeySelector, WebhookSpec, duration_schema,
 };
 
 /// CPU limit applied when `spec.resources` is unset (the systemd unit's share).
@@ -132,25 +131,18 @@ impl Default for FinanceBeeSpec {
 impl FinanceBeeSpec {
     /// `executorName`, or the resource's name.
     pub fn effective_executor_name(&self, name: &str) -> String {
-        self.executor_name
-            .clone()
-            .unwrap_or_else(|| name.to_string())
+        self.executor_name.clone().unwrap_or_else(|| name.to_string())
     }
 
     /// `resources`, or limits of 500m CPU and 512Mi memory.
     pub fn effective_resources(&self) -> ResourceRequirements {
-        self.resources
-            .clone()
-            .unwrap_or_else(|| ResourceRequirements {
-                limits: Some(BTreeMap::from([
-                    ("cpu".to_string(), Quantity(DEFAULT_CPU_LIMIT.to_string())),
-                    (
-                        "memory".to_string(),
-                        Quantity(DEFAULT_MEMORY_LIMIT.to_string()),
-                    ),
-                ])),
-                ..Default::default()
-            })
+        self.resources.clone().unwrap_or_else(|| ResourceRequirements {
+            limits: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity(DEFAULT_CPU_LIMIT.to_string())),
+                ("memory".to_string(), Quantity(DEFAULT_MEMORY_LIMIT.to_string())),
+            ])),
+            ..Default::default()
+        })
     }
 
     /// Replicas the Deployment should have: 0 while suspended.
@@ -228,11 +220,7 @@ fn default_escalate_after() -> String {
 
 impl Default for EscalationSpec {
     fn default() -> Self {
-        Self {
-            after: default_escalate_after(),
-            webhook: None,
-            pager_duty: None,
-        }
+        Self { after: default_escalate_after(), webhook: None, pager_duty: None }
     }
 }
 
@@ -364,20 +352,14 @@ mod tests {
         assert_eq!(spec.executor_type, "finance-worker");
         assert_eq!(spec.poll_timeout, "10s");
         assert_eq!(spec.restart, RestartSpec::default());
-        assert_eq!(
-            (spec.restart.max_restarts, spec.restart.window.as_str()),
-            (3, "30m")
-        );
+        assert_eq!((spec.restart.max_restarts, spec.restart.window.as_str()), (3, "30m"));
         assert_eq!(spec.restart.crash_loop_threshold, 5);
         assert_eq!(spec.restart.stuck_after, "5m");
         assert_eq!(spec.escalation.after, "15m");
         assert!(spec.escalation.webhook.is_none() && spec.escalation.pager_duty.is_none());
         assert!(!spec.suspend);
         assert_eq!(spec.colony_server_ref.name, "colonies");
-        assert_eq!(
-            spec.executor_key_secret_ref,
-            SecretKeySelector::new("bee-key", "prvkey")
-        );
+        assert_eq!(spec.executor_key_secret_ref, SecretKeySelector::new("bee-key", "prvkey"));
         let expected = FinanceBeeSpec {
             image: "bee:1".into(),
             colony_server_ref: LocalObjectReference::new("colonies"),
@@ -390,17 +372,8 @@ mod tests {
 
     #[test]
     fn required_fields_are_required() {
-        for field in [
-            "image",
-            "colonyServerRef",
-            "colonyName",
-            "executorKeySecretRef",
-        ] {
-            let yaml: String = MINIMAL
-                .lines()
-                .filter(|l| !l.starts_with(field))
-                .map(|l| format!("{l}\n"))
-                .collect();
+        for field in ["image", "colonyServerRef", "colonyName", "executorKeySecretRef"] {
+            let yaml: String = MINIMAL.lines().filter(|l| !l.starts_with(field)).map(|l| format!("{l}\n")).collect();
             let err = serde_yaml::from_str::<FinanceBeeSpec>(&yaml).unwrap_err();
             assert!(err.to_string().contains(field), "{field}: {err}");
         }
@@ -430,54 +403,34 @@ mod tests {
 
     #[test]
     fn pager_duty_defaults() {
-        let pd: PagerDutySpec =
-            serde_yaml::from_str("routingKeySecretRef: {name: pd, key: routing-key}\n").unwrap();
+        let pd: PagerDutySpec = serde_yaml::from_str("routingKeySecretRef: {name: pd, key: routing-key}\n").unwrap();
         assert_eq!(pd.severity, PagerDutySeverity::Critical);
         assert_eq!(pd.effective_url(), PAGERDUTY_EVENTS_URL);
-        let pd = PagerDutySpec {
-            url: Some("http://receiver:8080/v2/enqueue".into()),
-            ..pd
-        };
+        let pd = PagerDutySpec { url: Some("http://receiver:8080/v2/enqueue".into()), ..pd };
         assert_eq!(pd.effective_url(), "http://receiver:8080/v2/enqueue");
-        let webhook: WebhookSpec =
-            serde_yaml::from_str("urlSecretRef: {name: hook, key: url}\n").unwrap();
-        assert_eq!(
-            webhook,
-            WebhookSpec::new(SecretKeySelector::new("hook", "url"))
-        );
+        let webhook: WebhookSpec = serde_yaml::from_str("urlSecretRef: {name: hook, key: url}\n").unwrap();
+        assert_eq!(webhook, WebhookSpec::new(SecretKeySelector::new("hook", "url")));
         assert_eq!((webhook.retries, webhook.backoff.as_str()), (3, "5s"));
     }
 
     #[test]
     fn status_serializes_the_contract_names() {
-        let t = DateTime::parse_from_rfc3339("2026-03-01T02:00:00+01:00")
-            .unwrap()
-            .with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-03-01T02:00:00+01:00").unwrap().with_timezone(&Utc);
         let status = FinanceBeeStatus {
             ready_replicas: Some(0),
             unavailable_since: Some(t),
             restarts: Some(RestartStatus {
                 count: 2,
                 window_start: Some(t),
-                last: Some(RestartRecord {
-                    pod: "bee-0".into(),
-                    reason: "CrashLoopBackOff".into(),
-                    time: t,
-                }),
+                last: Some(RestartRecord { pod: "bee-0".into(), reason: "CrashLoopBackOff".into(), time: t }),
             }),
-            escalation: Some(EscalationStatus {
-                state: EscalationState::Triggered,
-                since: t,
-            }),
+            escalation: Some(EscalationStatus { state: EscalationState::Triggered, since: t }),
             ..Default::default()
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["unavailableSince"], "2026-03-01T01:00:00Z");
         assert_eq!(json["restarts"]["last"]["pod"], "bee-0");
         assert_eq!(json["escalation"]["state"], "Triggered");
-        assert_eq!(
-            serde_json::from_value::<FinanceBeeStatus>(json).unwrap(),
-            status
-        );
+        assert_eq!(serde_json::from_value::<FinanceBeeStatus>(json).unwrap(), status);
     }
 }

@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    CRON_PATTERN, DNS_SUBDOMAIN_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN,
-    default_time_zone, optional_duration_schema,
+    CRON_PATTERN, DNS_SUBDOMAIN_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN, default_time_zone,
+    optional_duration_schema,
 };
 
 /// The runbook's cadence: 03:00 on the first day of every month.
@@ -114,10 +114,7 @@ impl Default for KeyRotationSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RotationCadence<'a> {
     /// A cron expression in an IANA time zone.
-    Cron {
-        schedule: &'a str,
-        time_zone: &'a str,
-    },
+    Cron { schedule: &'a str, time_zone: &'a str },
     /// A Go duration after the last rotation.
     Interval(&'a str),
 }
@@ -128,15 +125,9 @@ impl KeyRotationSpec {
     /// monthly default applies when neither is set.
     pub fn cadence(&self) -> RotationCadence<'_> {
         match (&self.schedule, &self.interval) {
-            (Some(schedule), _) => RotationCadence::Cron {
-                schedule,
-                time_zone: &self.time_zone,
-            },
+            (Some(schedule), _) => RotationCadence::Cron { schedule, time_zone: &self.time_zone },
             (None, Some(interval)) => RotationCadence::Interval(interval),
-            (None, None) => RotationCadence::Cron {
-                schedule: MONTHLY_SCHEDULE,
-                time_zone: &self.time_zone,
-            },
+            (None, None) => RotationCadence::Cron { schedule: MONTHLY_SCHEDULE, time_zone: &self.time_zone },
         }
     }
 }
@@ -302,48 +293,22 @@ mod tests {
 
     #[test]
     fn minimal_yaml_gets_the_contract_defaults() {
-        let spec: KeyRotationSpec =
-            serde_yaml::from_str("schedule: \"0 3 1 * *\"\nsecretName: bee-key\n").unwrap();
+        let spec: KeyRotationSpec = serde_yaml::from_str("schedule: \"0 3 1 * *\"\nsecretName: bee-key\n").unwrap();
         assert_eq!(spec.time_zone, "UTC");
         assert_eq!(spec.key_type, KeyType::Secp256k1);
         assert_eq!(spec.keep_previous, 1);
         assert!(spec.targets.is_empty() && spec.colony_os.is_none() && !spec.suspend);
-        assert_eq!(
-            spec,
-            KeyRotationSpec {
-                secret_name: "bee-key".into(),
-                ..Default::default()
-            }
-        );
-        assert_eq!(
-            spec.cadence(),
-            RotationCadence::Cron {
-                schedule: "0 3 1 * *",
-                time_zone: "UTC"
-            }
-        );
+        assert_eq!(spec, KeyRotationSpec { secret_name: "bee-key".into(), ..Default::default() });
+        assert_eq!(spec.cadence(), RotationCadence::Cron { schedule: "0 3 1 * *", time_zone: "UTC" });
     }
 
     #[test]
     fn cadence() {
-        let spec: KeyRotationSpec =
-            serde_yaml::from_str("interval: 720h\nsecretName: k\n").unwrap();
+        let spec: KeyRotationSpec = serde_yaml::from_str("interval: 720h\nsecretName: k\n").unwrap();
         assert_eq!(spec.cadence(), RotationCadence::Interval("720h"));
-        let neither = KeyRotationSpec {
-            schedule: None,
-            ..spec.clone()
-        };
-        let neither = KeyRotationSpec {
-            interval: None,
-            ..neither
-        };
-        assert_eq!(
-            neither.cadence(),
-            RotationCadence::Cron {
-                schedule: MONTHLY_SCHEDULE,
-                time_zone: "UTC"
-            }
-        );
+        let neither = KeyRotationSpec { schedule: None, ..spec.clone() };
+        let neither = KeyRotationSpec { interval: None, ..neither };
+        assert_eq!(neither.cadence(), RotationCadence::Cron { schedule: MONTHLY_SCHEDULE, time_zone: "UTC" });
     }
 
     #[test]
@@ -357,34 +322,22 @@ mod tests {
         assert_eq!(spec.length, Some(32));
         assert_eq!(spec.targets[0].key(), "FinanceBee/bee");
         assert_eq!(spec.targets[1].kind, TargetKind::Deployment);
-        assert_eq!(
-            spec.colony_os.as_ref().unwrap().identity,
-            Identity::Executor
-        );
+        assert_eq!(spec.colony_os.as_ref().unwrap().identity, Identity::Executor);
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["keyType"], "random");
         assert_eq!(json["colonyOS"]["identity"], "executor");
         for k in [KeyType::Secp256k1, KeyType::Ed25519, KeyType::Random] {
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
-        for k in [
-            TargetKind::FinanceBee,
-            TargetKind::ColonyServer,
-            TargetKind::Deployment,
-        ] {
+        for k in [TargetKind::FinanceBee, TargetKind::ColonyServer, TargetKind::Deployment] {
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
-        assert!(
-            serde_yaml::from_str::<KeyRotationSpec>("interval: 1h\nsecretName: k\nkeyType: rsa\n")
-                .is_err()
-        );
+        assert!(serde_yaml::from_str::<KeyRotationSpec>("interval: 1h\nsecretName: k\nkeyType: rsa\n").is_err());
     }
 
     #[test]
     fn status_round_trips() {
-        let t = DateTime::parse_from_rfc3339("2026-03-01T03:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-03-01T03:00:00Z").unwrap().with_timezone(&Utc);
         let status = KeyRotationStatus {
             revision: 4,
             last_rotation_time: Some(t),
@@ -399,9 +352,6 @@ mod tests {
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["phase"], "RollingOut");
         assert_eq!(json["lastRotationTime"], "2026-03-01T03:00:00Z");
-        assert_eq!(
-            serde_json::from_value::<KeyRotationStatus>(json).unwrap(),
-            status
-        );
+        assert_eq!(serde_json::from_value::<KeyRotationStatus>(json).unwrap(), status);
     }
 }

@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    CRON_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN, default_time_zone, default_true,
-    duration_schema, optional_duration_schema, optional_timestamp_schema,
+    CRON_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN, default_time_zone, default_true, duration_schema,
+    optional_duration_schema, optional_timestamp_schema,
 };
 
 /// Desired maintenance of a ColonyServer: when, what the operator does during it, and how it
@@ -87,13 +87,7 @@ pub struct WindowSchedule {
 
 impl Default for WindowSchedule {
     fn default() -> Self {
-        Self {
-            start: None,
-            end: None,
-            cron: None,
-            duration: None,
-            time_zone: default_time_zone(),
-        }
+        Self { start: None, end: None, cron: None, duration: None, time_zone: default_time_zone() }
     }
 }
 
@@ -101,36 +95,20 @@ impl Default for WindowSchedule {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ScheduleForm<'a> {
     /// One window from `start` to `end`.
-    OneOff {
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    },
+    OneOff { start: DateTime<Utc>, end: DateTime<Utc> },
     /// A window of `duration` starting at every `cron` time in `time_zone`.
-    Recurring {
-        cron: &'a str,
-        duration: &'a str,
-        time_zone: &'a str,
-    },
+    Recurring { cron: &'a str, duration: &'a str, time_zone: &'a str },
 }
 
 impl WindowSchedule {
     /// The form in use, or `None` when the fields do not make up exactly one complete form
     /// (the API server rejects such objects; this guards against bypassed validation).
     pub fn form(&self) -> Option<ScheduleForm<'_>> {
-        match (
-            self.start,
-            self.end,
-            self.cron.as_deref(),
-            self.duration.as_deref(),
-        ) {
-            (Some(start), Some(end), None, None) if end > start => {
-                Some(ScheduleForm::OneOff { start, end })
+        match (self.start, self.end, self.cron.as_deref(), self.duration.as_deref()) {
+            (Some(start), Some(end), None, None) if end > start => Some(ScheduleForm::OneOff { start, end }),
+            (None, None, Some(cron), Some(duration)) => {
+                Some(ScheduleForm::Recurring { cron, duration, time_zone: &self.time_zone })
             }
-            (None, None, Some(cron), Some(duration)) => Some(ScheduleForm::Recurring {
-                cron,
-                duration,
-                time_zone: &self.time_zone,
-            }),
             _ => None,
         }
     }
@@ -150,10 +128,7 @@ pub struct MaintenanceActions {
 
 impl Default for MaintenanceActions {
     fn default() -> Self {
-        Self {
-            enable_fallback: true,
-            stop_finance_bees: true,
-        }
+        Self { enable_fallback: true, stop_finance_bees: true }
     }
 }
 
@@ -288,10 +263,9 @@ mod tests {
 
     #[test]
     fn minimal_yaml_gets_the_contract_defaults() {
-        let spec: MaintenanceWindowSpec = serde_yaml::from_str(
-            "schedule: {cron: \"0 2 * * 0\", duration: 2h}\ncolonyServerRef: {name: colonies}\n",
-        )
-        .unwrap();
+        let spec: MaintenanceWindowSpec =
+            serde_yaml::from_str("schedule: {cron: \"0 2 * * 0\", duration: 2h}\ncolonyServerRef: {name: colonies}\n")
+                .unwrap();
         assert_eq!(spec.schedule.time_zone, "UTC");
         assert_eq!(spec.finance_bees, None);
         assert!(spec.actions.enable_fallback && spec.actions.stop_finance_bees);
@@ -302,11 +276,7 @@ mod tests {
         assert!(!spec.suspend);
         assert_eq!(
             spec.schedule.form(),
-            Some(ScheduleForm::Recurring {
-                cron: "0 2 * * 0",
-                duration: "2h",
-                time_zone: "UTC"
-            })
+            Some(ScheduleForm::Recurring { cron: "0 2 * * 0", duration: "2h", time_zone: "UTC" })
         );
     }
 
@@ -319,20 +289,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             spec.schedule.form(),
-            Some(ScheduleForm::OneOff {
-                start: t("2026-03-01T07:00:00Z"),
-                end: t("2026-03-01T09:00:00Z")
-            })
+            Some(ScheduleForm::OneOff { start: t("2026-03-01T07:00:00Z"), end: t("2026-03-01T09:00:00Z") })
         );
         assert_eq!(spec.verify.on_failure, OnFailure::Restore);
-        assert_eq!(
-            serde_json::to_value(spec.verify.on_failure).unwrap(),
-            "restore"
-        );
-        assert_eq!(
-            serde_json::to_value(OnFailure::KeepFallback).unwrap(),
-            "keepFallback"
-        );
+        assert_eq!(serde_json::to_value(spec.verify.on_failure).unwrap(), "restore");
+        assert_eq!(serde_json::to_value(OnFailure::KeepFallback).unwrap(), "keepFallback");
     }
 
     #[test]
@@ -341,38 +302,10 @@ mod tests {
         assert_eq!(base.form(), None);
         let start = Some(t("2026-03-01T02:00:00Z"));
         let end = Some(t("2026-03-01T04:00:00Z"));
-        assert_eq!(
-            WindowSchedule {
-                start,
-                ..base.clone()
-            }
-            .form(),
-            None
-        );
-        assert_eq!(
-            WindowSchedule {
-                start: end,
-                end: start,
-                ..base.clone()
-            }
-            .form(),
-            None
-        );
-        assert_eq!(
-            WindowSchedule {
-                cron: Some("0 2 * * 0".into()),
-                ..base.clone()
-            }
-            .form(),
-            None
-        );
-        let both = WindowSchedule {
-            start,
-            end,
-            cron: Some("0 2 * * 0".into()),
-            duration: Some("2h".into()),
-            ..base
-        };
+        assert_eq!(WindowSchedule { start, ..base.clone() }.form(), None);
+        assert_eq!(WindowSchedule { start: end, end: start, ..base.clone() }.form(), None);
+        assert_eq!(WindowSchedule { cron: Some("0 2 * * 0".into()), ..base.clone() }.form(), None);
+        let both = WindowSchedule { start, end, cron: Some("0 2 * * 0".into()), duration: Some("2h".into()), ..base };
         assert_eq!(both.form(), None);
     }
 
@@ -380,10 +313,7 @@ mod tests {
     fn status_round_trips() {
         let status = MaintenanceWindowStatus {
             phase: Some(WindowPhase::Verifying),
-            current_window: Some(WindowBounds {
-                start: t("2026-03-01T02:00:00Z"),
-                end: t("2026-03-01T04:00:00Z"),
-            }),
+            current_window: Some(WindowBounds { start: t("2026-03-01T02:00:00Z"), end: t("2026-03-01T04:00:00Z") }),
             next_start: Some(t("2026-03-08T02:00:00Z")),
             last_outcome: Some(WindowOutcome {
                 start: t("2026-02-22T02:00:00Z"),
@@ -397,9 +327,6 @@ mod tests {
         assert_eq!(json["phase"], "Verifying");
         assert_eq!(json["currentWindow"]["end"], "2026-03-01T04:00:00Z");
         assert_eq!(json["lastOutcome"]["result"], "Completed");
-        assert_eq!(
-            serde_json::from_value::<MaintenanceWindowStatus>(json).unwrap(),
-            status
-        );
+        assert_eq!(serde_json::from_value::<MaintenanceWindowStatus>(json).unwrap(), status);
     }
 }

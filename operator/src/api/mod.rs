@@ -19,12 +19,7 @@ pub use maintenancewindow::*;
 
 /// Every CRD, in a stable order: ColonyServer, FinanceBee, KeyRotation, MaintenanceWindow.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        ColonyServer::crd(),
-        FinanceBee::crd(),
-        KeyRotation::crd(),
-        MaintenanceWindow::crd(),
-    ]
+    vec![ColonyServer::crd(), FinanceBee::crd(), KeyRotation::crd(), MaintenanceWindow::crd()]
 }
 
 /// File name of a CRD in `crds/`: `<kind lowercase>.yaml`.
@@ -42,10 +37,7 @@ pub fn crd_yaml(crd: &CustomResourceDefinition) -> String {
 
 /// Every CRD as one multi-document YAML stream (`colony-operator crd | kubectl apply -f -`).
 pub fn all_crds_yaml() -> String {
-    crds()
-        .iter()
-        .map(|crd| format!("---\n{}", crd_yaml(crd)))
-        .collect()
+    crds().iter().map(|crd| format!("---\n{}", crd_yaml(crd))).collect()
 }
 
 #[cfg(test)]
@@ -58,18 +50,11 @@ mod tests {
     use super::*;
 
     fn repo_root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("operator/ has a parent")
-            .to_path_buf()
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("operator/ has a parent").to_path_buf()
     }
 
     fn schema_json(crd: &CustomResourceDefinition) -> Value {
-        let schema = crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .and_then(|s| s.open_api_v3_schema.as_ref())
-            .expect("schema");
+        let schema = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("schema");
         serde_json::to_value(schema).unwrap()
     }
 
@@ -84,8 +69,7 @@ mod tests {
             let want = crd_yaml(&crd);
             if update {
                 std::fs::create_dir_all(&dir).unwrap();
-                std::fs::write(&path, &want)
-                    .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+                std::fs::write(&path, &want).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
                 continue;
             }
             match std::fs::read_to_string(&path) {
@@ -104,95 +88,41 @@ mod tests {
     #[test]
     fn crds_have_names_columns_and_status() {
         let expect = [
-            (
-                "ColonyServer",
-                "colonyservers",
-                "cs",
-                vec!["Ready", "Healthy", "Fallback", "Image", "Age"],
-            ),
-            (
-                "FinanceBee",
-                "financebees",
-                "fb",
-                vec!["Ready", "Available", "Replicas", "Image", "Age"],
-            ),
-            (
-                "KeyRotation",
-                "keyrotations",
-                "kr",
-                vec!["Ready", "Revision", "Last", "Next", "Age"],
-            ),
-            (
-                "MaintenanceWindow",
-                "maintenancewindows",
-                "mw",
-                vec!["Ready", "Phase", "Next", "Age"],
-            ),
+            ("ColonyServer", "colonyservers", "cs", vec!["Ready", "Healthy", "Fallback", "Image", "Age"]),
+            ("FinanceBee", "financebees", "fb", vec!["Ready", "Available", "Replicas", "Image", "Age"]),
+            ("KeyRotation", "keyrotations", "kr", vec!["Ready", "Revision", "Last", "Next", "Age"]),
+            ("MaintenanceWindow", "maintenancewindows", "mw", vec!["Ready", "Phase", "Next", "Age"]),
         ];
         let all = crds();
         assert_eq!(all.len(), expect.len());
         for (crd, (kind, plural, short, columns)) in all.iter().zip(expect) {
             assert_eq!(crd.spec.names.kind, kind);
             assert_eq!(crd.spec.names.plural, plural);
-            assert_eq!(
-                crd.metadata.name.as_deref(),
-                Some(format!("{plural}.{GROUP}").as_str())
-            );
+            assert_eq!(crd.metadata.name.as_deref(), Some(format!("{plural}.{GROUP}").as_str()));
             assert_eq!(crd.spec.group, GROUP);
             assert_eq!(crd.spec.scope, "Namespaced");
-            assert_eq!(
-                crd.spec.names.short_names.as_deref(),
-                Some(&[short.to_string()][..])
-            );
-            assert_eq!(
-                crd.spec.names.categories.as_deref(),
-                Some(&[CATEGORY.to_string()][..])
-            );
+            assert_eq!(crd.spec.names.short_names.as_deref(), Some(&[short.to_string()][..]));
+            assert_eq!(crd.spec.names.categories.as_deref(), Some(&[CATEGORY.to_string()][..]));
             assert_eq!(crd_file_name(crd), format!("{}.yaml", kind.to_lowercase()));
             assert_eq!(crd.spec.versions.len(), 1);
             let v = &crd.spec.versions[0];
             assert_eq!(v.name, VERSION);
             assert!(v.served && v.storage);
-            assert!(
-                v.subresources
-                    .as_ref()
-                    .and_then(|s| s.status.as_ref())
-                    .is_some(),
-                "{kind}: status subresource"
-            );
-            let names: Vec<&str> = v
-                .additional_printer_columns
-                .iter()
-                .flatten()
-                .map(|c| c.name.as_str())
-                .collect();
+            assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{kind}: status subresource");
+            let names: Vec<&str> = v.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
             assert_eq!(names, columns, "{kind}: printer columns");
             let ready = &v.additional_printer_columns.as_ref().unwrap()[0];
-            assert_eq!(
-                ready.json_path,
-                r#".status.conditions[?(@.type=="Ready")].status"#
-            );
+            assert_eq!(ready.json_path, r#".status.conditions[?(@.type=="Ready")].status"#);
             let schema = schema_json(crd);
-            assert!(
-                schema["properties"]["status"]["properties"]["conditions"].is_object(),
-                "{kind}: conditions"
-            );
-            assert!(
-                schema["description"]
-                    .as_str()
-                    .is_some_and(|d| !d.starts_with("Auto-generated")),
-                "{kind}: doc"
-            );
+            assert!(schema["properties"]["status"]["properties"]["conditions"].is_object(), "{kind}: conditions");
+            assert!(schema["description"].as_str().is_some_and(|d| !d.starts_with("Auto-generated")), "{kind}: doc");
         }
     }
 
     #[test]
     fn all_crds_yaml_is_a_stream_of_four_documents() {
         let all = all_crds_yaml();
-        assert_eq!(
-            all.matches("\n---\n").count() + usize::from(all.starts_with("---\n")),
-            4
-        );
+        assert_eq!(all.matches("\n---\n").count() + usize::from(all.starts_with("---\n")), 4);
         for crd in crds() {
             assert!(all.contains(&format!("kind: {}\n", crd.spec.names.kind)));
         }
@@ -200,24 +130,13 @@ mod tests {
 
     /// Where an embedded Kubernetes type starts, its own (upstream) descriptions apply; we only
     /// require the field itself to be described.
-    const EMBEDDED: &[&str] = &[
-        "resources",
-        "env",
-        "envFrom",
-        "tolerations",
-        "affinity",
-        "conditions",
-        "financeBees",
-    ];
+    const EMBEDDED: &[&str] = &["resources", "env", "envFrom", "tolerations", "affinity", "conditions", "financeBees"];
 
     fn missing_descriptions(schema: &Value, path: &str, out: &mut Vec<String>) {
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
             for (name, prop) in props {
                 let here = format!("{path}.{name}");
-                let described = prop
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .is_some_and(|d| !d.trim().is_empty());
+                let described = prop.get("description").and_then(Value::as_str).is_some_and(|d| !d.trim().is_empty());
                 if !described {
                     out.push(here.clone());
                 }
@@ -248,11 +167,7 @@ mod tests {
             });
             missing.extend(here);
         }
-        assert!(
-            missing.is_empty(),
-            "properties without a description:\n{}",
-            missing.join("\n")
-        );
+        assert!(missing.is_empty(), "properties without a description:\n{}", missing.join("\n"));
     }
 
     /// Every string property that a CEL rule reads has a bounded length, and every duration is
@@ -265,9 +180,7 @@ mod tests {
                     walk(prop, &format!("{path}.{name}"), out);
                 }
             }
-            if schema.get("pattern").and_then(Value::as_str)
-                == Some(crate::duration::GO_DURATION_PATTERN)
-            {
+            if schema.get("pattern").and_then(Value::as_str) == Some(crate::duration::GO_DURATION_PATTERN) {
                 out.push(path.to_string());
             }
         }
@@ -293,10 +206,7 @@ mod tests {
             "MaintenanceWindow.spec.schedule.duration",
             "MaintenanceWindow.spec.verify.timeout",
         ] {
-            assert!(
-                found.iter().any(|f| f == want),
-                "{want} is not validated as a duration; found {found:?}"
-            );
+            assert!(found.iter().any(|f| f == want), "{want} is not validated as a duration; found {found:?}");
         }
     }
 
@@ -311,19 +221,10 @@ mod tests {
         assert_eq!(spec["health"]["default"]["path"], "/health");
         assert_eq!(spec["fallback"]["default"]["key"], "USE_COLONY_OS");
         assert_eq!(spec["fallback"]["default"]["maxFlipsPerHour"], 4);
-        assert!(
-            spec["fallback"]["default"].get("configMapName").is_none(),
-            "operator default"
-        );
-        assert!(
-            spec.get("endpoint").unwrap().get("default").is_none(),
-            "operator default"
-        );
+        assert!(spec["fallback"]["default"].get("configMapName").is_none(), "operator default");
+        assert!(spec.get("endpoint").unwrap().get("default").is_none(), "operator default");
         assert_eq!(spec["rollback"]["default"]["automatic"], true);
-        assert_eq!(
-            spec["slo"]["properties"]["minCompletionRate"]["default"],
-            0.99
-        );
+        assert_eq!(spec["slo"]["properties"]["minCompletionRate"]["default"], 0.99);
         assert_eq!(spec["slo"]["properties"]["for"]["default"], "5m");
         assert_eq!(spec["database"]["properties"]["port"]["default"], 5432);
 
@@ -331,32 +232,18 @@ mod tests {
         let spec = &fb["properties"]["spec"]["properties"];
         assert_eq!(
             fb["properties"]["spec"]["required"],
-            serde_json::json!([
-                "colonyName",
-                "colonyServerRef",
-                "executorKeySecretRef",
-                "image"
-            ])
+            serde_json::json!(["colonyName", "colonyServerRef", "executorKeySecretRef", "image"])
         );
         assert_eq!(spec["executorType"]["default"], "finance-worker");
         assert_eq!(spec["restart"]["default"]["window"], "30m");
         assert_eq!(spec["escalation"]["default"]["after"], "15m");
-        assert!(
-            spec["resources"].get("default").is_none(),
-            "operator default"
-        );
+        assert!(spec["resources"].get("default").is_none(), "operator default");
 
         let kr = schema_json(&KeyRotation::crd());
         let spec = &kr["properties"]["spec"]["properties"];
         assert_eq!(spec["timeZone"]["default"], "UTC");
-        assert!(
-            spec["schedule"].get("default").is_none(),
-            "exactly one of schedule/interval"
-        );
-        assert_eq!(
-            spec["keyType"]["enum"],
-            serde_json::json!(["secp256k1", "ed25519", "random"])
-        );
+        assert!(spec["schedule"].get("default").is_none(), "exactly one of schedule/interval");
+        assert_eq!(spec["keyType"]["enum"], serde_json::json!(["secp256k1", "ed25519", "random"]));
         assert_eq!(
             spec["targets"]["items"]["properties"]["kind"]["enum"],
             serde_json::json!(["FinanceBee", "ColonyServer", "Deployment"])
@@ -368,19 +255,10 @@ mod tests {
 
         let mw = schema_json(&MaintenanceWindow::crd());
         let spec = &mw["properties"]["spec"]["properties"];
-        assert_eq!(
-            spec["actions"]["default"],
-            serde_json::json!({"enableFallback": true, "stopFinanceBees": true})
-        );
+        assert_eq!(spec["actions"]["default"], serde_json::json!({"enableFallback": true, "stopFinanceBees": true}));
         assert_eq!(spec["verify"]["default"]["onFailure"], "keepFallback");
-        assert_eq!(
-            spec["verify"]["properties"]["onFailure"]["enum"],
-            serde_json::json!(["keepFallback", "restore"])
-        );
-        assert_eq!(
-            spec["schedule"]["properties"]["start"]["format"],
-            "date-time"
-        );
+        assert_eq!(spec["verify"]["properties"]["onFailure"]["enum"], serde_json::json!(["keepFallback", "restore"]));
+        assert_eq!(spec["schedule"]["properties"]["start"]["format"], "date-time");
     }
 
     #[test]
@@ -390,30 +268,16 @@ mod tests {
                 .pointer(pointer)
                 .and_then(|s| s.get("x-kubernetes-validations"))
                 .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|r| r["rule"].as_str().unwrap().to_string())
-                        .collect()
-                })
+                .map(|a| a.iter().map(|r| r["rule"].as_str().unwrap().to_string()).collect())
                 .unwrap_or_default()
         };
         let cs = rules(&ColonyServer::crd(), "/properties/spec");
-        assert!(
-            cs.iter().any(|r| r == "!self.managed || has(self.image)"),
-            "{cs:?}"
-        );
+        assert!(cs.iter().any(|r| r == "!self.managed || has(self.image)"), "{cs:?}");
         let kr = rules(&KeyRotation::crd(), "/properties/spec");
-        assert!(
-            kr.iter()
-                .any(|r| r == "has(self.schedule) != has(self.interval)"),
-            "{kr:?}"
-        );
+        assert!(kr.iter().any(|r| r == "has(self.schedule) != has(self.interval)"), "{kr:?}");
         let kr_cos = rules(&KeyRotation::crd(), "/properties/spec/properties/colonyOS");
         assert_eq!(kr_cos.len(), 1, "{kr_cos:?}");
-        let mw = rules(
-            &MaintenanceWindow::crd(),
-            "/properties/spec/properties/schedule",
-        );
+        let mw = rules(&MaintenanceWindow::crd(), "/properties/spec/properties/schedule");
         assert_eq!(mw.len(), 5, "{mw:?}");
     }
 
@@ -424,15 +288,12 @@ mod tests {
         let mut seen = Vec::new();
         for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "yaml")
-                || path.file_name().is_some_and(|n| n == "secrets.yaml")
-            {
+            if path.extension().is_none_or(|e| e != "yaml") || path.file_name().is_some_and(|n| n == "secrets.yaml") {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
             for doc in serde_yaml::Deserializer::from_str(&text) {
-                let value =
-                    Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let value = Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 if value.is_null() {
                     continue;
                 }
@@ -442,26 +303,15 @@ mod tests {
                     "ColonyServer" => serde_json::from_value::<ColonyServer>(value).map(|_| ()),
                     "FinanceBee" => serde_json::from_value::<FinanceBee>(value).map(|_| ()),
                     "KeyRotation" => serde_json::from_value::<KeyRotation>(value).map(|_| ()),
-                    "MaintenanceWindow" => {
-                        serde_json::from_value::<MaintenanceWindow>(value).map(|_| ())
-                    }
+                    "MaintenanceWindow" => serde_json::from_value::<MaintenanceWindow>(value).map(|_| ()),
                     other => panic!("{}: unexpected kind {other:?}", path.display()),
                 };
                 result.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 seen.push(kind);
             }
         }
-        for kind in [
-            "ColonyServer",
-            "FinanceBee",
-            "KeyRotation",
-            "MaintenanceWindow",
-        ] {
-            assert!(
-                seen.iter().any(|k| k == kind),
-                "no example of {kind} in {}",
-                dir.display()
-            );
+        for kind in ["ColonyServer", "FinanceBee", "KeyRotation", "MaintenanceWindow"] {
+            assert!(seen.iter().any(|k| k == kind), "no example of {kind} in {}", dir.display());
         }
     }
 
@@ -480,49 +330,28 @@ mod tests {
             }
             let text = std::fs::read_to_string(&path).unwrap();
             let first = text.lines().next().unwrap_or_default();
-            let expect = first.strip_prefix("# expect: ").unwrap_or_else(|| {
-                panic!("{}: first line must be `# expect: ...`", path.display())
-            });
+            let expect = first
+                .strip_prefix("# expect: ")
+                .unwrap_or_else(|| panic!("{}: first line must be `# expect: ...`", path.display()));
             assert!(!expect.trim().is_empty(), "{}", path.display());
-            let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-                .map(|d| Value::deserialize(d).unwrap())
-                .collect();
+            let docs: Vec<Value> =
+                serde_yaml::Deserializer::from_str(&text).map(|d| Value::deserialize(d).unwrap()).collect();
             assert_eq!(docs.len(), 1, "{}: exactly one document", path.display());
             let doc = &docs[0];
             assert_eq!(doc["apiVersion"], API_VERSION, "{}", path.display());
             let kind = doc["kind"].as_str().unwrap_or_default();
             assert!(
-                [
-                    "ColonyServer",
-                    "FinanceBee",
-                    "KeyRotation",
-                    "MaintenanceWindow"
-                ]
-                .contains(&kind),
+                ["ColonyServer", "FinanceBee", "KeyRotation", "MaintenanceWindow"].contains(&kind),
                 "{}",
                 path.display()
             );
-            let name = doc["metadata"]["name"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{}: metadata.name", path.display()));
-            assert!(
-                names.insert(name.to_string()),
-                "{}: duplicate name {name}",
-                path.display()
-            );
+            let name = doc["metadata"]["name"].as_str().unwrap_or_else(|| panic!("{}: metadata.name", path.display()));
+            assert!(names.insert(name.to_string()), "{}: duplicate name {name}", path.display());
             *per_kind.entry(kind.to_string()).or_default() += 1;
         }
         assert!(per_kind.values().sum::<usize>() >= 28, "{per_kind:?}");
-        for kind in [
-            "ColonyServer",
-            "FinanceBee",
-            "KeyRotation",
-            "MaintenanceWindow",
-        ] {
-            assert!(
-                per_kind.get(kind).copied().unwrap_or(0) >= 5,
-                "fewer than 5 invalid {kind}: {per_kind:?}"
-            );
+        for kind in ["ColonyServer", "FinanceBee", "KeyRotation", "MaintenanceWindow"] {
+            assert!(per_kind.get(kind).copied().unwrap_or(0) >= 5, "fewer than 5 invalid {kind}: {per_kind:?}");
         }
     }
 }

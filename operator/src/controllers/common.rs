@@ -24,19 +24,14 @@ pub const CONFIG_HASH_ANNOTATION: &str = "colony.zyeute.io/config-hash";
 pub fn labels(kind_label: &str, owner_name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), kind_label.to_string()),
-        (
-            "app.kubernetes.io/instance".to_string(),
-            owner_name.to_string(),
-        ),
+        ("app.kubernetes.io/instance".to_string(), owner_name.to_string()),
         (MANAGED_BY.to_string(), OPERATOR.to_string()),
     ])
 }
 
 /// The controller owner reference to `owner`, so deleting it deletes what it owns.
 pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Result<OwnerReference> {
-    owner
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::InvalidSpec("object has no uid yet".into()))
+    owner.controller_owner_ref(&()).ok_or_else(|| Error::InvalidSpec("object has no uid yet".into()))
 }
 
 /// Reads one key of a Secret. The value is returned to be used, never to be logged.
@@ -49,9 +44,7 @@ pub async fn secret_value(api: &Api<Secret>, sel: &SecretKeySelector) -> Result<
         .data
         .and_then(|mut d| d.remove(&sel.key))
         .map(|b| b.0)
-        .ok_or_else(|| {
-            Error::MissingReference(format!("Secret {:?} has no key {:?}", sel.name, sel.key))
-        })
+        .ok_or_else(|| Error::MissingReference(format!("Secret {:?} has no key {:?}", sel.name, sel.key)))
 }
 
 /// Accumulates the referenced configuration into one hash. Only the referenced keys count,
@@ -112,9 +105,7 @@ where
             return Ok(false);
         }
     }
-    desired
-        .annotations_mut()
-        .insert(DESIRED_HASH_ANNOTATION.into(), hash);
+    desired.annotations_mut().insert(DESIRED_HASH_ANNOTATION.into(), hash);
     let params = PatchParams::apply(&field_manager(controller)).force();
     api.patch(&name, &params, &Patch::Apply(&desired)).await?;
     Ok(true)

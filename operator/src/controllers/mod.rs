@@ -20,6 +20,7 @@ pub mod financebee;
 pub mod keyrotation;
 pub mod maintenancewindow;
 pub mod notify;
+pub mod rollout;
 
 /// A running controller: its task, and a future that resolves once its cache is synced.
 pub struct Spawned {
@@ -47,9 +48,7 @@ where
     // itself waits on it too; polling again each second keeps this waiter from being lost.
     let synced = async move {
         loop {
-            match tokio::time::timeout(std::time::Duration::from_secs(1), store.wait_until_ready())
-                .await
-            {
+            match tokio::time::timeout(std::time::Duration::from_secs(1), store.wait_until_ready()).await {
                 Ok(Ok(())) => break tracing::debug!(controller = name, "cache synced"),
                 Ok(Err(e)) => {
                     break tracing::warn!(controller = name, error = %e, "cache never synced");
@@ -63,11 +62,7 @@ where
     let instrumented = move |obj: Arc<K>, ctx: Arc<C>| {
         let reconcile = reconcile.clone();
         async move {
-            let key = format!(
-                "{name}/{}/{}",
-                obj.namespace().unwrap_or_default(),
-                obj.name_any()
-            );
+            let key = format!("{name}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
             let _timer = (*ctx).as_ref().metrics.reconcile_started(name);
             let result = reconcile(obj, ctx.clone()).await;
             if result.is_ok() {
@@ -77,23 +72,19 @@ where
         }
     };
     let handle = tokio::spawn(
-        controller
-            .graceful_shutdown_on(shutdown.wait())
-            .run(instrumented, error_policy::<K, C>(name), ctx)
-            .for_each(move |res| async move {
+        controller.graceful_shutdown_on(shutdown.wait()).run(instrumented, error_policy::<K, C>(name), ctx).for_each(
+            move |res| async move {
                 if let Err(e) = res {
                     tracing::debug!(controller = name, error = %e, "controller event");
                 }
-            }),
+            },
+        ),
     );
     Spawned { handle, synced }
 }
 
 /// Starts every controller; returns their tasks and their cache-synced signals.
-pub fn start_all(
-    ctx: Arc<Context>,
-    shutdown: Shutdown,
-) -> (Vec<JoinHandle<()>>, Vec<BoxFuture<'static, ()>>) {
+pub fn start_all(ctx: Arc<Context>, shutdown: Shutdown) -> (Vec<JoinHandle<()>>, Vec<BoxFuture<'static, ()>>) {
     let all = [
         colonyserver::start(ctx.clone(), shutdown.clone()),
         financebee::start(ctx.clone(), shutdown.clone()),

@@ -45,12 +45,7 @@ pub async fn deliver<T: Serialize>(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = client
-            .post(url)
-            .timeout(Duration::from_secs(10))
-            .json(body)
-            .send()
-            .await;
+        let result = client.post(url).timeout(Duration::from_secs(10)).json(body).send().await;
         let err = match result {
             Ok(resp) if resp.status().is_success() => return Ok(attempt),
             Ok(resp) => DeliveryError::Status(resp.status().as_u16(), attempt),
@@ -75,10 +70,7 @@ mod tests {
     /// Answers the first `fail` requests with 503, then 200; counts requests.
     async fn server(fail: u32) -> (String, Arc<AtomicU32>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "http://{}/hook?token=secret-token",
-            listener.local_addr().unwrap()
-        );
+        let url = format!("http://{}/hook?token=secret-token", listener.local_addr().unwrap());
         let count = Arc::new(AtomicU32::new(0));
         let c = count.clone();
         tokio::spawn(async move {
@@ -87,17 +79,10 @@ mod tests {
                 let n = c.fetch_add(1, Ordering::SeqCst);
                 let mut buf = vec![0u8; 8192];
                 let _ = s.read(&mut buf).await;
-                let status = if n < fail {
-                    "503 Service Unavailable"
-                } else {
-                    "200 OK"
-                };
+                let status = if n < fail { "503 Service Unavailable" } else { "200 OK" };
                 let _ = s
                     .write_all(
-                        format!(
-                            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                        )
-                        .as_bytes(),
+                        format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
                     )
                     .await;
             }
@@ -106,23 +91,13 @@ mod tests {
     }
 
     fn policy(retries: u32) -> RetryPolicy {
-        RetryPolicy {
-            retries,
-            backoff: Duration::from_millis(10),
-        }
+        RetryPolicy { retries, backoff: Duration::from_millis(10) }
     }
 
     #[tokio::test]
     async fn retries_until_success() {
         let (url, count) = server(2).await;
-        let attempts = deliver(
-            &reqwest::Client::new(),
-            &url,
-            &serde_json::json!({"a": 1}),
-            policy(3),
-        )
-        .await
-        .unwrap();
+        let attempts = deliver(&reqwest::Client::new(), &url, &serde_json::json!({"a": 1}), policy(3)).await.unwrap();
         assert_eq!(attempts, 3);
         assert_eq!(count.load(Ordering::SeqCst), 3);
     }
@@ -130,14 +105,7 @@ mod tests {
     #[tokio::test]
     async fn gives_up_after_retries_without_revealing_the_url() {
         let (url, count) = server(100).await;
-        let err = deliver(
-            &reqwest::Client::new(),
-            &url,
-            &serde_json::json!({}),
-            policy(1),
-        )
-        .await
-        .unwrap_err();
+        let err = deliver(&reqwest::Client::new(), &url, &serde_json::json!({}), policy(1)).await.unwrap_err();
         assert_eq!(err, DeliveryError::Status(503, 2));
         assert_eq!(count.load(Ordering::SeqCst), 2);
         assert!(!err.to_string().contains("secret-token"));
@@ -145,20 +113,9 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_is_a_transport_error_without_the_url() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("http://127.0.0.1:{port}/hook?token=secret-token");
-        let err = deliver(
-            &reqwest::Client::new(),
-            &url,
-            &serde_json::json!({}),
-            policy(0),
-        )
-        .await
-        .unwrap_err();
+        let err = deliver(&reqwest::Client::new(), &url, &serde_json::json!({}), policy(0)).await.unwrap_err();
         assert!(matches!(err, DeliveryError::Transport(_, 1)));
         assert!(!err.to_string().contains("secret-token"));
     }

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub use probe::{DEFAULT_BODY_CAP, ProbeError, ProbeOutcome, Prober};
 pub use slo::{
-    BreachTransition, ProcessCounts, SloBreachTracker, SloEvaluation, SloLimits, SloSample,
-    SloViolation, evaluate, parse_prometheus_text,
+    BreachTransition, ProcessCounts, SloBreachTracker, SloEvaluation, SloLimits, SloSample, SloViolation, evaluate,
+    parse_prometheus_text,
 };
 
 /// Longest `last_error` kept (it ends up in the resource status).
@@ -34,10 +34,7 @@ pub struct HealthThresholds {
 impl Default for HealthThresholds {
     /// The CRD defaults: 3 failures, 2 successes.
     fn default() -> Self {
-        Self {
-            failure_threshold: 3,
-            success_threshold: 2,
-        }
+        Self { failure_threshold: 3, success_threshold: 2 }
     }
 }
 
@@ -98,19 +95,11 @@ pub struct HealthCounter {
 
 impl HealthCounter {
     pub fn new(thresholds: HealthThresholds) -> Self {
-        Self {
-            thresholds,
-            ..Self::default()
-        }
+        Self { thresholds, ..Self::default() }
     }
 
     /// Record one probe result at `now`; returns whether the verdict changed.
-    pub fn record(
-        &mut self,
-        ok: bool,
-        error: Option<String>,
-        now: DateTime<Utc>,
-    ) -> HealthTransition {
+    pub fn record(&mut self, ok: bool, error: Option<String>, now: DateTime<Utc>) -> HealthTransition {
         let failure_threshold = self.thresholds.failure_threshold.max(1);
         let success_threshold = self.thresholds.success_threshold.max(1);
         if ok {
@@ -151,11 +140,7 @@ impl HealthCounter {
     /// Start of the current uninterrupted healthy streak; `None` unless the verdict is
     /// healthy and the last result was a success. Feeds the fallback's `recoverAfter`.
     pub fn healthy_since(&self) -> Option<DateTime<Utc>> {
-        if self.healthy == Some(true) && self.consecutive_successes > 0 {
-            self.succeeding_since
-        } else {
-            None
-        }
+        if self.healthy == Some(true) && self.consecutive_successes > 0 { self.succeeding_since } else { None }
     }
 }
 
@@ -181,10 +166,7 @@ mod tests {
     }
 
     fn counter(f: u32, s: u32) -> HealthCounter {
-        HealthCounter::new(HealthThresholds {
-            failure_threshold: f,
-            success_threshold: s,
-        })
+        HealthCounter::new(HealthThresholds { failure_threshold: f, success_threshold: s })
     }
 
     #[test]
@@ -198,33 +180,17 @@ mod tests {
     #[test]
     fn unknown_to_unhealthy_at_failure_threshold() {
         let mut c = counter(3, 2);
-        assert_eq!(
-            c.record(false, Some("e1".into()), t(0)),
-            HealthTransition::Unchanged
-        );
-        assert_eq!(
-            c.record(false, Some("e2".into()), t(10)),
-            HealthTransition::Unchanged
-        );
+        assert_eq!(c.record(false, Some("e1".into()), t(0)), HealthTransition::Unchanged);
+        assert_eq!(c.record(false, Some("e2".into()), t(10)), HealthTransition::Unchanged);
         assert_eq!(c.healthy, None);
         assert!(!c.health_failed());
-        assert_eq!(
-            c.record(false, Some("e3".into()), t(20)),
-            HealthTransition::BecameUnhealthy
-        );
+        assert_eq!(c.record(false, Some("e3".into()), t(20)), HealthTransition::BecameUnhealthy);
         assert_eq!(c.healthy, Some(false));
         assert!(c.health_failed());
-        assert_eq!(
-            c.down_since,
-            Some(t(0)),
-            "down since the first failure of the run"
-        );
+        assert_eq!(c.down_since, Some(t(0)), "down since the first failure of the run");
         assert_eq!(c.last_error.as_deref(), Some("e3"));
         // more failures: no transition, down_since stays
-        assert_eq!(
-            c.record(false, Some("e4".into()), t(30)),
-            HealthTransition::Unchanged
-        );
+        assert_eq!(c.record(false, Some("e4".into()), t(30)), HealthTransition::Unchanged);
         assert_eq!(c.down_since, Some(t(0)));
         assert_eq!(c.consecutive_failures, 4);
     }
@@ -237,11 +203,7 @@ mod tests {
         assert_eq!(c.healthy_since(), None, "not healthy until the threshold");
         assert_eq!(c.record(true, None, t(10)), HealthTransition::BecameHealthy);
         assert_eq!(c.healthy, Some(true));
-        assert_eq!(
-            c.healthy_since(),
-            Some(t(0)),
-            "streak starts at its first success"
-        );
+        assert_eq!(c.healthy_since(), Some(t(0)), "streak starts at its first success");
         assert_eq!(c.record(true, None, t(20)), HealthTransition::Unchanged);
         assert_eq!(c.healthy_since(), Some(t(0)));
     }
@@ -253,21 +215,11 @@ mod tests {
         c.record(true, None, t(10));
         assert_eq!(c.healthy, Some(true));
         for (i, at) in [20, 30].into_iter().enumerate() {
-            assert_eq!(
-                c.record(false, Some(format!("x{i}")), t(at)),
-                HealthTransition::Unchanged
-            );
+            assert_eq!(c.record(false, Some(format!("x{i}")), t(at)), HealthTransition::Unchanged);
             assert_eq!(c.healthy, Some(true));
-            assert_eq!(
-                c.healthy_since(),
-                None,
-                "a failed probe breaks continuous health"
-            );
+            assert_eq!(c.healthy_since(), None, "a failed probe breaks continuous health");
         }
-        assert_eq!(
-            c.record(false, Some("boom".into()), t(40)),
-            HealthTransition::BecameUnhealthy
-        );
+        assert_eq!(c.record(false, Some("boom".into()), t(40)), HealthTransition::BecameUnhealthy);
         assert_eq!(c.down_since, Some(t(20)));
         assert_eq!(c.record(true, None, t(50)), HealthTransition::Unchanged);
         assert_eq!(c.healthy, Some(false));
@@ -295,10 +247,7 @@ mod tests {
     fn alternating_from_unknown_never_decides() {
         let mut c = counter(2, 2);
         for i in 0..10 {
-            assert_eq!(
-                c.record(i % 2 == 0, None, t(i)),
-                HealthTransition::Unchanged
-            );
+            assert_eq!(c.record(i % 2 == 0, None, t(i)), HealthTransition::Unchanged);
         }
         assert_eq!(c.healthy, None);
     }
@@ -307,17 +256,11 @@ mod tests {
     fn thresholds_of_zero_or_one_are_immediate() {
         for th in [0, 1] {
             let mut c = counter(th, th);
-            assert_eq!(
-                c.record(false, None, t(0)),
-                HealthTransition::BecameUnhealthy
-            );
+            assert_eq!(c.record(false, None, t(0)), HealthTransition::BecameUnhealthy);
             assert_eq!(c.last_error.as_deref(), Some("probe failed"));
             assert_eq!(c.down_since, Some(t(0)));
             assert_eq!(c.record(true, None, t(1)), HealthTransition::BecameHealthy);
-            assert_eq!(
-                c.record(false, None, t(2)),
-                HealthTransition::BecameUnhealthy
-            );
+            assert_eq!(c.record(false, None, t(2)), HealthTransition::BecameUnhealthy);
             assert_eq!(c.down_since, Some(t(2)));
         }
     }

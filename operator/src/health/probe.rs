@@ -127,33 +127,15 @@ impl Prober {
         let result = self.get_capped(url, timeout, DEFAULT_BODY_CAP).await;
         let latency = started.elapsed();
         match result {
-            Ok((status, _body)) => ProbeOutcome {
-                healthy: true,
-                status: Some(status),
-                latency,
-                error: None,
-            },
-            Err((status, err)) => ProbeOutcome {
-                healthy: false,
-                status,
-                latency,
-                error: Some(err.to_string()),
-            },
+            Ok((status, _body)) => ProbeOutcome { healthy: true, status: Some(status), latency, error: None },
+            Err((status, err)) => ProbeOutcome { healthy: false, status, latency, error: Some(err.to_string()) },
         }
     }
 
     /// `GET url` and return the body as text (lossy UTF-8). Non-2xx, more than `cap`
     /// bytes, or not done within `timeout` are errors.
-    pub async fn fetch_text(
-        &self,
-        url: &str,
-        timeout: Duration,
-        cap: usize,
-    ) -> Result<String, ProbeError> {
-        let (_, body) = self
-            .get_capped(url, timeout, cap)
-            .await
-            .map_err(|(_, e)| e)?;
+    pub async fn fetch_text(&self, url: &str, timeout: Duration, cap: usize) -> Result<String, ProbeError> {
+        let (_, body) = self.get_capped(url, timeout, cap).await.map_err(|(_, e)| e)?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -236,9 +218,7 @@ fn classify(e: &reqwest::Error, timeout: Duration) -> ProbeError {
     ProbeError::Request(root_cause(e))
 }
 
-fn sources<'a>(
-    e: &'a (dyn StdError + 'static),
-) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+fn sources<'a>(e: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
     let mut next = Some(e);
     std::iter::from_fn(move || {
         let cur = next?;
@@ -248,10 +228,7 @@ fn sources<'a>(
 }
 
 fn chain_has_io_kind(e: &reqwest::Error, kind: std::io::ErrorKind) -> bool {
-    sources(e).any(|s| {
-        s.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == kind)
-    })
+    sources(e).any(|s| s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == kind))
 }
 
 fn chain_mentions(e: &reqwest::Error, needle: &str) -> bool {
@@ -291,11 +268,7 @@ fn redact(msg: &str) -> String {
 
 fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 #[cfg(test)]
@@ -406,10 +379,7 @@ mod tests {
 
     #[tokio::test]
     async fn ok_200_is_healthy() {
-        let url = serve(Behaviour::Respond(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        ))
-        .await;
+        let url = serve(Behaviour::Respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")).await;
         let out = prober().probe(&format!("{url}/health"), T).await;
         assert!(out.healthy, "{out:?}");
         assert_eq!(out.status, Some(200));
@@ -418,18 +388,13 @@ mod tests {
 
     #[tokio::test]
     async fn ok_204_and_small_body_are_healthy() {
-        let url = serve(Behaviour::Respond(
-            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
-        ))
-        .await;
+        let url = serve(Behaviour::Respond(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")).await;
         let out = prober().probe(&url, T).await;
         assert!(out.healthy, "{out:?}");
         assert_eq!(out.status, Some(204));
 
-        let url = serve(Behaviour::Respond(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-        ))
-        .await;
+        let url =
+            serve(Behaviour::Respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")).await;
         let out = prober().probe(&url, T).await;
         assert!(out.healthy, "{out:?}");
     }
@@ -448,18 +413,15 @@ mod tests {
 
     #[tokio::test]
     async fn status_404_and_302_without_location_are_unhealthy() {
-        let url = serve(Behaviour::Respond(
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        ))
-        .await;
+        let url =
+            serve(Behaviour::Respond(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+                .await;
         let out = prober().probe(&format!("{url}/api/v1/health"), T).await;
         assert!(!out.healthy);
         assert_eq!(out.status, Some(404));
 
-        let url = serve(Behaviour::Respond(
-            b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        ))
-        .await;
+        let url =
+            serve(Behaviour::Respond(b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")).await;
         let out = prober().probe(&url, T).await;
         assert!(!out.healthy);
         assert_eq!(out.status, Some(302));
@@ -492,18 +454,10 @@ mod tests {
     async fn dns_failure_is_unhealthy() {
         // `.invalid` is reserved (RFC 2606) and never resolves. Without network the
         // resolver may fail differently; either way it is unhealthy and URL-free.
-        let out = prober()
-            .probe(
-                "http://user:hunter2@colony-server.invalid:50080/health?token=s3cret",
-                T,
-            )
-            .await;
+        let out = prober().probe("http://user:hunter2@colony-server.invalid:50080/health?token=s3cret", T).await;
         assert!(!out.healthy);
         let err = out.error.unwrap();
-        assert!(
-            !err.contains("hunter2") && !err.contains("s3cret") && !err.contains("colony-server"),
-            "{err}"
-        );
+        assert!(!err.contains("hunter2") && !err.contains("s3cret") && !err.contains("colony-server"), "{err}");
     }
 
     #[tokio::test]
@@ -511,42 +465,21 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let out = prober()
-            .probe(
-                &format!("http://admin:pa55word@{addr}/health?key=topsecret"),
-                T,
-            )
-            .await;
+        let out = prober().probe(&format!("http://admin:pa55word@{addr}/health?key=topsecret"), T).await;
         let err = out.error.unwrap();
-        assert!(
-            !err.contains("pa55word") && !err.contains("topsecret") && !err.contains("admin"),
-            "{err}"
-        );
+        assert!(!err.contains("pa55word") && !err.contains("topsecret") && !err.contains("admin"), "{err}");
 
-        let url = serve(Behaviour::Respond(
-            b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        ))
-        .await;
+        let url =
+            serve(Behaviour::Respond(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")).await;
         let url = url.replace("http://", "http://admin:pa55word@");
-        let out = prober()
-            .probe(&format!("{url}/health?key=topsecret"), T)
-            .await;
+        let out = prober().probe(&format!("{url}/health?key=topsecret"), T).await;
         let err = out.error.unwrap();
-        assert!(
-            !err.contains("pa55word") && !err.contains("topsecret"),
-            "{err}"
-        );
+        assert!(!err.contains("pa55word") && !err.contains("topsecret"), "{err}");
     }
 
     #[tokio::test]
     async fn invalid_urls_are_unhealthy() {
-        for url in [
-            "",
-            "not a url",
-            "ftp://example.com/health",
-            "http://",
-            "unix:/tmp/x",
-        ] {
+        for url in ["", "not a url", "ftp://example.com/health", "http://", "unix:/tmp/x"] {
             let out = prober().probe(url, T).await;
             assert!(!out.healthy, "{url}");
             assert_eq!(out.error.as_deref(), Some("invalid endpoint URL"), "{url}");
@@ -556,40 +489,22 @@ mod tests {
     #[tokio::test]
     async fn trickling_body_times_out() {
         // A declared length that is never reached.
-        let url = serve(Behaviour::Trickle(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
-            b"x",
-        ))
-        .await;
+        let url = serve(Behaviour::Trickle(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", b"x")).await;
         let out = prober().probe(&url, Duration::from_millis(500)).await;
         assert!(!out.healthy);
         assert_eq!(out.status, Some(200), "the status line arrived");
-        assert_eq!(
-            out.error.as_deref(),
-            Some("timed out after 500ms"),
-            "{out:?}"
-        );
+        assert_eq!(out.error.as_deref(), Some("timed out after 500ms"), "{out:?}");
     }
 
     #[tokio::test]
     async fn endless_chunked_trickle_times_out() {
         // Chunked encoding that never sends the final chunk.
-        let url = serve(Behaviour::Trickle(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"1\r\nx\r\n",
-        ))
-        .await;
+        let url =
+            serve(Behaviour::Trickle(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\nx\r\n")).await;
         let out = prober().probe(&url, Duration::from_millis(500)).await;
         assert!(!out.healthy);
-        assert_eq!(
-            out.error.as_deref(),
-            Some("timed out after 500ms"),
-            "{out:?}"
-        );
-        let err = prober()
-            .fetch_text(&url, Duration::from_millis(300), 1024)
-            .await
-            .unwrap_err();
+        assert_eq!(out.error.as_deref(), Some("timed out after 500ms"), "{out:?}");
+        let err = prober().fetch_text(&url, Duration::from_millis(300), 1024).await.unwrap_err();
         assert_eq!(err, ProbeError::Timeout(Duration::from_millis(300)));
     }
 
@@ -599,28 +514,16 @@ mod tests {
         let out = prober().probe(&url, Duration::from_millis(300)).await;
         assert!(!out.healthy);
         assert_eq!(out.status, None);
-        assert_eq!(
-            out.error.as_deref(),
-            Some("timed out after 300ms"),
-            "{out:?}"
-        );
+        assert_eq!(out.error.as_deref(), Some("timed out after 300ms"), "{out:?}");
     }
 
     #[tokio::test]
     async fn endless_body_is_capped_not_read_fully() {
         let written = Arc::new(AtomicUsize::new(0));
-        let url = serve_stream(
-            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
-            written.clone(),
-        )
-        .await;
+        let url = serve_stream(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", written.clone()).await;
         let out = prober().probe(&url, Duration::from_secs(10)).await;
         assert!(!out.healthy);
-        assert_eq!(
-            out.error.as_deref(),
-            Some("response body larger than 65536 bytes"),
-            "{out:?}"
-        );
+        assert_eq!(out.error.as_deref(), Some("response body larger than 65536 bytes"), "{out:?}");
         // The server stops writing once we hang up; it never got to its 64 MiB.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(written.load(Ordering::Relaxed) < 64 * 1024 * 1024);
@@ -637,10 +540,7 @@ mod tests {
         let out = prober().probe(&url, Duration::from_secs(10)).await;
         assert!(!out.healthy);
         assert_eq!(out.status, Some(200));
-        assert_eq!(
-            out.error.as_deref(),
-            Some("response body larger than 65536 bytes")
-        );
+        assert_eq!(out.error.as_deref(), Some("response body larger than 65536 bytes"));
     }
 
     #[tokio::test]
@@ -649,41 +549,27 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 36\r\nConnection: close\r\n\r\ncolonies_server_processes_waiting 3\n",
         ))
         .await;
-        let text = prober()
-            .fetch_text(&url, T, DEFAULT_BODY_CAP)
-            .await
-            .unwrap();
+        let text = prober().fetch_text(&url, T, DEFAULT_BODY_CAP).await.unwrap();
         assert_eq!(text, "colonies_server_processes_waiting 3\n");
         let err = prober().fetch_text(&url, T, 10).await.unwrap_err();
         assert_eq!(err, ProbeError::BodyTooLarge(10));
         assert_eq!(err.kind(), "BodyTooLarge");
 
-        let url = serve(Behaviour::Respond(
-            b"HTTP/1.1 500 Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        ))
-        .await;
-        assert_eq!(
-            prober().fetch_text(&url, T, 1024).await.unwrap_err(),
-            ProbeError::Status(500)
-        );
+        let url =
+            serve(Behaviour::Respond(b"HTTP/1.1 500 Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")).await;
+        assert_eq!(prober().fetch_text(&url, T, 1024).await.unwrap_err(), ProbeError::Status(500));
 
         let written = Arc::new(AtomicUsize::new(0));
         let url = serve_stream(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", written).await;
         assert_eq!(
-            prober()
-                .fetch_text(&url, Duration::from_secs(10), 1000)
-                .await
-                .unwrap_err(),
+            prober().fetch_text(&url, Duration::from_secs(10), 1000).await.unwrap_err(),
             ProbeError::BodyTooLarge(1000)
         );
     }
 
     #[tokio::test]
     async fn prober_is_reusable_across_many_probes() {
-        let url = serve(Behaviour::Respond(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-        ))
-        .await;
+        let url = serve(Behaviour::Respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")).await;
         let p = prober();
         for _ in 0..5 {
             assert!(p.probe(&url, T).await.healthy);
@@ -692,24 +578,15 @@ mod tests {
 
     #[test]
     fn redact_removes_url_like_tokens() {
-        assert_eq!(
-            redact("error for http://u:p@h/x?y=z now"),
-            "error for <redacted> now"
-        );
+        assert_eq!(redact("error for http://u:p@h/x?y=z now"), "error for <redacted> now");
         assert_eq!(redact("token a@b"), "token <redacted>");
         assert_eq!(redact("plain message"), "plain message");
     }
 
     #[test]
     fn error_display_and_kinds() {
-        assert_eq!(
-            ProbeError::Timeout(Duration::from_secs(2)).to_string(),
-            "timed out after 2s"
-        );
-        assert_eq!(
-            ProbeError::Timeout(Duration::from_millis(1500)).to_string(),
-            "timed out after 1500ms"
-        );
+        assert_eq!(ProbeError::Timeout(Duration::from_secs(2)).to_string(), "timed out after 2s");
+        assert_eq!(ProbeError::Timeout(Duration::from_millis(1500)).to_string(), "timed out after 1500ms");
         assert_eq!(ProbeError::Status(503).to_string(), "HTTP 503");
         assert_eq!(ProbeError::ConnectionRefused.kind(), "ConnectionRefused");
         assert_eq!(ProbeError::Dns("x".into()).kind(), "DNSFailure");

@@ -37,10 +37,7 @@ pub struct ProcessCounts {
 impl ProcessCounts {
     /// True when no gauge is known (e.g. the scrape returned something else entirely).
     pub fn is_empty(&self) -> bool {
-        self.waiting.is_none()
-            && self.running.is_none()
-            && self.successful.is_none()
-            && self.failed.is_none()
+        self.waiting.is_none() && self.running.is_none() && self.successful.is_none() && self.failed.is_none()
     }
 }
 
@@ -85,12 +82,7 @@ pub fn parse_prometheus_text(text: &str) -> ProcessCounts {
         };
         acc[idx] = add(acc[idx], value);
     }
-    ProcessCounts {
-        waiting: get(acc[0]),
-        running: get(acc[1]),
-        successful: get(acc[2]),
-        failed: get(acc[3]),
-    }
+    ProcessCounts { waiting: get(acc[0]), running: get(acc[1]), successful: get(acc[2]), failed: get(acc[3]) }
 }
 
 /// One sample line → (metric name, value when it is a usable count). `None` for comments,
@@ -100,9 +92,7 @@ fn parse_sample_line(line: &str) -> Option<(&str, Option<f64>)> {
     if line.is_empty() || line.starts_with('#') {
         return None;
     }
-    let name_end = line
-        .find(|c: char| c == '{' || c.is_whitespace())
-        .unwrap_or(line.len());
+    let name_end = line.find(|c: char| c == '{' || c.is_whitespace()).unwrap_or(line.len());
     let name = &line[..name_end];
     if name.is_empty() {
         return None;
@@ -162,11 +152,7 @@ pub struct SloLimits {
 impl Default for SloLimits {
     /// The CRD defaults (the runbook's targets): 10, 0.99, 0.01.
     fn default() -> Self {
-        Self {
-            max_queue_depth: 10.0,
-            min_completion_rate: 0.99,
-            max_error_rate: 0.01,
-        }
+        Self { max_queue_depth: 10.0, min_completion_rate: 0.99, max_error_rate: 0.01 }
     }
 }
 
@@ -194,11 +180,7 @@ impl SloViolation {
         match self {
             SloViolation::QueueDepth { value, max } => format!("queue depth {value} > {max}"),
             SloViolation::CompletionRate { value, min } => {
-                format!(
-                    "completion rate {:.2}% < {:.2}%",
-                    value * 100.0,
-                    min * 100.0
-                )
+                format!("completion rate {:.2}% < {:.2}%", value * 100.0, min * 100.0)
             }
             SloViolation::ErrorRate { value, max } => {
                 format!("error rate {:.2}% > {:.2}%", value * 100.0, max * 100.0)
@@ -243,33 +225,19 @@ pub fn evaluate(prev: Option<&SloSample>, cur: &SloSample, limits: &SloLimits) -
     if let Some(q) = queue_depth
         && q > limits.max_queue_depth
     {
-        violations.push(SloViolation::QueueDepth {
-            value: q,
-            max: limits.max_queue_depth,
-        });
+        violations.push(SloViolation::QueueDepth { value: q, max: limits.max_queue_depth });
     }
     if let Some(c) = completion_rate
         && c < limits.min_completion_rate
     {
-        violations.push(SloViolation::CompletionRate {
-            value: c,
-            min: limits.min_completion_rate,
-        });
+        violations.push(SloViolation::CompletionRate { value: c, min: limits.min_completion_rate });
     }
     if let Some(e) = error_rate
         && e > limits.max_error_rate
     {
-        violations.push(SloViolation::ErrorRate {
-            value: e,
-            max: limits.max_error_rate,
-        });
+        violations.push(SloViolation::ErrorRate { value: e, max: limits.max_error_rate });
     }
-    SloEvaluation {
-        queue_depth,
-        completion_rate,
-        error_rate,
-        violations,
-    }
+    SloEvaluation { queue_depth, completion_rate, error_rate, violations }
 }
 
 /// (Δsuccessful, Δfailed) when both are known and neither shrank.
@@ -325,12 +293,7 @@ impl SloBreachTracker {
     }
 
     /// Feed one evaluation observed at `now`; `for_` is `spec.slo.for` (negative = 0).
-    pub fn observe(
-        &mut self,
-        eval: &SloEvaluation,
-        now: DateTime<Utc>,
-        for_: TimeDelta,
-    ) -> BreachTransition {
+    pub fn observe(&mut self, eval: &SloEvaluation, now: DateTime<Utc>, for_: TimeDelta) -> BreachTransition {
         if !eval.violating() {
             self.violating_since = None;
             return if self.breach_started.take().is_some() {
@@ -351,11 +314,9 @@ impl SloBreachTracker {
     /// schedule the next evaluation at. `None` when not violating or already breached.
     pub fn breach_due_at(&self, for_: TimeDelta) -> Option<DateTime<Utc>> {
         match (self.violating_since, self.breach_started) {
-            (Some(since), None) => Some(
-                since
-                    .checked_add_signed(for_.max(TimeDelta::zero()))
-                    .unwrap_or(DateTime::<Utc>::MAX_UTC),
-            ),
+            (Some(since), None) => {
+                Some(since.checked_add_signed(for_.max(TimeDelta::zero())).unwrap_or(DateTime::<Utc>::MAX_UTC))
+            }
             _ => None,
         }
     }
@@ -372,19 +333,11 @@ mod tests {
 
     fn counts(w: f64, r: f64, s: f64, f: f64) -> ProcessCounts {
         let k = |v: f64| (v >= 0.0).then_some(v);
-        ProcessCounts {
-            waiting: k(w),
-            running: k(r),
-            successful: k(s),
-            failed: k(f),
-        }
+        ProcessCounts { waiting: k(w), running: k(r), successful: k(s), failed: k(f) }
     }
 
     fn sample(at: i64, w: f64, s: f64, f: f64) -> SloSample {
-        SloSample {
-            at: t(at),
-            counts: counts(w, 0.0, s, f),
-        }
+        SloSample { at: t(at), counts: counts(w, 0.0, s, f) }
     }
 
     const MONITOR_OUTPUT: &str = "\
@@ -412,12 +365,7 @@ go_goroutines 42
         let c = parse_prometheus_text(MONITOR_OUTPUT);
         assert_eq!(
             c,
-            ProcessCounts {
-                waiting: Some(4.0),
-                running: Some(2.0),
-                successful: Some(1234.0),
-                failed: Some(7.0)
-            }
+            ProcessCounts { waiting: Some(4.0), running: Some(2.0), successful: Some(1234.0), failed: Some(7.0) }
         );
         assert!(!c.is_empty());
     }
@@ -427,15 +375,7 @@ go_goroutines 42
         let c = parse_prometheus_text(
             "colonies_server_processes_waiting -1\ncolonies_server_processes_running 0\ncolonies_server_processes_successful -1\ncolonies_server_processes_failed -1e+00\n",
         );
-        assert_eq!(
-            c,
-            ProcessCounts {
-                waiting: None,
-                running: Some(0.0),
-                successful: None,
-                failed: None
-            }
-        );
+        assert_eq!(c, ProcessCounts { waiting: None, running: Some(0.0), successful: None, failed: None });
     }
 
     #[test]
@@ -450,10 +390,7 @@ go_goroutines 42
     fn empty_and_unrelated_text() {
         assert!(parse_prometheus_text("").is_empty());
         assert!(parse_prometheus_text("<html>502 Bad Gateway</html>").is_empty());
-        assert!(
-            parse_prometheus_text("# colonies_server_processes_waiting 5\n").is_empty(),
-            "comment"
-        );
+        assert!(parse_prometheus_text("# colonies_server_processes_waiting 5\n").is_empty(), "comment");
         // A longer name that merely starts with ours is another metric.
         assert!(parse_prometheus_text("colonies_server_processes_waiting_total 5\n").is_empty());
         assert!(parse_prometheus_text("xcolonies_server_processes_waiting 5\n").is_empty());
@@ -488,9 +425,8 @@ go_goroutines 42
 
     #[test]
     fn name_without_value_is_ignored() {
-        let c = parse_prometheus_text(
-            "colonies_server_processes_waiting\ncolonies_server_processes_waiting{a=\"b\"}\n",
-        );
+        let c =
+            parse_prometheus_text("colonies_server_processes_waiting\ncolonies_server_processes_waiting{a=\"b\"}\n");
         assert!(c.is_empty());
     }
 
@@ -504,27 +440,15 @@ go_goroutines 42
         assert!(!e.violating());
 
         let e = evaluate(None, &sample(0, 11.0, 100.0, 50.0), &l);
-        assert_eq!(
-            e.violations,
-            vec![SloViolation::QueueDepth {
-                value: 11.0,
-                max: 10.0
-            }]
-        );
+        assert_eq!(e.violations, vec![SloViolation::QueueDepth { value: 11.0, max: 10.0 }]);
     }
 
     #[test]
     fn queue_depth_boundary() {
         let l = SloLimits::default();
-        assert!(
-            !evaluate(None, &sample(0, 10.0, 0.0, 0.0), &l).violating(),
-            "equal to max is fine"
-        );
+        assert!(!evaluate(None, &sample(0, 10.0, 0.0, 0.0), &l).violating(), "equal to max is fine");
         assert!(evaluate(None, &sample(0, 10.5, 0.0, 0.0), &l).violating());
-        assert!(
-            !evaluate(None, &sample(0, -1.0, 0.0, 0.0), &l).violating(),
-            "unknown never violates"
-        );
+        assert!(!evaluate(None, &sample(0, -1.0, 0.0, 0.0), &l).violating(), "unknown never violates");
     }
 
     #[test]
@@ -543,14 +467,8 @@ go_goroutines 42
         assert_eq!(
             e.violations,
             vec![
-                SloViolation::CompletionRate {
-                    value: 0.97,
-                    min: 0.99
-                },
-                SloViolation::ErrorRate {
-                    value: 0.03,
-                    max: 0.01
-                }
+                SloViolation::CompletionRate { value: 0.97, min: 0.99 },
+                SloViolation::ErrorRate { value: 0.03, max: 0.01 }
             ]
         );
         // all successes
@@ -575,21 +493,13 @@ go_goroutines 42
     fn shrinking_counter_is_unknown() {
         let l = SloLimits::default();
         let prev = sample(0, 0.0, 1000.0, 10.0);
-        for cur in [
-            sample(60, 0.0, 10.0, 11.0),
-            sample(60, 0.0, 1100.0, 0.0),
-            sample(60, 0.0, 5.0, 1.0),
-        ] {
+        for cur in [sample(60, 0.0, 10.0, 11.0), sample(60, 0.0, 1100.0, 0.0), sample(60, 0.0, 5.0, 1.0)] {
             let e = evaluate(Some(&prev), &cur, &l);
             assert_eq!((e.completion_rate, e.error_rate), (None, None), "{cur:?}");
             assert!(!e.violating());
         }
         // waiting may shrink freely: it is a gauge of the current queue
-        let e = evaluate(
-            Some(&sample(0, 50.0, 0.0, 0.0)),
-            &sample(60, 11.0, 0.0, 0.0),
-            &l,
-        );
+        let e = evaluate(Some(&sample(0, 50.0, 0.0, 0.0)), &sample(60, 11.0, 0.0, 0.0), &l);
         assert!(e.violating());
     }
 
@@ -601,11 +511,7 @@ go_goroutines 42
             let e = evaluate(Some(&prev), &cur, &l);
             assert_eq!((e.completion_rate, e.error_rate), (None, None));
         }
-        let e = evaluate(
-            Some(&sample(0, 0.0, -1.0, 10.0)),
-            &sample(60, 0.0, 1100.0, 20.0),
-            &l,
-        );
+        let e = evaluate(Some(&sample(0, 0.0, -1.0, 10.0)), &sample(60, 0.0, 1100.0, 20.0), &l);
         assert_eq!(e.completion_rate, None);
     }
 
@@ -621,22 +527,13 @@ go_goroutines 42
 
     #[test]
     fn violation_reasons_and_messages() {
-        let v = SloViolation::QueueDepth {
-            value: 12.0,
-            max: 10.0,
-        };
+        let v = SloViolation::QueueDepth { value: 12.0, max: 10.0 };
         assert_eq!(v.reason(), "QueueDepthExceeded");
         assert_eq!(v.message(), "queue depth 12 > 10");
-        let v = SloViolation::CompletionRate {
-            value: 0.5,
-            min: 0.99,
-        };
+        let v = SloViolation::CompletionRate { value: 0.5, min: 0.99 };
         assert_eq!(v.reason(), "CompletionRateTooLow");
         assert_eq!(v.message(), "completion rate 50.00% < 99.00%");
-        let v = SloViolation::ErrorRate {
-            value: 0.5,
-            max: 0.01,
-        };
+        let v = SloViolation::ErrorRate { value: 0.5, max: 0.01 };
         assert_eq!(v.reason(), "ErrorRateTooHigh");
         assert_eq!(v.message(), "error rate 50.00% > 1.00%");
     }
@@ -644,19 +541,13 @@ go_goroutines 42
     fn violating() -> SloEvaluation {
         SloEvaluation {
             queue_depth: Some(20.0),
-            violations: vec![SloViolation::QueueDepth {
-                value: 20.0,
-                max: 10.0,
-            }],
+            violations: vec![SloViolation::QueueDepth { value: 20.0, max: 10.0 }],
             ..Default::default()
         }
     }
 
     fn fine() -> SloEvaluation {
-        SloEvaluation {
-            queue_depth: Some(1.0),
-            ..Default::default()
-        }
+        SloEvaluation { queue_depth: Some(1.0), ..Default::default() }
     }
 
     const FOR: TimeDelta = TimeDelta::minutes(5);
@@ -664,44 +555,23 @@ go_goroutines 42
     #[test]
     fn breach_after_for_of_continuous_violation() {
         let mut tr = SloBreachTracker::new();
-        assert_eq!(
-            tr.observe(&violating(), t(0), FOR),
-            BreachTransition::Unchanged
-        );
+        assert_eq!(tr.observe(&violating(), t(0), FOR), BreachTransition::Unchanged);
         assert_eq!(tr.violating_since, Some(t(0)));
         assert_eq!(tr.breach_due_at(FOR), Some(t(300)));
-        assert_eq!(
-            tr.observe(&violating(), t(120), FOR),
-            BreachTransition::Unchanged
-        );
-        assert_eq!(
-            tr.observe(&violating(), t(299), FOR),
-            BreachTransition::Unchanged
-        );
+        assert_eq!(tr.observe(&violating(), t(120), FOR), BreachTransition::Unchanged);
+        assert_eq!(tr.observe(&violating(), t(299), FOR), BreachTransition::Unchanged);
         assert!(!tr.breached());
-        assert_eq!(
-            tr.observe(&violating(), t(300), FOR),
-            BreachTransition::BreachStarted
-        );
+        assert_eq!(tr.observe(&violating(), t(300), FOR), BreachTransition::BreachStarted);
         assert!(tr.breached());
         assert_eq!(tr.breach_started, Some(t(300)));
         assert_eq!(tr.breach_due_at(FOR), None);
         // steady: nothing changes
         let before = tr.clone();
-        assert_eq!(
-            tr.observe(&violating(), t(600), FOR),
-            BreachTransition::Unchanged
-        );
+        assert_eq!(tr.observe(&violating(), t(600), FOR), BreachTransition::Unchanged);
         assert_eq!(tr, before);
-        assert_eq!(
-            tr.observe(&fine(), t(610), FOR),
-            BreachTransition::BreachEnded
-        );
+        assert_eq!(tr.observe(&fine(), t(610), FOR), BreachTransition::BreachEnded);
         assert_eq!(tr, SloBreachTracker::default());
-        assert_eq!(
-            tr.observe(&fine(), t(620), FOR),
-            BreachTransition::Unchanged
-        );
+        assert_eq!(tr.observe(&fine(), t(620), FOR), BreachTransition::Unchanged);
     }
 
     #[test]
@@ -712,15 +582,8 @@ go_goroutines 42
         tr.observe(&fine(), t(250), FOR);
         assert_eq!(tr.violating_since, None);
         tr.observe(&violating(), t(260), FOR);
-        assert_eq!(
-            tr.observe(&violating(), t(400), FOR),
-            BreachTransition::Unchanged,
-            "only 140s of the new streak"
-        );
-        assert_eq!(
-            tr.observe(&violating(), t(560), FOR),
-            BreachTransition::BreachStarted
-        );
+        assert_eq!(tr.observe(&violating(), t(400), FOR), BreachTransition::Unchanged, "only 140s of the new streak");
+        assert_eq!(tr.observe(&violating(), t(560), FOR), BreachTransition::BreachStarted);
     }
 
     #[test]
@@ -730,10 +593,7 @@ go_goroutines 42
         tr.observe(&violating(), t(300), FOR);
         assert!(tr.breached());
         let unknown = SloEvaluation::default();
-        assert_eq!(
-            tr.observe(&unknown, t(310), FOR),
-            BreachTransition::BreachEnded
-        );
+        assert_eq!(tr.observe(&unknown, t(310), FOR), BreachTransition::BreachEnded);
         assert!(!tr.breached());
     }
 
@@ -741,10 +601,7 @@ go_goroutines 42
     fn zero_or_negative_for_breaches_immediately() {
         for f in [TimeDelta::zero(), TimeDelta::seconds(-5)] {
             let mut tr = SloBreachTracker::new();
-            assert_eq!(
-                tr.observe(&violating(), t(0), f),
-                BreachTransition::BreachStarted
-            );
+            assert_eq!(tr.observe(&violating(), t(0), f), BreachTransition::BreachStarted);
             assert_eq!(tr.breach_started, Some(t(0)));
         }
     }
@@ -754,14 +611,8 @@ go_goroutines 42
         // A streak starts at its first violating observation, not before.
         let mut tr = SloBreachTracker::new();
         tr.observe(&fine(), t(0), FOR);
-        assert_eq!(
-            tr.observe(&violating(), t(10_000), FOR),
-            BreachTransition::Unchanged
-        );
-        assert_eq!(
-            tr.observe(&violating(), t(10_300), FOR),
-            BreachTransition::BreachStarted
-        );
+        assert_eq!(tr.observe(&violating(), t(10_000), FOR), BreachTransition::Unchanged);
+        assert_eq!(tr.observe(&violating(), t(10_300), FOR), BreachTransition::BreachStarted);
     }
 
     #[test]
@@ -777,10 +628,7 @@ go_goroutines 42
                 1000 + 90 * i,
                 10 * i
             );
-            let cur = SloSample {
-                at: t(60 * i),
-                counts: parse_prometheus_text(&text),
-            };
+            let cur = SloSample { at: t(60 * i), counts: parse_prometheus_text(&text) };
             let eval = evaluate(prev.as_ref(), &cur, &limits);
             if tr.observe(&eval, cur.at, FOR) == BreachTransition::BreachStarted {
                 breached_at = Some(cur.at);
@@ -795,12 +643,10 @@ go_goroutines 42
     fn serde_round_trips() {
         let mut tr = SloBreachTracker::new();
         tr.observe(&violating(), t(0), TimeDelta::zero());
-        let back: SloBreachTracker =
-            serde_json::from_str(&serde_json::to_string(&tr).unwrap()).unwrap();
+        let back: SloBreachTracker = serde_json::from_str(&serde_json::to_string(&tr).unwrap()).unwrap();
         assert_eq!(back, tr);
         let e = violating();
-        let back: SloEvaluation =
-            serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        let back: SloEvaluation = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
         assert_eq!(back, e);
     }
 }

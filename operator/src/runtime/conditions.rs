@@ -14,18 +14,8 @@ pub struct Desired {
 }
 
 impl Desired {
-    pub fn new(
-        type_: &'static str,
-        status: bool,
-        reason: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            type_,
-            status,
-            reason: reason.into(),
-            message: message.into(),
-        }
+    pub fn new(type_: &'static str, status: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { type_, status, reason: reason.into(), message: message.into() }
     }
 }
 
@@ -45,11 +35,8 @@ pub fn merge(
     generation: Option<i64>,
     now: DateTime<Utc>,
 ) -> Vec<Condition> {
-    let mut out: Vec<Condition> = existing
-        .iter()
-        .filter(|c| !desired.iter().any(|d| d.type_ == c.type_))
-        .cloned()
-        .collect();
+    let mut out: Vec<Condition> =
+        existing.iter().filter(|c| !desired.iter().any(|d| d.type_ == c.type_)).cloned().collect();
     for d in desired {
         if !d.status && ONLY_WHEN_TRUE.contains(&d.type_) {
             continue;
@@ -76,22 +63,18 @@ pub fn merge(
 /// chrono → the API's timestamp type.
 pub fn to_time(t: DateTime<Utc>) -> Time {
     Time(
-        k8s_openapi::jiff::Timestamp::new(t.timestamp(), t.timestamp_subsec_nanos() as i32)
-            .expect("a valid timestamp"),
+        k8s_openapi::jiff::Timestamp::new(t.timestamp(), t.timestamp_subsec_nanos() as i32).expect("a valid timestamp"),
     )
 }
 
 /// The API's timestamp type → chrono.
 pub fn from_time(t: &Time) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32)
-        .unwrap_or_default()
+    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32).unwrap_or_default()
 }
 
 /// Whether the condition of `type_` is present and True.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
 }
 
 /// The condition of `type_`, if present.
@@ -110,12 +93,7 @@ mod tests {
 
     #[test]
     fn new_condition_gets_now() {
-        let out = merge(
-            &[],
-            &[Desired::new("Ready", true, "Ok", "fine")],
-            Some(3),
-            t(0),
-        );
+        let out = merge(&[], &[Desired::new("Ready", true, "Ok", "fine")], Some(3), t(0));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].status, "True");
         assert_eq!(out[0].observed_generation, Some(3));
@@ -124,35 +102,15 @@ mod tests {
 
     #[test]
     fn unchanged_status_keeps_transition_time_and_is_equal() {
-        let first = merge(
-            &[],
-            &[Desired::new("Ready", true, "Ok", "fine")],
-            Some(1),
-            t(0),
-        );
-        let second = merge(
-            &first,
-            &[Desired::new("Ready", true, "Ok", "fine")],
-            Some(1),
-            t(100),
-        );
+        let first = merge(&[], &[Desired::new("Ready", true, "Ok", "fine")], Some(1), t(0));
+        let second = merge(&first, &[Desired::new("Ready", true, "Ok", "fine")], Some(1), t(100));
         assert_eq!(first, second);
     }
 
     #[test]
     fn flipped_status_moves_transition_time() {
-        let first = merge(
-            &[],
-            &[Desired::new("Ready", true, "Ok", "fine")],
-            Some(1),
-            t(0),
-        );
-        let second = merge(
-            &first,
-            &[Desired::new("Ready", false, "Down", "broken")],
-            Some(1),
-            t(100),
-        );
+        let first = merge(&[], &[Desired::new("Ready", true, "Ok", "fine")], Some(1), t(0));
+        let second = merge(&first, &[Desired::new("Ready", false, "Down", "broken")], Some(1), t(100));
         assert_eq!(from_time(&second[0].last_transition_time), t(100));
         assert_eq!(second[0].reason, "Down");
     }
@@ -167,17 +125,9 @@ mod tests {
         let out = merge(&[], &d, None, t(0));
         let types: Vec<_> = out.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, ["Ready", "Stalled"]);
-        let cleared = merge(
-            &out,
-            &[Desired::new("Stalled", false, "Ok", "")],
-            None,
-            t(5),
-        );
+        let cleared = merge(&out, &[Desired::new("Stalled", false, "Ok", "")], None, t(5));
         assert!(find(&cleared, "Stalled").is_none());
-        assert!(
-            find(&cleared, "Ready").is_some(),
-            "untouched types are kept"
-        );
+        assert!(find(&cleared, "Ready").is_some(), "untouched types are kept");
         assert!(!is_true(&cleared, "Ready"));
     }
 }

@@ -49,10 +49,7 @@ impl AsRef<Context> for Context {
 
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, settings: Settings) -> Self {
-        let reporter = Reporter {
-            controller: OPERATOR_NAME.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
+        let reporter = Reporter { controller: OPERATOR_NAME.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
         Self {
             client,
@@ -87,23 +84,11 @@ impl Context {
 
     /// Publishes an Event about `obj`. A failure to publish is logged, never fatal: the
     /// action it describes has already happened.
-    pub async fn event<K>(
-        &self,
-        obj: &K,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) where
+    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
+    where
         K: Resource<DynamicType = ()>,
     {
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
+        let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
@@ -145,10 +130,7 @@ impl Context {
         if wrote {
             if let Some(rv) = obj.meta().resource_version.clone() {
                 let value = serde_json::to_value(status)?;
-                self.written
-                    .lock()
-                    .expect("status memory poisoned")
-                    .insert(status_key(obj), (rv, value));
+                self.written.lock().expect("status memory poisoned").insert(status_key(obj), (rv, value));
             }
         }
         Ok(wrote)
@@ -156,10 +138,7 @@ impl Context {
 
     /// Records a successful reconcile of `key`, resetting its backoff.
     pub fn succeeded(&self, key: &str) {
-        self.failures
-            .lock()
-            .expect("failure map poisoned")
-            .remove(key);
+        self.failures.lock().expect("failure map poisoned").remove(key);
     }
 
     /// Records a failed reconcile of `key` and returns how long to wait before the next try.
@@ -191,17 +170,9 @@ where
     move |obj, err, ctx| {
         let ctx: &Context = (*ctx).as_ref();
         ctx.metrics.reconcile_failed(controller, err.label());
-        let key = format!(
-            "{controller}/{}/{}",
-            obj.namespace().unwrap_or_default(),
-            obj.name_any()
-        );
+        let key = format!("{controller}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
         tracing::warn!(controller, object = %key, error = %err, label = err.label(), "reconcile failed");
-        if err.is_permanent() {
-            Action::await_change()
-        } else {
-            Action::requeue(ctx.failed(&key))
-        }
+        if err.is_permanent() { Action::await_change() } else { Action::requeue(ctx.failed(&key)) }
     }
 }
 
@@ -227,9 +198,7 @@ where
         "status": status,
     });
     let params = PatchParams::apply(&field_manager(controller)).force();
-    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Kube)?;
+    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch)).await.map_err(Error::Kube)?;
     Ok(true)
 }
 
@@ -237,9 +206,6 @@ where
 mod tests {
     #[test]
     fn field_manager_is_per_controller() {
-        assert_eq!(
-            super::field_manager("colonyserver"),
-            "colony-operator/colonyserver"
-        );
+        assert_eq!(super::field_manager("colonyserver"), "colony-operator/colonyserver");
     }
 }

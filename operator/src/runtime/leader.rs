@@ -19,8 +19,7 @@ pub struct LeaderSettings {
 
 pub struct Leadership {
     rx: watch::Receiver<bool>,
-    task:
-        JoinHandle<Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>>,
+    task: JoinHandle<Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>>,
 }
 
 /// Starts competing for the lease; returns at once.

@@ -2,9 +2,7 @@
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
-use prometheus_client::metrics::{
-    counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
-};
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,9 +60,7 @@ pub struct DeliveryLabels {
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new([
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ])
+    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 }
 
 /// Every metric the operator exports.
@@ -89,24 +85,15 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("colony_operator");
         let reconciliations = Family::<ControllerLabels, Counter>::default();
-        registry.register(
-            "reconciliations",
-            "Reconciliations started, by controller",
-            reconciliations.clone(),
-        );
+        registry.register("reconciliations", "Reconciliations started, by controller", reconciliations.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "reconcile_errors",
             "Reconciliations that failed, by controller and error label",
             reconcile_errors.clone(),
         );
-        let reconcile_duration =
-            Family::<ControllerLabels, Histogram>::new_with_constructor(latency_histogram);
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time spent in one reconciliation",
-            reconcile_duration.clone(),
-        );
+        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(latency_histogram);
+        registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", reconcile_duration.clone());
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -114,18 +101,9 @@ impl Default for Metrics {
             leader.clone(),
         );
         let health_probes = Family::<ProbeLabels, Counter>::default();
-        registry.register(
-            "health_probes",
-            "Health probes of ColonyOS servers, by result",
-            health_probes.clone(),
-        );
-        let health_probe_duration =
-            Family::<ObjectLabels, Histogram>::new_with_constructor(latency_histogram);
-        registry.register(
-            "health_probe_duration_seconds",
-            "Latency of health probes",
-            health_probe_duration.clone(),
-        );
+        registry.register("health_probes", "Health probes of ColonyOS servers, by result", health_probes.clone());
+        let health_probe_duration = Family::<ObjectLabels, Histogram>::new_with_constructor(latency_histogram);
+        registry.register("health_probe_duration_seconds", "Latency of health probes", health_probe_duration.clone());
         let fallback_flips = Family::<FlipLabels, Counter>::default();
         registry.register(
             "fallback_flips",
@@ -133,11 +111,7 @@ impl Default for Metrics {
             fallback_flips.clone(),
         );
         let fallback_active = Family::<ObjectLabels, Gauge>::default();
-        registry.register(
-            "fallback_active",
-            "1 while the fallback of a ColonyServer is on",
-            fallback_active.clone(),
-        );
+        registry.register("fallback_active", "1 while the fallback of a ColonyServer is on", fallback_active.clone());
         let notifications_failed = Family::<ObjectLabels, Counter>::default();
         registry.register(
             "notifications_failed",
@@ -190,9 +164,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Starts timing one reconciliation; the duration is observed when the guard drops.
     pub fn reconcile_started(&self, controller: &str) -> ReconcileTimer {
-        let labels = ControllerLabels {
-            controller: controller.to_string(),
-        };
+        let labels = ControllerLabels { controller: controller.to_string() };
         self.reconciliations.get_or_create(&labels).inc();
         ReconcileTimer {
             histogram: self.reconcile_duration.get_or_create(&labels).clone(),
@@ -202,27 +174,17 @@ impl Metrics {
 
     pub fn reconcile_failed(&self, controller: &str, error_label: &str) {
         self.reconcile_errors
-            .get_or_create(&ErrorLabels {
-                controller: controller.to_string(),
-                error: error_label.to_string(),
-            })
+            .get_or_create(&ErrorLabels { controller: controller.to_string(), error: error_label.to_string() })
             .inc();
     }
 
     pub fn probe_observed(&self, namespace: &str, name: &str, healthy: bool, latency: Duration) {
         let result = if healthy { "success" } else { "failure" };
         self.health_probes
-            .get_or_create(&ProbeLabels {
-                namespace: namespace.into(),
-                name: name.into(),
-                result: result.into(),
-            })
+            .get_or_create(&ProbeLabels { namespace: namespace.into(), name: name.into(), result: result.into() })
             .inc();
         self.health_probe_duration
-            .get_or_create(&ObjectLabels {
-                namespace: namespace.into(),
-                name: name.into(),
-            })
+            .get_or_create(&ObjectLabels { namespace: namespace.into(), name: name.into() })
             .observe(latency.as_secs_f64());
     }
 
@@ -255,15 +217,13 @@ mod tests {
         drop(m.reconcile_started("colonyserver"));
         m.reconcile_failed("colonyserver", "kube");
         let text = m.render();
+        assert!(text.contains(r#"colony_operator_reconciliations_total{controller="colonyserver"} 1"#), "{text}");
         assert!(
-            text.contains(r#"colony_operator_reconciliations_total{controller="colonyserver"} 1"#),
+            text.contains(r#"colony_operator_reconcile_errors_total{controller="colonyserver",error="kube"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"colony_operator_reconcile_errors_total{controller="colonyserver",error="kube"} 1"#), "{text}");
         assert!(
-            text.contains(
-                r#"colony_operator_reconcile_duration_seconds_count{controller="colonyserver"} 1"#
-            ),
+            text.contains(r#"colony_operator_reconcile_duration_seconds_count{controller="colonyserver"} 1"#),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

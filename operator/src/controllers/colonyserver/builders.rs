@@ -4,10 +4,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretKeySelector as K8sSecretKeySelector, SecretVolumeSource, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector as K8sSecretKeySelector, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -32,11 +31,7 @@ pub struct ServerInputs {
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        value_from: None,
-    }
+    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
 }
 
 fn env_secret(name: &str, sel: &SecretKeySelector) -> EnvVar {
@@ -62,10 +57,7 @@ pub fn server_env(cs: &ColonyServer, inputs: &ServerInputs) -> Vec<EnvVar> {
         env("TZ", "UTC"),
         env("COLONIES_SERVER_PORT", spec.port.to_string()),
         env("COLONIES_SERVER_HTTP_PORT", spec.port.to_string()),
-        env(
-            "COLONIES_TLS",
-            if spec.tls.enabled { "true" } else { "false" },
-        ),
+        env("COLONIES_TLS", if spec.tls.enabled { "true" } else { "false" }),
     ];
     if spec.tls.enabled {
         out.push(env("COLONIES_TLSCERT", format!("{TLS_DIR}/tls.crt")));
@@ -76,10 +68,7 @@ pub fn server_env(cs: &ColonyServer, inputs: &ServerInputs) -> Vec<EnvVar> {
         out.push(env("COLONIES_DB_PORT", db.port.to_string()));
         out.push(env_secret("COLONIES_DB_USER", &db.user));
         out.push(env_secret("COLONIES_DB_PASSWORD", &db.password));
-        out.push(env(
-            "COLONIES_DB_TIMESCALEDB",
-            if db.timescaledb { "true" } else { "false" },
-        ));
+        out.push(env("COLONIES_DB_TIMESCALEDB", if db.timescaledb { "true" } else { "false" }));
     }
     if let Some(key) = &spec.server_key_secret_ref {
         out.push(env_secret("COLONIES_SERVER_PRVKEY", key));
@@ -97,14 +86,8 @@ pub fn server_env(cs: &ColonyServer, inputs: &ServerInputs) -> Vec<EnvVar> {
 fn restricted_container_security() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: None,
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            localhost_profile: None,
-        }),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
         ..Default::default()
     }
 }
@@ -139,11 +122,7 @@ pub fn deployment(cs: &ColonyServer, inputs: &ServerInputs) -> Result<Deployment
         image: Some(inputs.image.clone()),
         args: Some(vec!["server".into(), "start".into()]),
         env: Some(server_env(cs, inputs)),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: spec.port,
-            ..Default::default()
-        }]),
+        ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: spec.port, ..Default::default() }]),
         readiness_probe: Some(http_probe(&spec.health.path, 10, 3)),
         liveness_probe: Some(http_probe(&spec.health.path, 20, 6)),
         resources: spec.resources.clone(),
@@ -152,11 +131,7 @@ pub fn deployment(cs: &ColonyServer, inputs: &ServerInputs) -> Result<Deployment
     };
     let mut volumes = None;
     if spec.tls.enabled {
-        let secret_name = spec
-            .tls
-            .secret_name
-            .clone()
-            .unwrap_or_else(|| format!("{name}-tls"));
+        let secret_name = spec.tls.secret_name.clone().unwrap_or_else(|| format!("{name}-tls"));
         container.volume_mounts = Some(vec![VolumeMount {
             name: "tls".into(),
             mount_path: TLS_DIR.into(),
@@ -165,10 +140,7 @@ pub fn deployment(cs: &ColonyServer, inputs: &ServerInputs) -> Result<Deployment
         }]);
         volumes = Some(vec![Volume {
             name: "tls".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret_name),
-                ..Default::default()
-            }),
+            secret: Some(SecretVolumeSource { secret_name: Some(secret_name), ..Default::default() }),
             ..Default::default()
         }]);
     }
@@ -185,15 +157,10 @@ pub fn deployment(cs: &ColonyServer, inputs: &ServerInputs) -> Result<Deployment
         },
         spec: DeploymentSpec {
             replicas: Some(spec.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector_labels(&name)),
-                match_expressions: None,
-            },
-            progress_deadline_seconds: crate::duration::parse_go_duration(
-                &spec.rollback.progress_deadline,
-            )
-            .ok()
-            .map(|d| d.as_secs().clamp(1, i32::MAX as u64) as i32),
+            selector: LabelSelector { match_labels: Some(selector_labels(&name)), match_expressions: None },
+            progress_deadline_seconds: crate::duration::parse_go_duration(&spec.rollback.progress_deadline)
+                .ok()
+                .map(|d| d.as_secs().clamp(1, i32::MAX as u64) as i32),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -206,10 +173,8 @@ pub fn deployment(cs: &ColonyServer, inputs: &ServerInputs) -> Result<Deployment
                 spec: Some(PodSpec {
                     containers: vec![container],
                     volumes,
-                    node_selector: (!overrides.node_selector.is_empty())
-                        .then_some(overrides.node_selector),
-                    tolerations: (!overrides.tolerations.is_empty())
-                        .then_some(overrides.tolerations),
+                    node_selector: (!overrides.node_selector.is_empty()).then_some(overrides.node_selector),
+                    tolerations: (!overrides.tolerations.is_empty()).then_some(overrides.tolerations),
                     affinity: overrides.affinity,
                     security_context: Some(PodSecurityContext {
                         seccomp_profile: Some(SeccompProfile {
@@ -264,10 +229,7 @@ pub fn fallback_config_map(cs: &ColonyServer, active: bool) -> Result<ConfigMap>
             owner_references: Some(vec![owner_ref(cs)?]),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([(
-            spec.key.clone(),
-            super::fallback::configmap_value(active).to_string(),
-        )])),
+        data: Some(BTreeMap::from([(spec.key.clone(), super::fallback::configmap_value(active).to_string())])),
         ..Default::default()
     })
 }
@@ -309,12 +271,7 @@ mod tests {
 
     fn env_map(d: &Deployment) -> BTreeMap<String, EnvVar> {
         let c = &d.spec.template.spec.as_ref().unwrap().containers[0];
-        c.env
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.name.clone(), e))
-            .collect()
+        c.env.clone().unwrap().into_iter().map(|e| (e.name.clone(), e)).collect()
     }
 
     #[test]
@@ -327,30 +284,13 @@ mod tests {
         assert_eq!(env["COLONIES_SERVER_PORT"].value.as_deref(), Some("50080"));
         assert_eq!(env["COLONIES_TLS"].value.as_deref(), Some("false"));
         assert_eq!(env["COLONIES_DB_HOST"].value.as_deref(), Some("postgres"));
-        assert_eq!(
-            env["COLONIES_DB_TIMESCALEDB"].value.as_deref(),
-            Some("false")
-        );
+        assert_eq!(env["COLONIES_DB_TIMESCALEDB"].value.as_deref(), Some("false"));
         assert_eq!(env["COLONIES_SERVER_ID"].value.as_deref(), Some("abc"));
         assert_eq!(env["TZ"].value.as_deref(), Some("UTC"));
         // Secrets are referenced, never copied into the spec.
-        for key in [
-            "COLONIES_DB_USER",
-            "COLONIES_DB_PASSWORD",
-            "COLONIES_SERVER_PRVKEY",
-        ] {
-            assert!(
-                env[key].value.is_none(),
-                "{key} must come from a secretKeyRef"
-            );
-            assert!(
-                env[key]
-                    .value_from
-                    .as_ref()
-                    .unwrap()
-                    .secret_key_ref
-                    .is_some()
-            );
+        for key in ["COLONIES_DB_USER", "COLONIES_DB_PASSWORD", "COLONIES_SERVER_PRVKEY"] {
+            assert!(env[key].value.is_none(), "{key} must come from a secretKeyRef");
+            assert!(env[key].value_from.as_ref().unwrap().secret_key_ref.is_some());
         }
     }
 
@@ -361,55 +301,30 @@ mod tests {
         spec.port = 8080;
         let d = deployment(&server(spec), &inputs()).unwrap();
         let c = &d.spec.template.spec.as_ref().unwrap().containers[0];
-        let p = c
-            .readiness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap();
+        let p = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
         assert_eq!(p.path.as_deref(), Some("/api/v1/health"));
         assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8080);
         assert!(c.liveness_probe.is_some());
-        assert_eq!(
-            env_map(&d)["COLONIES_SERVER_HTTP_PORT"].value.as_deref(),
-            Some("8080")
-        );
+        assert_eq!(env_map(&d)["COLONIES_SERVER_HTTP_PORT"].value.as_deref(), Some("8080"));
     }
 
     #[test]
     fn pod_template_carries_the_config_hash_and_owner() {
         let d = deployment(&server(managed()), &inputs()).unwrap();
-        let ann = d
-            .spec
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .clone()
-            .unwrap();
+        let ann = d.spec.template.metadata.as_ref().unwrap().annotations.clone().unwrap();
         assert_eq!(ann[CONFIG_HASH_ANNOTATION], "h1");
         let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(owner.kind, "ColonyServer");
         assert_eq!(owner.controller, Some(true));
         let mut other = inputs();
         other.config_hash = "h2".into();
-        assert_ne!(
-            d,
-            deployment(&server(managed()), &other).unwrap(),
-            "a new hash changes the template"
-        );
+        assert_ne!(d, deployment(&server(managed()), &other).unwrap(), "a new hash changes the template");
     }
 
     #[test]
     fn extra_env_overrides_generated_env() {
         let mut spec = managed();
-        spec.env = vec![EnvVar {
-            name: "COLONIES_TLS".into(),
-            value: Some("true".into()),
-            value_from: None,
-        }];
+        spec.env = vec![EnvVar { name: "COLONIES_TLS".into(), value: Some("true".into()), value_from: None }];
         let env = env_map(&deployment(&server(spec), &inputs()).unwrap());
         assert_eq!(env["COLONIES_TLS"].value.as_deref(), Some("true"));
     }
@@ -421,20 +336,9 @@ mod tests {
         let d = deployment(&server(spec), &inputs()).unwrap();
         let env = env_map(&d);
         assert_eq!(env["COLONIES_TLS"].value.as_deref(), Some("true"));
-        assert_eq!(
-            env["COLONIES_TLSCERT"].value.as_deref(),
-            Some("/etc/colonies/tls/tls.crt")
-        );
+        assert_eq!(env["COLONIES_TLSCERT"].value.as_deref(), Some("/etc/colonies/tls/tls.crt"));
         let pod = d.spec.template.spec.unwrap();
-        assert_eq!(
-            pod.volumes.unwrap()[0]
-                .secret
-                .as_ref()
-                .unwrap()
-                .secret_name
-                .as_deref(),
-            Some("prod-tls")
-        );
+        assert_eq!(pod.volumes.unwrap()[0].secret.as_ref().unwrap().secret_name.as_deref(), Some("prod-tls"));
     }
 
     #[test]

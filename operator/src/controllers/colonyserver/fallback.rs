@@ -209,11 +209,7 @@ pub fn configmap_value(active: bool) -> &'static str {
 
 /// Flips an OFF may bring the count to, keeping one in reserve for a protective ON.
 fn off_budget(max_flips_per_hour: u32) -> u32 {
-    if max_flips_per_hour >= 2 {
-        max_flips_per_hour - 1
-    } else {
-        max_flips_per_hour
-    }
+    if max_flips_per_hour >= 2 { max_flips_per_hour - 1 } else { max_flips_per_hour }
 }
 
 fn to_delta(d: Duration) -> TimeDelta {
@@ -246,27 +242,14 @@ fn cause(inputs: &FallbackInputs) -> Option<(&'static str, String)> {
         let mut names = inputs.maintenance_active.clone();
         names.sort();
         names.dedup();
-        let noun = if names.len() == 1 {
-            "MaintenanceWindow"
-        } else {
-            "MaintenanceWindows"
-        };
-        return Some((
-            reason::MAINTENANCE_WINDOW,
-            format!("{noun} {} active", names.join(", ")),
-        ));
+        let noun = if names.len() == 1 { "MaintenanceWindow" } else { "MaintenanceWindows" };
+        return Some((reason::MAINTENANCE_WINDOW, format!("{noun} {} active", names.join(", "))));
     }
     if inputs.health_failed {
-        return Some((
-            reason::HEALTH_CHECK_FAILED,
-            "health check failed failureThreshold times in a row".into(),
-        ));
+        return Some((reason::HEALTH_CHECK_FAILED, "health check failed failureThreshold times in a row".into()));
     }
     if inputs.slo_breached {
-        return Some((
-            reason::SLO_BREACHED,
-            "SLO breached for its `for` duration".into(),
-        ));
+        return Some((reason::SLO_BREACHED, "SLO breached for its `for` duration".into()));
     }
     None
 }
@@ -278,12 +261,7 @@ pub fn decide(
     state: &FallbackState,
     now: DateTime<Utc>,
 ) -> FallbackDecision {
-    let mut flips: Vec<DateTime<Utc>> = state
-        .flips
-        .iter()
-        .copied()
-        .filter(|t| now - *t < FLIP_WINDOW)
-        .collect();
+    let mut flips: Vec<DateTime<Utc>> = state.flips.iter().copied().filter(|t| now - *t < FLIP_WINDOW).collect();
     flips.sort();
     let max = policy.max_flips_per_hour;
     let count = |f: &Vec<DateTime<Utc>>| u32::try_from(f.len()).unwrap_or(u32::MAX);
@@ -325,9 +303,7 @@ pub fn decide(
                 }
             } else if state.active {
                 let n = count(&flips);
-                let healthy_enough_at = inputs
-                    .healthy_since
-                    .map(|h| add(h, to_delta(policy.recover_after)));
+                let healthy_enough_at = inputs.healthy_since.map(|h| add(h, to_delta(policy.recover_after)));
                 let hold_until = state.since.map(|s| add(s, to_delta(policy.min_hold)));
                 let ready_at = healthy_enough_at.map(|r| hold_until.map_or(r, |h| r.max(h)));
                 let off_allowed_by_budget = n < off_budget(max);
@@ -336,10 +312,7 @@ pub fn decide(
                         active = false;
                         flips.push(now);
                         why = reason::RECOVERED.into();
-                        message = format!(
-                            "healthy for recoverAfter ({}s)",
-                            policy.recover_after.as_secs()
-                        );
+                        message = format!("healthy for recoverAfter ({}s)", policy.recover_after.as_secs());
                     }
                     Some(at) if at <= now => {
                         // Recovery is due; only the budget holds it back.
@@ -367,10 +340,7 @@ pub fn decide(
                                     policy.recover_after.as_secs(),
                                     policy.min_hold.as_secs()
                                 ),
-                                None => {
-                                    "no cause left; waiting for the server to be reported healthy"
-                                        .into()
-                                }
+                                None => "no cause left; waiting for the server to be reported healthy".into(),
                             };
                         }
                         wake.extend(ready_at.filter(|at| *at > now));
@@ -383,10 +353,7 @@ pub fn decide(
                     _ => reason::NO_CAUSE.into(),
                 };
                 message = if why == reason::RECOVERED {
-                    format!(
-                        "healthy for recoverAfter ({}s)",
-                        policy.recover_after.as_secs()
-                    )
+                    format!("healthy for recoverAfter ({}s)", policy.recover_after.as_secs())
                 } else {
                     "no cause for fallback".into()
                 };
@@ -408,14 +375,7 @@ pub fn decide(
         .min()
         .and_then(|at| (at - now).to_std().ok())
         .map(|d| d.min(MAX_REQUEUE));
-    FallbackDecision {
-        active,
-        reason: why,
-        message,
-        flipped,
-        new_state,
-        requeue_after,
-    }
+    FallbackDecision { active, reason: why, message, flipped, new_state, requeue_after }
 }
 
 #[cfg(test)]
@@ -500,11 +460,7 @@ mod tests {
                 Streak::Long => Some(t(NOW - 3600)),
             },
             slo_breached: c.slo,
-            maintenance_active: if c.maint {
-                vec!["nightly".into()]
-            } else {
-                vec![]
-            },
+            maintenance_active: if c.maint { vec!["nightly".into()] } else { vec![] },
             override_: c.ov,
         };
         let state = FallbackState {
@@ -546,11 +502,7 @@ mod tests {
             // protective ON / staying ON with a cause
             (Override::Auto, Some(r), was) => {
                 let after = if was { n } else { n + 1 };
-                if after > max {
-                    (true, reason::FLIP_BUDGET_EXHAUSTED, true)
-                } else {
-                    (true, r, false)
-                }
+                if after > max { (true, reason::FLIP_BUDGET_EXHAUSTED, true) } else { (true, r, false) }
             }
             // recovery candidate
             (Override::Auto, None, true) => {
@@ -577,11 +529,8 @@ mod tests {
                     for ov in [Override::Auto, Override::On, Override::Off] {
                         for active in [false, true] {
                             for hold in [Hold::NeverFlipped, Hold::Within, Hold::Passed] {
-                                for budget in
-                                    [Budget::Fresh, Budget::Reserve, Budget::Full, Budget::Over]
-                                {
-                                    for streak in [Streak::NotHealthy, Streak::Short, Streak::Long]
-                                    {
+                                for budget in [Budget::Fresh, Budget::Reserve, Budget::Full, Budget::Over] {
+                                    for streak in [Streak::NotHealthy, Streak::Short, Streak::Long] {
                                         for prev_reason in [
                                             None,
                                             Some(reason::RECOVERED),
@@ -621,16 +570,7 @@ mod tests {
             let d = decide(&p, &inputs, &state, t(NOW));
             let ctx = format!(
                 "case hf={} slo={} mw={} ov={:?} active={} hold={:?} budget={:?} streak={:?} prev={:?} -> {:?}",
-                c.health_failed,
-                c.slo,
-                c.maint,
-                c.ov,
-                c.active,
-                c.hold,
-                c.budget,
-                c.streak,
-                c.prev_reason,
-                d
+                c.health_failed, c.slo, c.maint, c.ov, c.active, c.hold, c.budget, c.streak, c.prev_reason, d
             );
             let (want_active, want_reason, want_stalled) = oracle(c);
             assert_eq!(d.active, want_active, "{ctx}");
@@ -640,36 +580,18 @@ mod tests {
             // Invariants that hold for every row.
             assert_eq!(d.flipped, d.active != state.active, "{ctx}");
             assert_eq!(d.new_state.active, d.active, "{ctx}");
-            assert_eq!(
-                d.new_state.reason.as_deref(),
-                Some(d.reason.as_str()),
-                "{ctx}"
-            );
+            assert_eq!(d.new_state.reason.as_deref(), Some(d.reason.as_str()), "{ctx}");
             if d.flipped {
                 assert_eq!(d.new_state.since, Some(t(NOW)), "{ctx}");
             } else {
-                assert_eq!(
-                    d.new_state.since, state.since,
-                    "timestamps only move on a flip: {ctx}"
-                );
+                assert_eq!(d.new_state.since, state.since, "timestamps only move on a flip: {ctx}");
             }
             // Pruned to the hour, sorted; an automatic flip adds exactly `now`.
-            assert!(
-                d.new_state.flips.iter().all(|f| t(NOW) - *f < FLIP_WINDOW),
-                "{ctx}"
-            );
+            assert!(d.new_state.flips.iter().all(|f| t(NOW) - *f < FLIP_WINDOW), "{ctx}");
             assert!(d.new_state.flips.windows(2).all(|w| w[0] <= w[1]), "{ctx}");
-            let recent = state
-                .flips
-                .iter()
-                .filter(|f| t(NOW) - **f < FLIP_WINDOW)
-                .count();
+            let recent = state.flips.iter().filter(|f| t(NOW) - **f < FLIP_WINDOW).count();
             let counted = d.flipped && c.ov == Override::Auto;
-            assert_eq!(
-                d.new_state.flips.len(),
-                recent + usize::from(counted),
-                "{ctx}"
-            );
+            assert_eq!(d.new_state.flips.len(), recent + usize::from(counted), "{ctx}");
             if counted {
                 assert!(d.new_state.flips.contains(&t(NOW)), "{ctx}");
             }
@@ -685,10 +607,7 @@ mod tests {
             }
             // Stalled implies active and the FlipBudgetExhausted reason.
             if d.new_state.stalled {
-                assert!(
-                    d.active && d.reason == reason::FLIP_BUDGET_EXHAUSTED,
-                    "{ctx}"
-                );
+                assert!(d.active && d.reason == reason::FLIP_BUDGET_EXHAUSTED, "{ctx}");
             }
             // OFF never happens automatically within minHold or before recoverAfter.
             if c.ov == Override::Auto && state.active && !d.active {
@@ -717,274 +636,38 @@ mod tests {
         type Row = (bool, bool, bool, Override, bool, Hold, Budget, Streak, bool, &'static str, bool);
         let rows: &[Row] = &[
             // hf    slo    mw     ov    active hold          budget   streak      => active reason                      stalled
-            (
-                false,
-                false,
-                false,
-                Auto,
-                false,
-                NeverFlipped,
-                Fresh,
-                Long,
-                false,
-                "NoCause",
-                false,
-            ),
-            (
-                true,
-                false,
-                false,
-                Auto,
-                false,
-                NeverFlipped,
-                Fresh,
-                NotHealthy,
-                true,
-                "HealthCheckFailed",
-                false,
-            ),
-            (
-                false,
-                true,
-                false,
-                Auto,
-                false,
-                Passed,
-                Fresh,
-                Long,
-                true,
-                "SLOBreached",
-                false,
-            ),
-            (
-                false,
-                false,
-                true,
-                Auto,
-                false,
-                Passed,
-                Fresh,
-                Long,
-                true,
-                "MaintenanceWindow",
-                false,
-            ),
-            (
-                true,
-                true,
-                true,
-                Auto,
-                false,
-                Passed,
-                Fresh,
-                NotHealthy,
-                true,
-                "MaintenanceWindow",
-                false,
-            ),
-            (
-                true,
-                true,
-                false,
-                Auto,
-                false,
-                Passed,
-                Fresh,
-                NotHealthy,
-                true,
-                "HealthCheckFailed",
-                false,
-            ),
+            (false, false, false, Auto, false, NeverFlipped, Fresh, Long, false, "NoCause", false),
+            (true, false, false, Auto, false, NeverFlipped, Fresh, NotHealthy, true, "HealthCheckFailed", false),
+            (false, true, false, Auto, false, Passed, Fresh, Long, true, "SLOBreached", false),
+            (false, false, true, Auto, false, Passed, Fresh, Long, true, "MaintenanceWindow", false),
+            (true, true, true, Auto, false, Passed, Fresh, NotHealthy, true, "MaintenanceWindow", false),
+            (true, true, false, Auto, false, Passed, Fresh, NotHealthy, true, "HealthCheckFailed", false),
             // ON is not blocked by minHold
-            (
-                true,
-                false,
-                false,
-                Auto,
-                false,
-                Within,
-                Fresh,
-                NotHealthy,
-                true,
-                "HealthCheckFailed",
-                false,
-            ),
+            (true, false, false, Auto, false, Within, Fresh, NotHealthy, true, "HealthCheckFailed", false),
             // ON is not blocked by the budget, but stalls when it goes over
-            (
-                true,
-                false,
-                false,
-                Auto,
-                false,
-                Passed,
-                Reserve,
-                NotHealthy,
-                true,
-                "HealthCheckFailed",
-                false,
-            ),
-            (
-                true,
-                false,
-                false,
-                Auto,
-                false,
-                Passed,
-                Full,
-                NotHealthy,
-                true,
-                "FlipBudgetExhausted",
-                true,
-            ),
+            (true, false, false, Auto, false, Passed, Reserve, NotHealthy, true, "HealthCheckFailed", false),
+            (true, false, false, Auto, false, Passed, Full, NotHealthy, true, "FlipBudgetExhausted", true),
             // recovery
-            (
-                false,
-                false,
-                false,
-                Auto,
-                true,
-                Passed,
-                Fresh,
-                Long,
-                false,
-                "Recovered",
-                false,
-            ),
-            (
-                false,
-                false,
-                false,
-                Auto,
-                true,
-                Passed,
-                Fresh,
-                Short,
-                true,
-                "Recovering",
-                false,
-            ),
-            (
-                false,
-                false,
-                false,
-                Auto,
-                true,
-                Passed,
-                Fresh,
-                NotHealthy,
-                true,
-                "Recovering",
-                false,
-            ),
-            (
-                false,
-                false,
-                false,
-                Auto,
-                true,
-                Within,
-                Fresh,
-                Long,
-                true,
-                "Recovering",
-                false,
-            ),
-            (
-                false,
-                false,
-                false,
-                Auto,
-                true,
-                NeverFlipped,
-                Fresh,
-                Long,
-                false,
-                "Recovered",
-                false,
-            ),
+            (false, false, false, Auto, true, Passed, Fresh, Long, false, "Recovered", false),
+            (false, false, false, Auto, true, Passed, Fresh, Short, true, "Recovering", false),
+            (false, false, false, Auto, true, Passed, Fresh, NotHealthy, true, "Recovering", false),
+            (false, false, false, Auto, true, Within, Fresh, Long, true, "Recovering", false),
+            (false, false, false, Auto, true, NeverFlipped, Fresh, Long, false, "Recovered", false),
             // recovery blocked by the budget (reserve kept for a protective ON)
-            (
-                false,
-                false,
-                false,
-                Auto,
-                true,
-                Passed,
-                Reserve,
-                Long,
-                true,
-                "FlipBudgetExhausted",
-                true,
-            ),
-            (
-                false,
-                false,
-                false,
-                Auto,
-                true,
-                Passed,
-                Full,
-                Long,
-                true,
-                "FlipBudgetExhausted",
-                true,
-            ),
-            (
-                false,
-                false,
-                false,
-                Auto,
-                true,
-                Passed,
-                Reserve,
-                Short,
-                true,
-                "Recovering",
-                false,
-            ),
+            (false, false, false, Auto, true, Passed, Reserve, Long, true, "FlipBudgetExhausted", true),
+            (false, false, false, Auto, true, Passed, Full, Long, true, "FlipBudgetExhausted", true),
+            (false, false, false, Auto, true, Passed, Reserve, Short, true, "Recovering", false),
             // overrides win over everything
-            (
-                true, true, true, Off, true, Within, Over, NotHealthy, false, "Override", false,
-            ),
-            (
-                false, false, false, On, false, Within, Over, Long, true, "Override", false,
-            ),
-            (
-                false, false, false, Off, false, Passed, Fresh, Long, false, "Override", false,
-            ),
-            (
-                true, false, false, On, true, Passed, Fresh, NotHealthy, true, "Override", false,
-            ),
+            (true, true, true, Off, true, Within, Over, NotHealthy, false, "Override", false),
+            (false, false, false, On, false, Within, Over, Long, true, "Override", false),
+            (false, false, false, Off, false, Passed, Fresh, Long, false, "Override", false),
+            (true, false, false, On, true, Passed, Fresh, NotHealthy, true, "Override", false),
         ];
         let p = policy();
-        for (
-            i,
-            &(
-                hf,
-                slo,
-                mw,
-                ov,
-                active,
-                hold,
-                budget,
-                streak,
-                want_active,
-                want_reason,
-                want_stalled,
-            ),
-        ) in rows.iter().enumerate()
+        for (i, &(hf, slo, mw, ov, active, hold, budget, streak, want_active, want_reason, want_stalled)) in
+            rows.iter().enumerate()
         {
-            let c = Case {
-                health_failed: hf,
-                slo,
-                maint: mw,
-                ov,
-                active,
-                hold,
-                budget,
-                streak,
-                prev_reason: None,
-            };
+            let c = Case { health_failed: hf, slo, maint: mw, ov, active, hold, budget, streak, prev_reason: None };
             let (inputs, state) = build(&c);
             let d = decide(&p, &inputs, &state, t(NOW));
             assert_eq!(
@@ -1000,11 +683,7 @@ mod tests {
     // ---------------------------------------------------------------------------------
 
     fn auto(health_failed: bool, healthy_since: Option<DateTime<Utc>>) -> FallbackInputs {
-        FallbackInputs {
-            health_failed,
-            healthy_since,
-            ..Default::default()
-        }
+        FallbackInputs { health_failed, healthy_since, ..Default::default() }
     }
 
     #[test]
@@ -1026,12 +705,7 @@ mod tests {
 
     #[test]
     fn unknown_health_at_start_does_not_turn_on() {
-        let d = decide(
-            &policy(),
-            &auto(false, None),
-            &FallbackState::default(),
-            t(0),
-        );
+        let d = decide(&policy(), &auto(false, None), &FallbackState::default(), t(0));
         assert!(!d.active);
     }
 
@@ -1041,10 +715,7 @@ mod tests {
         let d = decide(&p, &auto(true, None), &FallbackState::default(), t(0));
         assert!(d.active && d.flipped);
         assert_eq!(d.reason, reason::HEALTH_CHECK_FAILED);
-        assert_eq!(
-            d.requeue_after, None,
-            "health input, not time, changes this"
-        );
+        assert_eq!(d.requeue_after, None, "health input, not time, changes this");
         let mut s = d.new_state;
 
         // Health is back from t=1000 (long after minHold).
@@ -1109,21 +780,14 @@ mod tests {
     #[test]
     fn cause_change_while_on_changes_reason_not_since() {
         let p = policy();
-        let mw = FallbackInputs {
-            maintenance_active: vec!["mw".into()],
-            health_failed: true,
-            ..Default::default()
-        };
+        let mw = FallbackInputs { maintenance_active: vec!["mw".into()], health_failed: true, ..Default::default() };
         let d = decide(&p, &mw, &FallbackState::default(), t(0));
         assert_eq!(d.reason, reason::MAINTENANCE_WINDOW);
         let d = decide(&p, &auto(true, None), &d.new_state, t(60));
         assert!(!d.flipped);
         assert_eq!(d.reason, reason::HEALTH_CHECK_FAILED);
         assert_eq!(d.new_state.since, Some(t(0)));
-        let slo = FallbackInputs {
-            slo_breached: true,
-            ..Default::default()
-        };
+        let slo = FallbackInputs { slo_breached: true, ..Default::default() };
         let d = decide(&p, &slo, &d.new_state, t(120));
         assert_eq!(d.reason, reason::SLO_BREACHED);
         assert_eq!(d.new_state.since, Some(t(0)));
@@ -1160,21 +824,13 @@ mod tests {
     }
 
     fn flip_times(run: &[(DateTime<Utc>, FallbackDecision)]) -> Vec<DateTime<Utc>> {
-        run.iter()
-            .filter(|(_, d)| d.flipped)
-            .map(|(at, _)| *at)
-            .collect()
+        run.iter().filter(|(_, d)| d.flipped).map(|(at, _)| *at).collect()
     }
 
     fn max_in_rolling_hour(flips: &[DateTime<Utc>]) -> usize {
         flips
             .iter()
-            .map(|end| {
-                flips
-                    .iter()
-                    .filter(|f| **f <= *end && *end - **f < FLIP_WINDOW)
-                    .count()
-            })
+            .map(|end| flips.iter().filter(|f| **f <= *end && *end - **f < FLIP_WINDOW).count())
             .max()
             .unwrap_or(0)
     }
@@ -1184,32 +840,20 @@ mod tests {
         for max in [2u32, 3, 4, 5, 6] {
             let run = simulate_flapping(max, 180);
             let flips = flip_times(&run);
-            assert!(
-                max_in_rolling_hour(&flips) <= max as usize,
-                "max={max}: {flips:?}"
-            );
+            assert!(max_in_rolling_hour(&flips) <= max as usize, "max={max}: {flips:?}");
             // It stalled at some point while flapping...
-            let first_stall = run
-                .iter()
-                .position(|(_, d)| d.new_state.stalled)
-                .expect("stalls");
+            let first_stall = run.iter().position(|(_, d)| d.new_state.stalled).expect("stalls");
             assert_eq!(run[first_stall].1.reason, reason::FLIP_BUDGET_EXHAUSTED);
             assert!(run[first_stall].1.active);
             // ...requeued for when the budget frees up...
             assert!(run[first_stall].1.requeue_after.is_some());
             // ...and after the flapping stops and flips age out, it is OFF and not stalled.
             let (_, last) = run.last().unwrap();
-            assert!(
-                !last.active && !last.new_state.stalled,
-                "max={max}: {last:?}"
-            );
+            assert!(!last.active && !last.new_state.stalled, "max={max}: {last:?}");
             assert_eq!(last.reason, reason::RECOVERED);
             // Every flip after the stall is explained by aging-out, never a budget overrun.
             for (at, d) in &run {
-                assert!(
-                    d.new_state.flips.len() <= max as usize,
-                    "max={max} at {at}: {d:?}"
-                );
+                assert!(d.new_state.flips.len() <= max as usize, "max={max} at {at}: {d:?}");
             }
         }
     }
@@ -1266,11 +910,7 @@ mod tests {
         let d = decide(&p, &auto(true, None), &s, t(2000));
         assert!(d.active && d.flipped && d.new_state.stalled);
         assert_eq!(d.reason, reason::FLIP_BUDGET_EXHAUSTED);
-        assert!(
-            d.message.starts_with("health check failed"),
-            "{}",
-            d.message
-        );
+        assert!(d.message.starts_with("health check failed"), "{}", d.message);
         assert_eq!(d.new_state.flips.len(), 5);
         // 5 flips; back to 4 when t(0) ages out at 3600.
         assert_eq!(d.requeue_after, Some(Duration::from_secs(1600)));
@@ -1283,11 +923,7 @@ mod tests {
     #[test]
     fn overrides_are_honoured_and_not_counted() {
         let p = policy();
-        let failing = FallbackInputs {
-            health_failed: true,
-            override_: Override::Off,
-            ..Default::default()
-        };
+        let failing = FallbackInputs { health_failed: true, override_: Override::Off, ..Default::default() };
         let s = FallbackState {
             active: true,
             since: Some(t(990)),
@@ -1304,11 +940,7 @@ mod tests {
         assert_eq!(d.requeue_after, None);
         assert_eq!(d.message, "colony.zyeute.io/fallback=off set");
         // On while healthy.
-        let on = FallbackInputs {
-            healthy_since: Some(t(0)),
-            override_: Override::On,
-            ..Default::default()
-        };
+        let on = FallbackInputs { healthy_since: Some(t(0)), override_: Override::On, ..Default::default() };
         let d2 = decide(&p, &on, &d.new_state, t(1001));
         assert!(d2.active && d2.flipped);
         assert_eq!(d2.new_state.flips, s.flips);
@@ -1330,15 +962,7 @@ mod tests {
             flips: vec![t(5)],
             stalled: false,
         };
-        let d = decide(
-            &p,
-            &FallbackInputs {
-                override_: Override::On,
-                ..Default::default()
-            },
-            &s,
-            t(50),
-        );
+        let d = decide(&p, &FallbackInputs { override_: Override::On, ..Default::default() }, &s, t(50));
         assert!(!d.flipped);
         assert_eq!(d.new_state.since, Some(t(5)));
         assert_eq!(d.reason, reason::OVERRIDE);
@@ -1397,10 +1021,7 @@ mod tests {
 
     #[test]
     fn budget_of_one_and_zero() {
-        let p1 = FallbackPolicy {
-            max_flips_per_hour: 1,
-            ..policy()
-        };
+        let p1 = FallbackPolicy { max_flips_per_hour: 1, ..policy() };
         let healthy = Some(t(-99_999));
         let d = decide(&p1, &auto(true, None), &FallbackState::default(), t(0));
         assert!(d.active && !d.new_state.stalled);
@@ -1410,33 +1031,20 @@ mod tests {
         let d = decide(&p1, &auto(false, healthy), &d.new_state, t(3600));
         assert!(!d.active && d.flipped, "OFF once the ON aged out");
         let d = decide(&p1, &auto(true, None), &d.new_state, t(3700));
-        assert!(
-            d.active && d.flipped && d.new_state.stalled,
-            "protective ON beyond budget"
-        );
+        assert!(d.active && d.flipped && d.new_state.stalled, "protective ON beyond budget");
 
-        let p0 = FallbackPolicy {
-            max_flips_per_hour: 0,
-            ..policy()
-        };
+        let p0 = FallbackPolicy { max_flips_per_hour: 0, ..policy() };
         let d = decide(&p0, &auto(true, None), &FallbackState::default(), t(0));
         assert!(d.active && d.new_state.stalled);
         let d = decide(&p0, &auto(false, healthy), &d.new_state, t(10_000));
-        assert!(
-            d.active && d.new_state.stalled,
-            "never off automatically with budget 0"
-        );
+        assert!(d.active && d.new_state.stalled, "never off automatically with budget 0");
         assert_eq!(d.requeue_after, None);
         assert!(d.new_state.flips.is_empty());
     }
 
     #[test]
     fn zero_durations_recover_immediately() {
-        let p = FallbackPolicy {
-            recover_after: Duration::ZERO,
-            min_hold: Duration::ZERO,
-            max_flips_per_hour: 10,
-        };
+        let p = FallbackPolicy { recover_after: Duration::ZERO, min_hold: Duration::ZERO, max_flips_per_hour: 10 };
         let d = decide(&p, &auto(true, None), &FallbackState::default(), t(0));
         let d = decide(&p, &auto(false, Some(t(0))), &d.new_state, t(0));
         assert!(!d.active && d.flipped);
@@ -1449,21 +1057,12 @@ mod tests {
             min_hold: Duration::from_secs(u64::MAX),
             max_flips_per_hour: u32::MAX,
         };
-        let s = FallbackState {
-            active: true,
-            since: Some(t(0)),
-            ..Default::default()
-        };
+        let s = FallbackState { active: true, since: Some(t(0)), ..Default::default() };
         let d = decide(&p, &auto(false, Some(t(0))), &s, t(10));
         assert!(d.active);
         assert_eq!(d.requeue_after, Some(MAX_REQUEUE));
         let far = DateTime::<Utc>::MAX_UTC - TimeDelta::seconds(10);
-        let s = FallbackState {
-            active: true,
-            since: Some(far),
-            flips: vec![far],
-            ..Default::default()
-        };
+        let s = FallbackState { active: true, since: Some(far), flips: vec![far], ..Default::default() };
         let d = decide(&policy(), &auto(false, Some(far)), &s, far);
         assert!(d.active);
     }
@@ -1471,11 +1070,7 @@ mod tests {
     #[test]
     fn future_healthy_since_waits() {
         let p = policy();
-        let s = FallbackState {
-            active: true,
-            since: Some(t(0)),
-            ..Default::default()
-        };
+        let s = FallbackState { active: true, since: Some(t(0)), ..Default::default() };
         let d = decide(&p, &auto(false, Some(t(1000))), &s, t(500));
         assert!(d.active);
         assert_eq!(d.requeue_after, Some(Duration::from_secs(800)));
@@ -1515,8 +1110,7 @@ mod tests {
             flips: vec![t(1)],
             stalled: false,
         };
-        let back: FallbackState =
-            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let back: FallbackState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.flips_last_hour(), 1);
     }
@@ -1526,9 +1120,7 @@ mod tests {
     fn randomized_invariants() {
         let mut seed: u64 = 0x5eed_cafe;
         let mut next = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (seed >> 33) as u32
         };
         for max in [2u32, 3, 4, 7] {
@@ -1552,17 +1144,11 @@ mod tests {
                     health_failed: failed,
                     healthy_since,
                     slo_breached: next() % 23 == 0,
-                    maintenance_active: if next() % 41 == 0 {
-                        vec!["mw".into()]
-                    } else {
-                        vec![]
-                    },
+                    maintenance_active: if next() % 41 == 0 { vec!["mw".into()] } else { vec![] },
                     override_: Override::Auto,
                 };
                 let d = decide(&p, &inputs, &s, now);
-                let any_cause = inputs.health_failed
-                    || inputs.slo_breached
-                    || !inputs.maintenance_active.is_empty();
+                let any_cause = inputs.health_failed || inputs.slo_breached || !inputs.maintenance_active.is_empty();
                 if any_cause {
                     assert!(d.active);
                 }
@@ -1571,10 +1157,7 @@ mod tests {
                     if !d.active {
                         let hs = healthy_since.unwrap();
                         assert!(now - hs >= TimeDelta::seconds(120));
-                        assert!(
-                            s.since
-                                .is_none_or(|since| now - since >= TimeDelta::seconds(60))
-                        );
+                        assert!(s.since.is_none_or(|since| now - since >= TimeDelta::seconds(60)));
                     }
                 } else {
                     assert_eq!(d.new_state.since, s.since);

@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 
 use crate::api::ColonyServer;
 use crate::health::{
-    BreachTransition, HealthCounter, HealthThresholds, Prober, SloBreachTracker, SloEvaluation,
-    SloLimits, SloSample, evaluate, parse_prometheus_text,
+    BreachTransition, HealthCounter, HealthThresholds, Prober, SloBreachTracker, SloEvaluation, SloLimits, SloSample,
+    evaluate, parse_prometheus_text,
 };
 use crate::runtime::metrics::Metrics;
 
@@ -64,17 +64,8 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    pub fn new(
-        prober: Prober,
-        metrics: Arc<Metrics>,
-        wake: mpsc::UnboundedSender<ObjectRef<ColonyServer>>,
-    ) -> Self {
-        Self {
-            prober,
-            metrics,
-            wake,
-            entries: Mutex::new(HashMap::new()),
-        }
+    pub fn new(prober: Prober, metrics: Arc<Metrics>, wake: mpsc::UnboundedSender<ObjectRef<ColonyServer>>) -> Self {
+        Self { prober, metrics, wake, entries: Mutex::new(HashMap::new()) }
     }
 
     /// Makes sure a task probes `key` with `config`, and returns what it has seen so far.
@@ -97,14 +88,7 @@ impl Monitor {
             self.metrics.clone(),
             self.wake.clone(),
         ));
-        entries.insert(
-            key,
-            Entry {
-                config,
-                state: state.clone(),
-                task,
-            },
-        );
+        entries.insert(key, Entry { config, state: state.clone(), task });
         let snapshot = state.lock().expect("snapshot poisoned").clone();
         snapshot
     }
@@ -115,9 +99,7 @@ impl Monitor {
 
     pub fn snapshot(&self, key: &ObjectRef<ColonyServer>) -> Option<Snapshot> {
         let entries = self.entries.lock().expect("monitor poisoned");
-        entries
-            .get(key)
-            .map(|e| e.state.lock().expect("snapshot poisoned").clone())
+        entries.get(key).map(|e| e.state.lock().expect("snapshot poisoned").clone())
     }
 }
 
@@ -141,19 +123,11 @@ async fn probe_loop(
         let mut changed = {
             let mut s = state.lock().expect("snapshot poisoned");
             s.probes += 1;
-            s.health
-                .record(outcome.healthy, outcome.error.clone(), now)
-                .changed()
+            s.health.record(outcome.healthy, outcome.error.clone(), now).changed()
         };
         if let Some(slo) = &config.slo {
-            let sample = match prober
-                .fetch_text(&slo.metrics_url, config.timeout, 1 << 20)
-                .await
-            {
-                Ok(text) => Some(SloSample {
-                    at: now,
-                    counts: parse_prometheus_text(&text),
-                }),
+            let sample = match prober.fetch_text(&slo.metrics_url, config.timeout, 1 << 20).await {
+                Ok(text) => Some(SloSample { at: now, counts: parse_prometheus_text(&text) }),
                 Err(e) => {
                     tracing::debug!(server = %key.name, error = %e, "SLO scrape failed");
                     None

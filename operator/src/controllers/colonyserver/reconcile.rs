@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -23,6 +24,7 @@ use super::status::{self, Observed, Workload};
 use crate::api::{ColonyServer, FallbackOverride, MaintenanceWindow};
 use crate::controllers::common::{ConfigHasher, apply_if_changed, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
+use crate::controllers::rollout::{self, RolloutPolicy};
 use crate::controllers::{Spawned, spawn_controller};
 use crate::duration::parse_go_duration;
 use crate::health::{HealthThresholds, Prober, SloLimits};
@@ -55,36 +57,25 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     let controller = Controller::new(api, cfg.clone())
         .owns(ctx.scoped_api::<Deployment>(), owned.clone())
         .owns(ctx.scoped_api::<ConfigMap>(), owned)
-        .watches(
-            ctx.scoped_api::<MaintenanceWindow>(),
-            cfg,
-            |mw: MaintenanceWindow| {
-                let ns = mw.namespace()?;
-                Some(ObjectRef::<ColonyServer>::new(&mw.spec.colony_server_ref.name).within(&ns))
-            },
-        )
+        .watches(ctx.scoped_api::<MaintenanceWindow>(), cfg, |mw: MaintenanceWindow| {
+            let ns = mw.namespace()?;
+            Some(ObjectRef::<ColonyServer>::new(&mw.spec.colony_server_ref.name).within(&ns))
+        })
         .reconcile_on(UnboundedReceiverStream::new(wake_rx));
     // A changed Secret rolls the servers that reference it (their pod-template hash moves).
     // Metadata only: the operator never caches Secret data.
     let store = controller.store();
-    let secrets = watcher(
-        ctx.scoped_api::<PartialObjectMeta<Secret>>(),
-        watcher::Config::default(),
-    )
-    .touched_objects();
-    let controller =
-        controller.watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
-            let ns = secret.namespace();
-            let name = secret.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|cs| {
-                    cs.namespace() == ns && referenced_secrets(cs).contains(&name.as_str())
-                })
-                .map(|cs| ObjectRef::from_obj(cs.as_ref()))
-                .collect::<Vec<_>>()
-        });
+    let secrets = watcher(ctx.scoped_api::<PartialObjectMeta<Secret>>(), watcher::Config::default()).touched_objects();
+    let controller = controller.watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
+        let ns = secret.namespace();
+        let name = secret.name_any();
+        store
+            .state()
+            .into_iter()
+            .filter(|cs| cs.namespace() == ns && referenced_secrets(cs).contains(&name.as_str()))
+            .map(|cs| ObjectRef::from_obj(cs.as_ref()))
+            .collect::<Vec<_>>()
+    });
     spawn_controller(NAME, controller, reconcile, server_ctx, shutdown)
 }
 
@@ -129,10 +120,7 @@ fn durations(cs: &ColonyServer) -> std::result::Result<Durations, String> {
 /// Active MaintenanceWindows in the namespace that target this server.
 async fn active_windows(ctx: &Context, cs: &ColonyServer) -> Result<Vec<String>> {
     let ns = cs.namespace().unwrap_or_default();
-    let windows = ctx
-        .api::<MaintenanceWindow>(&ns)
-        .list(&Default::default())
-        .await?;
+    let windows = ctx.api::<MaintenanceWindow>(&ns).list(&Default::default()).await?;
     let mut names: Vec<String> = windows
         .items
         .into_iter()
@@ -151,33 +139,81 @@ async fn server_inputs(ctx: &Context, cs: &ColonyServer, image: String) -> Resul
     let mut hasher = ConfigHasher::default();
     if let Some(db) = &cs.spec.database {
         for sel in [&db.user, &db.password] {
-            hasher.add(
-                &format!("secret/{}", sel.name),
-                &sel.key,
-                &secret_value(&secrets, sel).await?,
-            );
+            hasher.add(&format!("secret/{}", sel.name), &sel.key, &secret_value(&secrets, sel).await?);
         }
     }
     let mut server_id = None;
     if let Some(sel) = &cs.spec.server_key_secret_ref {
         let key = secret_value(&secrets, sel).await?;
         hasher.add(&format!("secret/{}", sel.name), &sel.key, &key);
-        let text = String::from_utf8(key).map_err(|_| {
-            Error::InvalidSpec(format!(
-                "Secret {:?} key {:?} is not text",
-                sel.name, sel.key
-            ))
-        })?;
+        let text = String::from_utf8(key)
+            .map_err(|_| Error::InvalidSpec(format!("Secret {:?} key {:?} is not text", sel.name, sel.key)))?;
         server_id = Some(
-            crate::colonyos::crypto::id_from_private_hex(&text).map_err(|e| {
-                Error::InvalidSpec(format!("Secret {:?} key {:?}: {e}", sel.name, sel.key))
-            })?,
+            crate::colonyos::crypto::id_from_private_hex(&text)
+                .map_err(|e| Error::InvalidSpec(format!("Secret {:?} key {:?}: {e}", sel.name, sel.key)))?,
         );
     }
-    Ok(ServerInputs {
-        image,
-        server_id,
-        config_hash: hasher.finish(),
+    Ok(ServerInputs { image, server_id, config_hash: hasher.finish() })
+}
+
+/// Observes the running server and decides which image it must run.
+async fn decide_rollout(
+    ctx: &Context,
+    cs: &ColonyServer,
+    spec_image: &str,
+    live: Option<&Deployment>,
+    snapshot: &super::monitor::Snapshot,
+    status: Option<&crate::api::ColonyServerStatus>,
+    now: chrono::DateTime<Utc>,
+) -> Result<rollout::Decision> {
+    let spec = &cs.spec.rollback;
+    let policy = RolloutPolicy {
+        automatic: spec.automatic,
+        progress_deadline: parse_go_duration(&spec.progress_deadline).unwrap_or(Duration::from_secs(600)),
+        stable_after: parse_go_duration(&spec.stable_after).unwrap_or(Duration::from_secs(300)),
+        history_limit: spec.history_limit.max(1) as usize,
+    };
+    let memory = rollout::Memory {
+        last_known_good: status.and_then(|s| s.last_known_good_image.clone()),
+        failed_images: status.map(|s| s.failed_images.clone()).unwrap_or_default(),
+        history: status.map(|s| s.history.clone()).unwrap_or_default(),
+    };
+    // Only what the Deployment shows of the image under evaluation counts.
+    let evaluating = memory.history.last().map(|e| e.image.clone());
+    let running = live
+        .and_then(|d| d.spec.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.clone());
+    let observation = match live {
+        Some(d) if running.is_some() && running == evaluating => {
+            let pods = ctx
+                .api::<Pod>(&cs.namespace().unwrap_or_default())
+                .list(&ListParams::default().labels(&selector_string(&builders::selector_labels(&cs.name_any()))))
+                .await?;
+            rollout::Observation {
+                available: workload_state(Some(d)) == Workload::Available,
+                healthy: snapshot.health.healthy,
+                unhealthy_since: snapshot.health.down_since,
+                progress_deadline_exceeded: matches!(workload_state(Some(d)), Workload::Failed(_)),
+                crash_looping: pods.items.iter().any(crash_looping),
+            }
+        }
+        _ => rollout::Observation::default(),
+    };
+    Ok(rollout::decide(&policy, spec_image, &observation, &memory, now))
+}
+
+fn selector_string(labels: &std::collections::BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// A pod with a container waiting in CrashLoopBackOff.
+pub fn crash_looping(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| {
+        cs.iter().any(|c| {
+            c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref())
+                == Some("CrashLoopBackOff")
+        })
     })
 }
 
@@ -189,10 +225,10 @@ fn workload_state(d: Option<&Deployment>) -> Workload {
     let status = d.status.clone().unwrap_or_default();
     let want = d.spec.replicas.unwrap_or(1);
     let conditions = status.conditions.unwrap_or_default();
-    if conditions.iter().any(|c| {
-        c.type_.as_deref() == Some("Progressing")
-            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-    }) {
+    if conditions
+        .iter()
+        .any(|c| c.type_.as_deref() == Some("Progressing") && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+    {
         return Workload::Failed("Deployment exceeded its progress deadline".into());
     }
     if status.observed_generation.unwrap_or(0) < generation {
@@ -201,9 +237,7 @@ fn workload_state(d: Option<&Deployment>) -> Workload {
     let updated = status.updated_replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
     if updated < want || available < want {
-        return Workload::Progressing(format!(
-            "{available}/{want} replicas available, {updated} updated"
-        ));
+        return Workload::Progressing(format!("{available}/{want} replicas available, {updated} updated"));
     }
     Workload::Available
 }
@@ -238,33 +272,6 @@ async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Ac
         tracing::warn!(server = %name, "{msg}; treating it as auto");
     }
 
-    // Workload.
-    let mut invalid = durations.as_ref().err().cloned();
-    let mut workload = Workload::Unmanaged;
-    let mut current_image = None;
-    if cs.spec.managed && invalid.is_none() {
-        match cs.spec.image.clone() {
-            None => invalid = Some("spec.image is required when spec.managed is true".into()),
-            Some(image) => match server_inputs(ctx, &cs, image.clone()).await {
-                Ok(inputs) => {
-                    let deployments: Api<Deployment> = ctx.api(&ns);
-                    let desired = builders::deployment(&cs, &inputs)?;
-                    if apply_if_changed(&deployments, desired, NAME).await? {
-                        tracing::info!(server = %name, image = %image, "applied Deployment");
-                    }
-                    apply_if_changed(&ctx.api::<Service>(&ns), builders::service(&cs)?, NAME)
-                        .await?;
-                    workload = workload_state(deployments.get_opt(&name).await?.as_ref());
-                    current_image = Some(image);
-                }
-                Err(Error::InvalidSpec(msg)) | Err(Error::MissingReference(msg)) => {
-                    invalid = Some(msg)
-                }
-                Err(e) => return Err(e),
-            },
-        }
-    }
-
     // Health and SLO verdicts from the probe task.
     let snapshot = match &durations {
         Ok(d) => {
@@ -297,6 +304,53 @@ async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Ac
         }
     };
 
+    // Workload, with automatic rollback.
+    let mut invalid = durations.as_ref().err().cloned();
+    let mut workload = Workload::Unmanaged;
+    let mut current_image = None;
+    let mut rollout = None;
+    if cs.spec.managed && invalid.is_none() {
+        match cs.spec.image.clone() {
+            None => invalid = Some("spec.image is required when spec.managed is true".into()),
+            Some(spec_image) => {
+                let deployments: Api<Deployment> = ctx.api(&ns);
+                let live = deployments.get_opt(&name).await?;
+                let decision =
+                    decide_rollout(ctx, &cs, &spec_image, live.as_ref(), &snapshot, current_status.as_ref(), now)
+                        .await?;
+                match server_inputs(ctx, &cs, decision.image.clone()).await {
+                    Ok(inputs) => {
+                        let desired = builders::deployment(&cs, &inputs)?;
+                        if apply_if_changed(&deployments, desired, NAME).await? {
+                            tracing::info!(server = %name, image = %decision.image, "applied Deployment");
+                        }
+                        apply_if_changed(&ctx.api::<Service>(&ns), builders::service(&cs)?, NAME).await?;
+                        workload = workload_state(deployments.get_opt(&name).await?.as_ref());
+                        current_image = Some(decision.image.clone());
+                        if decision.newly_rolled_back {
+                            let rb = decision.rolled_back.clone().expect("a rollback");
+                            tracing::warn!(server = %name, failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
+                            ctx.event(
+                                cs.as_ref(),
+                                EventType::Warning,
+                                "RolledBack",
+                                "Rollback",
+                                format!(
+                                    "image {} failed ({}); running the last known good image {}",
+                                    rb.failed_image, rb.reason, rb.to_image
+                                ),
+                            )
+                            .await;
+                        }
+                        rollout = Some(decision);
+                    }
+                    Err(Error::InvalidSpec(msg)) | Err(Error::MissingReference(msg)) => invalid = Some(msg),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
     // The fallback decision.
     let previous_state = status::fallback_state_from(current_status.as_ref());
     let inputs = FallbackInputs {
@@ -306,30 +360,16 @@ async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Ac
         maintenance_active: active_windows(ctx, &cs).await?,
         override_: to_decision_override(override_),
     };
-    let policy = durations
-        .as_ref()
-        .map(|d| d.policy.clone())
-        .unwrap_or(FallbackPolicy {
-            recover_after: Duration::from_secs(300),
-            min_hold: Duration::from_secs(120),
-            max_flips_per_hour: 4,
-        });
+    let policy = durations.as_ref().map(|d| d.policy.clone()).unwrap_or(FallbackPolicy {
+        recover_after: Duration::from_secs(300),
+        min_hold: Duration::from_secs(120),
+        max_flips_per_hour: 4,
+    });
     let decision = fallback::decide(&policy, &inputs, &previous_state, now);
     let cm_api: Api<ConfigMap> = ctx.api(&ns);
-    apply_if_changed(
-        &cm_api,
-        builders::fallback_config_map(&cs, decision.active)?,
-        NAME,
-    )
-    .await?;
-    let metric_labels = crate::runtime::metrics::ObjectLabels {
-        namespace: ns.clone(),
-        name: name.clone(),
-    };
-    ctx.metrics
-        .fallback_active
-        .get_or_create(&metric_labels)
-        .set(i64::from(decision.active));
+    apply_if_changed(&cm_api, builders::fallback_config_map(&cs, decision.active)?, NAME).await?;
+    let metric_labels = crate::runtime::metrics::ObjectLabels { namespace: ns.clone(), name: name.clone() };
+    ctx.metrics.fallback_active.get_or_create(&metric_labels).set(i64::from(decision.active));
     if decision.flipped {
         let state = if decision.active { "on" } else { "off" };
         tracing::info!(server = %name, state, reason = %decision.reason, "fallback flipped");
@@ -372,23 +412,19 @@ async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Ac
         override_,
         workload,
         current_image,
+        rollout: rollout.as_ref(),
         invalid: invalid.clone(),
         now,
     });
-    ctx.write_status(
-        &api,
-        cs.as_ref(),
-        NAME,
-        current_status.as_ref(),
-        &new_status,
-    )
-    .await?;
+    ctx.write_status(&api, cs.as_ref(), NAME, current_status.as_ref(), &new_status).await?;
 
     if invalid.is_some() {
         return Ok(Action::await_change());
     }
-    let requeue = decision
-        .requeue_after
+    let requeue = [decision.requeue_after, rollout.as_ref().and_then(|r| r.requeue_after)]
+        .into_iter()
+        .flatten()
+        .min()
         .unwrap_or(Duration::from_secs(300))
         .max(Duration::from_secs(1));
     Ok(Action::requeue(requeue))
@@ -411,15 +447,7 @@ async fn notify_flip(
     let url = match secret_value(&secrets, &spec.url_secret_ref).await {
         Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
         Err(e) => {
-            sctx.base
-                .event(
-                    cs.as_ref(),
-                    EventType::Warning,
-                    "NotificationFailed",
-                    "Notify",
-                    e.to_string(),
-                )
-                .await;
+            sctx.base.event(cs.as_ref(), EventType::Warning, "NotificationFailed", "Notify", e.to_string()).await;
             return;
         }
     };
@@ -438,25 +466,10 @@ async fn notify_flip(
     let cs = cs.clone();
     tokio::spawn(async move {
         if let Err(e) = notify::deliver(&sctx.http, &url, &body, policy).await {
-            let labels = crate::runtime::metrics::ObjectLabels {
-                namespace: ns,
-                name: cs.name_any(),
-            };
-            sctx.base
-                .metrics
-                .notifications_failed
-                .get_or_create(&labels)
-                .inc();
+            let labels = crate::runtime::metrics::ObjectLabels { namespace: ns, name: cs.name_any() };
+            sctx.base.metrics.notifications_failed.get_or_create(&labels).inc();
             tracing::warn!(server = %cs.name_any(), error = %e, "fallback notification failed");
-            sctx.base
-                .event(
-                    cs.as_ref(),
-                    EventType::Warning,
-                    "NotificationFailed",
-                    "Notify",
-                    e.to_string(),
-                )
-                .await;
+            sctx.base.event(cs.as_ref(), EventType::Warning, "NotificationFailed", "Notify", e.to_string()).await;
         }
     });
 }

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use super::fallback::{FallbackDecision, FallbackState};
 use super::monitor::Snapshot;
 use crate::api::{
-    ColonyServerStatus, FALLBACK_ACTIVE, FallbackOverride, FallbackStatus, HEALTHY, HealthStatus,
-    READY, RECONCILING, STALLED, SloStatus,
+    ColonyServerStatus, FALLBACK_ACTIVE, FallbackOverride, FallbackStatus, HEALTHY, HealthStatus, READY, RECONCILING,
+    ROLLED_BACK, STALLED, SloStatus,
 };
 use crate::runtime::conditions::{Desired, merge};
 
@@ -28,6 +28,7 @@ pub struct Observed<'a> {
     pub override_: FallbackOverride,
     pub workload: Workload,
     pub current_image: Option<String>,
+    pub rollout: Option<&'a crate::controllers::rollout::Decision>,
     pub invalid: Option<String>,
     pub now: DateTime<Utc>,
 }
@@ -42,8 +43,7 @@ pub fn fallback_state_from(status: Option<&ColonyServerStatus>) -> FallbackState
         since: f.since,
         reason: f.reason.clone(),
         flips: f.recent_flips.clone(),
-        stalled: status
-            .is_some_and(|s| crate::runtime::conditions::is_true(&s.conditions, STALLED)),
+        stalled: status.is_some_and(|s| crate::runtime::conditions::is_true(&s.conditions, STALLED)),
     }
 }
 
@@ -53,8 +53,7 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
     let healthy = health.healthy;
 
     // Health details change only when the verdict flips: steady state is silent.
-    let previous_verdict =
-        crate::runtime::conditions::find(&prev.conditions, HEALTHY).map(|c| c.status == "True");
+    let previous_verdict = crate::runtime::conditions::find(&prev.conditions, HEALTHY).map(|c| c.status == "True");
     let health_status = if previous_verdict == healthy && prev.health.is_some() {
         prev.health.clone()
     } else if healthy.is_some() {
@@ -71,11 +70,7 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
     let slo_status = match (&o.snapshot.slo_at_transition, o.snapshot.slo.breached()) {
         (Some(eval), breached) => Some(SloStatus {
             breached,
-            since: if breached {
-                o.snapshot.slo.breach_started
-            } else {
-                None
-            },
+            since: if breached { o.snapshot.slo.breach_started } else { None },
             reason: eval.violations.first().map(|v| v.reason().to_string()),
             queue_depth: eval.queue_depth.map(|q| q as i64),
             completion_rate: eval.completion_rate,
@@ -101,27 +96,15 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
             HEALTHY,
             false,
             "ProbeFailed",
-            format!(
-                "health probe failing: {}",
-                health.last_error.as_deref().unwrap_or("unknown error")
-            ),
+            format!("health probe failing: {}", health.last_error.as_deref().unwrap_or("unknown error")),
         ),
-        None => Desired::new(
-            HEALTHY,
-            false,
-            "Probing",
-            "waiting for enough health probes to decide",
-        ),
+        None => Desired::new(HEALTHY, false, "Probing", "waiting for enough health probes to decide"),
     });
     desired.push(Desired::new(
         FALLBACK_ACTIVE,
         d.active,
         d.reason.clone(),
-        if d.active {
-            format!("direct-processing fallback on: {}", d.message)
-        } else {
-            d.message.clone()
-        },
+        if d.active { format!("direct-processing fallback on: {}", d.message) } else { d.message.clone() },
     ));
     let (ready, reason, message) = if let Some(why) = &o.invalid {
         (false, "InvalidSpec", why.clone())
@@ -131,34 +114,32 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
             (Workload::Progressing(why), _) => (false, "Progressing", why.clone()),
             (_, Some(true)) => (true, "Healthy", "server is healthy".to_string()),
             (_, Some(false)) => (false, "Unhealthy", "server health probes fail".to_string()),
-            (_, None) => (
-                false,
-                "Probing",
-                "waiting for the first health verdict".to_string(),
-            ),
+            (_, None) => (false, "Probing", "waiting for the first health verdict".to_string()),
         }
     };
     desired.push(Desired::new(READY, ready, reason, message));
-    let progressing = matches!(o.workload, Workload::Progressing(_))
-        || (healthy.is_none() && o.invalid.is_none());
-    desired.push(Desired::new(
-        RECONCILING,
-        progressing,
-        "Progressing",
-        "rolling out or probing",
-    ));
-    let stalled = o
-        .invalid
-        .clone()
-        .or_else(|| d.new_state.stalled.then(|| d.message.clone()));
+    let progressing = matches!(o.workload, Workload::Progressing(_)) || (healthy.is_none() && o.invalid.is_none());
+    desired.push(Desired::new(RECONCILING, progressing, "Progressing", "rolling out or probing"));
+    match o.rollout.and_then(|r| r.rolled_back.as_ref()) {
+        Some(rb) => desired.push(Desired::new(
+            ROLLED_BACK,
+            true,
+            "RolledBack",
+            format!(
+                "image {} failed ({}); running the last known good image {}",
+                rb.failed_image, rb.reason, rb.to_image
+            ),
+        )),
+        None if o.rollout.is_some() => {
+            desired.push(Desired::new(ROLLED_BACK, false, "NotRolledBack", "running spec.image"))
+        }
+        None => {}
+    }
+    let stalled = o.invalid.clone().or_else(|| d.new_state.stalled.then(|| d.message.clone()));
     desired.push(Desired::new(
         STALLED,
         stalled.is_some(),
-        if o.invalid.is_some() {
-            "InvalidSpec"
-        } else {
-            "FlipBudgetExhausted"
-        },
+        if o.invalid.is_some() { "InvalidSpec" } else { "FlipBudgetExhausted" },
         stalled.unwrap_or_default(),
     ));
 
@@ -166,11 +147,14 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
         observed_generation: o.generation,
         conditions: merge(&prev.conditions, &desired, o.generation, o.now),
         current_image: o.current_image.clone().or(prev.current_image.clone()),
-        last_known_good_image: prev.last_known_good_image.clone(),
-        failed_images: prev.failed_images.clone(),
+        last_known_good_image: o
+            .rollout
+            .map(|r| r.memory.last_known_good.clone())
+            .unwrap_or(prev.last_known_good_image.clone()),
+        failed_images: o.rollout.map(|r| r.memory.failed_images.clone()).unwrap_or(prev.failed_images.clone()),
         health: health_status,
         slo: slo_status,
         fallback: Some(fallback),
-        history: prev.history.clone(),
+        history: o.rollout.map(|r| r.memory.history.clone()).unwrap_or(prev.history.clone()),
     }
 }

@@ -23,10 +23,7 @@ pub struct GeneratedKey {
 
 impl std::fmt::Debug for GeneratedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GeneratedKey")
-            .field("id", &self.id)
-            .field("fields", &self.fields.keys())
-            .finish()
+        f.debug_struct("GeneratedKey").field("id", &self.id).field("fields", &self.fields.keys()).finish()
     }
 }
 
@@ -36,11 +33,7 @@ fn fingerprint(bytes: &[u8]) -> String {
 
 /// Generates a key of `key_type` from the bytes `random` provides (an input, so tests are
 /// deterministic).
-pub fn generate(
-    key_type: KeyType,
-    length: usize,
-    random: &mut dyn FnMut(&mut [u8]),
-) -> GeneratedKey {
+pub fn generate(key_type: KeyType, length: usize, random: &mut dyn FnMut(&mut [u8])) -> GeneratedKey {
     match key_type {
         KeyType::Secp256k1 => loop {
             let mut b = [0u8; 32];
@@ -71,10 +64,7 @@ pub fn generate(
             let mut key = vec![0u8; length.max(1)];
             random(&mut key);
             let id = fingerprint(&key);
-            let fields = BTreeMap::from([
-                ("key".to_string(), key),
-                ("id".to_string(), id.clone().into_bytes()),
-            ]);
+            let fields = BTreeMap::from([("key".to_string(), key), ("id".to_string(), id.clone().into_bytes())]);
             GeneratedKey { fields, id }
         }
     }
@@ -85,11 +75,7 @@ pub fn os_random(buf: &mut [u8]) {
 }
 
 fn prefix(generation: usize) -> String {
-    if generation == 1 {
-        "previous.".to_string()
-    } else {
-        format!("previous-{generation}.")
-    }
+    if generation == 1 { "previous.".to_string() } else { format!("previous-{generation}.") }
 }
 
 /// The Secret data after a rotation: `new` becomes current, the current key moves to
@@ -148,10 +134,7 @@ mod tests {
         let k = generate(KeyType::Secp256k1, 0, &mut counter());
         let prv = String::from_utf8(k.fields["prvkey"].clone()).unwrap();
         assert_eq!(prv.len(), 64);
-        assert_eq!(
-            crate::colonyos::crypto::id_from_private_hex(&prv).unwrap(),
-            k.id
-        );
+        assert_eq!(crate::colonyos::crypto::id_from_private_hex(&prv).unwrap(), k.id);
         assert_eq!(k.fields["id"], k.id.as_bytes());
     }
 
@@ -163,10 +146,7 @@ mod tests {
             b.fill(if calls == 1 { 0 } else { 7 });
         };
         let k = generate(KeyType::Secp256k1, 0, &mut rng);
-        assert_eq!(
-            String::from_utf8(k.fields["prvkey"].clone()).unwrap(),
-            "07".repeat(32)
-        );
+        assert_eq!(String::from_utf8(k.fields["prvkey"].clone()).unwrap(), "07".repeat(32));
     }
 
     #[test]
@@ -176,10 +156,7 @@ mod tests {
         let r = generate(KeyType::Random, 48, &mut counter());
         assert_eq!(r.fields["key"].len(), 48);
         assert_ne!(e.id, r.id);
-        assert!(
-            !format!("{r:?}").contains("0101"),
-            "Debug shows no key material"
-        );
+        assert!(!format!("{r:?}").contains("0101"), "Debug shows no key material");
     }
 
     #[test]
@@ -197,10 +174,7 @@ mod tests {
         assert_eq!(data["previous.key"], k2.fields["key"]);
         assert_eq!(data["previous-2.key"], k1.fields["key"]);
         data = rotate_data(&data, &k1, 1);
-        assert!(
-            !data.contains_key("previous-2.key"),
-            "keepPrevious bounds the history"
-        );
+        assert!(!data.contains_key("previous-2.key"), "keepPrevious bounds the history");
         assert_eq!(data["note"], b"keep me");
         let none = rotate_data(&data, &k2, 0);
         assert!(none.keys().all(|k| !k.starts_with("previous")));

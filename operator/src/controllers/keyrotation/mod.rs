@@ -19,9 +19,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::api::{
-    KeyRotation, KeyRotationSpec, KeyRotationStatus, MaintenanceWindow, READY,
-    ROTATE_NOW_ANNOTATION, ROTATING, RotationCadence, RotationPhase, STALLED, TargetKind,
-    TargetsStatus,
+    KeyRotation, KeyRotationSpec, KeyRotationStatus, MaintenanceWindow, READY, ROTATE_NOW_ANNOTATION, ROTATING,
+    RotationCadence, RotationPhase, STALLED, TargetKind, TargetsStatus,
 };
 use crate::controllers::common::{MANAGED_BY, OPERATOR, owner_ref};
 use crate::controllers::{Spawned, spawn_controller};
@@ -44,23 +43,15 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
 
 /// When the next rotation is due. `last` is the last rotation (or, before the first one,
 /// the time the Secret's key came to be). Invalid cadence: an error naming the field.
-pub fn next_rotation(
-    spec: &KeyRotationSpec,
-    last: DateTime<Utc>,
-) -> std::result::Result<DateTime<Utc>, String> {
+pub fn next_rotation(spec: &KeyRotationSpec, last: DateTime<Utc>) -> std::result::Result<DateTime<Utc>, String> {
     match spec.cadence() {
-        RotationCadence::Cron {
-            schedule,
-            time_zone,
-        } => CronSchedule::parse(schedule, time_zone)
+        RotationCadence::Cron { schedule, time_zone } => CronSchedule::parse(schedule, time_zone)
             .map_err(|e| format!("spec.schedule: {e}"))?
             .next_after(last)
             .ok_or_else(|| "spec.schedule never fires".to_string()),
         RotationCadence::Interval(i) => {
             let d = parse_go_duration(i).map_err(|e| format!("spec.interval: {e}"))?;
-            Ok(last
-                + chrono::Duration::from_std(d)
-                    .map_err(|_| "spec.interval is too long".to_string())?)
+            Ok(last + chrono::Duration::from_std(d).map_err(|_| "spec.interval is too long".to_string())?)
         }
     }
 }
@@ -84,10 +75,7 @@ pub fn due(
     anchor: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> std::result::Result<Due, String> {
-    let next = next_rotation(
-        spec,
-        status.and_then(|s| s.last_rotation_time).unwrap_or(anchor),
-    )?;
+    let next = next_rotation(spec, status.and_then(|s| s.last_rotation_time).unwrap_or(anchor))?;
     if !secret_has_key {
         return Ok(Due::Initial);
     }
@@ -96,32 +84,19 @@ pub fn due(
             return Ok(Due::Requested(v.to_string()));
         }
     }
-    if now >= next {
-        Ok(Due::Scheduled)
-    } else {
-        Ok(Due::NotYet(next))
-    }
+    if now >= next { Ok(Due::Scheduled) } else { Ok(Due::NotYet(next)) }
 }
 
 fn key_field(spec: &KeyRotationSpec) -> &'static str {
-    if spec.key_type == crate::api::KeyType::Random {
-        "key"
-    } else {
-        "prvkey"
-    }
+    if spec.key_type == crate::api::KeyType::Random { "key" } else { "prvkey" }
 }
 
 async fn window_open(ctx: &Context, kr: &KeyRotation) -> Result<bool> {
     let Some(r) = &kr.spec.maintenance_window_ref else {
         return Ok(true);
     };
-    let mw = ctx
-        .api::<MaintenanceWindow>(&kr.namespace().unwrap_or_default())
-        .get_opt(&r.name)
-        .await?;
-    Ok(mw
-        .as_ref()
-        .is_some_and(crate::controllers::maintenancewindow::is_open))
+    let mw = ctx.api::<MaintenanceWindow>(&kr.namespace().unwrap_or_default()).get_opt(&r.name).await?;
+    Ok(mw.as_ref().is_some_and(crate::controllers::maintenancewindow::is_open))
 }
 
 /// Rolls the targets: owned kinds roll through their controller (the Secret hash in their pod
@@ -139,14 +114,7 @@ async fn roll_targets(ctx: &Context, kr: &KeyRotation, at: DateTime<Utc>) -> Res
                     "metadata": { "name": t.name },
                     "spec": { "template": { "metadata": { "annotations": { ROTATED_AT_ANNOTATION: at.to_rfc3339() } } } }
                 });
-                match api
-                    .patch(
-                        &t.name,
-                        &PatchParams::apply(&field_manager(NAME)),
-                        &Patch::Apply(&patch),
-                    )
-                    .await
-                {
+                match api.patch(&t.name, &PatchParams::apply(&field_manager(NAME)), &Patch::Apply(&patch)).await {
                     Ok(_) => rolled.push(t.key()),
                     Err(e) => {
                         tracing::warn!(rotation = %kr.name_any(), target = %t.key(), error = %e, "could not roll target");
@@ -168,72 +136,46 @@ async fn reconcile(kr: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action> {
     let secrets: Api<Secret> = ctx.api(&ns);
     let current: Option<KeyRotationStatus> = ctx.latest_status(kr.as_ref(), kr.status.as_ref());
     let previous = current.clone().unwrap_or_default();
-    let mut status = KeyRotationStatus {
-        observed_generation: kr.metadata.generation,
-        ..previous.clone()
-    };
+    let mut status = KeyRotationStatus { observed_generation: kr.metadata.generation, ..previous.clone() };
 
     let secret = secrets.get_opt(&kr.spec.secret_name).await?;
-    let data: BTreeMap<String, Vec<u8>> = secret
-        .as_ref()
-        .and_then(|s| s.data.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
+    let data: BTreeMap<String, Vec<u8>> =
+        secret.as_ref().and_then(|s| s.data.clone()).unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
     let secret_revision: i64 = secret
         .as_ref()
-        .and_then(|s| {
-            s.annotations()
-                .get(REVISION_ANNOTATION)
-                .and_then(|v| v.parse().ok())
-        })
+        .and_then(|s| s.annotations().get(REVISION_ANNOTATION).and_then(|v| v.parse().ok()))
         .unwrap_or(0);
     // A crash after the Secret was written but before status: adopt what the Secret holds.
     if secret_revision > status.revision {
         status.revision = secret_revision;
-        status.current_key_id = data
-            .get("id")
-            .map(|v| String::from_utf8_lossy(v).to_string());
-        status.previous_key_id = data
-            .get("previous.id")
-            .map(|v| String::from_utf8_lossy(v).to_string());
+        status.current_key_id = data.get("id").map(|v| String::from_utf8_lossy(v).to_string());
+        status.previous_key_id = data.get("previous.id").map(|v| String::from_utf8_lossy(v).to_string());
         status.last_rotation_time.get_or_insert(now);
     }
-    let anchor = kr
-        .creation_timestamp()
-        .map(|t| crate::runtime::conditions::from_time(&t))
-        .unwrap_or(now);
-    let rotate_now = kr
-        .annotations()
-        .get(ROTATE_NOW_ANNOTATION)
-        .map(String::as_str);
-    let due = due(
-        &kr.spec,
-        Some(&status),
-        data.contains_key(key_field(&kr.spec)),
-        rotate_now,
-        anchor,
-        now,
-    );
+    let anchor = kr.creation_timestamp().map(|t| crate::runtime::conditions::from_time(&t)).unwrap_or(now);
+    let rotate_now = kr.annotations().get(ROTATE_NOW_ANNOTATION).map(String::as_str);
+    let due = due(&kr.spec, Some(&status), data.contains_key(key_field(&kr.spec)), rotate_now, anchor, now);
 
     let mut invalid = None;
     let mut waiting_for_window = false;
     match due {
         Err(e) => invalid = Some(e),
         Ok(_) if kr.spec.colony_os.is_some() => {
-            invalid = Some("spec.colonyOS: registering the new key with the server is not supported by this version".into())
+            invalid =
+                Some("spec.colonyOS: registering the new key with the server is not supported by this version".into())
         }
         Ok(Due::NotYet(next)) => status.next_rotation_time = Some(next),
         Ok(_) if kr.spec.suspend => {}
         Ok(d) if d != Due::Initial && !window_open(&ctx, &kr).await? => waiting_for_window = true,
         Ok(d) => {
-            let key = keys::generate(kr.spec.key_type, kr.spec.length.unwrap_or(32).max(1) as usize, &mut keys::os_random);
+            let key =
+                keys::generate(kr.spec.key_type, kr.spec.length.unwrap_or(32).max(1) as usize, &mut keys::os_random);
             let new_data = keys::rotate_data(&data, &key, kr.spec.keep_previous.max(0) as usize);
             let revision = status.revision + 1;
             write_secret(&secrets, &kr, secret, new_data, revision).await?;
             status.revision = revision;
-            status.previous_key_id = status.current_key_id.take().or_else(|| data.get("id").map(|v| String::from_utf8_lossy(v).to_string()));
+            status.previous_key_id =
+                status.current_key_id.take().or_else(|| data.get("id").map(|v| String::from_utf8_lossy(v).to_string()));
             status.current_key_id = Some(key.id.clone());
             status.last_rotation_time = Some(now);
             status.next_rotation_time = next_rotation(&kr.spec, now).ok();
@@ -242,17 +184,20 @@ async fn reconcile(kr: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action> {
             }
             status.targets = Some(roll_targets(&ctx, &kr, now).await?);
             tracing::info!(rotation = %name, revision, key_id = %key.id, "rotated key");
-            ctx.event(kr.as_ref(), EventType::Normal, "KeyRotated", "Rotate", format!("revision {revision}, new key id {} ({:?})", key.id, d)).await;
+            ctx.event(
+                kr.as_ref(),
+                EventType::Normal,
+                "KeyRotated",
+                "Rotate",
+                format!("revision {revision}, new key id {} ({:?})", key.id, d),
+            )
+            .await;
         }
     }
     if status.next_rotation_time.is_none() {
-        status.next_rotation_time =
-            next_rotation(&kr.spec, status.last_rotation_time.unwrap_or(anchor)).ok();
+        status.next_rotation_time = next_rotation(&kr.spec, status.last_rotation_time.unwrap_or(anchor)).ok();
     }
-    let pending = status
-        .targets
-        .as_ref()
-        .is_some_and(|t| !t.pending.is_empty());
+    let pending = status.targets.as_ref().is_some_and(|t| !t.pending.is_empty());
     status.phase = Some(if invalid.is_some() {
         RotationPhase::Failed
     } else if pending {
@@ -260,12 +205,7 @@ async fn reconcile(kr: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action> {
     } else {
         RotationPhase::Idle
     });
-    let mut desired = vec![Desired::new(
-        ROTATING,
-        pending,
-        "RollingOut",
-        "targets pending",
-    )];
+    let mut desired = vec![Desired::new(ROTATING, pending, "RollingOut", "targets pending")];
     match &invalid {
         Some(why) => {
             desired.push(Desired::new(READY, false, "InvalidSpec", why.clone()));
@@ -282,19 +222,14 @@ async fn reconcile(kr: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action> {
             desired.push(Desired::new(
                 READY,
                 !pending,
-                if waiting_for_window {
-                    "WaitingForWindow"
-                } else {
-                    "Rotated"
-                },
+                if waiting_for_window { "WaitingForWindow" } else { "Rotated" },
                 msg,
             ));
             desired.push(Desired::new(STALLED, false, "", ""));
         }
     }
     status.conditions = merge(&previous.conditions, &desired, kr.metadata.generation, now);
-    ctx.write_status(&api, kr.as_ref(), NAME, current.as_ref(), &status)
-        .await?;
+    ctx.write_status(&api, kr.as_ref(), NAME, current.as_ref(), &status).await?;
 
     if invalid.is_some() {
         return Ok(Action::await_change());
@@ -320,20 +255,15 @@ async fn write_secret(
     data: BTreeMap<String, Vec<u8>>,
     revision: i64,
 ) -> Result<()> {
-    let data: BTreeMap<String, ByteString> =
-        data.into_iter().map(|(k, v)| (k, ByteString(v))).collect();
+    let data: BTreeMap<String, ByteString> = data.into_iter().map(|(k, v)| (k, ByteString(v))).collect();
     match existing {
         Some(mut s) => {
             s.data = Some(data);
             s.string_data = None;
-            s.annotations_mut()
-                .insert(REVISION_ANNOTATION.into(), revision.to_string());
+            s.annotations_mut().insert(REVISION_ANNOTATION.into(), revision.to_string());
             api.replace(
                 &kr.spec.secret_name,
-                &PostParams {
-                    field_manager: Some(field_manager(NAME)),
-                    ..Default::default()
-                },
+                &PostParams { field_manager: Some(field_manager(NAME)), ..Default::default() },
                 &s,
             )
             .await
@@ -344,14 +274,8 @@ async fn write_secret(
                 metadata: ObjectMeta {
                     name: Some(kr.spec.secret_name.clone()),
                     namespace: kr.namespace(),
-                    labels: Some(BTreeMap::from([(
-                        MANAGED_BY.to_string(),
-                        OPERATOR.to_string(),
-                    )])),
-                    annotations: Some(BTreeMap::from([(
-                        REVISION_ANNOTATION.to_string(),
-                        revision.to_string(),
-                    )])),
+                    labels: Some(BTreeMap::from([(MANAGED_BY.to_string(), OPERATOR.to_string())])),
+                    annotations: Some(BTreeMap::from([(REVISION_ANNOTATION.to_string(), revision.to_string())])),
                     owner_references: Some(vec![owner_ref(kr)?]),
                     ..Default::default()
                 },
@@ -359,15 +283,9 @@ async fn write_secret(
                 type_: Some("Opaque".into()),
                 ..Default::default()
             };
-            api.create(
-                &PostParams {
-                    field_manager: Some(field_manager(NAME)),
-                    ..Default::default()
-                },
-                &s,
-            )
-            .await
-            .map_err(Error::Kube)?;
+            api.create(&PostParams { field_manager: Some(field_manager(NAME)), ..Default::default() }, &s)
+                .await
+                .map_err(Error::Kube)?;
         }
     }
     Ok(())
@@ -383,42 +301,23 @@ mod tests {
     }
 
     fn monthly() -> KeyRotationSpec {
-        KeyRotationSpec {
-            schedule: Some("0 3 1 * *".into()),
-            secret_name: "k".into(),
-            ..Default::default()
-        }
+        KeyRotationSpec { schedule: Some("0 3 1 * *".into()), secret_name: "k".into(), ..Default::default() }
     }
 
     #[test]
     fn initial_key_is_generated_at_once() {
-        assert_eq!(
-            due(&monthly(), None, false, None, at(27, 0), at(27, 0)),
-            Ok(Due::Initial)
-        );
+        assert_eq!(due(&monthly(), None, false, None, at(27, 0), at(27, 0)), Ok(Due::Initial));
     }
 
     #[test]
     fn monthly_rotation_waits_for_the_first_of_the_month() {
         let spec = monthly();
         let next = Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap();
-        assert_eq!(
-            due(&spec, None, true, None, at(27, 0), at(27, 0)),
-            Ok(Due::NotYet(next))
-        );
-        assert_eq!(
-            due(&spec, None, true, None, at(27, 0), next),
-            Ok(Due::Scheduled)
-        );
-        let status = KeyRotationStatus {
-            last_rotation_time: Some(next),
-            ..Default::default()
-        };
+        assert_eq!(due(&spec, None, true, None, at(27, 0), at(27, 0)), Ok(Due::NotYet(next)));
+        assert_eq!(due(&spec, None, true, None, at(27, 0), next), Ok(Due::Scheduled));
+        let status = KeyRotationStatus { last_rotation_time: Some(next), ..Default::default() };
         let after = Utc.with_ymd_and_hms(2027, 1, 1, 3, 0, 0).unwrap();
-        assert_eq!(
-            due(&spec, Some(&status), true, None, at(27, 0), next),
-            Ok(Due::NotYet(after))
-        );
+        assert_eq!(due(&spec, Some(&status), true, None, at(27, 0), next), Ok(Due::NotYet(after)));
     }
 
     #[test]
@@ -429,25 +328,13 @@ mod tests {
             secret_name: "k".into(),
             ..Default::default()
         };
-        let status = KeyRotationStatus {
-            last_rotation_time: Some(at(1, 0)),
-            ..Default::default()
-        };
+        let status = KeyRotationStatus { last_rotation_time: Some(at(1, 0)), ..Default::default() };
         assert_eq!(
             due(&spec, Some(&status), true, None, at(1, 0), at(30, 23)),
-            Ok(Due::NotYet(
-                Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
-            ))
+            Ok(Due::NotYet(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()))
         );
         assert_eq!(
-            due(
-                &spec,
-                Some(&status),
-                true,
-                None,
-                at(1, 0),
-                Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
-            ),
+            due(&spec, Some(&status), true, None, at(1, 0), Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()),
             Ok(Due::Scheduled)
         );
     }
@@ -455,35 +342,16 @@ mod tests {
     #[test]
     fn rotate_now_annotation_is_handled_once() {
         let spec = monthly();
-        assert_eq!(
-            due(&spec, None, true, Some("a"), at(27, 0), at(27, 0)),
-            Ok(Due::Requested("a".into()))
-        );
-        let status = KeyRotationStatus {
-            handled_rotate_now: Some("a".into()),
-            ..Default::default()
-        };
-        assert!(matches!(
-            due(&spec, Some(&status), true, Some("a"), at(27, 0), at(27, 0)),
-            Ok(Due::NotYet(_))
-        ));
-        assert_eq!(
-            due(&spec, Some(&status), true, Some("b"), at(27, 0), at(27, 0)),
-            Ok(Due::Requested("b".into()))
-        );
+        assert_eq!(due(&spec, None, true, Some("a"), at(27, 0), at(27, 0)), Ok(Due::Requested("a".into())));
+        let status = KeyRotationStatus { handled_rotate_now: Some("a".into()), ..Default::default() };
+        assert!(matches!(due(&spec, Some(&status), true, Some("a"), at(27, 0), at(27, 0)), Ok(Due::NotYet(_))));
+        assert_eq!(due(&spec, Some(&status), true, Some("b"), at(27, 0), at(27, 0)), Ok(Due::Requested("b".into())));
     }
 
     #[test]
     fn bad_cadence_names_the_field() {
-        let spec = KeyRotationSpec {
-            schedule: Some("0 99 * * *".into()),
-            secret_name: "k".into(),
-            ..Default::default()
-        };
-        assert!(
-            due(&spec, None, true, None, at(1, 0), at(1, 0))
-                .unwrap_err()
-                .contains("spec.schedule")
-        );
+        let spec =
+            KeyRotationSpec { schedule: Some("0 99 * * *".into()), secret_name: "k".into(), ..Default::default() };
+        assert!(due(&spec, None, true, None, at(1, 0), at(1, 0)).unwrap_err().contains("spec.schedule"));
     }
 }

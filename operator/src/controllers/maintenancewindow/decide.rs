@@ -5,8 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::api::{
-    MaintenanceWindowSpec, MaintenanceWindowStatus, OnFailure, ScheduleForm, WindowBounds,
-    WindowOutcome, WindowPhase,
+    MaintenanceWindowSpec, MaintenanceWindowStatus, OnFailure, ScheduleForm, WindowBounds, WindowOutcome, WindowPhase,
 };
 use crate::duration::parse_go_duration;
 use crate::schedule::{CronSchedule, Window, WindowState, one_off, recurring};
@@ -39,17 +38,10 @@ pub struct Inputs<'a> {
 fn window_state(spec: &MaintenanceWindowSpec, now: DateTime<Utc>) -> Result<WindowState, String> {
     match spec.schedule.form() {
         Some(ScheduleForm::OneOff { start, end }) => Ok(one_off(start, end, now)),
-        Some(ScheduleForm::Recurring {
-            cron,
-            duration,
-            time_zone,
-        }) => {
-            let schedule = CronSchedule::parse(cron, time_zone)
-                .map_err(|e| format!("spec.schedule.cron: {e}"))?;
-            let d =
-                parse_go_duration(duration).map_err(|e| format!("spec.schedule.duration: {e}"))?;
-            let d = chrono::Duration::from_std(d)
-                .map_err(|_| "spec.schedule.duration is too long".to_string())?;
+        Some(ScheduleForm::Recurring { cron, duration, time_zone }) => {
+            let schedule = CronSchedule::parse(cron, time_zone).map_err(|e| format!("spec.schedule.cron: {e}"))?;
+            let d = parse_go_duration(duration).map_err(|e| format!("spec.schedule.duration: {e}"))?;
+            let d = chrono::Duration::from_std(d).map_err(|_| "spec.schedule.duration is too long".to_string())?;
             Ok(recurring(&schedule, d, now))
         }
         None => Err("spec.schedule needs either start and end, or cron and duration".into()),
@@ -61,10 +53,7 @@ fn until(now: DateTime<Utc>, t: DateTime<Utc>) -> Duration {
 }
 
 fn bounds(w: Window) -> WindowBounds {
-    WindowBounds {
-        start: w.start,
-        end: w.end,
-    }
+    WindowBounds { start: w.start, end: w.end }
 }
 
 pub fn decide(i: &Inputs) -> Decision {
@@ -92,16 +81,11 @@ pub fn decide(i: &Inputs) -> Decision {
         d.requeue_after = None;
         return d;
     }
-    let recorded = |w: &Window| {
-        prev.last_outcome
-            .as_ref()
-            .is_some_and(|o| o.start == w.start)
-    };
+    let recorded = |w: &Window| prev.last_outcome.as_ref().is_some_and(|o| o.start == w.start);
 
     // A window that is open and not yet finished (or ended early by the annotation).
     if let Some(w) = state.current.filter(|w| !recorded(w)) {
-        let end_requested =
-            i.end_now.is_some() && i.end_now.map(String::from) != prev.handled_end_now;
+        let end_requested = i.end_now.is_some() && i.end_now.map(String::from) != prev.handled_end_now;
         if !end_requested {
             d.phase = WindowPhase::Active;
             d.current_window = Some(bounds(w));
@@ -111,33 +95,16 @@ pub fn decide(i: &Inputs) -> Decision {
         }
         // Ended early: verify from now on, as if the window had ended at this instant.
         d.handled_end_now = i.end_now.map(String::from);
-        return verify(
-            i,
-            d,
-            Window {
-                start: w.start,
-                end: i.now,
-            },
-        );
+        return verify(i, d, Window { start: w.start, end: i.now });
     }
     // The latest window has closed: verify it unless its outcome is recorded.
     let latest_closed = match (state.current, prev.current_window.as_ref()) {
         // The schedule's current window was already recorded (ended early): that one.
         (Some(w), _) if recorded(&w) => None,
-        (_, Some(cw))
-            if !prev
-                .last_outcome
-                .as_ref()
-                .is_some_and(|o| o.start == cw.start) =>
-        {
-            Some(Window {
-                start: cw.start,
-                end: cw.end.min(i.now),
-            })
+        (_, Some(cw)) if !prev.last_outcome.as_ref().is_some_and(|o| o.start == cw.start) => {
+            Some(Window { start: cw.start, end: cw.end.min(i.now) })
         }
-        _ => state
-            .previous
-            .filter(|w| !recorded(w) && prev.phase.is_some()),
+        _ => state.previous.filter(|w| !recorded(w) && prev.phase.is_some()),
     };
     if let Some(w) = latest_closed {
         return verify(i, d, w);
@@ -182,13 +149,9 @@ fn verify(i: &Inputs, mut d: Decision, w: Window) -> Decision {
             start: w.start,
             end: w.end,
             result: WindowPhase::Failed,
-            message: Some(format!(
-                "server not healthy within {} after the window",
-                i.spec.verify.timeout
-            )),
+            message: Some(format!("server not healthy within {} after the window", i.spec.verify.timeout)),
         });
-        d.holds_fallback =
-            i.spec.verify.on_failure == OnFailure::KeepFallback && i.spec.actions.enable_fallback;
+        d.holds_fallback = i.spec.verify.on_failure == OnFailure::KeepFallback && i.spec.actions.enable_fallback;
         d.requeue_after = d.next_start.map(|t| until(i.now, t));
         return d;
     }
@@ -210,11 +173,7 @@ mod tests {
 
     fn one_off_spec() -> MaintenanceWindowSpec {
         MaintenanceWindowSpec {
-            schedule: WindowSchedule {
-                start: Some(t(2, 0)),
-                end: Some(t(4, 0)),
-                ..Default::default()
-            },
+            schedule: WindowSchedule { start: Some(t(2, 0)), end: Some(t(4, 0)), ..Default::default() },
             colony_server_ref: LocalObjectReference::new("prod"),
             finance_bees: None,
             actions: Default::default(),
@@ -239,13 +198,7 @@ mod tests {
         end_now: Option<&str>,
         now: DateTime<Utc>,
     ) -> (Decision, MaintenanceWindowStatus) {
-        let d = decide(&Inputs {
-            spec,
-            previous: prev,
-            server_healthy: healthy,
-            end_now,
-            now,
-        });
+        let d = decide(&Inputs { spec, previous: prev, server_healthy: healthy, end_now, now });
         let status = MaintenanceWindowStatus {
             phase: Some(d.phase),
             current_window: d.current_window.clone(),
@@ -292,10 +245,7 @@ mod tests {
         let mut restore = spec.clone();
         restore.verify.on_failure = OnFailure::Restore;
         let (d3, _) = step(&restore, Some(&s), Some(false), t(5, 0));
-        assert!(
-            !d3.holds_fallback,
-            "restore gives traffic back to Colony OS"
-        );
+        assert!(!d3.holds_fallback, "restore gives traffic back to Colony OS");
     }
 
     #[test]
@@ -303,37 +253,23 @@ mod tests {
         let spec = one_off_spec();
         let (_, s) = step(&spec, None, Some(true), t(2, 30));
         let (d, s) = step_end_now(&spec, Some(&s), Some(true), Some("1"), t(2, 40));
-        assert_eq!(
-            d.phase,
-            WindowPhase::Completed,
-            "healthy server completes at once"
-        );
+        assert_eq!(d.phase, WindowPhase::Completed, "healthy server completes at once");
         assert_eq!(d.handled_end_now.as_deref(), Some("1"));
         let (d, _) = step_end_now(&spec, Some(&s), Some(true), Some("1"), t(2, 50));
-        assert_eq!(
-            d.phase,
-            WindowPhase::Completed,
-            "the same annotation value does not reopen the window"
-        );
+        assert_eq!(d.phase, WindowPhase::Completed, "the same annotation value does not reopen the window");
         assert!(!d.holds_fallback);
     }
 
     #[test]
     fn recurring_window_returns_to_scheduled_with_next_start() {
         let mut spec = one_off_spec();
-        spec.schedule = WindowSchedule {
-            cron: Some("0 2 * * 0".into()),
-            duration: Some("2h".into()),
-            ..Default::default()
-        };
+        spec.schedule =
+            WindowSchedule { cron: Some("0 2 * * 0".into()), duration: Some("2h".into()), ..Default::default() };
         let (d, s) = step(&spec, None, Some(true), t(3, 0));
         assert_eq!(d.phase, WindowPhase::Active);
         let (d, _) = step(&spec, Some(&s), Some(true), t(4, 0));
         assert_eq!(d.phase, WindowPhase::Scheduled);
-        assert_eq!(
-            d.next_start,
-            Some(Utc.with_ymd_and_hms(2026, 12, 6, 2, 0, 0).unwrap())
-        );
+        assert_eq!(d.next_start, Some(Utc.with_ymd_and_hms(2026, 12, 6, 2, 0, 0).unwrap()));
         assert_eq!(d.last_outcome.unwrap().result, WindowPhase::Completed);
     }
 
@@ -349,18 +285,9 @@ mod tests {
     #[test]
     fn invalid_cron_is_reported() {
         let mut spec = one_off_spec();
-        spec.schedule = WindowSchedule {
-            cron: Some("0 25 * * *".into()),
-            duration: Some("1h".into()),
-            ..Default::default()
-        };
-        let d = decide(&Inputs {
-            spec: &spec,
-            previous: None,
-            server_healthy: None,
-            end_now: None,
-            now: t(0, 0),
-        });
+        spec.schedule =
+            WindowSchedule { cron: Some("0 25 * * *".into()), duration: Some("1h".into()), ..Default::default() };
+        let d = decide(&Inputs { spec: &spec, previous: None, server_healthy: None, end_now: None, now: t(0, 0) });
         assert!(d.invalid.unwrap().contains("spec.schedule.cron"));
     }
 
@@ -368,11 +295,7 @@ mod tests {
     fn window_created_after_it_ended_is_not_verified() {
         let spec = one_off_spec();
         let (d, _) = step(&spec, None, Some(false), t(6, 0));
-        assert_eq!(
-            d.phase,
-            WindowPhase::Scheduled,
-            "a window that passed before the resource existed is ignored"
-        );
+        assert_eq!(d.phase, WindowPhase::Scheduled, "a window that passed before the resource existed is ignored");
         assert!(!d.holds_fallback);
     }
 }

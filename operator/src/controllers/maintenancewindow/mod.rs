@@ -12,8 +12,8 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use crate::api::{
-    ACTIVE, ColonyServer, END_NOW_ANNOTATION, HEALTHY, MaintenanceWindow, MaintenanceWindowStatus,
-    OnFailure, READY, STALLED, WindowPhase,
+    ACTIVE, ColonyServer, END_NOW_ANNOTATION, HEALTHY, MaintenanceWindow, MaintenanceWindowStatus, OnFailure, READY,
+    STALLED, WindowPhase,
 };
 use crate::controllers::{Spawned, spawn_controller};
 use crate::operator::Shutdown;
@@ -23,10 +23,7 @@ use crate::runtime::{Context, Result};
 pub const NAME: &str = "maintenancewindow";
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
-    let controller = Controller::new(
-        ctx.scoped_api::<MaintenanceWindow>(),
-        watcher::Config::default(),
-    );
+    let controller = Controller::new(ctx.scoped_api::<MaintenanceWindow>(), watcher::Config::default());
     spawn_controller(NAME, controller, reconcile, ctx, shutdown)
 }
 
@@ -51,16 +48,9 @@ pub fn is_open(mw: &MaintenanceWindow) -> bool {
 async fn reconcile(mw: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Action> {
     let ns = mw.namespace().unwrap_or_default();
     let now = Utc::now();
-    let server = ctx
-        .api::<ColonyServer>(&ns)
-        .get_opt(&mw.spec.colony_server_ref.name)
-        .await?;
-    let server_healthy = server
-        .as_ref()
-        .and_then(|s| s.status.as_ref())
-        .map(|s| is_true(&s.conditions, HEALTHY));
-    let current: Option<MaintenanceWindowStatus> =
-        ctx.latest_status(mw.as_ref(), mw.status.as_ref());
+    let server = ctx.api::<ColonyServer>(&ns).get_opt(&mw.spec.colony_server_ref.name).await?;
+    let server_healthy = server.as_ref().and_then(|s| s.status.as_ref()).map(|s| is_true(&s.conditions, HEALTHY));
+    let current: Option<MaintenanceWindowStatus> = ctx.latest_status(mw.as_ref(), mw.status.as_ref());
     let d = decide::decide(&decide::Inputs {
         spec: &mw.spec,
         previous: current.as_ref(),
@@ -88,11 +78,7 @@ async fn reconcile(mw: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Acti
             desired.push(Desired::new(
                 READY,
                 !failed,
-                if failed {
-                    "VerificationFailed"
-                } else {
-                    "Reconciled"
-                },
+                if failed { "VerificationFailed" } else { "Reconciled" },
                 d.last_outcome
                     .as_ref()
                     .and_then(|o| o.message.clone())
@@ -112,8 +98,7 @@ async fn reconcile(mw: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Acti
         handled_end_now: d.handled_end_now.clone(),
     };
     let api: Api<MaintenanceWindow> = ctx.api(&ns);
-    ctx.write_status(&api, mw.as_ref(), NAME, current.as_ref(), &status)
-        .await?;
+    ctx.write_status(&api, mw.as_ref(), NAME, current.as_ref(), &status).await?;
     if previous_phase != Some(d.phase) && d.invalid.is_none() {
         let (type_, reason) = match d.phase {
             WindowPhase::Active => (EventType::Normal, "WindowOpened"),
@@ -122,14 +107,7 @@ async fn reconcile(mw: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Acti
             WindowPhase::Failed => (EventType::Warning, "VerificationFailed"),
             WindowPhase::Scheduled => (EventType::Normal, "WindowScheduled"),
         };
-        ctx.event(
-            mw.as_ref(),
-            type_,
-            reason,
-            "Schedule",
-            format!("phase {:?} -> {:?}", previous_phase, d.phase),
-        )
-        .await;
+        ctx.event(mw.as_ref(), type_, reason, "Schedule", format!("phase {:?} -> {:?}", previous_phase, d.phase)).await;
     }
     Ok(match (&d.invalid, d.requeue_after) {
         (Some(_), _) => Action::await_change(),

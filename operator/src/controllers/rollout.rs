@@ -1,0 +1,312 @@
+//! Automatic rollback, shared by every workload the operator runs (ColonyServer and
+//! FinanceBee): which image to run, when an image becomes the last known good one, and when
+//! a new image has failed and the last known good one runs again. Pure: the reconciler
+//! observes, this decides.
+//!
+//! Rules:
+//! - an image becomes *last known good* once it has been Available and Healthy for
+//!   `stable_after` since it was deployed;
+//! - a new image has *failed* when, before it became good, its rollout exceeded the
+//!   progress deadline, its pods crash-loop, or health started failing after it was deployed
+//!   and within `progress_deadline` of it;
+//! - a failed image is not run again until `spec.image` changes (the failed list is for the
+//!   current spec image only); the last known good image runs instead. The spec itself is
+//!   never written: GitOps keeps owning it;
+//! - with no last known good image (the first deploy), or `automatic: false`, nothing is
+//!   rolled back: the failure is reported and the image keeps running.
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::api::{ImageHistoryEntry, RolloutOutcome};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutPolicy {
+    pub automatic: bool,
+    pub progress_deadline: Duration,
+    pub stable_after: Duration,
+    pub history_limit: usize,
+}
+
+/// What the reconciler saw of the workload running `history.last().image`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observation {
+    /// All replicas updated and available.
+    pub available: bool,
+    /// The health verdict (`None` where the workload has no health probe of its own).
+    pub healthy: Option<bool>,
+    /// Start of the current outage, if unhealthy.
+    pub unhealthy_since: Option<DateTime<Utc>>,
+    pub progress_deadline_exceeded: bool,
+    pub crash_looping: bool,
+}
+
+/// What is remembered between reconciles (kept in the resource's status).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub last_known_good: Option<String>,
+    pub failed_images: Vec<String>,
+    /// Newest last.
+    pub history: Vec<ImageHistoryEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolledBack {
+    pub failed_image: String,
+    pub to_image: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The image the workload must run.
+    pub image: String,
+    pub memory: Memory,
+    /// Set on the reconcile that decides a rollback (for the Event), and while the spec
+    /// image stays a failed one (for the condition).
+    pub rolled_back: Option<RolledBack>,
+    /// True only on the reconcile that rolls back.
+    pub newly_rolled_back: bool,
+    /// A rollout failed but could not be rolled back (first deploy, or automatic off).
+    pub failed_without_rollback: Option<String>,
+    pub requeue_after: Option<Duration>,
+}
+
+fn failure_reason(
+    obs: &Observation,
+    deployed_at: DateTime<Utc>,
+    policy: &RolloutPolicy,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    if obs.progress_deadline_exceeded {
+        return Some("ProgressDeadlineExceeded".into());
+    }
+    if obs.crash_looping {
+        return Some("CrashLoopBackOff".into());
+    }
+    let within_deadline = now - deployed_at <= chrono::Duration::from_std(policy.progress_deadline).unwrap_or_default();
+    match (obs.healthy, obs.unhealthy_since) {
+        (Some(false), Some(since)) if since >= deployed_at && within_deadline => Some("HealthCheckFailed".into()),
+        _ => None,
+    }
+}
+
+pub fn decide(
+    policy: &RolloutPolicy,
+    spec_image: &str,
+    obs: &Observation,
+    memory: &Memory,
+    now: DateTime<Utc>,
+) -> Decision {
+    let mut m = memory.clone();
+    // A failed image is remembered only while it is the spec image.
+    m.failed_images.retain(|i| i == spec_image);
+
+    if m.failed_images.iter().any(|i| i == spec_image) {
+        if let Some(good) = m.last_known_good.clone() {
+            return Decision {
+                image: good.clone(),
+                rolled_back: Some(RolledBack {
+                    failed_image: spec_image.into(),
+                    to_image: good,
+                    reason: "PreviouslyFailed".into(),
+                }),
+                memory: m,
+                newly_rolled_back: false,
+                failed_without_rollback: None,
+                requeue_after: None,
+            };
+        }
+    }
+
+    // Record a new deploy.
+    if m.history.last().map(|e| e.image.as_str()) != Some(spec_image) {
+        if let Some(last) = m.history.last_mut() {
+            if last.outcome == RolloutOutcome::Progressing {
+                last.outcome = RolloutOutcome::Superseded;
+            }
+        }
+        m.history.push(ImageHistoryEntry {
+            image: spec_image.into(),
+            deployed_at: now,
+            outcome: RolloutOutcome::Progressing,
+        });
+    }
+    let limit = policy.history_limit.max(1);
+    if m.history.len() > limit {
+        let excess = m.history.len() - limit;
+        m.history.drain(..excess);
+    }
+    let entry = m.history.last().cloned().expect("a history entry for the spec image");
+    let mut d = Decision {
+        image: spec_image.into(),
+        memory: m,
+        rolled_back: None,
+        newly_rolled_back: false,
+        failed_without_rollback: None,
+        requeue_after: None,
+    };
+    if entry.outcome != RolloutOutcome::Progressing {
+        return d;
+    }
+    let age = (now - entry.deployed_at).to_std().unwrap_or_default();
+    if let Some(reason) = failure_reason(obs, entry.deployed_at, policy, now) {
+        match d.memory.last_known_good.clone() {
+            Some(good) if policy.automatic && good != spec_image => {
+                d.memory.failed_images.push(spec_image.into());
+                d.memory.history.last_mut().expect("entry").outcome = RolloutOutcome::RolledBack;
+                d.image = good.clone();
+                d.rolled_back = Some(RolledBack { failed_image: spec_image.into(), to_image: good, reason });
+                d.newly_rolled_back = true;
+            }
+            _ => d.failed_without_rollback = Some(reason),
+        }
+        return d;
+    }
+    let healthy_enough = obs.healthy != Some(false);
+    if obs.available && healthy_enough && age >= policy.stable_after {
+        d.memory.last_known_good = Some(spec_image.into());
+        d.memory.history.last_mut().expect("entry").outcome = RolloutOutcome::Stable;
+    } else {
+        // Time alone can make it stable or end the health-failure window.
+        let next = if age < policy.stable_after { policy.stable_after - age } else { Duration::from_secs(30) };
+        d.requeue_after = Some(next + Duration::from_millis(500));
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap()
+    }
+
+    fn policy() -> RolloutPolicy {
+        RolloutPolicy {
+            automatic: true,
+            progress_deadline: Duration::from_secs(600),
+            stable_after: Duration::from_secs(300),
+            history_limit: 3,
+        }
+    }
+
+    fn good() -> Observation {
+        Observation { available: true, healthy: Some(true), ..Default::default() }
+    }
+
+    /// Runs v1 until stable, then returns the memory.
+    fn stable_v1() -> Memory {
+        let d = decide(&policy(), "v1", &good(), &Memory::default(), t(0));
+        let d = decide(&policy(), "v1", &good(), &d.memory, t(300));
+        assert_eq!(d.memory.last_known_good.as_deref(), Some("v1"));
+        d.memory
+    }
+
+    #[test]
+    fn first_deploy_becomes_good_after_stable_after() {
+        let d = decide(&policy(), "v1", &good(), &Memory::default(), t(0));
+        assert_eq!(d.image, "v1");
+        assert_eq!(d.memory.last_known_good, None);
+        assert_eq!(d.requeue_after, Some(Duration::from_millis(300_500)));
+        let d2 = decide(&policy(), "v1", &good(), &d.memory, t(299));
+        assert_eq!(d2.memory.last_known_good, None, "not before stable_after");
+        let d3 = decide(&policy(), "v1", &good(), &d2.memory, t(300));
+        assert_eq!(d3.memory.last_known_good.as_deref(), Some("v1"));
+        assert_eq!(d3.memory.history.last().unwrap().outcome, RolloutOutcome::Stable);
+        assert_eq!(
+            decide(&policy(), "v1", &good(), &d3.memory, t(900)).memory,
+            d3.memory,
+            "steady state changes nothing"
+        );
+    }
+
+    #[test]
+    fn unavailable_or_unhealthy_is_not_good_yet() {
+        let unavailable = Observation { available: false, ..good() };
+        let d = decide(&policy(), "v1", &unavailable, &Memory::default(), t(0));
+        let d = decide(&policy(), "v1", &unavailable, &d.memory, t(1000));
+        assert_eq!(d.memory.last_known_good, None);
+    }
+
+    #[test]
+    fn each_failure_signal_rolls_back_to_last_known_good() {
+        let signals = [
+            (Observation { progress_deadline_exceeded: true, ..good() }, "ProgressDeadlineExceeded"),
+            (Observation { crash_looping: true, available: false, ..good() }, "CrashLoopBackOff"),
+            (Observation { healthy: Some(false), unhealthy_since: Some(t(1010)), ..good() }, "HealthCheckFailed"),
+        ];
+        for (obs, reason) in signals {
+            let m = stable_v1();
+            let d = decide(&policy(), "v2", &good(), &m, t(1000));
+            assert_eq!(d.image, "v2");
+            let d = decide(&policy(), "v2", &obs, &d.memory, t(1020));
+            assert_eq!(d.image, "v1", "{reason}");
+            assert!(d.newly_rolled_back);
+            let rb = d.rolled_back.clone().unwrap();
+            assert_eq!((rb.failed_image.as_str(), rb.to_image.as_str(), rb.reason.as_str()), ("v2", "v1", reason));
+            assert_eq!(d.memory.failed_images, ["v2"]);
+            assert_eq!(d.memory.history.last().unwrap().outcome, RolloutOutcome::RolledBack);
+            // Not retried while the spec stays v2, even once healthy again.
+            let again = decide(&policy(), "v2", &good(), &d.memory, t(5000));
+            assert_eq!(again.image, "v1");
+            assert!(!again.newly_rolled_back);
+            assert!(again.rolled_back.is_some());
+            // A new spec image is tried.
+            let v3 = decide(&policy(), "v3", &good(), &again.memory, t(6000));
+            assert_eq!(v3.image, "v3");
+            assert!(v3.memory.failed_images.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_outage_that_started_before_the_deploy_is_not_blamed_on_it() {
+        let m = stable_v1();
+        let d = decide(&policy(), "v2", &good(), &m, t(1000));
+        let obs = Observation { healthy: Some(false), unhealthy_since: Some(t(900)), ..good() };
+        let d = decide(&policy(), "v2", &obs, &d.memory, t(1010));
+        assert_eq!(d.image, "v2");
+        assert!(d.rolled_back.is_none());
+    }
+
+    #[test]
+    fn health_failure_after_the_progress_deadline_is_not_a_rollout_failure() {
+        let mut p = policy();
+        p.stable_after = Duration::from_secs(5000);
+        let m = stable_v1();
+        let d = decide(&p, "v2", &good(), &m, t(1000));
+        let obs = Observation { healthy: Some(false), unhealthy_since: Some(t(1700)), ..good() };
+        let d = decide(&p, "v2", &obs, &d.memory, t(1700));
+        assert_eq!(d.image, "v2", "600s deadline passed");
+    }
+
+    #[test]
+    fn no_rollback_without_a_good_image_or_when_disabled() {
+        let d = decide(&policy(), "v1", &good(), &Memory::default(), t(0));
+        let bad = Observation { crash_looping: true, ..Default::default() };
+        let d = decide(&policy(), "v1", &bad, &d.memory, t(10));
+        assert_eq!(d.image, "v1");
+        assert_eq!(d.failed_without_rollback.as_deref(), Some("CrashLoopBackOff"));
+        let mut manual = policy();
+        manual.automatic = false;
+        let m = stable_v1();
+        let d = decide(&manual, "v2", &good(), &m, t(1000));
+        let d = decide(&manual, "v2", &bad, &d.memory, t(1010));
+        assert_eq!(d.image, "v2");
+        assert!(d.failed_without_rollback.is_some());
+    }
+
+    #[test]
+    fn history_is_bounded_and_superseded_rollouts_are_marked() {
+        let mut m = Memory::default();
+        for (i, img) in ["a", "b", "c", "d"].iter().enumerate() {
+            m = decide(&policy(), img, &Observation::default(), &m, t(i as i64)).memory;
+        }
+        let images: Vec<_> = m.history.iter().map(|e| e.image.as_str()).collect();
+        assert_eq!(images, ["b", "c", "d"]);
+        assert_eq!(m.history[0].outcome, RolloutOutcome::Superseded);
+        assert_eq!(m.history[2].outcome, RolloutOutcome::Progressing);
+    }
+}
