@@ -11,8 +11,11 @@ help: ## List the targets
 build: ## Build the operator binary
 	cargo build -p colony-operator
 
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ from the Rust types, and the Helm chart's copy of them
 	UPDATE_CRDS=1 cargo test -p colony-operator --lib api::tests::crds_are_up_to_date -- --exact --quiet
+	mkdir -p charts/colony-operator/crds
+	rm -f charts/colony-operator/crds/*.yaml
+	cp crds/*.yaml charts/colony-operator/crds/
 
 unit-test: ## Unit tests only (no cluster)
 	cargo test -p colony-operator
