@@ -398,3 +398,99 @@ async fn bad_image_rolls_back_to_the_last_known_good_one() {
     drop(op);
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn flips_are_notified_and_the_webhook_url_stays_secret() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-cs-notify").await;
+    let endpoint = TestEndpoint::start().await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    let hook_url = format!("{}/hook?token=very-secret-token", endpoint.url());
+    apply_yaml(
+        &ns.name,
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: hook\nstringData:\n  url: \"{hook_url}\"\n---\n{}",
+            unmanaged(
+                "notified",
+                &endpoint,
+                "{recoverAfter: 2s, minHold: 1s, notify: {urlSecretRef: {name: hook, key: url}, retries: 2, backoff: 1s}}",
+                "{interval: 1s, timeout: 1s, failureThreshold: 2, successThreshold: 1}",
+            )
+        ),
+    )
+    .await;
+    let servers: Api<ColonyServer> = ns.api();
+    wait_condition(&servers, "notified", "Healthy", "True").await;
+    endpoint.set_failing(true);
+    wait_condition(&servers, "notified", "FallbackActive", "True").await;
+    endpoint.set_failing(false);
+    wait_condition(&servers, "notified", "FallbackActive", "False").await;
+    let hooks = wait_for("two notifications", DEADLINE, || async {
+        let h = endpoint.hooks();
+        if h.len() >= 2 { Ok(h) } else { Err(format!("{h:?}")) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(endpoint.hooks().len(), 2, "one notification per flip: {:?}", endpoint.hooks());
+    assert_eq!(hooks[0]["server"], "notified");
+    assert_eq!(hooks[0]["state"], "on");
+    assert_eq!(hooks[0]["reason"], "HealthCheckFailed");
+    assert!(hooks[0]["time"].as_str().is_some_and(|t| t.contains('T')));
+    assert_eq!(hooks[1]["state"], "off");
+    let logs = op.logs();
+    assert!(!logs.contains("very-secret-token"), "the webhook URL never reaches the logs");
+    let events = colony_e2e::kubectl(&["get", "events", "-n", &ns.name, "-o", "json"], None).await.unwrap();
+    assert!(!String::from_utf8_lossy(&events.stdout).contains("very-secret-token"), "nor the Events");
+    let status = serde_json::to_string(&servers.get("notified").await.unwrap().status).unwrap();
+    assert!(!status.contains("very-secret-token"), "nor the status");
+    drop(op);
+    ns.cleanup().await;
+}
+
+fn queue(waiting: u64, successful: u64, failed: u64) -> String {
+    format!(
+        "# TYPE colonies_server_processes_waiting gauge\ncolonies_server_processes_waiting {waiting}\n\
+         colonies_server_processes_running 1\ncolonies_server_processes_successful {successful}\n\
+         colonies_server_processes_failed {failed}\n"
+    )
+}
+
+#[tokio::test]
+async fn slo_breach_turns_the_fallback_on_and_recovery_off() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-cs-slo").await;
+    let endpoint = TestEndpoint::start().await;
+    endpoint.set_metrics(&queue(2, 100, 0));
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    let yaml = unmanaged(
+        "slo",
+        &endpoint,
+        "{recoverAfter: 2s, minHold: 1s}",
+        "{interval: 1s, timeout: 1s, failureThreshold: 3, successThreshold: 1}",
+    ) + &format!("  slo: {{metricsURL: \"{}/metrics\", maxQueueDepth: 10, for: 2s}}\n", endpoint.url());
+    apply_yaml(&ns.name, &yaml).await;
+    let servers: Api<ColonyServer> = ns.api();
+    let cms: Api<ConfigMap> = ns.api();
+    wait_condition(&servers, "slo", "Healthy", "True").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(use_colony_os(&cms, "slo").await.as_deref(), Some("true"), "within the SLOs");
+
+    // The queue backs up: a breach once it lasts `for`, although /health stays 200.
+    endpoint.set_metrics(&queue(50, 100, 0));
+    let cs = wait_condition(&servers, "slo", "FallbackActive", "True").await;
+    let status = cs.status.unwrap();
+    assert_eq!(status.fallback.unwrap().reason.as_deref(), Some("SLOBreached"));
+    let slo = status.slo.expect("the SLO sample is reported");
+    assert!(slo.breached);
+    assert_eq!(slo.queue_depth, Some(50));
+    assert_eq!(use_colony_os(&cms, "slo").await.as_deref(), Some("false"));
+
+    // Drained: the breach ends and the fallback turns off after recoverAfter.
+    endpoint.set_metrics(&queue(1, 150, 0));
+    wait_condition(&servers, "slo", "FallbackActive", "False").await;
+    assert_eq!(use_colony_os(&cms, "slo").await.as_deref(), Some("true"));
+    drop(op);
+    ns.cleanup().await;
+}

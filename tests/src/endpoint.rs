@@ -10,6 +10,42 @@ struct State {
     failing: AtomicBool,
     successes: AtomicU64,
     failures: AtomicU64,
+    metrics: std::sync::Mutex<String>,
+    hooks: std::sync::Mutex<Vec<serde_json::Value>>,
+}
+
+/// Reads one HTTP request: the request line and the body (by content-length).
+async fn read_request(stream: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                let n = stream.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf[end + 4..].to_vec();
+            return (head.lines().next().unwrap_or("").to_string(), body);
+        }
+    }
+    (String::new(), Vec::new())
 }
 
 #[derive(Clone)]
@@ -31,10 +67,31 @@ impl TestEndpoint {
                 };
                 let s = s.clone();
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let n = stream.read(&mut buf).await.unwrap_or(0);
-                    let request = String::from_utf8_lossy(&buf[..n]);
-                    let path = request.split_whitespace().nth(1).unwrap_or("/");
+                    let (line, body) = read_request(&mut stream).await;
+                    let path =
+                        line.split_whitespace().nth(1).unwrap_or("/").split('?').next().unwrap_or("/").to_string();
+                    if path == "/metrics" {
+                        let text = s.metrics.lock().unwrap().clone();
+                        let _ = stream
+                            .write_all(
+                                format!(
+                                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                                    text.len()
+                                )
+                                .as_bytes(),
+                            )
+                            .await;
+                        return;
+                    }
+                    if path == "/hook" {
+                        if let Ok(v) = serde_json::from_slice(&body) {
+                            s.hooks.lock().unwrap().push(v);
+                        }
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                        return;
+                    }
                     let status = if path != "/health" {
                         "404 Not Found"
                     } else if s.failing.load(Ordering::SeqCst) {
@@ -65,6 +122,16 @@ impl TestEndpoint {
 
     pub fn successes(&self) -> u64 {
         self.state.successes.load(Ordering::SeqCst)
+    }
+
+    /// Sets the Prometheus text served on `/metrics`.
+    pub fn set_metrics(&self, text: &str) {
+        *self.state.metrics.lock().unwrap() = text.to_string();
+    }
+
+    /// JSON bodies POSTed to `/hook`, in arrival order.
+    pub fn hooks(&self) -> Vec<serde_json::Value> {
+        self.state.hooks.lock().unwrap().clone()
     }
 
     pub fn failures(&self) -> u64 {
