@@ -3,8 +3,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, EnvVarSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecretKeySelector as K8sSecretKeySelector, SecurityContext,
+    Capabilities, Container, EnvVar, EnvVarSource, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
+    SecretKeySelector as K8sSecretKeySelector, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
@@ -34,20 +34,14 @@ pub fn host_port(url: &str) -> Option<(String, u16, bool)> {
     let authority = rest.split(['/', '?', '#']).next()?;
     let authority = authority.rsplit('@').next()?;
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-            (h.to_string(), p.parse().ok()?)
-        }
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (h.to_string(), p.parse().ok()?),
         _ => (authority.to_string(), if tls { 443 } else { 80 }),
     };
     (!host.is_empty()).then_some((host, port, tls))
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        value_from: None,
-    }
+    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
 }
 
 pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
@@ -69,28 +63,15 @@ pub fn bee_env(fb: &FinanceBee, inputs: &BeeInputs) -> Vec<EnvVar> {
         }),
         ..Default::default()
     };
-    let poll_secs = crate::duration::parse_go_duration(&spec.poll_timeout)
-        .map(|d| d.as_secs().max(1))
-        .unwrap_or(10);
+    let poll_secs = crate::duration::parse_go_duration(&spec.poll_timeout).map(|d| d.as_secs().max(1)).unwrap_or(10);
     let executor_name = spec.effective_executor_name(&name);
     let mut out = vec![
         env("COLONIES_SERVER_HOST", inputs.server_host.clone()),
         env("COLONIES_SERVER_PORT", inputs.server_port.to_string()),
-        env(
-            "COLONIES_TLS",
-            if inputs.server_tls { "true" } else { "false" },
-        ),
+        env("COLONIES_TLS", if inputs.server_tls { "true" } else { "false" }),
         env("COLONIES_COLONY_NAME", spec.colony_name.clone()),
-        EnvVar {
-            name: "COLONIES_EXECUTOR_PRVKEY".into(),
-            value: None,
-            value_from: Some(key.clone()),
-        },
-        EnvVar {
-            name: "COLONIES_PRVKEY".into(),
-            value: None,
-            value_from: Some(key),
-        },
+        EnvVar { name: "COLONIES_EXECUTOR_PRVKEY".into(), value: None, value_from: Some(key.clone()) },
+        EnvVar { name: "COLONIES_PRVKEY".into(), value: None, value_from: Some(key) },
         env("COLONIES_EXECUTOR_NAME", executor_name.clone()),
         env("EXECUTOR_NAME", executor_name),
         env("COLONIES_EXECUTOR_TYPE", spec.executor_type.clone()),
@@ -117,14 +98,8 @@ pub fn deployment(fb: &FinanceBee, inputs: &BeeInputs) -> Result<Deployment> {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
             ..Default::default()
         }),
         ..Default::default()
@@ -142,10 +117,7 @@ pub fn deployment(fb: &FinanceBee, inputs: &BeeInputs) -> Result<Deployment> {
         },
         spec: DeploymentSpec {
             replicas: Some(inputs.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector_labels(&name)),
-                match_expressions: None,
-            },
+            selector: LabelSelector { match_labels: Some(selector_labels(&name)), match_expressions: None },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -157,10 +129,8 @@ pub fn deployment(fb: &FinanceBee, inputs: &BeeInputs) -> Result<Deployment> {
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    node_selector: (!overrides.node_selector.is_empty())
-                        .then_some(overrides.node_selector),
-                    tolerations: (!overrides.tolerations.is_empty())
-                        .then_some(overrides.tolerations),
+                    node_selector: (!overrides.node_selector.is_empty()).then_some(overrides.node_selector),
+                    tolerations: (!overrides.tolerations.is_empty()).then_some(overrides.tolerations),
                     affinity: overrides.affinity,
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
@@ -213,18 +183,9 @@ mod tests {
 
     #[test]
     fn parses_server_urls() {
-        assert_eq!(
-            host_port("http://prod.colony.svc:50080"),
-            Some(("prod.colony.svc".into(), 50080, false))
-        );
-        assert_eq!(
-            host_port("https://colonies.example.com/"),
-            Some(("colonies.example.com".into(), 443, true))
-        );
-        assert_eq!(
-            host_port("http://user:pw@h:1/x"),
-            Some(("h".into(), 1, false))
-        );
+        assert_eq!(host_port("http://prod.colony.svc:50080"), Some(("prod.colony.svc".into(), 50080, false)));
+        assert_eq!(host_port("https://colonies.example.com/"), Some(("colonies.example.com".into(), 443, true)));
+        assert_eq!(host_port("http://user:pw@h:1/x"), Some(("h".into(), 1, false)));
         assert_eq!(host_port("not a url"), None);
         assert_eq!(host_port("http://"), None);
     }
@@ -233,17 +194,8 @@ mod tests {
     fn environment_and_defaults() {
         let d = deployment(&bee(), &inputs()).unwrap();
         let c = &d.spec.template.spec.as_ref().unwrap().containers[0];
-        let env: BTreeMap<_, _> = c
-            .env
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.name.clone(), e))
-            .collect();
-        assert_eq!(
-            env["COLONIES_SERVER_HOST"].value.as_deref(),
-            Some("prod.colony.svc")
-        );
+        let env: BTreeMap<_, _> = c.env.clone().unwrap().into_iter().map(|e| (e.name.clone(), e)).collect();
+        assert_eq!(env["COLONIES_SERVER_HOST"].value.as_deref(), Some("prod.colony.svc"));
         assert_eq!(env["COLONIES_SERVER_PORT"].value.as_deref(), Some("50080"));
         assert_eq!(env["COLONIES_COLONY_NAME"].value.as_deref(), Some("zyeute"));
         assert_eq!(
@@ -251,10 +203,7 @@ mod tests {
             Some("finance"),
             "executor name defaults to the resource name"
         );
-        assert_eq!(
-            env["EXECUTOR_TYPE"].value.as_deref(),
-            Some("finance-worker")
-        );
+        assert_eq!(env["EXECUTOR_TYPE"].value.as_deref(), Some("finance-worker"));
         assert_eq!(env["POLL_TIMEOUT"].value.as_deref(), Some("10"));
         assert!(env["COLONIES_EXECUTOR_PRVKEY"].value.is_none());
         let limits = c.resources.clone().unwrap().limits.unwrap();
@@ -273,9 +222,6 @@ mod tests {
         let d = deployment(&bee(), &i).unwrap();
         let spec = d.spec;
         assert_eq!(spec.replicas, Some(0));
-        assert_eq!(
-            spec.template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION],
-            "other"
-        );
+        assert_eq!(spec.template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION], "other");
     }
 }

@@ -73,38 +73,23 @@ pub fn decide(
     previous: Option<&EscalationStatus>,
     now: DateTime<Utc>,
 ) -> EscalationDecision {
-    let keep = EscalationDecision {
-        status: previous.cloned(),
-        transition: None,
-        requeue_after: None,
-    };
+    let keep = EscalationDecision { status: previous.cloned(), transition: None, requeue_after: None };
     let triggered = previous.is_some_and(|p| p.state == EscalationState::Triggered);
     match (triggered, unavailable_since) {
         (true, Some(_)) => keep,
         (true, None) => EscalationDecision {
-            status: Some(EscalationStatus {
-                state: EscalationState::Resolved,
-                since: now,
-            }),
+            status: Some(EscalationStatus { state: EscalationState::Resolved, since: now }),
             transition: Some(Transition::Resolve),
             requeue_after: None,
         },
         (false, None) => keep,
         (false, Some(since)) if now >= since + after => EscalationDecision {
-            status: Some(EscalationStatus {
-                state: EscalationState::Triggered,
-                since: now,
-            }),
+            status: Some(EscalationStatus { state: EscalationState::Triggered, since: now }),
             transition: Some(Transition::Trigger),
             requeue_after: None,
         },
         (false, Some(since)) => EscalationDecision {
-            requeue_after: Some(
-                (since + after - now)
-                    .to_std()
-                    .unwrap_or_default()
-                    .max(Duration::from_secs(1)),
-            ),
+            requeue_after: Some((since + after - now).to_std().unwrap_or_default().max(Duration::from_secs(1))),
             ..keep
         },
     }
@@ -123,29 +108,18 @@ pub enum Delivery {
 
 /// What the previous Escalated condition records about the notification of `status`
 /// (None: nothing recorded for this state, i.e. it has to be sent).
-pub fn recorded_delivery(
-    condition: Option<&Condition>,
-    status: Option<&EscalationStatus>,
-) -> Option<Delivery> {
+pub fn recorded_delivery(condition: Option<&Condition>, status: Option<&EscalationStatus>) -> Option<Delivery> {
     let (c, s) = (condition?, status?);
     use reason::*;
     let matches_state = match s.state {
-        EscalationState::Triggered => {
-            [TRIGGER_PENDING, TRIGGER_SENT, TRIGGER_FAILED].contains(&c.reason.as_str())
-        }
-        EscalationState::Resolved => {
-            [RESOLVE_PENDING, RESOLVE_SENT, RESOLVE_FAILED].contains(&c.reason.as_str())
-        }
+        EscalationState::Triggered => [TRIGGER_PENDING, TRIGGER_SENT, TRIGGER_FAILED].contains(&c.reason.as_str()),
+        EscalationState::Resolved => [RESOLVE_PENDING, RESOLVE_SENT, RESOLVE_FAILED].contains(&c.reason.as_str()),
     };
     if !matches_state {
         return None;
     }
     // The message is "<head>; <detail>" and the head never contains "; ".
-    let detail = c
-        .message
-        .split_once("; ")
-        .map(|(_, d)| d.to_string())
-        .unwrap_or_default();
+    let detail = c.message.split_once("; ").map(|(_, d)| d.to_string()).unwrap_or_default();
     Some(match c.reason.as_str() {
         TRIGGER_SENT | RESOLVE_SENT => Delivery::Sent(detail),
         TRIGGER_FAILED | RESOLVE_FAILED => Delivery::Failed(detail),
@@ -166,10 +140,7 @@ pub fn condition(status: Option<&EscalationStatus>, delivery: &Delivery, after: 
     };
     let since = s.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let (is_true, head) = match s.state {
-        EscalationState::Triggered => (
-            true,
-            format!("escalated at {since} after {after} unavailable"),
-        ),
+        EscalationState::Triggered => (true, format!("escalated at {since} after {after} unavailable")),
         EscalationState::Resolved => (false, format!("recovered, resolved at {since}")),
     };
     let (reason, detail) = match (s.state, delivery) {
@@ -193,10 +164,7 @@ pub struct Job {
 
 impl Job {
     pub fn for_status(s: &EscalationStatus) -> Self {
-        Self {
-            transition: Transition::of(s.state),
-            since: s.since,
-        }
+        Self { transition: Transition::of(s.state), since: s.since }
     }
 }
 
@@ -230,10 +198,8 @@ pub fn delivery_of(outcome: &Outcome) -> Delivery {
     if outcome.is_empty() {
         return Delivery::Sent("no webhook or PagerDuty configured (Event and metric only)".into());
     }
-    let failed: Vec<String> = outcome
-        .iter()
-        .filter_map(|(t, r)| r.as_ref().err().map(|e| format!("{}: {e}", t.display())))
-        .collect();
+    let failed: Vec<String> =
+        outcome.iter().filter_map(|(t, r)| r.as_ref().err().map(|e| format!("{}: {e}", t.display()))).collect();
     if failed.is_empty() {
         let names: Vec<_> = outcome.iter().map(|(t, _)| t.display()).collect();
         Delivery::Sent(format!("notified {}", names.join(" and ")))
@@ -387,25 +353,14 @@ impl Deliveries {
     /// Marks `job` in flight for `key`.
     pub fn begin(&self, key: &str, job: &Job) {
         let mut entries = self.entries.lock().expect("deliveries poisoned");
-        entries.insert(
-            key.to_string(),
-            Entry {
-                job: job.clone(),
-                in_flight: true,
-                outcome: None,
-            },
-        );
+        entries.insert(key.to_string(), Entry { job: job.clone(), in_flight: true, outcome: None });
     }
 
     pub fn finish(&self, key: &str, job: &Job, outcome: Outcome) {
         let mut entries = self.entries.lock().expect("deliveries poisoned");
         entries.insert(
             key.to_string(),
-            Entry {
-                job: job.clone(),
-                in_flight: false,
-                outcome: Some((outcome, Instant::now())),
-            },
+            Entry { job: job.clone(), in_flight: false, outcome: Some((outcome, Instant::now())) },
         );
     }
 
@@ -415,9 +370,7 @@ impl Deliveries {
         if entries.get(key).is_some_and(|e| {
             &e.job == job
                 && !e.in_flight
-                && e.outcome
-                    .as_ref()
-                    .is_some_and(|(o, _)| matches!(delivery_of(o), Delivery::Sent(_)))
+                && e.outcome.as_ref().is_some_and(|(o, _)| matches!(delivery_of(o), Delivery::Sent(_)))
         }) {
             entries.remove(key);
         }
@@ -435,10 +388,7 @@ mod tests {
     }
 
     fn st(state: EscalationState, since: i64) -> EscalationStatus {
-        EscalationStatus {
-            state,
-            since: t(since),
-        }
+        EscalationStatus { state, since: t(since) }
     }
 
     const AFTER: i64 = 900;
@@ -490,20 +440,11 @@ mod tests {
     fn one_trigger_per_incident_one_resolve_per_recovery() {
         let after = TimeDelta::seconds(AFTER);
         // (start, end) of outages, in seconds; a 10 s reconcile tick.
-        let outages = [
-            (0, 100),
-            (200, 2000),
-            (2100, 2200),
-            (3000, 5000),
-            (5010, 6500),
-        ];
+        let outages = [(0, 100), (200, 2000), (2100, 2200), (3000, 5000), (5010, 6500)];
         let mut status: Option<EscalationStatus> = None;
         let mut events = vec![];
         for now in (0..8000).step_by(10) {
-            let since = outages
-                .iter()
-                .find(|(s, e)| *s <= now && now < *e)
-                .map(|(s, _)| t(*s));
+            let since = outages.iter().find(|(s, e)| *s <= now && now < *e).map(|(s, _)| t(*s));
             let d = decide(after, since, status.as_ref(), t(now));
             if let Some(tr) = d.transition {
                 events.push((tr, now));
@@ -513,25 +454,12 @@ mod tests {
         use Transition::*;
         assert_eq!(
             events,
-            [
-                (Trigger, 1100),
-                (Resolve, 2000),
-                (Trigger, 3900),
-                (Resolve, 5000),
-                (Trigger, 5910),
-                (Resolve, 6500)
-            ]
+            [(Trigger, 1100), (Resolve, 2000), (Trigger, 3900), (Resolve, 5000), (Trigger, 5910), (Resolve, 6500)]
         );
     }
 
     fn cond(reason: &str, message: &str) -> Condition {
-        merge(
-            &[],
-            &[Desired::new(ESCALATED, true, reason, message)],
-            None,
-            t(0),
-        )
-        .remove(0)
+        merge(&[], &[Desired::new(ESCALATED, true, reason, message)], None, t(0)).remove(0)
     }
 
     #[test]
@@ -539,20 +467,11 @@ mod tests {
         use EscalationState::*;
         let cases = [
             (st(Triggered, 5), Delivery::Pending),
-            (
-                st(Triggered, 5),
-                Delivery::Sent("notified webhook and PagerDuty".into()),
-            ),
-            (
-                st(Triggered, 5),
-                Delivery::Failed("delivery failed: PagerDuty: HTTP 500".into()),
-            ),
+            (st(Triggered, 5), Delivery::Sent("notified webhook and PagerDuty".into())),
+            (st(Triggered, 5), Delivery::Failed("delivery failed: PagerDuty: HTTP 500".into())),
             (st(Resolved, 9), Delivery::Pending),
             (st(Resolved, 9), Delivery::Sent("notified PagerDuty".into())),
-            (
-                st(Resolved, 9),
-                Delivery::Failed("delivery failed: webhook: x".into()),
-            ),
+            (st(Resolved, 9), Delivery::Failed("delivery failed: webhook: x".into())),
         ];
         for (s, d) in cases {
             let desired = condition(Some(&s), &d, "15m");
@@ -564,28 +483,16 @@ mod tests {
                 _ => assert_eq!(back.as_ref(), Some(&d), "{}", desired.message),
             }
             // A record of the other state does not count for this one.
-            let other = EscalationStatus {
-                state: if s.state == Triggered {
-                    Resolved
-                } else {
-                    Triggered
-                },
-                since: s.since,
-            };
+            let other =
+                EscalationStatus { state: if s.state == Triggered { Resolved } else { Triggered }, since: s.since };
             assert_eq!(recorded_delivery(Some(&c), Some(&other)), None);
         }
         let none = condition(None, &Delivery::Pending, "15m");
         assert!(!none.status);
         assert_eq!(none.reason, reason::NOT_ESCALATED);
+        assert_eq!(recorded_delivery(Some(&cond(&none.reason, &none.message)), None), None);
         assert_eq!(
-            recorded_delivery(Some(&cond(&none.reason, &none.message)), None),
-            None
-        );
-        assert_eq!(
-            recorded_delivery(
-                Some(&cond(&none.reason, &none.message)),
-                Some(&st(Triggered, 1))
-            ),
+            recorded_delivery(Some(&cond(&none.reason, &none.message)), Some(&st(Triggered, 1))),
             None,
             "a trigger never recorded is to be sent"
         );
@@ -595,23 +502,15 @@ mod tests {
     fn outcomes_summarise_per_target() {
         assert!(matches!(delivery_of(&vec![]), Delivery::Sent(m) if m.contains("no webhook")));
         assert_eq!(
-            delivery_of(&vec![
-                (Target::Webhook, Ok(())),
-                (Target::PagerDuty, Ok(()))
-            ]),
+            delivery_of(&vec![(Target::Webhook, Ok(())), (Target::PagerDuty, Ok(()))]),
             Delivery::Sent("notified webhook and PagerDuty".into())
         );
         assert_eq!(
             delivery_of(&vec![
                 (Target::Webhook, Ok(())),
-                (
-                    Target::PagerDuty,
-                    Err("webhook answered HTTP 500 after 4 attempt(s)".into())
-                )
+                (Target::PagerDuty, Err("webhook answered HTTP 500 after 4 attempt(s)".into()))
             ]),
-            Delivery::Failed(
-                "delivery failed: PagerDuty: webhook answered HTTP 500 after 4 attempt(s)".into()
-            )
+            Delivery::Failed("delivery failed: PagerDuty: webhook answered HTTP 500 after 4 attempt(s)".into())
         );
     }
 
@@ -636,12 +535,7 @@ mod tests {
         assert_eq!(trig["dedup_key"], "5e6f");
         assert_eq!(trig["payload"]["source"], "colony/finance-bee");
         assert_eq!(trig["payload"]["severity"], "critical");
-        assert!(
-            trig["payload"]["summary"]
-                .as_str()
-                .unwrap()
-                .contains("unavailable for more than 15m")
-        );
+        assert!(trig["payload"]["summary"].as_str().unwrap().contains("unavailable for more than 15m"));
         let res = incident(Transition::Resolve).pagerduty_body("rk", PagerDutySeverity::Warning);
         assert_eq!(res["event_action"], "resolve");
         assert_eq!(res["dedup_key"], "5e6f", "resolve uses the same dedup key");
@@ -650,35 +544,22 @@ mod tests {
         assert_eq!(hook["event"], "trigger");
         assert_eq!(hook["state"], "Triggered");
         assert_eq!(hook["uid"], "5e6f");
-        assert!(
-            hook.to_string().find("rk").is_none(),
-            "no routing key in the webhook"
-        );
+        assert!(hook.to_string().find("rk").is_none(), "no routing key in the webhook");
     }
 
     #[test]
     fn deliveries_send_once_wait_record_and_retry_failures() {
         let d = Deliveries::default();
-        let trig = Job {
-            transition: Transition::Trigger,
-            since: t(1),
-        };
+        let trig = Job { transition: Transition::Trigger, since: t(1) };
         // Never recorded → send; a second look while in flight → wait.
         assert_eq!(d.next("ns/a", &trig, None), Next::Send);
-        assert_eq!(
-            d.next("ns/a", &trig, None),
-            Next::Send,
-            "next() changes nothing"
-        );
+        assert_eq!(d.next("ns/a", &trig, None), Next::Send, "next() changes nothing");
         d.begin("ns/a", &trig);
         assert_eq!(d.next("ns/a", &trig, Some(&Delivery::Pending)), Next::Wait);
         // Outcome arrives → record it; once recorded → idle, and forgotten.
         let ok = vec![(Target::PagerDuty, Ok(()))];
         d.finish("ns/a", &trig, ok.clone());
-        assert_eq!(
-            d.next("ns/a", &trig, Some(&Delivery::Pending)),
-            Next::Record(ok.clone())
-        );
+        assert_eq!(d.next("ns/a", &trig, Some(&Delivery::Pending)), Next::Record(ok.clone()));
         let sent = delivery_of(&ok);
         assert_eq!(d.next("ns/a", &trig, Some(&sent)), Next::Idle(None));
         d.forget_sent("ns/a", &trig);
@@ -686,18 +567,12 @@ mod tests {
         assert_eq!(d.next("ns/a", &trig, Some(&sent)), Next::Idle(None));
         // ...but a recorded Pending is (the send may not have happened).
         let fresh = Deliveries::default();
-        assert_eq!(
-            fresh.next("ns/a", &trig, Some(&Delivery::Pending)),
-            Next::Send
-        );
+        assert_eq!(fresh.next("ns/a", &trig, Some(&Delivery::Pending)), Next::Send);
 
         // A failure is recorded, then retried only after RETRY_FAILED_AFTER.
         let bad = vec![(Target::Webhook, Err("HTTP 503".into()))];
         fresh.finish("ns/a", &trig, bad.clone());
-        assert_eq!(
-            fresh.next("ns/a", &trig, Some(&Delivery::Pending)),
-            Next::Record(bad.clone())
-        );
+        assert_eq!(fresh.next("ns/a", &trig, Some(&Delivery::Pending)), Next::Record(bad.clone()));
         match fresh.next("ns/a", &trig, Some(&delivery_of(&bad))) {
             Next::Idle(Some(wait)) => assert!(wait <= RETRY_FAILED_AFTER),
             other => panic!("{other:?}"),
@@ -706,19 +581,10 @@ mod tests {
         let other = Deliveries::default();
         assert_eq!(other.next("ns/b", &trig, None), Next::Send);
         other.begin("ns/b", &trig);
-        let res = Job {
-            transition: Transition::Resolve,
-            since: t(2),
-        };
-        assert_eq!(
-            other.next("ns/b", &res, Some(&Delivery::Pending)),
-            Next::Wait
-        );
+        let res = Job { transition: Transition::Resolve, since: t(2) };
+        assert_eq!(other.next("ns/b", &res, Some(&Delivery::Pending)), Next::Wait);
         other.finish("ns/b", &trig, ok);
         // The trigger's outcome does not count for the resolve: send it.
-        assert_eq!(
-            other.next("ns/b", &res, Some(&Delivery::Pending)),
-            Next::Send
-        );
+        assert_eq!(other.next("ns/b", &res, Some(&Delivery::Pending)), Next::Send);
     }
 }

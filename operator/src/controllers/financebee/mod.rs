@@ -19,9 +19,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -30,6 +31,7 @@ use crate::controllers::common::{MANAGED_BY, OPERATOR};
 use crate::controllers::{Spawned, spawn_controller};
 use crate::operator::Shutdown;
 use crate::runtime::Context;
+use crate::runtime::context::OPERATOR_NAME;
 
 pub const NAME: &str = "financebee";
 
@@ -40,6 +42,31 @@ pub struct BeeContext {
     pub http: reqwest::Client,
     pub deliveries: escalation::Deliveries,
     pub wake: mpsc::UnboundedSender<ObjectRef<FinanceBee>>,
+    /// Restart Events name the deleted pod as the related object, so that each restart is
+    /// an Event of its own rather than a repeat of the first in one series.
+    restart_events: Recorder,
+}
+
+impl BeeContext {
+    async fn restart_event(&self, fb: &FinanceBee, pod: &str, note: String) {
+        let related = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.to_string()),
+            namespace: fb.namespace(),
+            ..Default::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "PodRestarted".into(),
+            note: Some(note),
+            action: "Restart".into(),
+            secondary: Some(related),
+        };
+        if let Err(e) = self.restart_events.publish(&event, &fb.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not publish the restart event");
+        }
+    }
 }
 
 impl AsRef<Context> for BeeContext {
@@ -50,10 +77,7 @@ impl AsRef<Context> for BeeContext {
 
 /// Label selector of every bee pod the operator runs.
 pub fn bee_pod_selector() -> String {
-    format!(
-        "app.kubernetes.io/name={},{MANAGED_BY}={OPERATOR}",
-        builders::APP_LABEL
-    )
+    format!("app.kubernetes.io/name={},{MANAGED_BY}={OPERATOR}", builders::APP_LABEL)
 }
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
@@ -63,6 +87,10 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         http: reqwest::Client::new(),
         deliveries: Default::default(),
         wake: wake_tx,
+        restart_events: Recorder::new(
+            ctx.client.clone(),
+            Reporter { controller: OPERATOR_NAME.into(), instance: std::env::var("POD_NAME").ok() },
+        ),
     });
     let cfg = watcher::Config::default();
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY}={OPERATOR}"));
@@ -74,35 +102,21 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     // that reference one come from the controller's own cache.
     let controller = controller
         .owns(ctx.scoped_api::<Deployment>(), owned)
-        .watches(
-            ctx.scoped_api::<Pod>(),
-            watcher::Config::default().labels(&bee_pod_selector()),
-            |pod: Pod| bee_of_pod(&pod),
-        )
+        .watches(ctx.scoped_api::<Pod>(), watcher::Config::default().labels(&bee_pod_selector()), |pod: Pod| {
+            bee_of_pod(&pod)
+        })
         // A server turning Healthy lifts a restart hold; turning unhealthy explains one.
-        .watches(
-            ctx.scoped_api::<ColonyServer>(),
-            cfg.clone(),
-            move |cs: ColonyServer| {
-                bees_where(&by_server, &cs, |fb| {
-                    fb.spec.colony_server_ref.name == cs.name_any()
-                })
-            },
-        )
-        .watches(
-            ctx.scoped_api::<PartialObjectMeta<Secret>>(),
-            cfg.clone(),
-            move |s: PartialObjectMeta<Secret>| {
-                bees_where(&by_secret, &s, |fb| references_secret(fb, &s.name_any()))
-            },
-        )
+        .watches(ctx.scoped_api::<ColonyServer>(), cfg.clone(), move |cs: ColonyServer| {
+            bees_where(&by_server, &cs, |fb| fb.spec.colony_server_ref.name == cs.name_any())
+        })
+        .watches(ctx.scoped_api::<PartialObjectMeta<Secret>>(), cfg.clone(), move |s: PartialObjectMeta<Secret>| {
+            bees_where(&by_secret, &s, |fb| references_secret(fb, &s.name_any()))
+        })
         .watches(
             ctx.scoped_api::<PartialObjectMeta<ConfigMap>>(),
             cfg.clone(),
             move |c: PartialObjectMeta<ConfigMap>| {
-                bees_where(&by_config_map, &c, |fb| {
-                    references_config_map(fb, &c.name_any())
-                })
+                bees_where(&by_config_map, &c, |fb| references_config_map(fb, &c.name_any()))
             },
         )
         // A window opening or closing changes the replicas of the bees it targets; which
@@ -141,25 +155,17 @@ fn bees_where<K: ResourceExt>(
 /// Whether the bee's pods read the Secret `name` (so a change must roll them).
 pub fn references_secret(fb: &FinanceBee, name: &str) -> bool {
     fb.spec.executor_key_secret_ref.name == name
-        || fb.spec.env.iter().any(|e| {
-            e.value_from
-                .as_ref()
-                .and_then(|v| v.secret_key_ref.as_ref())
-                .is_some_and(|r| r.name == name)
-        })
         || fb
             .spec
-            .env_from
+            .env
             .iter()
-            .any(|s| s.secret_ref.as_ref().is_some_and(|r| r.name == name))
+            .any(|e| e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).is_some_and(|r| r.name == name))
+        || fb.spec.env_from.iter().any(|s| s.secret_ref.as_ref().is_some_and(|r| r.name == name))
 }
 
 /// Whether the bee's pods read the ConfigMap `name`.
 pub fn references_config_map(fb: &FinanceBee, name: &str) -> bool {
-    fb.spec
-        .env_from
-        .iter()
-        .any(|s| s.config_map_ref.as_ref().is_some_and(|r| r.name == name))
+    fb.spec.env_from.iter().any(|s| s.config_map_ref.as_ref().is_some_and(|r| r.name == name))
 }
 
 /// A tick whenever a MaintenanceWindow's phase changes (per window, keyed by uid).
@@ -168,14 +174,7 @@ fn window_changes(api: Api<MaintenanceWindow>) -> impl futures::Stream<Item = ()
     use kube::runtime::WatchStreamExt;
     watcher::watcher(api, watcher::Config::default())
         .applied_objects()
-        .filter_map(|r| async move {
-            r.ok().map(|mw| {
-                (
-                    mw.uid().unwrap_or_default(),
-                    mw.status.and_then(|s| s.phase),
-                )
-            })
-        })
+        .filter_map(|r| async move { r.ok().map(|mw| (mw.uid().unwrap_or_default(), mw.status.and_then(|s| s.phase))) })
         .scan(std::collections::HashMap::new(), |seen, (uid, phase)| {
             let changed = seen.insert(uid, phase) != Some(phase);
             async move { Some(changed) }
@@ -184,16 +183,9 @@ fn window_changes(api: Api<MaintenanceWindow>) -> impl futures::Stream<Item = ()
 }
 
 /// Whether `selector` (None or empty: everything) matches `labels`.
-pub fn selector_matches(
-    selector: Option<&LabelSelector>,
-    labels: &BTreeMap<String, String>,
-) -> bool {
+pub fn selector_matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
     let Some(sel) = selector else { return true };
-    let labels_ok = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+    let labels_ok = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
     let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
         let values = e.values.clone().unwrap_or_default();
         match e.operator.as_str() {
@@ -217,10 +209,7 @@ mod tests {
     fn selector_semantics() {
         let labels = BTreeMap::from([("tier".to_string(), "finance".to_string())]);
         assert!(selector_matches(None, &labels));
-        assert!(
-            selector_matches(Some(&LabelSelector::default()), &labels),
-            "empty selects everything"
-        );
+        assert!(selector_matches(Some(&LabelSelector::default()), &labels), "empty selects everything");
         let by_label = LabelSelector {
             match_labels: Some(BTreeMap::from([("tier".into(), "finance".into())])),
             ..Default::default()
@@ -235,14 +224,8 @@ mod tests {
             }]),
             ..Default::default()
         };
-        assert!(selector_matches(
-            Some(&expr("In", &["finance", "x"])),
-            &labels
-        ));
-        assert!(!selector_matches(
-            Some(&expr("NotIn", &["finance"])),
-            &labels
-        ));
+        assert!(selector_matches(Some(&expr("In", &["finance", "x"])), &labels));
+        assert!(!selector_matches(Some(&expr("NotIn", &["finance"])), &labels));
         assert!(selector_matches(Some(&expr("Exists", &[])), &labels));
         assert!(!selector_matches(Some(&expr("DoesNotExist", &[])), &labels));
         assert!(!selector_matches(Some(&expr("Bogus", &[])), &labels));
@@ -281,14 +264,9 @@ mod tests {
                 "app.kubernetes.io/managed-by": "colony-operator"}}
         }))
         .unwrap();
-        assert_eq!(
-            bee_of_pod(&pod),
-            Some(ObjectRef::new("finance").within("colony"))
-        );
+        assert_eq!(bee_of_pod(&pod), Some(ObjectRef::new("finance").within("colony")));
         let mut server_pod = pod.clone();
-        server_pod
-            .labels_mut()
-            .insert("app.kubernetes.io/name".into(), "colony-server".into());
+        server_pod.labels_mut().insert("app.kubernetes.io/name".into(), "colony-server".into());
         assert_eq!(bee_of_pod(&server_pod), None);
         assert!(bee_pod_selector().contains("app.kubernetes.io/name=finance-bee"));
     }

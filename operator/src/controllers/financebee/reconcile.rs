@@ -17,9 +17,7 @@ use super::escalation::{self, Delivery, Incident, Job, Next, Outcome, Target, Tr
 use super::restart::{self, Hold, PodView, RestartDecision, RestartInputs, RestartPolicy};
 use super::status::{self, Observed, Pause};
 use super::{BeeContext, NAME, selector_matches};
-use crate::api::{
-    ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, MaintenanceWindow, STALLED,
-};
+use crate::api::{ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, MaintenanceWindow, STALLED};
 use crate::controllers::common::{ConfigHasher, apply_if_changed, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::duration::parse_go_duration;
@@ -28,25 +26,16 @@ use crate::runtime::metrics::{DeliveryLabels, EscalationLabels, ObjectLabels, Re
 use crate::runtime::{Context, Error, Result, apply_status};
 
 /// Retries of a PagerDuty delivery (the spec has no knob for it; the webhook has).
-const PAGERDUTY_RETRY: RetryPolicy = RetryPolicy {
-    retries: 3,
-    backoff: Duration::from_secs(2),
-};
+const PAGERDUTY_RETRY: RetryPolicy = RetryPolicy { retries: 3, backoff: Duration::from_secs(2) };
 
 /// Names of open MaintenanceWindows that stop this bee.
 async fn stopping_windows(ctx: &Context, fb: &FinanceBee) -> Result<Vec<String>> {
     let ns = fb.namespace().unwrap_or_default();
-    let windows = ctx
-        .api::<MaintenanceWindow>(&ns)
-        .list(&Default::default())
-        .await?;
+    let windows = ctx.api::<MaintenanceWindow>(&ns).list(&Default::default()).await?;
     Ok(windows
         .items
         .into_iter()
-        .filter(|w| {
-            w.spec.colony_server_ref.name == fb.spec.colony_server_ref.name
-                && w.spec.actions.stop_finance_bees
-        })
+        .filter(|w| w.spec.colony_server_ref.name == fb.spec.colony_server_ref.name && w.spec.actions.stop_finance_bees)
         .filter(crate::controllers::maintenancewindow::is_open)
         .filter(|w| selector_matches(w.spec.finance_bees.as_ref(), fb.labels()))
         .map(|w| w.name_any())
@@ -60,17 +49,9 @@ async fn config_hash(ctx: &Context, fb: &FinanceBee) -> Result<String> {
     let config_maps: Api<ConfigMap> = ctx.api(&ns);
     let mut h = ConfigHasher::default();
     let key = &fb.spec.executor_key_secret_ref;
-    h.add(
-        &format!("secret/{}", key.name),
-        &key.key,
-        &secret_value(&secrets, key).await?,
-    );
+    h.add(&format!("secret/{}", key.name), &key.key, &secret_value(&secrets, key).await?);
     for e in &fb.spec.env {
-        if let Some(r) = e
-            .value_from
-            .as_ref()
-            .and_then(|v| v.secret_key_ref.as_ref())
-        {
+        if let Some(r) = e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()) {
             let sel = crate::api::SecretKeySelector::new(r.name.clone(), r.key.clone());
             match secret_value(&secrets, &sel).await {
                 Ok(v) => h.add(&format!("secret/{}", r.name), &r.key, &v),
@@ -87,10 +68,7 @@ async fn config_hash(ctx: &Context, fb: &FinanceBee) -> Result<String> {
                 Some(s) => h.add_secret(&s),
                 None if r.optional == Some(true) => {}
                 None => {
-                    return Err(Error::MissingReference(format!(
-                        "Secret {:?} not found",
-                        r.name
-                    )));
+                    return Err(Error::MissingReference(format!("Secret {:?} not found", r.name)));
                 }
             }
         }
@@ -99,10 +77,7 @@ async fn config_hash(ctx: &Context, fb: &FinanceBee) -> Result<String> {
                 Some(c) => h.add_config_map(&c),
                 None if r.optional == Some(true) => {}
                 None => {
-                    return Err(Error::MissingReference(format!(
-                        "ConfigMap {:?} not found",
-                        r.name
-                    )));
+                    return Err(Error::MissingReference(format!("ConfigMap {:?} not found", r.name)));
                 }
             }
         }
@@ -113,20 +88,13 @@ async fn config_hash(ctx: &Context, fb: &FinanceBee) -> Result<String> {
 /// The hold a ColonyServer's health puts on restarts: None while its Healthy condition is
 /// True.
 fn server_hold(cs: &ColonyServer) -> Option<Hold> {
-    let conditions = cs
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or(&[]);
+    let conditions = cs.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
     let detail = match find(conditions, HEALTHY) {
         Some(c) if c.status == "True" => return None,
         Some(c) => format!("{}: {}", c.reason, c.message),
         None => "no health verdict yet".to_string(),
     };
-    Some(Hold::ServerUnhealthy {
-        server: cs.name_any(),
-        detail,
-    })
+    Some(Hold::ServerUnhealthy { server: cs.name_any(), detail })
 }
 
 fn parse_delta(field: &str, v: &str) -> std::result::Result<TimeDelta, String> {
@@ -137,10 +105,7 @@ fn parse_delta(field: &str, v: &str) -> std::result::Result<TimeDelta, String> {
 }
 
 fn object_labels(fb: &FinanceBee) -> ObjectLabels {
-    ObjectLabels {
-        namespace: fb.namespace().unwrap_or_default(),
-        name: fb.name_any(),
-    }
+    ObjectLabels { namespace: fb.namespace().unwrap_or_default(), name: fb.name_any() }
 }
 
 pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
@@ -158,10 +123,7 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     let previous = fb.status.clone().unwrap_or_default();
 
     // ---- gather and apply the Deployment ----
-    let server = ctx
-        .api::<ColonyServer>(&ns)
-        .get_opt(&fb.spec.colony_server_ref.name)
-        .await?;
+    let server = ctx.api::<ColonyServer>(&ns).get_opt(&fb.spec.colony_server_ref.name).await?;
     let windows = stopping_windows(ctx, &fb).await?;
     let pause = if fb.spec.suspend {
         Some(Pause::Suspended)
@@ -181,26 +143,16 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     match &server {
         _ if problem.is_some() => {}
         None => {
-            problem = Some((
-                "ServerNotFound".into(),
-                format!(
-                    "ColonyServer {:?} not found",
-                    fb.spec.colony_server_ref.name
-                ),
-            ))
+            problem =
+                Some(("ServerNotFound".into(), format!("ColonyServer {:?} not found", fb.spec.colony_server_ref.name)))
         }
         Some(cs) => {
             let endpoint = cs.spec.effective_endpoint(&cs.name_any(), &ns);
             match (builders::host_port(&endpoint), config_hash(ctx, &fb).await) {
                 (None, _) => {
-                    problem = Some((
-                        "InvalidServerEndpoint".into(),
-                        "the ColonyServer endpoint is not a URL".into(),
-                    ))
+                    problem = Some(("InvalidServerEndpoint".into(), "the ColonyServer endpoint is not a URL".into()))
                 }
-                (_, Err(Error::MissingReference(m))) => {
-                    problem = Some(("MissingReference".into(), m))
-                }
+                (_, Err(Error::MissingReference(m))) => problem = Some(("MissingReference".into(), m)),
                 (_, Err(e)) => return Err(e),
                 (Some((host, port, tls)), Ok(hash)) => {
                     let inputs = BeeInputs {
@@ -211,9 +163,7 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
                         config_hash: hash,
                     };
                     let deployments: Api<Deployment> = ctx.api(&ns);
-                    if apply_if_changed(&deployments, builders::deployment(&fb, &inputs)?, NAME)
-                        .await?
-                    {
+                    if apply_if_changed(&deployments, builders::deployment(&fb, &inputs)?, NAME).await? {
                         tracing::info!(bee = %name, replicas, "applied Deployment");
                     }
                     deployment_status = deployments.get_opt(&name).await?.and_then(|d| d.status);
@@ -226,10 +176,7 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
 
     // ---- restarts (pure decision over the pods as listed now) ----
     let pods: Vec<PodView> = if problem.is_none() {
-        let selector = format!(
-            "app.kubernetes.io/name={},app.kubernetes.io/instance={name}",
-            builders::APP_LABEL
-        );
+        let selector = format!("app.kubernetes.io/name={},app.kubernetes.io/instance={name}", builders::APP_LABEL);
         ctx.api::<Pod>(&ns)
             .list(&ListParams::default().labels(&selector))
             .await?
@@ -253,31 +200,16 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     });
 
     // ---- escalation (pure decision, then where its notification stands) ----
-    let ready_replicas = deployment_status
-        .as_ref()
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    let available_replicas = deployment_status
-        .as_ref()
-        .and_then(|s| s.available_replicas)
-        .unwrap_or(0);
-    let available = status::is_available(
-        fb.spec.replicas,
-        available_replicas,
-        problem.is_some(),
-        pause.is_some(),
-    );
-    let unavailable_since =
-        status::unavailable_since(previous.unavailable_since, available, pause.is_some(), now);
+    let ready_replicas = deployment_status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let available_replicas = deployment_status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+    let available = status::is_available(fb.spec.replicas, available_replicas, problem.is_some(), pause.is_some());
+    let unavailable_since = status::unavailable_since(previous.unavailable_since, available, pause.is_some(), now);
     let esc = escalation::decide(after, unavailable_since, previous.escalation.as_ref(), now);
     let key = format!("{ns}/{name}");
     let job = esc.status.as_ref().map(Job::for_status);
     let recorded = match esc.transition {
         Some(_) => None,
-        None => escalation::recorded_delivery(
-            find(&previous.conditions, ESCALATED),
-            esc.status.as_ref(),
-        ),
+        None => escalation::recorded_delivery(find(&previous.conditions, ESCALATED), esc.status.as_ref()),
     };
     let next = match &job {
         Some(j) => bctx.deliveries.next(&key, j, recorded.as_ref()),
@@ -308,16 +240,12 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     apply_status(&api, fb.as_ref(), NAME, fb.status.as_ref(), &new_status).await?;
 
     // ---- act ----
-    act_on_restart(ctx, &fb, &restart, &previous, &policy).await?;
+    act_on_restart(&bctx, &fb, &restart, &previous, &policy).await?;
     let labels = object_labels(&fb);
     ctx.metrics
         .finance_bee_escalated
         .get_or_create(&labels)
-        .set(i64::from(
-            esc.status
-                .as_ref()
-                .is_some_and(|s| s.state == EscalationState::Triggered),
-        ));
+        .set(i64::from(esc.status.as_ref().is_some_and(|s| s.state == EscalationState::Triggered)));
     if let Some(tr) = esc.transition {
         announce_transition(ctx, &fb, tr, &fb.spec.escalation.after).await;
     }
@@ -332,10 +260,7 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
                 since: job.since,
                 unavailable_since,
                 after: fb.spec.escalation.after.clone(),
-                detail: format!(
-                    "{available_replicas}/{} replicas available",
-                    fb.spec.replicas
-                ),
+                detail: format!("{available_replicas}/{} replicas available", fb.spec.replicas),
             };
             bctx.deliveries.begin(&key, job);
             spawn_delivery(bctx.clone(), fb.clone(), key.clone(), job.clone(), incident);
@@ -346,29 +271,21 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     }
 
     let timers = [restart.requeue_after, esc.requeue_after, retry_after];
-    let default = if problem.is_some() {
-        Duration::from_secs(30)
-    } else {
-        Duration::from_secs(300)
-    };
-    let requeue = timers
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(default)
-        .min(default);
+    let default = if problem.is_some() { Duration::from_secs(30) } else { Duration::from_secs(300) };
+    let requeue = timers.into_iter().flatten().min().unwrap_or(default).min(default);
     Ok(Action::requeue(requeue.max(Duration::from_secs(1))))
 }
 
 /// Deletes the pod the decision chose (its restart is already in status), and publishes
 /// the Events of the restart, of a budget running out and of a hold starting.
 async fn act_on_restart(
-    ctx: &Context,
+    bctx: &BeeContext,
     fb: &FinanceBee,
     d: &RestartDecision,
     previous: &crate::api::FinanceBeeStatus,
     policy: &RestartPolicy,
 ) -> Result<()> {
+    let ctx = &bctx.base;
     let ns = fb.namespace().unwrap_or_default();
     if let Some(c) = &d.delete {
         let pods: Api<Pod> = ctx.api(&ns);
@@ -389,35 +306,25 @@ async fn act_on_restart(
                 })
                 .inc();
         }
-        ctx.event(
-            fb,
-            EventType::Warning,
-            "PodRestarted",
-            "Restart",
-            format!(
-                "deleted pod {} ({}: {}); restart {count} of {} in the window",
-                c.pod, c.reason, c.detail, policy.max_restarts
-            ),
-        )
-        .await;
+        let note = format!(
+            "deleted pod {} ({}: {}); restart {count} of {} in the window",
+            c.pod, c.reason, c.detail, policy.max_restarts
+        );
+        bctx.restart_event(fb, &c.pod, note).await;
     }
-    let was = |type_: &str, reason: &str| {
-        find(&previous.conditions, type_).is_some_and(|c| c.reason == reason)
-    };
+    let was = |type_: &str, reason: &str| find(&previous.conditions, type_).is_some_and(|c| c.reason == reason);
     if let Some(m) = status::exhausted_message(d, policy.max_restarts)
         && !was(STALLED, status::reason::RESTART_BUDGET_EXHAUSTED)
     {
         tracing::warn!(bee = %fb.name_any(), "{m}");
         let reason = "RestartBudgetExhausted";
-        ctx.event(fb, EventType::Warning, reason, "Restart", m)
-            .await;
+        ctx.event(fb, EventType::Warning, reason, "Restart", m).await;
     }
     if let Some(m) = status::server_hold_message(d)
         && !was(crate::api::READY, status::reason::SERVER_UNHEALTHY)
     {
         tracing::info!(bee = %fb.name_any(), "{m}");
-        ctx.event(fb, EventType::Warning, "RestartHeld", "Restart", m)
-            .await;
+        ctx.event(fb, EventType::Warning, "RestartHeld", "Restart", m).await;
     }
     Ok(())
 }
@@ -426,23 +333,15 @@ async fn announce_transition(ctx: &Context, fb: &FinanceBee, tr: Transition, aft
     let labels = object_labels(fb);
     ctx.metrics
         .finance_bee_escalations
-        .get_or_create(&EscalationLabels {
-            namespace: labels.namespace,
-            name: labels.name,
-            action: tr.as_str().into(),
-        })
+        .get_or_create(&EscalationLabels { namespace: labels.namespace, name: labels.name, action: tr.as_str().into() })
         .inc();
     let (type_, reason, note) = match tr {
-        Transition::Trigger => (
-            EventType::Warning,
-            "Escalated",
-            format!("unavailable for more than {after}: escalating"),
-        ),
-        Transition::Resolve => (
-            EventType::Normal,
-            "EscalationResolved",
-            "recovered: resolving the escalation".to_string(),
-        ),
+        Transition::Trigger => {
+            (EventType::Warning, "Escalated", format!("unavailable for more than {after}: escalating"))
+        }
+        Transition::Resolve => {
+            (EventType::Normal, "EscalationResolved", "recovered: resolving the escalation".to_string())
+        }
     };
     tracing::warn!(bee = %fb.name_any(), transition = tr.as_str(), "{note}");
     ctx.event(fb, type_, reason, "Escalate", note).await;
@@ -450,13 +349,7 @@ async fn announce_transition(ctx: &Context, fb: &FinanceBee, tr: Transition, aft
 
 /// Sends one notification in the background; when it is done (after its retries), the
 /// outcome is handed to the reconciler, which records it in status.
-fn spawn_delivery(
-    bctx: Arc<BeeContext>,
-    fb: Arc<FinanceBee>,
-    key: String,
-    job: Job,
-    incident: Incident,
-) {
+fn spawn_delivery(bctx: Arc<BeeContext>, fb: Arc<FinanceBee>, key: String, job: Job, incident: Incident) {
     tokio::spawn(async move {
         let outcome = send(&bctx, &fb, &incident).await;
         let ctx = &bctx.base;
@@ -485,21 +378,14 @@ fn spawn_delivery(
                     .await;
                 }
                 Err(e) => {
-                    ctx.metrics
-                        .notifications_failed
-                        .get_or_create(&labels)
-                        .inc();
+                    ctx.metrics.notifications_failed.get_or_create(&labels).inc();
                     tracing::warn!(bee = %labels.name, target = target.label(), action = job.transition.as_str(), error = %e, "escalation delivery failed");
                     ctx.event(
                         fb.as_ref(),
                         EventType::Warning,
                         "EscalationDeliveryFailed",
                         "Escalate",
-                        format!(
-                            "{} to {} failed: {e}",
-                            job.transition.as_str(),
-                            target.display()
-                        ),
+                        format!("{} to {} failed: {e}", job.transition.as_str(), target.display()),
                     )
                     .await;
                 }
@@ -533,7 +419,7 @@ async fn send(bctx: &BeeContext, fb: &FinanceBee, incident: &Incident) -> Outcom
             Ok(url) => notify::deliver(&bctx.http, &url, &incident.webhook_body(), policy)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string()),
+                .map_err(|e| delivery_error(&e)),
             Err(e) => Err(e),
         };
         outcome.push((Target::Webhook, result));
@@ -545,11 +431,17 @@ async fn send(bctx: &BeeContext, fb: &FinanceBee, incident: &Incident) -> Outcom
                 notify::deliver(&bctx.http, pd.effective_url(), &body, PAGERDUTY_RETRY)
                     .await
                     .map(|_| ())
-                    .map_err(|e| e.to_string().replace("webhook", "PagerDuty Events API"))
+                    .map_err(|e| delivery_error(&e))
             }
             Err(e) => Err(e),
         };
         outcome.push((Target::PagerDuty, result));
     }
     outcome
+}
+
+/// The delivery error without its "webhook" subject: the outcome names the target.
+fn delivery_error(e: &notify::DeliveryError) -> String {
+    let text = e.to_string();
+    text.strip_prefix("webhook ").unwrap_or(&text).to_string()
 }

@@ -91,40 +91,22 @@ impl PodView {
             Some("Failed") => Phase::Failed,
             Some(_) => Phase::Unknown,
         };
-        let ready_condition = status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == "Ready");
+        let ready_condition = status.conditions.iter().flatten().find(|c| c.type_ == "Ready");
         let ready = ready_condition.is_some_and(|c| c.status == "True");
-        let not_ready_since = ready_condition
-            .filter(|c| c.status != "True")
-            .and_then(|c| c.last_transition_time.as_ref())
-            .map(from_time);
+        let not_ready_since =
+            ready_condition.filter(|c| c.status != "True").and_then(|c| c.last_transition_time.as_ref()).map(from_time);
         let containers = status.container_statuses.unwrap_or_default();
         Self {
             name: pod.metadata.name.clone().unwrap_or_default(),
             phase,
             evicted: status.reason.as_deref() == Some("Evicted"),
             terminating: pod.metadata.deletion_timestamp.is_some(),
-            created: pod
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(from_time)
-                .unwrap_or_default(),
+            created: pod.metadata.creation_timestamp.as_ref().map(from_time).unwrap_or_default(),
             ready,
             not_ready_since,
-            restart_count: containers
-                .iter()
-                .map(|c| c.restart_count)
-                .max()
-                .unwrap_or(0),
+            restart_count: containers.iter().map(|c| c.restart_count).max().unwrap_or(0),
             crash_looping: containers.iter().any(|c| {
-                c.state
-                    .as_ref()
-                    .and_then(|s| s.waiting.as_ref())
-                    .and_then(|w| w.reason.as_deref())
+                c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref())
                     == Some("CrashLoopBackOff")
             }),
         }
@@ -249,22 +231,13 @@ enum Verdict {
 }
 
 fn classify(policy: &RestartPolicy, pod: &PodView, now: DateTime<Utc>) -> Verdict {
-    let restart = |reason, detail: String| {
-        Verdict::Restart(Candidate {
-            pod: pod.name.clone(),
-            reason,
-            detail,
-        })
-    };
+    let restart = |reason, detail: String| Verdict::Restart(Candidate { pod: pod.name.clone(), reason, detail });
     match pod.phase {
         Phase::Failed if pod.evicted => {
             return restart(RestartReason::Evicted, "the pod was evicted".into());
         }
         Phase::Failed | Phase::Succeeded => {
-            return restart(
-                RestartReason::Failed,
-                format!("the pod terminated (phase {:?})", pod.phase),
-            );
+            return restart(RestartReason::Failed, format!("the pod terminated (phase {:?})", pod.phase));
         }
         _ => {}
     }
@@ -274,10 +247,7 @@ fn classify(policy: &RestartPolicy, pod: &PodView, now: DateTime<Utc>) -> Verdic
     if pod.restart_count >= policy.crash_loop_threshold {
         return restart(
             RestartReason::CrashLoop,
-            format!(
-                "restartCount {} reached crashLoopThreshold {}",
-                pod.restart_count, policy.crash_loop_threshold
-            ),
+            format!("restartCount {} reached crashLoopThreshold {}", pod.restart_count, policy.crash_loop_threshold),
         );
     }
     let since = match pod.phase {
@@ -286,35 +256,20 @@ fn classify(policy: &RestartPolicy, pod: &PodView, now: DateTime<Utc>) -> Verdic
     };
     let due = since + policy.stuck_after;
     if now >= due {
-        let state = if pod.phase == Phase::Pending {
-            "pending"
-        } else {
-            "not ready"
-        };
+        let state = if pod.phase == Phase::Pending { "pending" } else { "not ready" };
         let secs = (now - since).num_seconds();
-        restart(
-            RestartReason::Stuck,
-            format!(
-                "{state} for {secs}s (stuckAfter {}s)",
-                policy.stuck_after.num_seconds()
-            ),
-        )
+        restart(RestartReason::Stuck, format!("{state} for {secs}s (stuckAfter {}s)", policy.stuck_after.num_seconds()))
     } else {
         Verdict::StuckAt(due)
     }
 }
 
 fn until(now: DateTime<Utc>, t: DateTime<Utc>) -> Duration {
-    (t - now)
-        .to_std()
-        .unwrap_or_default()
-        .max(Duration::from_secs(1))
+    (t - now).to_std().unwrap_or_default().max(Duration::from_secs(1))
 }
 
 pub fn decide(inputs: &RestartInputs) -> RestartDecision {
-    let RestartInputs {
-        policy, pods, now, ..
-    } = *inputs;
+    let RestartInputs { policy, pods, now, .. } = *inputs;
     let previous = inputs.previous.cloned();
 
     let mut candidates = Vec::new();
@@ -347,10 +302,7 @@ pub fn decide(inputs: &RestartInputs) -> RestartDecision {
     }
     // The recorded restart whose delete never happened: finish it, do not count it again.
     let recorded = previous.as_ref().and_then(|s| s.last.as_ref());
-    if let Some(i) = candidates
-        .iter()
-        .position(|c| recorded.is_some_and(|r| r.pod == c.pod))
-    {
+    if let Some(i) = candidates.iter().position(|c| recorded.is_some_and(|r| r.pod == c.pod)) {
         decision.delete = Some(candidates.remove(i));
         decision.pending = candidates;
         return decision;
@@ -358,37 +310,22 @@ pub fn decide(inputs: &RestartInputs) -> RestartDecision {
 
     let prev = previous.unwrap_or_default();
     let window_start = prev.window_start.filter(|s| now < *s + policy.window);
-    let used = if window_start.is_some() {
-        prev.count.max(0) as u32
-    } else {
-        0
-    };
+    let used = if window_start.is_some() { prev.count.max(0) as u32 } else { 0 };
     if used >= policy.max_restarts {
         let resumes_at = match policy.max_restarts {
             0 => None,
             _ => window_start.map(|s| s + policy.window),
         };
-        decision.requeue_after = [stuck_requeue, resumes_at.map(|t| until(now, t))]
-            .into_iter()
-            .flatten()
-            .min();
+        decision.requeue_after = [stuck_requeue, resumes_at.map(|t| until(now, t))].into_iter().flatten().min();
         decision.pending = candidates;
-        decision.exhausted = Some(Exhausted {
-            count: used,
-            window_start,
-            resumes_at,
-        });
+        decision.exhausted = Some(Exhausted { count: used, window_start, resumes_at });
         return decision;
     }
     let chosen = candidates.remove(0);
     decision.status = Some(RestartStatus {
         count: used as i32 + 1,
         window_start: Some(window_start.unwrap_or(now)),
-        last: Some(RestartRecord {
-            pod: chosen.pod.clone(),
-            reason: chosen.reason.as_str().to_string(),
-            time: now,
-        }),
+        last: Some(RestartRecord { pod: chosen.pod.clone(), reason: chosen.reason.as_str().to_string(), time: now }),
     });
     decision.delete = Some(chosen);
     decision.counted = true;
@@ -535,10 +472,9 @@ mod tests {
             Kind::Failed | Kind::Succeeded => Some(RestartReason::Failed),
             Kind::Evicted => Some(RestartReason::Evicted),
             Kind::CrashLoop => Some(RestartReason::CrashLoop),
-            Kind::PendingLong
-            | Kind::NotReadyLong
-            | Kind::NotReadyNoTransitionOld
-            | Kind::UnknownLong => Some(RestartReason::Stuck),
+            Kind::PendingLong | Kind::NotReadyLong | Kind::NotReadyNoTransitionOld | Kind::UnknownLong => {
+                Some(RestartReason::Stuck)
+            }
             Kind::Healthy
             | Kind::HealthyWithHistory
             | Kind::CrashLoopUnder
@@ -572,42 +508,21 @@ mod tests {
             None,
             Some(Hold::Suspended),
             Some(Hold::Maintenance(vec!["nightly".into()])),
-            Some(Hold::ServerUnhealthy {
-                server: "prod".into(),
-                detail: "ProbeFailed".into(),
-            }),
+            Some(Hold::ServerUnhealthy { server: "prod".into(), detail: "ProbeFailed".into() }),
         ]
     }
 
     fn previous(budget: Budget, last: Last, max: u32) -> Option<RestartStatus> {
-        let record = |pod: &str| {
-            Some(RestartRecord {
-                pod: pod.into(),
-                reason: "Failed".into(),
-                time: t(NOW - 100),
-            })
-        };
+        let record = |pod: &str| Some(RestartRecord { pod: pod.into(), reason: "Failed".into(), time: t(NOW - 100) });
         let last = match last {
             Last::Other => record("bee-gone"),
             Last::ThisPod => record("bee-a"),
         };
         match budget {
             Budget::Never => None,
-            Budget::Some => Some(RestartStatus {
-                count: 1,
-                window_start: Some(t(NOW - 600)),
-                last,
-            }),
-            Budget::Full => Some(RestartStatus {
-                count: max as i32,
-                window_start: Some(t(NOW - 600)),
-                last,
-            }),
-            Budget::Expired => Some(RestartStatus {
-                count: max as i32,
-                window_start: Some(t(NOW - 1800)),
-                last,
-            }),
+            Budget::Some => Some(RestartStatus { count: 1, window_start: Some(t(NOW - 600)), last }),
+            Budget::Full => Some(RestartStatus { count: max as i32, window_start: Some(t(NOW - 600)), last }),
+            Budget::Expired => Some(RestartStatus { count: max as i32, window_start: Some(t(NOW - 1800)), last }),
         }
     }
 
@@ -653,28 +568,17 @@ mod tests {
         prev: Option<&RestartStatus>,
         d: &RestartDecision,
     ) {
-        let ctx = format!(
-            "max={max} a={a:?} b={b:?} hold={hold:?} budget={budget:?} last={last:?} -> {d:#?}"
-        );
-        let mut wanted: Vec<(RestartReason, &str)> = [(a, "bee-a"), (b, "bee-b")]
-            .into_iter()
-            .filter_map(|(k, n)| expected_reason(k).map(|r| (r, n)))
-            .collect();
+        let ctx = format!("max={max} a={a:?} b={b:?} hold={hold:?} budget={budget:?} last={last:?} -> {d:#?}");
+        let mut wanted: Vec<(RestartReason, &str)> =
+            [(a, "bee-a"), (b, "bee-b")].into_iter().filter_map(|(k, n)| expected_reason(k).map(|r| (r, n))).collect();
         wanted.sort();
-        let all: Vec<(RestartReason, String)> = d
-            .delete
-            .iter()
-            .chain(&d.pending)
-            .map(|c| (c.reason, c.pod.clone()))
-            .collect();
+        let all: Vec<(RestartReason, String)> =
+            d.delete.iter().chain(&d.pending).map(|c| (c.reason, c.pod.clone())).collect();
         let mut sorted_all = all.clone();
         sorted_all.sort();
         assert_eq!(
             sorted_all,
-            wanted
-                .iter()
-                .map(|(r, n)| (*r, n.to_string()))
-                .collect::<Vec<_>>(),
+            wanted.iter().map(|(r, n)| (*r, n.to_string())).collect::<Vec<_>>(),
             "every candidate is either deleted or pending: {ctx}"
         );
 
@@ -686,10 +590,7 @@ mod tests {
             Budget::Full => max,
         };
         if nothing_to_do {
-            assert!(
-                d.delete.is_none() && d.hold.is_none() && d.exhausted.is_none(),
-                "{ctx}"
-            );
+            assert!(d.delete.is_none() && d.hold.is_none() && d.exhausted.is_none(), "{ctx}");
             assert_eq!(d.status.as_ref(), prev, "status untouched: {ctx}");
             return;
         }
@@ -717,10 +618,7 @@ mod tests {
                 assert_eq!(ex.resumes_at, None, "{ctx}");
             } else {
                 assert_eq!(ex.resumes_at, Some(t(NOW - 600 + 1800)), "{ctx}");
-                assert!(
-                    d.requeue_after.unwrap() <= Duration::from_secs(1200),
-                    "{ctx}"
-                );
+                assert!(d.requeue_after.unwrap() <= Duration::from_secs(1200), "{ctx}");
             }
             assert_eq!(d.status.as_ref(), prev, "{ctx}");
             return;
@@ -746,39 +644,21 @@ mod tests {
         assert!(s.count as u32 <= max, "never over budget: {ctx}");
     }
 
-    fn run(
-        p: &RestartPolicy,
-        pods: &[PodView],
-        prev: Option<&RestartStatus>,
-        now: i64,
-    ) -> RestartDecision {
-        decide(&RestartInputs {
-            policy: p,
-            pods,
-            previous: prev,
-            hold: None,
-            now: t(now),
-        })
+    fn run(p: &RestartPolicy, pods: &[PodView], prev: Option<&RestartStatus>, now: i64) -> RestartDecision {
+        decide(&RestartInputs { policy: p, pods, previous: prev, hold: None, now: t(now) })
     }
 
     #[test]
     fn stuck_timer_requeues_at_the_earliest_due_time() {
         let p = policy(3);
-        let pods = [
-            pod("a", Kind::PendingShort),
-            pod("b", Kind::NotReadyShort),
-            pod("c", Kind::Healthy),
-        ];
+        let pods = [pod("a", Kind::PendingShort), pod("b", Kind::NotReadyShort), pod("c", Kind::Healthy)];
         let d = run(&p, &pods, None, NOW);
         assert!(d.delete.is_none());
         // PendingShort was created 60s ago, NotReadyShort turned not ready 60s ago: 240s.
         assert_eq!(d.requeue_after, Some(Duration::from_secs(240)));
         // At the due time it is stuck.
         let d = run(&p, &pods, None, NOW + 240);
-        assert_eq!(
-            d.delete.as_ref().map(|c| c.reason),
-            Some(RestartReason::Stuck)
-        );
+        assert_eq!(d.delete.as_ref().map(|c| c.reason), Some(RestartReason::Stuck));
         // Healthy pods: no timer at all.
         let d = run(&p, &[pod("c", Kind::Healthy)], None, NOW);
         assert_eq!(
@@ -855,17 +735,11 @@ mod tests {
 
     #[test]
     fn hold_messages_name_the_cause() {
-        let h = Hold::ServerUnhealthy {
-            server: "prod".into(),
-            detail: "ProbeFailed: connection refused".into(),
-        };
+        let h = Hold::ServerUnhealthy { server: "prod".into(), detail: "ProbeFailed: connection refused".into() };
         assert_eq!(h.reason(), "ServerUnhealthy");
         assert!(h.message().contains("ColonyServer prod is not Healthy"));
         assert!(h.message().contains("connection refused"));
-        assert_eq!(
-            Hold::Maintenance(vec!["a".into(), "b".into()]).message(),
-            "MaintenanceWindow a, b is open"
-        );
+        assert_eq!(Hold::Maintenance(vec!["a".into(), "b".into()]).message(), "MaintenanceWindow a, b is open");
         assert_eq!(Hold::Suspended.reason(), "Suspended");
     }
 
@@ -891,10 +765,7 @@ mod tests {
         assert_eq!(v.phase, Phase::Running);
         assert!(!v.ready && v.crash_looping && !v.terminating && !v.evicted);
         assert_eq!(v.restart_count, 7);
-        assert_eq!(
-            v.not_ready_since.unwrap().to_rfc3339(),
-            "2027-01-15T08:01:00+00:00"
-        );
+        assert_eq!(v.not_ready_since.unwrap().to_rfc3339(), "2027-01-15T08:01:00+00:00");
 
         let evicted: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "bee-2", "deletionTimestamp": "2027-01-15T08:00:00Z"},
@@ -914,14 +785,7 @@ mod tests {
         assert_eq!(p.window, TimeDelta::minutes(30));
         assert_eq!(p.crash_loop_threshold, 5);
         assert_eq!(p.stuck_after, TimeDelta::minutes(5));
-        let bad = RestartSpec {
-            window: "soon".into(),
-            ..Default::default()
-        };
-        assert!(
-            RestartPolicy::from_spec(&bad)
-                .unwrap_err()
-                .contains("spec.restart.window")
-        );
+        let bad = RestartSpec { window: "soon".into(), ..Default::default() };
+        assert!(RestartPolicy::from_spec(&bad).unwrap_err().contains("spec.restart.window"));
     }
 }

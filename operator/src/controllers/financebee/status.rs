@@ -3,9 +3,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::escalation;
 use super::restart::{Hold, RestartDecision};
-use crate::api::{
-    AVAILABLE, EscalationStatus, FinanceBeeStatus, READY, RECONCILING, STALLED, SUSPENDED,
-};
+use crate::api::{AVAILABLE, EscalationStatus, FinanceBeeStatus, READY, RECONCILING, STALLED, SUSPENDED};
 use crate::runtime::conditions::{Desired, merge};
 
 pub mod reason {
@@ -46,11 +44,7 @@ pub fn unavailable_since(
     paused: bool,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    if available || paused {
-        None
-    } else {
-        previous.or(Some(now))
-    }
+    if available || paused { None } else { previous.or(Some(now)) }
 }
 
 pub struct Observed<'a> {
@@ -94,10 +88,7 @@ pub fn exhausted_message(d: &RestartDecision, max_restarts: u32) -> Option<Strin
             ts(start),
             ts(resume)
         ),
-        _ => format!(
-            "restart budget exhausted: {} of {max_restarts} restarts used",
-            ex.count
-        ),
+        _ => format!("restart budget exhausted: {} of {max_restarts} restarts used", ex.count),
     };
     Some(format!("{budget}; {}", pending_text(d)))
 }
@@ -105,23 +96,16 @@ pub fn exhausted_message(d: &RestartDecision, max_restarts: u32) -> Option<Strin
 /// The message when a server hold keeps a needed restart from happening.
 pub fn server_hold_message(d: &RestartDecision) -> Option<String> {
     match &d.hold {
-        Some(h @ Hold::ServerUnhealthy { .. }) if !d.pending.is_empty() => Some(format!(
-            "{}, but {}: not restarting",
-            pending_text(d),
-            h.message()
-        )),
+        Some(h @ Hold::ServerUnhealthy { .. }) if !d.pending.is_empty() => {
+            Some(format!("{}, but {}: not restarting", pending_text(d), h.message()))
+        }
         _ => None,
     }
 }
 
 pub fn compute(o: &Observed) -> FinanceBeeStatus {
     let paused = o.pause.is_some();
-    let available = is_available(
-        o.replicas,
-        o.available_replicas,
-        o.problem.is_some(),
-        paused,
-    );
+    let available = is_available(o.replicas, o.available_replicas, o.problem.is_some(), paused);
     let replicas_text = if available {
         format!("{}/{} replicas ready", o.ready_replicas, o.replicas)
     } else {
@@ -132,35 +116,15 @@ pub fn compute(o: &Observed) -> FinanceBeeStatus {
 
     let (ready, ready_reason, ready_message) = match (&o.problem, &o.pause) {
         (Some((r, m)), _) => (false, r.clone(), m.clone()),
-        (None, Some(Pause::Suspended)) => (
-            true,
-            SUSPENDED.to_string(),
-            "suspended: scaled to 0".to_string(),
-        ),
-        (None, Some(Pause::Maintenance(w))) => (
-            true,
-            reason::MAINTENANCE.to_string(),
-            format!("stopped by MaintenanceWindow {}", w.join(", ")),
-        ),
+        (None, Some(Pause::Suspended)) => (true, SUSPENDED.to_string(), "suspended: scaled to 0".to_string()),
+        (None, Some(Pause::Maintenance(w))) => {
+            (true, reason::MAINTENANCE.to_string(), format!("stopped by MaintenanceWindow {}", w.join(", ")))
+        }
         (None, None) => match (&exhausted, &server_hold) {
-            (Some(m), _) => (
-                false,
-                reason::RESTART_BUDGET_EXHAUSTED.to_string(),
-                format!("{replicas_text}; {m}"),
-            ),
-            (None, Some(m)) => (
-                false,
-                reason::SERVER_UNHEALTHY.to_string(),
-                format!("{replicas_text}; {m}"),
-            ),
-            (None, None) if available => {
-                (true, reason::AVAILABLE.to_string(), replicas_text.clone())
-            }
-            (None, None) => (
-                false,
-                reason::UNAVAILABLE.to_string(),
-                replicas_text.clone(),
-            ),
+            (Some(m), _) => (false, reason::RESTART_BUDGET_EXHAUSTED.to_string(), format!("{replicas_text}; {m}")),
+            (None, Some(m)) => (false, reason::SERVER_UNHEALTHY.to_string(), format!("{replicas_text}; {m}")),
+            (None, None) if available => (true, reason::AVAILABLE.to_string(), replicas_text.clone()),
+            (None, None) => (false, reason::UNAVAILABLE.to_string(), replicas_text.clone()),
         },
     };
     let available_reason = match (&o.problem, &o.pause) {
@@ -176,9 +140,7 @@ pub fn compute(o: &Observed) -> FinanceBeeStatus {
     };
     let stalled = match (&o.problem, &exhausted) {
         (Some((r, m)), _) => Some((r.clone(), m.clone())),
-        (None, Some(m)) if !paused => {
-            Some((reason::RESTART_BUDGET_EXHAUSTED.to_string(), m.clone()))
-        }
+        (None, Some(m)) if !paused => Some((reason::RESTART_BUDGET_EXHAUSTED.to_string(), m.clone())),
         _ => None,
     };
     let reconciling = !available && !paused && stalled.is_none();
@@ -196,12 +158,7 @@ pub fn compute(o: &Observed) -> FinanceBeeStatus {
         observed_generation: o.generation,
         conditions: merge(&o.previous.conditions, &desired, o.generation, o.now),
         ready_replicas: Some(o.ready_replicas),
-        unavailable_since: unavailable_since(
-            o.previous.unavailable_since,
-            available,
-            paused,
-            o.now,
-        ),
+        unavailable_since: unavailable_since(o.previous.unavailable_since, available, paused, o.now),
         restarts: o.restart.status.clone(),
         escalation: o.escalation.clone(),
         current_image: Some(o.image.to_string()),
@@ -238,11 +195,7 @@ mod tests {
     }
 
     fn candidate(pod: &str, reason: RestartReason) -> Candidate {
-        Candidate {
-            pod: pod.into(),
-            reason,
-            detail: "d".into(),
-        }
+        Candidate { pod: pod.into(), reason, detail: "d".into() }
     }
 
     fn observed<'a>(prev: &'a FinanceBeeStatus, restart: &'a RestartDecision) -> Observed<'a> {
@@ -264,8 +217,7 @@ mod tests {
     }
 
     fn cond<'a>(s: &'a FinanceBeeStatus, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
-        find(&s.conditions, type_)
-            .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+        find(&s.conditions, type_).map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
     }
 
     #[test]
@@ -273,10 +225,7 @@ mod tests {
         let prev = FinanceBeeStatus::default();
         let r = quiet();
         let s = compute(&observed(&prev, &r));
-        assert_eq!(
-            cond(&s, READY),
-            Some(("True", "Available", "1/1 replicas ready"))
-        );
+        assert_eq!(cond(&s, READY), Some(("True", "Available", "1/1 replicas ready")));
         assert_eq!(cond(&s, AVAILABLE).unwrap().0, "True");
         assert!(cond(&s, RECONCILING).is_none() && cond(&s, STALLED).is_none());
         assert_eq!(cond(&s, ESCALATED).unwrap().1, "NotEscalated");
@@ -297,31 +246,17 @@ mod tests {
         o.ready_replicas = 0;
         let s = compute(&o);
         assert_eq!(s.unavailable_since, Some(t(100)));
-        assert_eq!(
-            cond(&s, READY),
-            Some(("False", "Unavailable", "0/1 replicas available"))
-        );
+        assert_eq!(cond(&s, READY), Some(("False", "Unavailable", "0/1 replicas available")));
         assert_eq!(cond(&s, RECONCILING).unwrap().0, "True");
         let mut o2 = observed(&s, &r);
         o2.available_replicas = 0;
         o2.ready_replicas = 0;
         o2.now = t(700);
-        assert_eq!(
-            compute(&o2).unavailable_since,
-            Some(t(100)),
-            "kept while it lasts"
-        );
+        assert_eq!(compute(&o2).unavailable_since, Some(t(100)), "kept while it lasts");
         o2.pause = Some(Pause::Maintenance(vec!["nightly".into()]));
         let paused = compute(&o2);
         assert_eq!(paused.unavailable_since, None);
-        assert_eq!(
-            cond(&paused, READY),
-            Some((
-                "True",
-                "Maintenance",
-                "stopped by MaintenanceWindow nightly"
-            ))
-        );
+        assert_eq!(cond(&paused, READY), Some(("True", "Maintenance", "stopped by MaintenanceWindow nightly")));
         o2.pause = Some(Pause::Suspended);
         assert_eq!(cond(&compute(&o2), READY).unwrap().1, "Suspended");
     }
@@ -331,19 +266,11 @@ mod tests {
         let prev = FinanceBeeStatus::default();
         let mut r = quiet();
         r.pending = vec![candidate("bee-x", RestartReason::CrashLoop)];
-        r.exhausted = Some(Exhausted {
-            count: 3,
-            window_start: Some(t(0)),
-            resumes_at: Some(t(1800)),
-        });
+        r.exhausted = Some(Exhausted { count: 3, window_start: Some(t(0)), resumes_at: Some(t(1800)) });
         r.status = Some(RestartStatus {
             count: 3,
             window_start: Some(t(0)),
-            last: Some(RestartRecord {
-                pod: "bee-w".into(),
-                reason: "CrashLoop".into(),
-                time: t(50),
-            }),
+            last: Some(RestartRecord { pod: "bee-w".into(), reason: "CrashLoop".into(), time: t(50) }),
         });
         let mut o = observed(&prev, &r);
         o.available_replicas = 0;
@@ -351,45 +278,25 @@ mod tests {
         let (st, reason, msg) = cond(&s, STALLED).unwrap();
         assert_eq!((st, reason), ("True", "RestartBudgetExhausted"));
         assert!(msg.contains("3 of 3 restarts used"), "{msg}");
-        assert!(
-            msg.contains("restarts resume at 2027-01-15T08:30:00Z"),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("pod bee-x needs a restart (CrashLoop)"),
-            "{msg}"
-        );
+        assert!(msg.contains("restarts resume at 2027-01-15T08:30:00Z"), "{msg}");
+        assert!(msg.contains("pod bee-x needs a restart (CrashLoop)"), "{msg}");
         assert_eq!(cond(&s, READY).unwrap().1, "RestartBudgetExhausted");
         assert!(cond(&s, RECONCILING).is_none(), "Stalled, not Reconciling");
         assert_eq!(s.restarts, r.status);
 
-        r.exhausted = Some(Exhausted {
-            count: 0,
-            window_start: None,
-            resumes_at: None,
-        });
+        r.exhausted = Some(Exhausted { count: 0, window_start: None, resumes_at: None });
         let mut o = observed(&prev, &r);
         o.max_restarts = 0;
-        assert!(
-            cond(&compute(&o), STALLED)
-                .unwrap()
-                .2
-                .contains("restarts are disabled")
-        );
+        assert!(cond(&compute(&o), STALLED).unwrap().2.contains("restarts are disabled"));
     }
 
     #[test]
     fn server_hold_names_the_server_as_the_cause() {
         let prev = FinanceBeeStatus::default();
         let mut r = quiet();
-        r.pending = vec![
-            candidate("bee-x", RestartReason::CrashLoop),
-            candidate("bee-y", RestartReason::Stuck),
-        ];
-        r.hold = Some(Hold::ServerUnhealthy {
-            server: "prod".into(),
-            detail: "ProbeFailed: connection refused".into(),
-        });
+        r.pending = vec![candidate("bee-x", RestartReason::CrashLoop), candidate("bee-y", RestartReason::Stuck)];
+        r.hold =
+            Some(Hold::ServerUnhealthy { server: "prod".into(), detail: "ProbeFailed: connection refused".into() });
         let mut o = observed(&prev, &r);
         o.available_replicas = 0;
         let s = compute(&o);
@@ -399,10 +306,7 @@ mod tests {
             msg.contains("pod bee-x needs a restart (CrashLoop) and 1 more, but ColonyServer prod is not Healthy (ProbeFailed: connection refused); the server is the cause: not restarting"),
             "{msg}"
         );
-        assert!(
-            cond(&s, STALLED).is_none(),
-            "waiting for the server is not stalled"
-        );
+        assert!(cond(&s, STALLED).is_none(), "waiting for the server is not stalled");
         // A suspension hold is not reported as the server's fault.
         r.hold = Some(Hold::Suspended);
         let mut o = observed(&prev, &r);
@@ -415,10 +319,7 @@ mod tests {
         let prev = FinanceBeeStatus::default();
         let r = quiet();
         let mut o = observed(&prev, &r);
-        o.problem = Some((
-            "ServerNotFound".into(),
-            "ColonyServer \"x\" not found".into(),
-        ));
+        o.problem = Some(("ServerNotFound".into(), "ColonyServer \"x\" not found".into()));
         let s = compute(&o);
         assert_eq!(cond(&s, READY).unwrap().1, "ServerNotFound");
         assert_eq!(cond(&s, STALLED).unwrap().1, "ServerNotFound");
@@ -430,23 +331,13 @@ mod tests {
         let prev = FinanceBeeStatus::default();
         let r = quiet();
         let mut o = observed(&prev, &r);
-        let esc = EscalationStatus {
-            state: crate::api::EscalationState::Triggered,
-            since: t(90),
-        };
+        let esc = EscalationStatus { state: crate::api::EscalationState::Triggered, since: t(90) };
         o.escalation = Some(esc.clone());
-        o.escalated = escalated_condition(
-            Some(&esc),
-            &Delivery::Sent("notified PagerDuty".into()),
-            "3s",
-        );
+        o.escalated = escalated_condition(Some(&esc), &Delivery::Sent("notified PagerDuty".into()), "3s");
         let s = compute(&o);
         assert_eq!(s.escalation, Some(esc));
         let (st, reason, msg) = cond(&s, ESCALATED).unwrap();
         assert_eq!((st, reason), ("True", "TriggerSent"));
-        assert_eq!(
-            msg,
-            "escalated at 2027-01-15T08:01:30Z after 3s unavailable; notified PagerDuty"
-        );
+        assert_eq!(msg, "escalated at 2027-01-15T08:01:30Z after 3s unavailable; notified PagerDuty");
     }
 }

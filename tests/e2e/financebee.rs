@@ -1,0 +1,739 @@
+//! FinanceBee on the local control plane: restarts of failed and crash-looping pods within
+//! the budget, no restarts while the ColonyServer is the cause, escalation to a webhook and
+//! to a PagerDuty Events API v2 receiver (one trigger, one resolve, none resent after an
+//! operator restart), and a Secret change rolling the bee.
+//!
+//! Pods are simulated by kwok: the labels `colony.zyeute.io/test-fail` and
+//! `colony.zyeute.io/test-crashloop` make a pod fail or crash-loop (tests/cluster/README.md).
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use colony_e2e::{DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, client, install_crds, wait_for};
+use colony_operator::api::FinanceBee;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const FAIL_LABEL: &str = "colony.zyeute.io/test-fail";
+const CRASHLOOP_LABEL: &str = "colony.zyeute.io/test-crashloop";
+const CONFIG_HASH: &str = "colony.zyeute.io/config-hash";
+
+// ------------------------------------------------------------------------------------
+// A local receiver standing in for the webhook and the PagerDuty Events API
+// ------------------------------------------------------------------------------------
+
+/// Records every POST (path and JSON body) and answers with a settable status.
+#[derive(Clone)]
+struct Receiver {
+    port: u16,
+    requests: Arc<Mutex<Vec<(String, Value)>>>,
+    status: Arc<Mutex<u16>>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(Mutex::new(202));
+        let (r, s) = (requests.clone(), status.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (r, s) = (r.clone(), s.clone());
+                tokio::spawn(async move {
+                    let Some((path, body)) = read_request(&mut stream).await else {
+                        return;
+                    };
+                    // The query (a webhook token) is not part of what tests compare.
+                    let path = path.split('?').next().unwrap_or_default().to_string();
+                    let code = *s.lock().unwrap();
+                    r.lock().unwrap().push((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+                    let reply = format!(
+                        "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        Self { port, requests, status }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn set_status(&self, code: u16) {
+        *self.status.lock().unwrap() = code;
+    }
+
+    /// Bodies received on `path`.
+    fn bodies(&self, path: &str) -> Vec<Value> {
+        self.requests.lock().unwrap().iter().filter(|(p, _)| p == path).map(|(_, b)| b.clone()).collect()
+    }
+
+    fn count(&self, path: &str, field: &str, value: &str) -> usize {
+        self.bodies(path).iter().filter(|b| b[field] == value).count()
+    }
+}
+
+/// Reads one HTTP/1.1 request: its path and its body (by Content-Length).
+async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let header_end = loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
+    let path = head.split_whitespace().nth(1)?.to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < header_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some((path, buf[header_end..].to_vec()))
+}
+
+// ------------------------------------------------------------------------------------
+// Setup and helpers
+// ------------------------------------------------------------------------------------
+
+struct Setup {
+    ns: TestNamespace,
+    op: OperatorProcess,
+    server: TestEndpoint,
+}
+
+/// A namespace with its own operator, a healthy unmanaged ColonyServer `srv` (a local
+/// endpoint, probed every second) and the executor key Secret `bee-key`.
+async fn setup(prefix: &str) -> Setup {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, prefix).await;
+    let server = TestEndpoint::start().await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    apply_yaml(
+        &ns.name,
+        &format!(
+            r#"apiVersion: colony.zyeute.io/v1alpha1
+kind: ColonyServer
+metadata:
+  name: srv
+spec:
+  managed: false
+  endpoint: {url}
+  health: {{interval: 1s, timeout: 1s, failureThreshold: 2, successThreshold: 1}}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: bee-key
+stringData:
+  prvkey: "{key}"
+"#,
+            url = server.url(),
+            key = "1".repeat(64)
+        ),
+    )
+    .await;
+    op.wait_ready().await;
+    wait_server_healthy(&ns, "True").await;
+    Setup { ns, op, server }
+}
+
+async fn wait_server_healthy(ns: &TestNamespace, want: &str) {
+    let servers: Api<colony_operator::api::ColonyServer> = ns.api();
+    wait_for(&format!("srv Healthy={want}"), DEADLINE, || async {
+        let cs = servers.get("srv").await.map_err(|e| e.to_string())?;
+        let healthy = cs
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy"))
+            .map(|c| c.status.clone());
+        if healthy.as_deref() == Some(want) { Ok(()) } else { Err(format!("Healthy={healthy:?}")) }
+    })
+    .await
+}
+
+fn bee_yaml(name: &str, restart: &str, escalation: &str) -> String {
+    format!(
+        r#"apiVersion: colony.zyeute.io/v1alpha1
+kind: FinanceBee
+metadata:
+  name: {name}
+spec:
+  image: example.invalid/finance-bee:1
+  colonyServerRef: {{name: srv}}
+  colonyName: zyeute
+  executorKeySecretRef: {{name: bee-key, key: prvkey}}
+  restart: {restart}
+  escalation: {escalation}
+"#
+    )
+}
+
+/// (status, reason, message) of a condition.
+fn condition(fb: &FinanceBee, type_: &str) -> Option<(String, String, String)> {
+    fb.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until the bee's `type_` condition has `status` (and `reason`, when given).
+async fn wait_bee(bees: &Api<FinanceBee>, name: &str, type_: &str, status: &str, reason: Option<&str>) -> FinanceBee {
+    let what = format!("{name} {type_}={status} {reason:?}");
+    wait_for(&what, DEADLINE, || async {
+        let fb = bees.get(name).await.map_err(|e| e.to_string())?;
+        match condition(&fb, type_) {
+            Some((s, r, _)) if s == status && reason.is_none_or(|want| want == r) => Ok(fb),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+async fn bee_pods(pods: &Api<Pod>, bee: &str) -> Vec<Pod> {
+    pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={bee}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn phase(p: &Pod) -> Option<String> {
+    p.status.as_ref()?.phase.clone()
+}
+
+fn restart_count(p: &Pod) -> i32 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .map(|c| c.restart_count)
+        .unwrap_or(0)
+}
+
+/// The bee's single running, ready pod.
+async fn ready_pod(pods: &Api<Pod>, bee: &str) -> String {
+    wait_for(&format!("one ready pod of {bee}"), DEADLINE, || async {
+        let all = bee_pods(pods, bee).await;
+        let ready: Vec<_> = all.iter().filter(|p| is_ready(p)).collect();
+        match ready.as_slice() {
+            [p] if all.len() == 1 => Ok(p.name_any()),
+            _ => Err(format!("{:?}", all.iter().map(|p| (p.name_any(), phase(p), is_ready(p))).collect::<Vec<_>>())),
+        }
+    })
+    .await
+}
+
+async fn label_pod(pods: &Api<Pod>, pod: &str, label: &str) {
+    let patch = json!({"metadata": {"labels": {label: "true"}}});
+    pods.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+}
+
+/// Reasons and notes of the Events about the bee (a series counts as many).
+async fn events(ns: &TestNamespace, bee: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = ns.api();
+    api.list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(bee))
+        .flat_map(|e| {
+            let n = e.series.as_ref().map(|s| s.count).unwrap_or(1) as usize;
+            vec![(e.reason.unwrap_or_default(), e.note.unwrap_or_default()); n]
+        })
+        .collect()
+}
+
+fn restarts(fb: &FinanceBee) -> (i32, Option<String>, Option<String>) {
+    let r = fb.status.as_ref().and_then(|s| s.restarts.clone());
+    (
+        r.as_ref().map(|r| r.count).unwrap_or(0),
+        r.as_ref().and_then(|r| r.last.as_ref().map(|l| l.pod.clone())),
+        r.as_ref().and_then(|r| r.last.as_ref().map(|l| l.reason.clone())),
+    )
+}
+
+// ------------------------------------------------------------------------------------
+// (a) A failed pod is deleted and replaced
+// ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn failed_pod_is_deleted_and_replaced() {
+    let s = setup("e2e-fb-failed").await;
+    apply_yaml(
+        &s.ns.name,
+        &bee_yaml("bee", "{maxRestarts: 3, window: 30m, crashLoopThreshold: 3, stuckAfter: 5m}", "{after: 1h}"),
+    )
+    .await;
+    let bees: Api<FinanceBee> = s.ns.api();
+    let pods: Api<Pod> = s.ns.api();
+    wait_bee(&bees, "bee", "Available", "True", None).await;
+    let doomed = ready_pod(&pods, "bee").await;
+
+    label_pod(&pods, &doomed, FAIL_LABEL).await;
+    let labelled = Instant::now();
+    let failed_at = wait_for("the pod to fail", DEADLINE, || async {
+        let p = pods.get_opt(&doomed).await.map_err(|e| e.to_string())?;
+        match p.as_ref().and_then(phase).as_deref() {
+            Some("Failed") => Ok(Instant::now()),
+            // Deleted before this poll saw it Failed: it failed just now.
+            _ if p.is_none() => Ok(Instant::now()),
+            other => Err(format!("phase {other:?}")),
+        }
+    })
+    .await;
+    let (deleted_at, replacement) = wait_for("the failed pod deleted and a replacement ready", DEADLINE, || async {
+        let all = bee_pods(&pods, "bee").await;
+        let gone = all.iter().all(|p| p.name_any() != doomed);
+        let ready: Vec<_> = all.iter().filter(|p| is_ready(p)).collect();
+        match (gone, ready.as_slice()) {
+            (true, [p]) => Ok((Instant::now(), p.name_any())),
+            _ => Err(format!("{:?}", all.iter().map(|p| (p.name_any(), phase(p))).collect::<Vec<_>>())),
+        }
+    })
+    .await;
+    assert_ne!(replacement, doomed);
+    // Server-side times: the failed container's finish and the replacement's creation.
+    let new_pod = pods.get(&replacement).await.unwrap();
+    let created = new_pod.metadata.creation_timestamp.clone().unwrap();
+    println!(
+        "pod failed {:?} after labelling; operator deleted it (observed) {:?} after the failure; \
+         replacement {replacement} created at {} and ready (observed) {:?} after the failure",
+        failed_at - labelled,
+        deleted_at - failed_at,
+        created.0,
+        deleted_at - failed_at,
+    );
+
+    let fb = wait_bee(&bees, "bee", "Available", "True", None).await;
+    assert_eq!(restarts(&fb), (1, Some(doomed.clone()), Some("Failed".to_string())), "one restart recorded in status");
+    assert!(condition(&fb, "Stalled").is_none(), "{:?}", fb.status.as_ref().map(|s| &s.conditions));
+    let evs = wait_for("a PodRestarted Event", DEADLINE, || async {
+        let e = events(&s.ns, "bee").await;
+        if e.iter().any(|(r, n)| r == "PodRestarted" && n.contains(&doomed)) { Ok(e) } else { Err(format!("{e:?}")) }
+    })
+    .await;
+    println!("events: {evs:?}");
+    s.ns.cleanup().await;
+    drop(s.op);
+}
+
+// ------------------------------------------------------------------------------------
+// (b) A crash loop is restarted at most maxRestarts times, then Stalled
+// ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn crash_loop_is_restarted_within_budget_then_stalled() {
+    let s = setup("e2e-fb-crashloop").await;
+    apply_yaml(
+        &s.ns.name,
+        &bee_yaml("bee", "{maxRestarts: 2, window: 30m, crashLoopThreshold: 2, stuckAfter: 1h}", "{after: 1h}"),
+    )
+    .await;
+    let bees: Api<FinanceBee> = s.ns.api();
+    let pods: Api<Pod> = s.ns.api();
+    let deployments: Api<Deployment> = s.ns.api();
+    wait_bee(&bees, "bee", "Available", "True", None).await;
+    let healthy = ready_pod(&pods, "bee").await;
+
+    // Every pod of the new template crash-loops (a bad release). The label is set by the
+    // test's own field manager, so the operator's apply leaves it in place.
+    let patch = json!({"spec": {"template": {"metadata": {"labels": {CRASHLOOP_LABEL: "true"}}}}});
+    deployments.patch("bee", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let started = Instant::now();
+
+    // Watch the crash-looping pods come and go until the bee is Stalled.
+    let tracked: Arc<Mutex<(BTreeSet<String>, Vec<(String, Duration)>)>> = Default::default();
+    let fb = wait_for("Stalled by the restart budget", DEADLINE, || {
+        let (bees, pods, tracked) = (bees.clone(), pods.clone(), tracked.clone());
+        async move {
+            let now: BTreeSet<String> = bee_pods(&pods, "bee")
+                .await
+                .iter()
+                .filter(|p| p.labels().contains_key(CRASHLOOP_LABEL))
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .map(|p| p.name_any())
+                .collect();
+            let deleted = {
+                let mut t = tracked.lock().unwrap();
+                let (seen, deleted) = &mut *t;
+                for gone in seen.difference(&now) {
+                    if !deleted.iter().any(|(n, _)| n == gone) {
+                        deleted.push((gone.clone(), started.elapsed()));
+                    }
+                }
+                seen.extend(now);
+                deleted.clone()
+            };
+            let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
+            match condition(&fb, "Stalled") {
+                Some((st, r, _)) if st == "True" && r == "RestartBudgetExhausted" => Ok(fb),
+                other => Err(format!("{other:?}, deleted {deleted:?}")),
+            }
+        }
+    })
+    .await;
+    let deleted = tracked.lock().unwrap().1.clone();
+    let (_, _, message) = condition(&fb, "Stalled").unwrap();
+    println!("stalled after {:?}: {message}", started.elapsed());
+    println!("crash-looping pods deleted by the operator: {deleted:?}");
+    assert!(message.contains("2 of 2 restarts used"), "{message}");
+    let (count, _, reason) = restarts(&fb);
+    assert_eq!(count, 2, "exactly maxRestarts restarts");
+    assert_eq!(reason.as_deref(), Some("CrashLoop"));
+
+    // It stays stalled: the crash-looping pod is left alone while its restartCount grows.
+    let survivor: Vec<Pod> =
+        bee_pods(&pods, "bee").await.into_iter().filter(|p| p.labels().contains_key(CRASHLOOP_LABEL)).collect();
+    assert_eq!(survivor.len(), 1, "one crash-looping pod left");
+    let survivor = survivor[0].name_any();
+    let before = restart_count(&pods.get(&survivor).await.unwrap());
+    wait_for("the survivor to keep crash-looping", DEADLINE, || async {
+        let n = restart_count(&pods.get(&survivor).await.map_err(|e| e.to_string())?);
+        if n >= before + 3 { Ok(()) } else { Err(format!("restartCount {n}")) }
+    })
+    .await;
+    let fb = bees.get("bee").await.unwrap();
+    assert_eq!(restarts(&fb).0, 2, "no restart beyond the budget");
+    assert!(pods.get_opt(&survivor).await.unwrap().is_some());
+    // (kwok reports each new pod Ready for a moment before it crash-loops, so the rollout
+    // completed and the old pod is gone: the bee is down, and says why.)
+    let _ = healthy;
+    assert_eq!(condition(&fb, "Ready").map(|c| c.1).as_deref(), Some("RestartBudgetExhausted"));
+    let evs = events(&s.ns, "bee").await;
+    let restarted = evs.iter().filter(|(r, _)| r == "PodRestarted").count();
+    assert_eq!(restarted, 2, "{evs:?}");
+    for (pod, _) in &deleted {
+        assert!(
+            evs.iter().any(|(r, n)| r == "PodRestarted" && n.contains(pod.as_str())),
+            "an Event names {pod}: {evs:?}"
+        );
+    }
+    assert!(evs.iter().any(|(r, _)| r == "RestartBudgetExhausted"), "{evs:?}");
+    // Counted in the Events: one per restart; in status: 2; on the pods: 2 deleted.
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    s.ns.cleanup().await;
+}
+
+// ------------------------------------------------------------------------------------
+// (c) The server is the cause: no restarts, and the condition says why
+// ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn no_restart_while_the_server_is_unhealthy() {
+    let s = setup("e2e-fb-server-down").await;
+    apply_yaml(
+        &s.ns.name,
+        &bee_yaml("bee", "{maxRestarts: 3, window: 30m, crashLoopThreshold: 2, stuckAfter: 1h}", "{after: 1h}"),
+    )
+    .await;
+    let bees: Api<FinanceBee> = s.ns.api();
+    let pods: Api<Pod> = s.ns.api();
+    wait_bee(&bees, "bee", "Available", "True", None).await;
+    let pod = ready_pod(&pods, "bee").await;
+
+    s.server.set_failing(true);
+    wait_server_healthy(&s.ns, "False").await;
+    label_pod(&pods, &pod, CRASHLOOP_LABEL).await;
+
+    let fb = wait_bee(&bees, "bee", "Ready", "False", Some("ServerUnhealthy")).await;
+    let (_, _, message) = condition(&fb, "Ready").unwrap();
+    println!("Ready=False: {message}");
+    assert!(
+        message.contains("ColonyServer srv is not Healthy")
+            && message.contains(&format!("pod {pod} needs a restart (CrashLoop)"))
+            && message.contains("the server is the cause"),
+        "{message}"
+    );
+    // Well past the threshold, the pod is still there and nothing was restarted.
+    wait_for("restartCount well past the threshold", DEADLINE, || async {
+        let n = restart_count(&pods.get(&pod).await.map_err(|e| e.to_string())?);
+        if n >= 5 { Ok(()) } else { Err(format!("restartCount {n}")) }
+    })
+    .await;
+    let fb = bees.get("bee").await.unwrap();
+    assert_eq!(restarts(&fb).0, 0, "no restart while the server is unhealthy");
+    assert!(pods.get_opt(&pod).await.unwrap().is_some());
+    assert!(condition(&fb, "Stalled").is_none(), "waiting on the server is not Stalled");
+    let evs = events(&s.ns, "bee").await;
+    assert!(evs.iter().any(|(r, n)| r == "RestartHeld" && n.contains("ColonyServer srv")), "{evs:?}");
+
+    // The server recovers: the held restart happens.
+    let recovered = Instant::now();
+    s.server.set_failing(false);
+    wait_server_healthy(&s.ns, "True").await;
+    let fb = wait_for("the held restart once the server is Healthy", DEADLINE, || async {
+        let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
+        if restarts(&fb).0 == 1 { Ok(fb) } else { Err(format!("{:?}", restarts(&fb))) }
+    })
+    .await;
+    println!("restart {:?} after the server recovered", recovered.elapsed());
+    assert_eq!(restarts(&fb).1.as_deref(), Some(pod.as_str()));
+    wait_for("the crash-looping pod gone", DEADLINE, || async {
+        match pods.get_opt(&pod).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(p) => Err(format!("{:?}", phase(&p))),
+        }
+    })
+    .await;
+    wait_bee(&bees, "bee", "Ready", "True", Some("Available")).await;
+    s.ns.cleanup().await;
+}
+
+// ------------------------------------------------------------------------------------
+// (d) Escalation: one trigger, one resolve, nothing resent after an operator restart
+// ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn escalation_triggers_once_and_resolves_once() {
+    let mut s = setup("e2e-fb-escalation").await;
+    let rx = Receiver::start().await;
+    apply_yaml(
+        &s.ns.name,
+        &format!(
+            r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: ops-webhook
+stringData:
+  url: "{hook}"
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: pagerduty
+stringData:
+  routing-key: "R0UT1NGKEY0123456789abcdef012345"
+"#,
+            hook = rx.url("/hook?token=hook-secret-token")
+        ),
+    )
+    .await;
+    let escalation = format!(
+        "{{after: 1h, webhook: {{urlSecretRef: {{name: ops-webhook, key: url}}, retries: 2, backoff: 1s}}, \
+         pagerDuty: {{routingKeySecretRef: {{name: pagerduty, key: routing-key}}, severity: critical, url: \"{}\"}}}}",
+        rx.url("/v2/enqueue")
+    );
+    apply_yaml(
+        &s.ns.name,
+        &bee_yaml("bee", "{maxRestarts: 3, window: 30m, crashLoopThreshold: 1000, stuckAfter: 1h}", &escalation),
+    )
+    .await;
+    let bees: Api<FinanceBee> = s.ns.api();
+    let pods: Api<Pod> = s.ns.api();
+    let fb = wait_bee(&bees, "bee", "Available", "True", None).await;
+    let uid = fb.uid().unwrap();
+    // Shorten `after` only once the bee is up, so its first rollout cannot escalate.
+    bees.patch("bee", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"escalation": {"after": "3s"}}})))
+        .await
+        .unwrap();
+    let pod = ready_pod(&pods, "bee").await;
+
+    // The bee goes down (crash loop, no restarts: the threshold is out of reach).
+    label_pod(&pods, &pod, CRASHLOOP_LABEL).await;
+    let down = Instant::now();
+    let fb = wait_bee(&bees, "bee", "Available", "False", None).await;
+    let unavailable_since = fb.status.as_ref().unwrap().unavailable_since.unwrap();
+    let fb = wait_bee(&bees, "bee", "Escalated", "True", Some("TriggerSent")).await;
+    println!(
+        "escalated {:?} after the pod started crash-looping (after: 3s): {:?}",
+        down.elapsed(),
+        condition(&fb, "Escalated")
+    );
+    let esc = fb.status.as_ref().unwrap().escalation.clone().unwrap();
+    assert_eq!(format!("{:?}", esc.state), "Triggered");
+    assert!((esc.since - unavailable_since).num_seconds() >= 3);
+
+    // Exactly one trigger each, and it stays one while the bee stays down.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(rx.count("/v2/enqueue", "event_action", "trigger"), 1, "{:?}", rx.bodies("/v2/enqueue"));
+    assert_eq!(rx.count("/hook", "event", "trigger"), 1, "{:?}", rx.bodies("/hook"));
+    assert_eq!(rx.count("/v2/enqueue", "event_action", "resolve"), 0);
+    let pd = rx.bodies("/v2/enqueue").remove(0);
+    assert_eq!(pd["routing_key"], "R0UT1NGKEY0123456789abcdef012345");
+    assert_eq!(pd["dedup_key"], uid.as_str());
+    assert_eq!(pd["payload"]["severity"], "critical");
+    assert_eq!(pd["payload"]["source"], format!("{}/bee", s.ns.name));
+    assert!(pd["payload"]["summary"].as_str().unwrap().contains("unavailable for more than 3s"), "{pd}");
+    let hook = rx.bodies("/hook").remove(0);
+    assert_eq!((hook["name"].as_str(), hook["uid"].as_str()), (Some("bee"), Some(uid.as_str())));
+
+    // Recovery: the crash-looping pod is removed (the human fix); the replacement is healthy.
+    pods.delete(&pod, &DeleteParams::default()).await.unwrap();
+    let recovering = Instant::now();
+    let fb = wait_bee(&bees, "bee", "Escalated", "False", Some("ResolveSent")).await;
+    println!("resolved {:?} after the fix: {:?}", recovering.elapsed(), condition(&fb, "Escalated"));
+    assert_eq!(format!("{:?}", fb.status.as_ref().unwrap().escalation.as_ref().unwrap().state), "Resolved");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(rx.count("/v2/enqueue", "event_action", "resolve"), 1);
+    assert_eq!(rx.count("/hook", "event", "resolve"), 1);
+    let resolve = rx.bodies("/v2/enqueue").into_iter().find(|b| b["event_action"] == "resolve").unwrap();
+    assert_eq!(resolve["dedup_key"], uid.as_str(), "same dedup key");
+
+    // Metrics, and nothing secret in the operator's log.
+    let (_, metrics) = s.op.get("/metrics").await.unwrap();
+    for line in [
+        "colony_operator_finance_bee_escalations_total{namespace=\"NS\",name=\"bee\",action=\"trigger\"} 1",
+        "colony_operator_finance_bee_escalations_total{namespace=\"NS\",name=\"bee\",action=\"resolve\"} 1",
+        "colony_operator_finance_bee_escalated{namespace=\"NS\",name=\"bee\"} 0",
+    ] {
+        let line = line.replace("NS", &s.ns.name);
+        assert!(metrics.contains(&line), "missing {line}");
+    }
+    let logs = s.op.logs();
+    assert!(!logs.contains("hook-secret-token"), "webhook URL logged");
+    assert!(!logs.contains("R0UT1NGKEY"), "routing key logged");
+
+    // An operator restart resends nothing: status is the record.
+    s.op.kill().await;
+    let op = OperatorProcess::start(&format!("{}-2", s.ns.name), &["--namespace", &s.ns.name]).await;
+    op.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let total = rx.requests.lock().unwrap().len();
+    assert_eq!(total, 4, "2 triggers + 2 resolves in all: {:?}", rx.requests.lock().unwrap());
+    println!("per incident: 1 trigger and 1 resolve per target ({total} requests in all)");
+    s.op = op;
+    s.ns.cleanup().await;
+}
+
+// ------------------------------------------------------------------------------------
+// (d') A failed delivery shows in status and metrics
+// ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn failed_escalation_delivery_is_reported() {
+    let s = setup("e2e-fb-escalation-fail").await;
+    let rx = Receiver::start().await;
+    rx.set_status(500);
+    apply_yaml(
+        &s.ns.name,
+        r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: pagerduty
+stringData:
+  routing-key: "R0UT1NGKEY0123456789abcdef012345"
+"#,
+    )
+    .await;
+    let escalation = format!(
+        "{{after: 1h, pagerDuty: {{routingKeySecretRef: {{name: pagerduty, key: routing-key}}, url: \"{}\"}}}}",
+        rx.url("/v2/enqueue")
+    );
+    apply_yaml(
+        &s.ns.name,
+        &bee_yaml("bee", "{maxRestarts: 3, window: 30m, crashLoopThreshold: 1000, stuckAfter: 1h}", &escalation),
+    )
+    .await;
+    let bees: Api<FinanceBee> = s.ns.api();
+    let pods: Api<Pod> = s.ns.api();
+    wait_bee(&bees, "bee", "Available", "True", None).await;
+    bees.patch("bee", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"escalation": {"after": "2s"}}})))
+        .await
+        .unwrap();
+    let pod = ready_pod(&pods, "bee").await;
+    label_pod(&pods, &pod, CRASHLOOP_LABEL).await;
+
+    let fb = wait_bee(&bees, "bee", "Escalated", "True", Some("TriggerFailed")).await;
+    let (_, _, message) = condition(&fb, "Escalated").unwrap();
+    println!("Escalated: {message}");
+    assert!(message.contains("PagerDuty") && message.contains("HTTP 500"), "{message}");
+    assert!(!message.contains("127.0.0.1"), "no URL in status: {message}");
+    // 1 attempt + 3 retries, all answered 500.
+    assert_eq!(rx.count("/v2/enqueue", "event_action", "trigger"), 4);
+    let (_, metrics) = s.op.get("/metrics").await.unwrap();
+    let line = format!(
+        "colony_operator_finance_bee_escalation_deliveries_total{{namespace=\"{ns}\",name=\"bee\",target=\"pagerduty\",action=\"trigger\",result=\"failure\"}} 1",
+        ns = s.ns.name
+    );
+    assert!(metrics.contains(&line), "missing {line}");
+    let evs = events(&s.ns, "bee").await;
+    assert!(evs.iter().any(|(r, _)| r == "EscalationDeliveryFailed"), "{evs:?}");
+    s.ns.cleanup().await;
+}
+
+// ------------------------------------------------------------------------------------
+// (e) Changing the executor key Secret rolls the Deployment
+// ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn executor_key_change_rolls_the_bee() {
+    let s = setup("e2e-fb-secret").await;
+    apply_yaml(&s.ns.name, &bee_yaml("bee", "{}", "{}")).await;
+    let bees: Api<FinanceBee> = s.ns.api();
+    let deployments: Api<Deployment> = s.ns.api();
+    let pods: Api<Pod> = s.ns.api();
+    wait_bee(&bees, "bee", "Available", "True", None).await;
+    let hash = |d: &Deployment| {
+        d.spec.template.metadata.as_ref().and_then(|m| m.annotations.as_ref()).and_then(|a| a.get(CONFIG_HASH).cloned())
+    };
+    let before = hash(&deployments.get("bee").await.unwrap()).expect("config hash");
+    let old_pod = ready_pod(&pods, "bee").await;
+
+    let secrets: Api<Secret> = s.ns.api();
+    secrets
+        .patch("bee-key", &PatchParams::default(), &Patch::Merge(&json!({"stringData": {"prvkey": "2".repeat(64)}})))
+        .await
+        .unwrap();
+    let changed = Instant::now();
+    let after = wait_for("the config hash to change", DEADLINE, || async {
+        let d = deployments.get("bee").await.map_err(|e| e.to_string())?;
+        match hash(&d) {
+            Some(h) if h != before => Ok(h),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    println!("config hash {before} -> {after} {:?} after the Secret changed", changed.elapsed());
+    let new_pod = wait_for("a new ready pod replacing the old one", DEADLINE, || async {
+        let all = bee_pods(&pods, "bee").await;
+        match all.iter().find(|p| is_ready(p) && p.name_any() != old_pod) {
+            Some(p) => Ok(p.name_any()),
+            None => Err(format!("{:?}", all.iter().map(|p| p.name_any()).collect::<Vec<_>>())),
+        }
+    })
+    .await;
+    println!("rolled {old_pod} -> {new_pod} in {:?}", changed.elapsed());
+    // An unrelated Secret changes nothing.
+    apply_yaml(&s.ns.name, "apiVersion: v1\nkind: Secret\nmetadata:\n  name: unrelated\nstringData:\n  x: \"y\"\n")
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(hash(&deployments.get("bee").await.unwrap()), Some(after));
+    s.ns.cleanup().await;
+}
