@@ -8,7 +8,9 @@ use tokio::process::{Child, Command};
 use crate::{free_port, repo_root, wait_for};
 
 pub fn binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
     let path = target.join("debug/colony-operator");
     assert!(
         path.exists(),
