@@ -70,6 +70,22 @@ pub fn generate(key_type: KeyType, length: usize, random: &mut dyn FnMut(&mut [u
     }
 }
 
+/// Prefix of a key staged in the Secret while it is registered with the ColonyOS server.
+pub const PENDING_PREFIX: &str = "pending.";
+
+/// The key staged by an interrupted rotation, if any.
+pub fn pending_key(data: &BTreeMap<String, Vec<u8>>) -> Option<GeneratedKey> {
+    let fields: BTreeMap<String, Vec<u8>> =
+        data.iter().filter_map(|(k, v)| k.strip_prefix(PENDING_PREFIX).map(|f| (f.to_string(), v.clone()))).collect();
+    let id = String::from_utf8(fields.get("id")?.clone()).ok()?;
+    Some(GeneratedKey { fields, id })
+}
+
+/// The Secret data without a staged key.
+pub fn without_pending(data: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
+    data.iter().filter(|(k, _)| !k.starts_with(PENDING_PREFIX)).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
 pub fn os_random(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the operating system's random source");
 }
@@ -157,6 +173,18 @@ mod tests {
         assert_eq!(r.fields["key"].len(), 48);
         assert_ne!(e.id, r.id);
         assert!(!format!("{r:?}").contains("0101"), "Debug shows no key material");
+    }
+
+    #[test]
+    fn staged_keys_are_found_and_stripped() {
+        let k = generate(KeyType::Secp256k1, 0, &mut counter());
+        let mut data = BTreeMap::from([("prvkey".to_string(), b"old".to_vec())]);
+        assert!(pending_key(&data).is_none());
+        for (f, v) in &k.fields {
+            data.insert(format!("{PENDING_PREFIX}{f}"), v.clone());
+        }
+        assert_eq!(pending_key(&data), Some(k));
+        assert_eq!(without_pending(&data).keys().collect::<Vec<_>>(), ["prvkey"]);
     }
 
     #[test]

@@ -19,9 +19,10 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::api::{
-    KeyRotation, KeyRotationSpec, KeyRotationStatus, MaintenanceWindow, READY, ROTATE_NOW_ANNOTATION, ROTATING,
-    RotationCadence, RotationPhase, STALLED, TargetKind, TargetsStatus,
+    ColonyOsRegistration, ColonyServer, Identity, KeyRotation, KeyRotationSpec, KeyRotationStatus, MaintenanceWindow,
+    READY, ROTATE_NOW_ANNOTATION, ROTATING, RotationCadence, RotationPhase, STALLED, TargetKind, TargetsStatus,
 };
+use crate::colonyos::rpc;
 use crate::controllers::common::{MANAGED_BY, OPERATOR, owner_ref};
 use crate::controllers::{Spawned, spawn_controller};
 use crate::duration::parse_go_duration;
@@ -158,47 +159,66 @@ async fn reconcile(kr: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action> {
 
     let mut invalid = None;
     let mut waiting_for_window = false;
+    let mut registration_error: Option<String> = None;
     match due {
         Err(e) => invalid = Some(e),
-        Ok(_) if kr.spec.colony_os.is_some() => {
-            invalid =
-                Some("spec.colonyOS: registering the new key with the server is not supported by this version".into())
-        }
         Ok(Due::NotYet(next)) => status.next_rotation_time = Some(next),
         Ok(_) if kr.spec.suspend => {}
         Ok(d) if d != Due::Initial && !window_open(&ctx, &kr).await? => waiting_for_window = true,
         Ok(d) => {
-            let key =
-                keys::generate(kr.spec.key_type, kr.spec.length.unwrap_or(32).max(1) as usize, &mut keys::os_random);
-            let new_data = keys::rotate_data(&data, &key, kr.spec.keep_previous.max(0) as usize);
-            let revision = status.revision + 1;
-            write_secret(&secrets, &kr, secret, new_data, revision).await?;
-            status.revision = revision;
-            status.previous_key_id =
-                status.current_key_id.take().or_else(|| data.get("id").map(|v| String::from_utf8_lossy(v).to_string()));
-            status.current_key_id = Some(key.id.clone());
-            status.last_rotation_time = Some(now);
-            status.next_rotation_time = next_rotation(&kr.spec, now).ok();
-            if let Due::Requested(v) = &d {
-                status.handled_rotate_now = Some(v.clone());
+            // A key staged by an interrupted rotation is finished, not replaced.
+            let key = keys::pending_key(&data).unwrap_or_else(|| {
+                keys::generate(kr.spec.key_type, kr.spec.length.unwrap_or(32).max(1) as usize, &mut keys::os_random)
+            });
+            let mut secret = secret;
+            if let (Some(reg), Some(old)) = (&kr.spec.colony_os, data.get("prvkey")) {
+                status.phase = Some(RotationPhase::Registering);
+                match register(&ctx, &kr, reg, &secrets, secret.clone(), &data, &key, old).await {
+                    Ok(updated) => secret = Some(updated),
+                    Err(message) => {
+                        tracing::warn!(rotation = %name, error = %message, "could not register the new key");
+                        ctx.event(kr.as_ref(), EventType::Warning, "RegistrationFailed", "Register", message.clone())
+                            .await;
+                        registration_error = Some(message);
+                    }
+                }
             }
-            status.targets = Some(roll_targets(&ctx, &kr, now).await?);
-            tracing::info!(rotation = %name, revision, key_id = %key.id, "rotated key");
-            ctx.event(
-                kr.as_ref(),
-                EventType::Normal,
-                "KeyRotated",
-                "Rotate",
-                format!("revision {revision}, new key id {} ({:?})", key.id, d),
-            )
-            .await;
+            if registration_error.is_none() {
+                let data = keys::without_pending(&data);
+                let new_data = keys::rotate_data(&data, &key, kr.spec.keep_previous.max(0) as usize);
+                let revision = status.revision + 1;
+                write_secret(&secrets, &kr, secret, new_data, revision).await?;
+                status.revision = revision;
+                status.previous_key_id = status
+                    .current_key_id
+                    .take()
+                    .or_else(|| data.get("id").map(|v| String::from_utf8_lossy(v).to_string()));
+                status.current_key_id = Some(key.id.clone());
+                status.last_rotation_time = Some(now);
+                status.next_rotation_time = next_rotation(&kr.spec, now).ok();
+                if let Due::Requested(v) = &d {
+                    status.handled_rotate_now = Some(v.clone());
+                }
+                status.targets = Some(roll_targets(&ctx, &kr, now).await?);
+                tracing::info!(rotation = %name, revision, key_id = %key.id, "rotated key");
+                ctx.event(
+                    kr.as_ref(),
+                    EventType::Normal,
+                    "KeyRotated",
+                    "Rotate",
+                    format!("revision {revision}, new key id {} ({:?})", key.id, d),
+                )
+                .await;
+            }
         }
     }
     if status.next_rotation_time.is_none() {
         status.next_rotation_time = next_rotation(&kr.spec, status.last_rotation_time.unwrap_or(anchor)).ok();
     }
     let pending = status.targets.as_ref().is_some_and(|t| !t.pending.is_empty());
-    status.phase = Some(if invalid.is_some() {
+    status.phase = Some(if registration_error.is_some() {
+        RotationPhase::Registering
+    } else if invalid.is_some() {
         RotationPhase::Failed
     } else if pending {
         RotationPhase::RollingOut
@@ -210,6 +230,11 @@ async fn reconcile(kr: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action> {
         Some(why) => {
             desired.push(Desired::new(READY, false, "InvalidSpec", why.clone()));
             desired.push(Desired::new(STALLED, true, "InvalidSpec", why.clone()));
+        }
+        None if registration_error.is_some() => {
+            let why = registration_error.clone().unwrap_or_default();
+            desired.push(Desired::new(READY, false, "RegistrationFailed", why.clone()));
+            desired.push(Desired::new(STALLED, false, "", ""));
         }
         None => {
             let msg = if kr.spec.suspend {
@@ -234,7 +259,7 @@ async fn reconcile(kr: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action> {
     if invalid.is_some() {
         return Ok(Action::await_change());
     }
-    let wait = if waiting_for_window || pending {
+    let wait = if waiting_for_window || pending || registration_error.is_some() {
         Duration::from_secs(30)
     } else {
         status
@@ -254,20 +279,21 @@ async fn write_secret(
     existing: Option<Secret>,
     data: BTreeMap<String, Vec<u8>>,
     revision: i64,
-) -> Result<()> {
+) -> Result<Secret> {
     let data: BTreeMap<String, ByteString> = data.into_iter().map(|(k, v)| (k, ByteString(v))).collect();
     match existing {
         Some(mut s) => {
             s.data = Some(data);
             s.string_data = None;
             s.annotations_mut().insert(REVISION_ANNOTATION.into(), revision.to_string());
-            api.replace(
-                &kr.spec.secret_name,
-                &PostParams { field_manager: Some(field_manager(NAME)), ..Default::default() },
-                &s,
-            )
-            .await
-            .map_err(Error::Kube)?;
+            Ok(api
+                .replace(
+                    &kr.spec.secret_name,
+                    &PostParams { field_manager: Some(field_manager(NAME)), ..Default::default() },
+                    &s,
+                )
+                .await
+                .map_err(Error::Kube)?)
         }
         None => {
             let s = Secret {
@@ -283,12 +309,70 @@ async fn write_secret(
                 type_: Some("Opaque".into()),
                 ..Default::default()
             };
-            api.create(&PostParams { field_manager: Some(field_manager(NAME)), ..Default::default() }, &s)
+            Ok(api
+                .create(&PostParams { field_manager: Some(field_manager(NAME)), ..Default::default() }, &s)
                 .await
-                .map_err(Error::Kube)?;
+                .map_err(Error::Kube)?)
         }
     }
-    Ok(())
+}
+
+/// Registers `key` with the ColonyOS server before it becomes current. The server replaces
+/// the identity's ID in place and the old key stops working at once, so the new key is
+/// first staged in the Secret (`pending.*`): after a crash, the next reconcile finds it
+/// and asks the server which of the two keys it accepts. Returns the Secret as written.
+#[allow(clippy::too_many_arguments)]
+async fn register(
+    ctx: &Context,
+    kr: &KeyRotation,
+    reg: &ColonyOsRegistration,
+    secrets: &Api<Secret>,
+    secret: Option<Secret>,
+    data: &BTreeMap<String, Vec<u8>>,
+    key: &keys::GeneratedKey,
+    old_private: &[u8],
+) -> std::result::Result<Secret, String> {
+    let ns = kr.namespace().unwrap_or_default();
+    let server = ctx
+        .api::<ColonyServer>(&ns)
+        .get_opt(&reg.colony_server_ref.name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("ColonyServer {:?} not found", reg.colony_server_ref.name))?;
+    let client = rpc::Client::new(reqwest::Client::new(), &server.spec.effective_endpoint(&server.name_any(), &ns));
+    let old = rpc::Identity::from_private_hex(&String::from_utf8_lossy(old_private))
+        .map_err(|e| format!("current key: {e}"))?;
+    let new_hex = key.fields.get("prvkey").map(|v| String::from_utf8_lossy(v).to_string()).unwrap_or_default();
+    let new = rpc::Identity::from_private_hex(&new_hex).map_err(|e| format!("new key: {e}"))?;
+    let kind = match reg.identity {
+        Identity::Executor => rpc::IdentityKind::Executor,
+        Identity::User => rpc::IdentityKind::User,
+        Identity::Colony => rpc::IdentityKind::Colony,
+        Identity::Server => rpc::IdentityKind::Server,
+    };
+    let colony = reg.colony_name.clone().unwrap_or_default();
+
+    // Stage the new key, unless an interrupted rotation already did.
+    let mut secret = secret.ok_or("the Secret disappeared")?;
+    if keys::pending_key(data).is_none() {
+        let mut staged = data.clone();
+        for (k, v) in &key.fields {
+            staged.insert(format!("{}{k}", keys::PENDING_PREFIX), v.clone());
+        }
+        let revision = kr.status.as_ref().map(|s| s.revision).unwrap_or(0);
+        secret = write_secret(secrets, kr, Some(secret), staged, revision).await.map_err(|e| e.to_string())?;
+    } else if client.probe(&rpc::probe_message(kind, &colony), &new).await.is_ok() {
+        // The server already switched to the staged key before the interruption.
+        return Ok(secret);
+    }
+    match client.call(&rpc::change_id_message(kind, &colony, &new.id), &old).await {
+        Ok(_) => Ok(secret),
+        // The change may have happened with its reply lost: ask with the new key.
+        Err(e) => match client.probe(&rpc::probe_message(kind, &colony), &new).await {
+            Ok(_) => Ok(secret),
+            Err(_) => Err(format!("registering the new key with ColonyServer {:?} failed: {e}", server.name_any())),
+        },
+    }
 }
 
 #[cfg(test)]

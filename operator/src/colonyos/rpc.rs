@@ -1,0 +1,214 @@
+//! The ColonyOS RPC wire format (colonyos/colonies v1.9.x): every call is `POST /api` with
+//! `{"payloadtype", "payload", "signature"}`, where `payload` is the standard base64 of the
+//! message JSON and `signature` the lowercase hex of the 65-byte `r || s || v` secp256k1
+//! signature (low-s) over SHA3-256 of the base64 text. Replies are
+//! `{"payloadtype", "payload", "error"}`.
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use k256::ecdsa::{RecoveryId, Signature, SigningKey, VerifyingKey};
+use serde_json::{Value, json};
+use sha3::{Digest, Sha3_256};
+
+use super::crypto::{KeyError, id_from_secret};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("ColonyOS server unreachable ({0})")]
+    Transport(&'static str),
+    #[error("ColonyOS server answered HTTP {status}: {message}")]
+    Rejected { status: u16, message: String },
+    #[error("ColonyOS server sent an empty or undecodable reply")]
+    BadReply,
+}
+
+/// A private key able to sign ColonyOS messages. Debug shows only its ID.
+#[derive(Clone)]
+pub struct Identity {
+    key: SigningKey,
+    pub id: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("id", &self.id).finish()
+    }
+}
+
+impl Identity {
+    pub fn from_private_hex(hex_key: &str) -> Result<Self, KeyError> {
+        let bytes = hex::decode(hex_key.trim()).map_err(|_| KeyError::InvalidPrivateKey)?;
+        let secret = k256::SecretKey::from_slice(&bytes).map_err(|_| KeyError::InvalidPrivateKey)?;
+        Ok(Self { id: id_from_secret(&secret), key: SigningKey::from(secret) })
+    }
+
+    /// The 130-hex-character signature of `payload_b64`.
+    pub fn sign(&self, payload_b64: &str) -> String {
+        let digest = Sha3_256::digest(payload_b64.as_bytes());
+        let (sig, recid) = self.key.sign_prehash_recoverable(&digest).expect("signing a 32-byte digest");
+        // The server rejects high-s signatures; normalising flips the recovery id.
+        let (sig, recid) = match sig.normalize_s() {
+            Some(low) => (low, RecoveryId::new(!recid.is_y_odd(), recid.is_x_reduced())),
+            None => (sig, recid),
+        };
+        let mut out = sig.to_bytes().to_vec();
+        out.push(recid.to_byte());
+        hex::encode(out)
+    }
+}
+
+/// The ID of the key that signed `payload_b64` (what the server does to authenticate).
+pub fn signer_id(payload_b64: &str, signature_hex: &str) -> Option<String> {
+    let bytes = hex::decode(signature_hex).ok()?;
+    if bytes.len() != 65 {
+        return None;
+    }
+    let sig = Signature::from_slice(&bytes[..64]).ok()?;
+    if sig.normalize_s().is_some() {
+        return None;
+    }
+    let recid = RecoveryId::from_byte(bytes[64])?;
+    let digest = Sha3_256::digest(payload_b64.as_bytes());
+    let vk = VerifyingKey::recover_from_prehash(&digest, &sig, recid).ok()?;
+    let public_hex = hex::encode(vk.to_encoded_point(false).as_bytes());
+    Some(hex::encode(Sha3_256::digest(public_hex.as_bytes())))
+}
+
+/// The request envelope for `message` (which must carry its `msgtype`).
+pub fn envelope(message: &Value, signer: &Identity) -> Value {
+    let msgtype = message["msgtype"].as_str().unwrap_or_default().to_string();
+    let payload = STANDARD.encode(serde_json::to_vec(message).expect("JSON"));
+    json!({ "payloadtype": msgtype, "payload": payload, "signature": signer.sign(&payload) })
+}
+
+/// Which identity a key belongs to, and the change-ID message that replaces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentityKind {
+    Executor,
+    User,
+    Colony,
+    Server,
+}
+
+pub fn change_id_message(kind: IdentityKind, colony: &str, new_id: &str) -> Value {
+    match kind {
+        IdentityKind::Executor => {
+            json!({ "msgtype": "changeexecutoridmsg", "colonyname": colony, "executorid": new_id })
+        }
+        IdentityKind::User => json!({ "msgtype": "changeuseridmsg", "colonyname": colony, "userid": new_id }),
+        IdentityKind::Colony => json!({ "msgtype": "changecolonyidmsg", "colonyname": colony, "colonyid": new_id }),
+        IdentityKind::Server => json!({ "msgtype": "changeserveridmsg", "serverid": new_id }),
+    }
+}
+
+/// A read the identity is allowed to make, used to find out which key the server accepts.
+pub fn probe_message(kind: IdentityKind, colony: &str) -> Value {
+    match kind {
+        IdentityKind::Server => json!({ "msgtype": "getstatisticsmsg" }),
+        _ => json!({ "msgtype": "getcolonystatsmsg", "colonyname": colony }),
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    pub fn new(http: reqwest::Client, endpoint: &str) -> Self {
+        Self { http, base: endpoint.trim_end_matches('/').to_string() }
+    }
+
+    /// Sends `message` signed by `signer`; returns the decoded reply payload.
+    pub async fn call(&self, message: &Value, signer: &Identity) -> Result<Value, RpcError> {
+        let body = envelope(message, signer);
+        let resp = self
+            .http
+            .post(format!("{}/api", self.base))
+            .timeout(Duration::from_secs(10))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| RpcError::Transport(if e.is_timeout() { "timeout" } else { "connection failed" }))?;
+        let status = resp.status().as_u16();
+        let text = resp.bytes().await.map_err(|_| RpcError::BadReply)?;
+        let reply: Value = serde_json::from_slice(&text).map_err(|_| RpcError::BadReply)?;
+        let payload = reply["payload"]
+            .as_str()
+            .and_then(|p| STANDARD.decode(p).ok())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        if reply["error"].as_bool() == Some(true) || status >= 400 {
+            let message =
+                payload.as_ref().and_then(|p| p["message"].as_str()).unwrap_or("error").chars().take(200).collect();
+            return Err(RpcError::Rejected { status, message });
+        }
+        Ok(payload.unwrap_or(Value::Null))
+    }
+
+    /// A signed read that must return data: a caller without rights gets an empty body
+    /// rather than an error, so empty counts as refused.
+    pub async fn probe(&self, message: &Value, signer: &Identity) -> Result<Value, RpcError> {
+        match self.call(message, signer).await? {
+            v if v.is_null() || v == json!({}) => Err(RpcError::BadReply),
+            v => Ok(v),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(n: u8) -> Identity {
+        Identity::from_private_hex(&format!("{:02x}", n).repeat(32)).unwrap()
+    }
+
+    #[test]
+    fn signatures_recover_to_the_signers_id_and_are_low_s() {
+        for n in 1..40 {
+            let id = identity(n);
+            let payload = STANDARD.encode(format!("{{\"msgtype\":\"getcolonystatsmsg\",\"colonyname\":\"c{n}\"}}"));
+            let sig = id.sign(&payload);
+            assert_eq!(sig.len(), 130);
+            assert_eq!(signer_id(&payload, &sig).as_deref(), Some(id.id.as_str()), "key {n}");
+            assert_eq!(signer_id(&format!("{payload}x"), &sig).as_deref() == Some(id.id.as_str()), false);
+        }
+    }
+
+    #[test]
+    fn envelope_carries_payload_type_and_base64_json() {
+        let id = identity(7);
+        let msg = change_id_message(IdentityKind::Executor, "zyeute", &"ab".repeat(32));
+        let env = envelope(&msg, &id);
+        assert_eq!(env["payloadtype"], "changeexecutoridmsg");
+        let decoded: Value =
+            serde_json::from_slice(&STANDARD.decode(env["payload"].as_str().unwrap()).unwrap()).unwrap();
+        assert_eq!(decoded, msg);
+        assert_eq!(
+            signer_id(env["payload"].as_str().unwrap(), env["signature"].as_str().unwrap()),
+            Some(id.id.clone())
+        );
+    }
+
+    #[test]
+    fn change_messages_match_the_server() {
+        let new = "cd".repeat(32);
+        assert_eq!(change_id_message(IdentityKind::User, "z", &new)["userid"], new);
+        assert_eq!(change_id_message(IdentityKind::Colony, "z", &new)["msgtype"], "changecolonyidmsg");
+        assert_eq!(
+            change_id_message(IdentityKind::Server, "z", &new),
+            json!({"msgtype": "changeserveridmsg", "serverid": new})
+        );
+        assert_eq!(probe_message(IdentityKind::Server, "z")["msgtype"], "getstatisticsmsg");
+    }
+
+    #[test]
+    fn identity_debug_hides_the_key() {
+        let id = identity(9);
+        assert!(!format!("{id:?}").contains(&"09".repeat(32)));
+    }
+}
