@@ -306,40 +306,66 @@ async fn failed_pod_is_deleted_and_replaced() {
     wait_bee(&bees, "bee", "Available", "True", None).await;
     let doomed = ready_pod(&pods, "bee").await;
 
+    // One poll loop notes when the test first saw each step (250 ms resolution).
+    #[derive(Default)]
+    struct Seen {
+        failed: Option<Instant>,
+        finished_ms: Option<i64>,
+        replacement: Option<(Instant, String)>,
+        gone: Option<Instant>,
+    }
+    let seen: Arc<Mutex<Seen>> = Default::default();
     label_pod(&pods, &doomed, FAIL_LABEL).await;
     let labelled = Instant::now();
-    let failed_at = wait_for("the pod to fail", DEADLINE, || async {
-        let p = pods.get_opt(&doomed).await.map_err(|e| e.to_string())?;
-        match p.as_ref().and_then(phase).as_deref() {
-            Some("Failed") => Ok(Instant::now()),
-            // Deleted before this poll saw it Failed: it failed just now.
-            _ if p.is_none() => Ok(Instant::now()),
-            other => Err(format!("phase {other:?}")),
-        }
-    })
-    .await;
-    let (deleted_at, replacement) = wait_for("the failed pod deleted and a replacement ready", DEADLINE, || async {
-        let all = bee_pods(&pods, "bee").await;
-        let gone = all.iter().all(|p| p.name_any() != doomed);
-        let ready: Vec<_> = all.iter().filter(|p| is_ready(p)).collect();
-        match (gone, ready.as_slice()) {
-            (true, [p]) => Ok((Instant::now(), p.name_any())),
-            _ => Err(format!("{:?}", all.iter().map(|p| (p.name_any(), phase(p))).collect::<Vec<_>>())),
+    let replacement = wait_for("the failed pod deleted and a replacement ready", DEADLINE, || {
+        let (pods, seen, doomed) = (pods.clone(), seen.clone(), doomed.clone());
+        async move {
+            let all = bee_pods(&pods, "bee").await;
+            let now = Instant::now();
+            let mut seen = seen.lock().unwrap();
+            let old = all.iter().find(|p| p.name_any() == doomed);
+            if let Some(p) = old.filter(|p| phase(p).as_deref() == Some("Failed")) {
+                seen.failed.get_or_insert(now);
+                let finished = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|c| c.first()?.state.as_ref()?.terminated.as_ref()?.finished_at.clone());
+                if let Some(f) = finished {
+                    seen.finished_ms.get_or_insert(f.0.as_millisecond());
+                }
+            }
+            if old.is_none() {
+                seen.gone.get_or_insert(now);
+                seen.failed.get_or_insert(now);
+            }
+            if let Some(p) = all.iter().find(|p| p.name_any() != doomed) {
+                seen.replacement.get_or_insert((now, p.name_any()));
+            }
+            let ready: Vec<_> = all.iter().filter(|p| is_ready(p)).collect();
+            match (old, ready.as_slice()) {
+                (None, [p]) => Ok(p.name_any()),
+                _ => Err(format!("{:?}", all.iter().map(|p| (p.name_any(), phase(p))).collect::<Vec<_>>())),
+            }
         }
     })
     .await;
     assert_ne!(replacement, doomed);
-    // Server-side times: the failed container's finish and the replacement's creation.
-    let new_pod = pods.get(&replacement).await.unwrap();
-    let created = new_pod.metadata.creation_timestamp.clone().unwrap();
+    let seen = seen.lock().unwrap();
+    let failed = seen.failed.unwrap();
+    let (replacement_seen, _) = seen.replacement.clone().unwrap();
+    let since_failure = |t: Instant| t.saturating_duration_since(failed);
+    let created_ms =
+        pods.get(&replacement).await.unwrap().metadata.creation_timestamp.map(|t| t.0.as_millisecond()).unwrap();
     println!(
-        "pod failed {:?} after labelling; operator deleted it (observed) {:?} after the failure; \
-         replacement {replacement} created at {} and ready (observed) {:?} after the failure",
-        failed_at - labelled,
-        deleted_at - failed_at,
-        created.0,
-        deleted_at - failed_at,
+        "pod failed {:?} after labelling; replacement {replacement} first seen {:?} after the failure was \
+         seen, failed pod gone {:?} after; server-side: replacement created {} ms after the container finished",
+        failed - labelled,
+        since_failure(replacement_seen),
+        seen.gone.map(since_failure),
+        seen.finished_ms.map(|f| (created_ms - f).to_string()).unwrap_or_else(|| "?".into()),
     );
+    drop(seen);
 
     let fb = wait_bee(&bees, "bee", "Available", "True", None).await;
     assert_eq!(restarts(&fb), (1, Some(doomed.clone()), Some("Failed".to_string())), "one restart recorded in status");
@@ -706,6 +732,16 @@ async fn executor_key_change_rolls_the_bee() {
     let before = hash(&deployments.get("bee").await.unwrap()).expect("config hash");
     let old_pod = ready_pod(&pods, "bee").await;
 
+    // Steady state is silent: no writes by the operator to the bee, its Deployment or pods.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let quiet_from = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let writes: Vec<String> = colony_e2e::operator_writes(&s.ns.name, quiet_from)
+        .into_iter()
+        .filter(|w| ["financebees/", "deployments/", "pods/"].iter().any(|r| w.contains(r)))
+        .collect();
+    assert!(writes.is_empty(), "writes in steady state: {writes:?}");
+
     let secrets: Api<Secret> = s.ns.api();
     secrets
         .patch("bee-key", &PatchParams::default(), &Patch::Merge(&json!({"stringData": {"prvkey": "2".repeat(64)}})))
@@ -735,5 +771,53 @@ async fn executor_key_change_rolls_the_bee() {
         .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(hash(&deployments.get("bee").await.unwrap()), Some(after));
+    s.ns.cleanup().await;
+}
+
+// ------------------------------------------------------------------------------------
+// (f) A pod stuck pending is restarted after stuckAfter (a timer, no event wakes it)
+// ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn stuck_pending_pod_is_restarted_after_stuck_after() {
+    let s = setup("e2e-fb-stuck").await;
+    let yaml = bee_yaml("bee", "{maxRestarts: 1, window: 30m, crashLoopThreshold: 5, stuckAfter: 3s}", "{after: 1h}")
+        + "  podTemplate:\n    nodeSelector:\n      colony.zyeute.io/no-such-node: \"true\"\n";
+    apply_yaml(&s.ns.name, &yaml).await;
+    let created = Instant::now();
+    let bees: Api<FinanceBee> = s.ns.api();
+    let pods: Api<Pod> = s.ns.api();
+    let first = wait_for("a pending pod", DEADLINE, || async {
+        let all = bee_pods(&pods, "bee").await;
+        match all.first() {
+            Some(p) if phase(p).as_deref() == Some("Pending") => Ok(p.name_any()),
+            other => Err(format!("{:?}", other.map(|p| (p.name_any(), phase(p))))),
+        }
+    })
+    .await;
+    let fb = wait_for("one Stuck restart", DEADLINE, || async {
+        let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
+        match restarts(&fb) {
+            (1, pod, Some(reason)) if reason == "Stuck" => Ok((fb, pod)),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let elapsed = created.elapsed();
+    println!("stuck pod {first} restarted {elapsed:?} after the bee was created (stuckAfter 3s)");
+    assert_eq!(fb.1.as_deref(), Some(first.as_str()));
+    // Not before stuckAfter, in the API server's (whole-second) timestamps.
+    let pod_created = pods.get_opt(&first).await.unwrap().and_then(|p| p.metadata.creation_timestamp);
+    let restarted_at = fb.0.status.as_ref().and_then(|s| s.restarts.as_ref()?.last.clone()).unwrap().time;
+    if let Some(c) = pod_created {
+        assert!(restarted_at.timestamp() - c.0.as_second() >= 3, "restarted before stuckAfter");
+    }
+    let fb = wait_bee(&bees, "bee", "Stalled", "True", Some("RestartBudgetExhausted")).await;
+    let (_, _, message) = condition(&fb, "Stalled").unwrap();
+    assert!(message.contains("needs a restart (Stuck)"), "{message}");
+    assert!(
+        wait_bee(&bees, "bee", "Available", "False", None).await.status.unwrap().unavailable_since.is_some(),
+        "unavailable"
+    );
     s.ns.cleanup().await;
 }
