@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KUBECONFIG_PATH := $(CURDIR)/target/cluster/kubeconfig
 BIN_DIR = $(shell bash -c '. tests/cluster/lib.sh && echo $$BIN_DIR')
 
-.PHONY: help build unit-test e2e-test test dev crds cluster-build cluster-up cluster-down fmt lint chart-test
+.PHONY: help build unit-test e2e-test test dev crds cluster-build cluster-up cluster-down fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,7 +41,7 @@ dev: cluster-up ## Local control plane + CRDs + examples, operator in the foregr
 	PATH="$(BIN_DIR):$$PATH" KUBECONFIG=$(KUBECONFIG_PATH) kubectl apply --server-side -f crds/
 	PATH="$(BIN_DIR):$$PATH" KUBECONFIG=$(KUBECONFIG_PATH) kubectl wait --for=condition=Established -f crds/ --timeout=60s
 	PATH="$(BIN_DIR):$$PATH" KUBECONFIG=$(KUBECONFIG_PATH) kubectl apply --server-side -f examples/
-	KUBECONFIG=$(KUBECONFIG_PATH) RUST_LOG=$${RUST_LOG:-info,kube=warn} ./target/debug/colony-operator run --admin-addr 127.0.0.1:8080
+	KUBECONFIG=$(KUBECONFIG_PATH) RUST_LOG=$${RUST_LOG:-info,kube=warn} cargo run -q -p colony-operator -- run --admin-addr 127.0.0.1:8080
 
 fmt: ## Format the code
 	cargo fmt --all

@@ -5,14 +5,21 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . tests/cluster/lib.sh
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 echo "== unit tests"
-cargo test -p colony-operator
+cargo test -p colony-operator 2>&1 | tee -a "$log"
 cargo build -p colony-operator
 
 echo "== local control plane"
 tests/cluster/up.sh
-trap 'tests/cluster/down.sh' EXIT
+trap 'tests/cluster/down.sh; rm -f "$log"' EXIT
 
 echo "== end-to-end tests"
 export KUBECONFIG="$KUBECONFIG_PATH" PATH="$BIN_DIR:$PATH"
-cargo test -p colony-e2e -- --test-threads=4
+cargo test -p colony-e2e -- --test-threads=4 2>&1 | tee -a "$log"
+
+# One closing line for the whole run (unit and end-to-end).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"

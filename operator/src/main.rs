@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             let opts = RunOptions {
                 namespace: args.namespace,
                 admin_addr: args.admin_addr,
-                leader: args.leader_elect.then(|| colony_operator::runtime::leader::LeaderSettings {
+                leader: args.leader_elect.then_some(colony_operator::runtime::leader::LeaderSettings {
                     namespace: args.leader_elect_namespace,
                     identity,
                     lease_duration_secs: args.lease_duration,

@@ -343,7 +343,7 @@ spec:
     let new_key = data(&rotated, "prvkey").unwrap();
     let new_id = id_from_private_hex(&new_key).unwrap();
     assert_eq!(server.lock().unwrap().executor_id, new_id, "the server knows the new ID");
-    assert_eq!(server.lock().unwrap().changes, [new_id.clone()]);
+    assert_eq!(server.lock().unwrap().changes, std::slice::from_ref(&new_id));
     assert_eq!(data(&rotated, "previous.prvkey").as_deref(), Some(old_key));
     assert!(rotated.data.as_ref().unwrap().keys().all(|k| !k.starts_with("pending.")), "nothing left staged");
 

@@ -161,7 +161,7 @@ pub async fn apply_yaml(namespace: &str, yaml: &str) {
 pub fn operator_writes(namespace: &str, since: std::time::SystemTime) -> Vec<String> {
     let path = repo_root().join("target/cluster/kwok/clusters/colony/logs/audit.log");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let since: chrono_lite::Instant = since.into();
+    let since: chrono_lite::Instant = since;
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["userAgent"].as_str().is_some_and(|ua| ua.starts_with("colony-operator/")))

@@ -175,7 +175,11 @@ mod tests {
             let sig = id.sign(&payload);
             assert_eq!(sig.len(), 130);
             assert_eq!(signer_id(&payload, &sig).as_deref(), Some(id.id.as_str()), "key {n}");
-            assert_eq!(signer_id(&format!("{payload}x"), &sig).as_deref() == Some(id.id.as_str()), false);
+            assert_ne!(
+                signer_id(&format!("{payload}x"), &sig).as_deref(),
+                Some(id.id.as_str()),
+                "a changed payload does not verify"
+            );
         }
     }
 

@@ -100,10 +100,10 @@ where
 {
     let name = desired.name_any();
     let hash = hash_of(&desired)?;
-    if let Some(live) = api.get_opt(&name).await? {
-        if live.annotations().get(DESIRED_HASH_ANNOTATION) == Some(&hash) {
-            return Ok(false);
-        }
+    if let Some(live) = api.get_opt(&name).await?
+        && live.annotations().get(DESIRED_HASH_ANNOTATION) == Some(&hash)
+    {
+        return Ok(false);
     }
     desired.annotations_mut().insert(DESIRED_HASH_ANNOTATION.into(), hash);
     let params = PatchParams::apply(&field_manager(controller)).force();

@@ -102,29 +102,29 @@ pub fn decide(
     // A failed image is remembered only while it is the spec image.
     m.failed_images.retain(|i| i == spec_image);
 
-    if m.failed_images.iter().any(|i| i == spec_image) {
-        if let Some(good) = m.last_known_good.clone() {
-            return Decision {
-                image: good.clone(),
-                rolled_back: Some(RolledBack {
-                    failed_image: spec_image.into(),
-                    to_image: good,
-                    reason: "PreviouslyFailed".into(),
-                }),
-                memory: m,
-                newly_rolled_back: false,
-                failed_without_rollback: None,
-                requeue_after: None,
-            };
-        }
+    if m.failed_images.iter().any(|i| i == spec_image)
+        && let Some(good) = m.last_known_good.clone()
+    {
+        return Decision {
+            image: good.clone(),
+            rolled_back: Some(RolledBack {
+                failed_image: spec_image.into(),
+                to_image: good,
+                reason: "PreviouslyFailed".into(),
+            }),
+            memory: m,
+            newly_rolled_back: false,
+            failed_without_rollback: None,
+            requeue_after: None,
+        };
     }
 
     // Record a new deploy.
     if m.history.last().map(|e| e.image.as_str()) != Some(spec_image) {
-        if let Some(last) = m.history.last_mut() {
-            if last.outcome == RolloutOutcome::Progressing {
-                last.outcome = RolloutOutcome::Superseded;
-            }
+        if let Some(last) = m.history.last_mut()
+            && last.outcome == RolloutOutcome::Progressing
+        {
+            last.outcome = RolloutOutcome::Superseded;
         }
         m.history.push(ImageHistoryEntry {
             image: spec_image.into(),

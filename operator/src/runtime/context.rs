@@ -102,12 +102,11 @@ impl Context {
         S: Clone + DeserializeOwned,
     {
         let written = self.written.lock().expect("status memory poisoned");
-        if let Some((rv, value)) = written.get(&status_key(obj)) {
-            if obj.meta().resource_version.as_deref() == Some(rv.as_str()) {
-                if let Ok(s) = serde_json::from_value(value.clone()) {
-                    return Some(s);
-                }
-            }
+        if let Some((rv, value)) = written.get(&status_key(obj))
+            && obj.meta().resource_version.as_deref() == Some(rv.as_str())
+            && let Ok(s) = serde_json::from_value(value.clone())
+        {
+            return Some(s);
         }
         cached.cloned()
     }
@@ -127,11 +126,9 @@ impl Context {
         S: Serialize + PartialEq,
     {
         let wrote = apply_status(api, obj, controller, current, status).await?;
-        if wrote {
-            if let Some(rv) = obj.meta().resource_version.clone() {
-                let value = serde_json::to_value(status)?;
-                self.written.lock().expect("status memory poisoned").insert(status_key(obj), (rv, value));
-            }
+        if wrote && let Some(rv) = obj.meta().resource_version.clone() {
+            let value = serde_json::to_value(status)?;
+            self.written.lock().expect("status memory poisoned").insert(status_key(obj), (rv, value));
         }
         Ok(wrote)
     }

@@ -71,15 +71,13 @@ impl Monitor {
     /// Makes sure a task probes `key` with `config`, and returns what it has seen so far.
     pub fn ensure(&self, key: ObjectRef<ColonyServer>, config: ProbeConfig) -> Snapshot {
         let mut entries = self.entries.lock().expect("monitor poisoned");
-        if let Some(e) = entries.get(&key) {
-            if e.config == config {
-                return e.state.lock().expect("snapshot poisoned").clone();
-            }
+        if let Some(e) = entries.get(&key)
+            && e.config == config
+        {
+            return e.state.lock().expect("snapshot poisoned").clone();
         }
-        let state = Arc::new(Mutex::new(Snapshot {
-            health: HealthCounter::new(config.thresholds.clone()),
-            ..Default::default()
-        }));
+        let state =
+            Arc::new(Mutex::new(Snapshot { health: HealthCounter::new(config.thresholds), ..Default::default() }));
         let task = tokio::spawn(probe_loop(
             key.clone(),
             config.clone(),
@@ -89,8 +87,8 @@ impl Monitor {
             self.wake.clone(),
         ));
         entries.insert(key, Entry { config, state: state.clone(), task });
-        let snapshot = state.lock().expect("snapshot poisoned").clone();
-        snapshot
+
+        state.lock().expect("snapshot poisoned").clone()
     }
 
     pub fn remove(&self, key: &ObjectRef<ColonyServer>) {

@@ -360,7 +360,7 @@ async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Ac
         maintenance_active: active_windows(ctx, &cs).await?,
         override_: to_decision_override(override_),
     };
-    let policy = durations.as_ref().map(|d| d.policy.clone()).unwrap_or(FallbackPolicy {
+    let policy = durations.as_ref().map(|d| d.policy).unwrap_or(FallbackPolicy {
         recover_after: Duration::from_secs(300),
         min_hold: Duration::from_secs(120),
         max_flips_per_hour: 4,

@@ -80,10 +80,10 @@ pub fn due(
     if !secret_has_key {
         return Ok(Due::Initial);
     }
-    if let Some(v) = rotate_now {
-        if status.and_then(|s| s.handled_rotate_now.as_deref()) != Some(v) {
-            return Ok(Due::Requested(v.to_string()));
-        }
+    if let Some(v) = rotate_now
+        && status.and_then(|s| s.handled_rotate_now.as_deref()) != Some(v)
+    {
+        return Ok(Due::Requested(v.to_string()));
     }
     if now >= next { Ok(Due::Scheduled) } else { Ok(Due::NotYet(next)) }
 }

@@ -101,7 +101,7 @@ pub fn decide(i: &Inputs) -> Decision {
     let latest_closed = match (state.current, prev.current_window.as_ref()) {
         // The schedule's current window was already recorded (ended early): that one.
         (Some(w), _) if recorded(&w) => None,
-        (_, Some(cw)) if !prev.last_outcome.as_ref().is_some_and(|o| o.start == cw.start) => {
+        (_, Some(cw)) if prev.last_outcome.as_ref().is_none_or(|o| o.start != cw.start) => {
             Some(Window { start: cw.start, end: cw.end.min(i.now) })
         }
         _ => state.previous.filter(|w| !recorded(w) && prev.phase.is_some()),
