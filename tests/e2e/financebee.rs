@@ -351,21 +351,22 @@ async fn failed_pod_is_deleted_and_replaced() {
     })
     .await;
     assert_ne!(replacement, doomed);
-    let seen = seen.lock().unwrap();
-    let failed = seen.failed.unwrap();
-    let (replacement_seen, _) = seen.replacement.clone().unwrap();
-    let since_failure = |t: Instant| t.saturating_duration_since(failed);
     let created_ms =
         pods.get(&replacement).await.unwrap().metadata.creation_timestamp.map(|t| t.0.as_millisecond()).unwrap();
-    println!(
-        "pod failed {:?} after labelling; replacement {replacement} first seen {:?} after the failure was \
-         seen, failed pod gone {:?} after; server-side: replacement created {} ms after the container finished",
-        failed - labelled,
-        since_failure(replacement_seen),
-        seen.gone.map(since_failure),
-        seen.finished_ms.map(|f| (created_ms - f).to_string()).unwrap_or_else(|| "?".into()),
-    );
-    drop(seen);
+    {
+        let seen = seen.lock().unwrap();
+        let failed = seen.failed.unwrap();
+        let (replacement_seen, _) = seen.replacement.clone().unwrap();
+        let since_failure = |t: Instant| t.saturating_duration_since(failed);
+        println!(
+            "pod failed {:?} after labelling; replacement {replacement} first seen {:?} after the failure was \
+             seen, failed pod gone {:?} after; server-side: replacement created {} ms after the container finished",
+            failed - labelled,
+            since_failure(replacement_seen),
+            seen.gone.map(since_failure),
+            seen.finished_ms.map(|f| (created_ms - f).to_string()).unwrap_or_else(|| "?".into()),
+        );
+    }
 
     let fb = wait_bee(&bees, "bee", "Available", "True", None).await;
     assert_eq!(restarts(&fb), (1, Some(doomed.clone()), Some("Failed".to_string())), "one restart recorded in status");
@@ -405,7 +406,9 @@ async fn crash_loop_is_restarted_within_budget_then_stalled() {
     let started = Instant::now();
 
     // Watch the crash-looping pods come and go until the bee is Stalled.
-    let tracked: Arc<Mutex<(BTreeSet<String>, Vec<(String, Duration)>)>> = Default::default();
+    /// Crash-looping pods seen so far, and those deleted (with when).
+    type Tracked = (BTreeSet<String>, Vec<(String, Duration)>);
+    let tracked: Arc<Mutex<Tracked>> = Default::default();
     let fb = wait_for("Stalled by the restart budget", DEADLINE, || {
         let (bees, pods, tracked) = (bees.clone(), pods.clone(), tracked.clone());
         async move {
@@ -620,6 +623,26 @@ stringData:
     let hook = rx.bodies("/hook").remove(0);
     assert_eq!((hook["name"].as_str(), hook["uid"].as_str()), (Some("bee"), Some(uid.as_str())));
 
+    let metric = |text: &str, line: &str| text.contains(&line.replace("NS", &s.ns.name));
+    let (_, metrics) = s.op.get("/metrics").await.unwrap();
+    for line in [
+        "colony_operator_finance_bee_escalations_total{namespace=\"NS\",name=\"bee\",action=\"trigger\"} 1",
+        "colony_operator_finance_bee_escalated{namespace=\"NS\",name=\"bee\"} 1",
+        "colony_operator_finance_bee_escalation_deliveries_total{namespace=\"NS\",name=\"bee\",target=\"pagerduty\",action=\"trigger\",result=\"success\"} 1",
+        "colony_operator_finance_bee_escalation_deliveries_total{namespace=\"NS\",name=\"bee\",target=\"webhook\",action=\"trigger\",result=\"success\"} 1",
+    ] {
+        assert!(metric(&metrics, line), "missing {line}");
+    }
+
+    // An operator restart in the middle of the incident resends nothing: status is the record.
+    s.op.kill().await;
+    s.op = OperatorProcess::start(&format!("{}-2", s.ns.name), &["--namespace", &s.ns.name]).await;
+    s.op.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(rx.requests.lock().unwrap().len(), 2, "nothing resent: {:?}", rx.requests.lock().unwrap());
+    let (_, metrics) = s.op.get("/metrics").await.unwrap();
+    assert!(!metrics.contains("action=\"trigger\""), "the new process triggered nothing");
+
     // Recovery: the crash-looping pod is removed (the human fix); the replacement is healthy.
     pods.delete(&pod, &DeleteParams::default()).await.unwrap();
     let recovering = Instant::now();
@@ -631,30 +654,34 @@ stringData:
     assert_eq!(rx.count("/hook", "event", "resolve"), 1);
     let resolve = rx.bodies("/v2/enqueue").into_iter().find(|b| b["event_action"] == "resolve").unwrap();
     assert_eq!(resolve["dedup_key"], uid.as_str(), "same dedup key");
+    assert_eq!(resolve["routing_key"], "R0UT1NGKEY0123456789abcdef012345");
 
-    // Metrics, and nothing secret in the operator's log.
     let (_, metrics) = s.op.get("/metrics").await.unwrap();
     for line in [
-        "colony_operator_finance_bee_escalations_total{namespace=\"NS\",name=\"bee\",action=\"trigger\"} 1",
         "colony_operator_finance_bee_escalations_total{namespace=\"NS\",name=\"bee\",action=\"resolve\"} 1",
         "colony_operator_finance_bee_escalated{namespace=\"NS\",name=\"bee\"} 0",
     ] {
-        let line = line.replace("NS", &s.ns.name);
-        assert!(metrics.contains(&line), "missing {line}");
+        assert!(metric(&metrics, line), "missing {line}");
     }
-    let logs = s.op.logs();
-    assert!(!logs.contains("hook-secret-token"), "webhook URL logged");
-    assert!(!logs.contains("R0UT1NGKEY"), "routing key logged");
 
-    // An operator restart resends nothing: status is the record.
+    // Nothing secret in either process's log.
+    for log in [
+        std::fs::read_to_string(colony_e2e::repo_root().join(format!("target/e2e-logs/{}.log", s.ns.name)))
+            .unwrap_or_default(),
+        s.op.logs(),
+    ] {
+        assert!(!log.contains("hook-secret-token"), "webhook URL logged");
+        assert!(!log.contains("R0UT1NGKEY"), "routing key logged");
+    }
+
+    // And a restart after the resolve resends nothing either.
     s.op.kill().await;
-    let op = OperatorProcess::start(&format!("{}-2", s.ns.name), &["--namespace", &s.ns.name]).await;
-    op.wait_ready().await;
+    s.op = OperatorProcess::start(&format!("{}-3", s.ns.name), &["--namespace", &s.ns.name]).await;
+    s.op.wait_ready().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let total = rx.requests.lock().unwrap().len();
     assert_eq!(total, 4, "2 triggers + 2 resolves in all: {:?}", rx.requests.lock().unwrap());
-    println!("per incident: 1 trigger and 1 resolve per target ({total} requests in all)");
-    s.op = op;
+    println!("per incident: 1 trigger and 1 resolve per target ({total} requests in all, 2 operator restarts)");
     s.ns.cleanup().await;
 }
 
