@@ -343,7 +343,10 @@ async fn announce_transition(ctx: &Context, fb: &FinanceBee, tr: Transition, aft
             (EventType::Normal, "EscalationResolved", "recovered: resolving the escalation".to_string())
         }
     };
-    tracing::warn!(bee = %fb.name_any(), transition = tr.as_str(), "{note}");
+    match tr {
+        Transition::Trigger => tracing::warn!(bee = %fb.name_any(), transition = tr.as_str(), "{note}"),
+        Transition::Resolve => tracing::info!(bee = %fb.name_any(), transition = tr.as_str(), "{note}"),
+    }
     ctx.event(fb, type_, reason, "Escalate", note).await;
 }
 
