@@ -833,6 +833,7 @@ async fn stuck_pending_pod_is_restarted_after_stuck_after() {
     let elapsed = created.elapsed();
     println!("stuck pod {first} restarted {elapsed:?} after the bee was created (stuckAfter 3s)");
     assert_eq!(fb.1.as_deref(), Some(first.as_str()));
+    assert!(elapsed >= Duration::from_secs(3), "restarted before stuckAfter");
     // Not before stuckAfter, in the API server's (whole-second) timestamps.
     let pod_created = pods.get_opt(&first).await.unwrap().and_then(|p| p.metadata.creation_timestamp);
     let restarted_at = fb.0.status.as_ref().and_then(|s| s.restarts.as_ref()?.last.clone()).unwrap().time;

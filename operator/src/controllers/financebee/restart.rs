@@ -254,7 +254,9 @@ fn classify(policy: &RestartPolicy, pod: &PodView, now: DateTime<Utc>) -> Verdic
         Phase::Pending => pod.created,
         _ => pod.not_ready_since.unwrap_or(pod.created).max(pod.created),
     };
-    let due = since + policy.stuck_after;
+    // API timestamps have whole seconds: taking `since` as the end of its second means a pod
+    // is never called stuck before it has really been so for `stuckAfter`.
+    let due = since + TimeDelta::seconds(1) + policy.stuck_after;
     if now >= due {
         let state = if pod.phase == Phase::Pending { "pending" } else { "not ready" };
         let secs = (now - since).num_seconds();
@@ -441,7 +443,7 @@ mod tests {
             Kind::PendingLong => {
                 p.phase = Phase::Pending;
                 p.ready = false;
-                p.created = t(NOW - 301);
+                p.created = t(NOW - 302);
             }
             Kind::NotReadyShort => {
                 p.ready = false;
@@ -449,7 +451,7 @@ mod tests {
             }
             Kind::NotReadyLong => {
                 p.ready = false;
-                p.not_ready_since = Some(t(NOW - 300));
+                p.not_ready_since = Some(t(NOW - 301));
             }
             Kind::NotReadyNoTransitionOld => p.ready = false,
             Kind::UnknownLong => {
@@ -654,10 +656,13 @@ mod tests {
         let pods = [pod("a", Kind::PendingShort), pod("b", Kind::NotReadyShort), pod("c", Kind::Healthy)];
         let d = run(&p, &pods, None, NOW);
         assert!(d.delete.is_none());
-        // PendingShort was created 60s ago, NotReadyShort turned not ready 60s ago: 240s.
-        assert_eq!(d.requeue_after, Some(Duration::from_secs(240)));
-        // At the due time it is stuck.
+        // PendingShort was created 60s ago, NotReadyShort turned not ready 60s ago: 240s,
+        // plus the second their whole-second timestamps may hide.
+        assert_eq!(d.requeue_after, Some(Duration::from_secs(241)));
         let d = run(&p, &pods, None, NOW + 240);
+        assert!(d.delete.is_none(), "not early");
+        // At the due time it is stuck.
+        let d = run(&p, &pods, None, NOW + 241);
         assert_eq!(d.delete.as_ref().map(|c| c.reason), Some(RestartReason::Stuck));
         // Healthy pods: no timer at all.
         let d = run(&p, &[pod("c", Kind::Healthy)], None, NOW);
