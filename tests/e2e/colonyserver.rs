@@ -494,3 +494,30 @@ async fn slo_breach_turns_the_fallback_on_and_recovery_off() {
     drop(op);
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn deleting_a_server_stops_its_probes_and_removes_what_it_owned() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-cs-delete").await;
+    let endpoint = TestEndpoint::start().await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    apply_yaml(&ns.name, &unmanaged("gone", &endpoint, "{}", "{interval: 1s, timeout: 1s, successThreshold: 1}")).await;
+    let servers: Api<ColonyServer> = ns.api();
+    let cms: Api<ConfigMap> = ns.api();
+    wait_condition(&servers, "gone", "Healthy", "True").await;
+    servers.delete("gone", &Default::default()).await.unwrap();
+    wait_for("the fallback ConfigMap to be garbage-collected", DEADLINE, || async {
+        match cms.get_opt("gone-fallback").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".into()),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let probes = endpoint.successes();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(endpoint.successes(), probes, "no probes after the server was deleted");
+    drop(op);
+    ns.cleanup().await;
+}

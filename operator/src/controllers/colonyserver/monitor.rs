@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -60,12 +60,19 @@ pub struct Monitor {
     prober: Prober,
     metrics: Arc<Metrics>,
     wake: mpsc::UnboundedSender<ObjectRef<ColonyServer>>,
+    servers: Store<ColonyServer>,
     entries: Mutex<HashMap<ObjectRef<ColonyServer>, Entry>>,
 }
 
 impl Monitor {
-    pub fn new(prober: Prober, metrics: Arc<Metrics>, wake: mpsc::UnboundedSender<ObjectRef<ColonyServer>>) -> Self {
-        Self { prober, metrics, wake, entries: Mutex::new(HashMap::new()) }
+    /// `servers` is the controller's cache: a task stops once its server is gone.
+    pub fn new(
+        prober: Prober,
+        metrics: Arc<Metrics>,
+        wake: mpsc::UnboundedSender<ObjectRef<ColonyServer>>,
+        servers: Store<ColonyServer>,
+    ) -> Self {
+        Self { prober, metrics, wake, servers, entries: Mutex::new(HashMap::new()) }
     }
 
     /// Makes sure a task probes `key` with `config`, and returns what it has seen so far.
@@ -73,6 +80,7 @@ impl Monitor {
         let mut entries = self.entries.lock().expect("monitor poisoned");
         if let Some(e) = entries.get(&key)
             && e.config == config
+            && !e.task.is_finished()
         {
             return e.state.lock().expect("snapshot poisoned").clone();
         }
@@ -85,6 +93,7 @@ impl Monitor {
             self.prober.clone(),
             self.metrics.clone(),
             self.wake.clone(),
+            self.servers.clone(),
         ));
         entries.insert(key, Entry { config, state: state.clone(), task });
 
@@ -108,6 +117,7 @@ async fn probe_loop(
     prober: Prober,
     metrics: Arc<Metrics>,
     wake: mpsc::UnboundedSender<ObjectRef<ColonyServer>>,
+    servers: Store<ColonyServer>,
 ) {
     let namespace = key.namespace.clone().unwrap_or_default();
     let mut previous_sample: Option<SloSample> = None;
@@ -115,6 +125,10 @@ async fn probe_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        if servers.get(&key).is_none() {
+            tracing::debug!(server = %key.name, "server deleted; probing stops");
+            return;
+        }
         let outcome = prober.probe(&config.health_url, config.timeout).await;
         metrics.probe_observed(&namespace, &key.name, outcome.healthy, outcome.latency);
         let now: DateTime<Utc> = Utc::now();

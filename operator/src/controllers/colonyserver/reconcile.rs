@@ -45,12 +45,6 @@ impl AsRef<Context> for ServerContext {
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
-    let prober = Prober::new().expect("the HTTP client for health probes");
-    let server_ctx = Arc::new(ServerContext {
-        monitor: Monitor::new(prober, ctx.metrics.clone(), wake_tx),
-        http: reqwest::Client::new(),
-        base: ctx.clone(),
-    });
     let api: Api<ColonyServer> = ctx.scoped_api();
     let cfg = watcher::Config::default();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=colony-operator");
@@ -75,6 +69,12 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
             .filter(|cs| cs.namespace() == ns && referenced_secrets(cs).contains(&name.as_str()))
             .map(|cs| ObjectRef::from_obj(cs.as_ref()))
             .collect::<Vec<_>>()
+    });
+    let prober = Prober::new().expect("the HTTP client for health probes");
+    let server_ctx = Arc::new(ServerContext {
+        monitor: Monitor::new(prober, ctx.metrics.clone(), wake_tx, controller.store()),
+        http: reqwest::Client::new(),
+        base: ctx.clone(),
     });
     spawn_controller(NAME, controller, reconcile, server_ctx, shutdown)
 }
