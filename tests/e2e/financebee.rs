@@ -849,3 +849,46 @@ async fn stuck_pending_pod_is_restarted_after_stuck_after() {
     );
     s.ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn bad_image_rolls_back_to_the_last_known_good_one() {
+    let s = setup("e2e-fb-rollback").await;
+    let yaml = bee_yaml("bee", "{crashLoopThreshold: 50}", "{after: 1h}") + "  rollback: {stableAfter: 10s}\n";
+    apply_yaml(&s.ns.name, &yaml).await;
+    let bees: Api<FinanceBee> = s.ns.api();
+    let deployments: Api<Deployment> = s.ns.api();
+    let image_of = |d: &Deployment| d.spec.template.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
+    wait_for("v1 to become the last known good image", DEADLINE, || async {
+        let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
+        let good = fb.status.and_then(|s| s.last_known_good_image);
+        if good.as_deref() == Some("example.invalid/finance-bee:1") { Ok(()) } else { Err(format!("{good:?}")) }
+    })
+    .await;
+
+    // A new release whose pods crash-loop.
+    let patch = json!({"spec": {"image": "example.invalid/finance-bee:2-bad"}});
+    bees.patch("bee", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_for("the Deployment to run the new image", DEADLINE, || async {
+        let d = deployments.get("bee").await.map_err(|e| e.to_string())?;
+        if image_of(&d) == "example.invalid/finance-bee:2-bad" { Ok(()) } else { Err(image_of(&d)) }
+    })
+    .await;
+    let label = json!({"spec": {"template": {"metadata": {"labels": {CRASHLOOP_LABEL: "true"}}}}});
+    deployments.patch("bee", &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
+
+    wait_for("the last known good image to run again", DEADLINE, || async {
+        let d = deployments.get("bee").await.map_err(|e| e.to_string())?;
+        if image_of(&d) == "example.invalid/finance-bee:1" { Ok(()) } else { Err(image_of(&d)) }
+    })
+    .await;
+    let fb = wait_bee(&bees, "bee", "RolledBack", "True", Some("RolledBack")).await;
+    let status = fb.status.clone().unwrap();
+    assert_eq!(status.failed_images, ["example.invalid/finance-bee:2-bad"]);
+    assert_eq!(status.current_image.as_deref(), Some("example.invalid/finance-bee:1"));
+    let (_, _, message) = condition(&fb, "RolledBack").unwrap();
+    assert!(message.contains("2-bad") && message.contains("CrashLoopBackOff"), "{message}");
+    assert_eq!(fb.spec.image, "example.invalid/finance-bee:2-bad", "spec is never written");
+    assert!(events(&s.ns, "bee").await.iter().any(|(reason, _)| reason == "RolledBack"));
+    drop(s.op);
+    s.ns.cleanup().await;
+}

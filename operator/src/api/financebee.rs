@@ -91,6 +91,10 @@ pub struct FinanceBeeSpec {
     /// Whom to notify when the bee stays unavailable.
     #[serde(default)]
     pub escalation: EscalationSpec,
+    /// Automatic rollback of a bad bee image to the last known good one, with the same rules
+    /// as a ColonyServer's (a bee has no health probe: availability and crash loops decide).
+    #[serde(default)]
+    pub rollback: super::colonyserver::RollbackSpec,
     /// Scale the bee to zero and stop all remediation (reported as Suspended).
     #[serde(default)]
     pub suspend: bool,
@@ -123,6 +127,7 @@ impl Default for FinanceBeeSpec {
             poll_timeout: default_poll_timeout(),
             restart: RestartSpec::default(),
             escalation: EscalationSpec::default(),
+            rollback: Default::default(),
             suspend: false,
         }
     }
@@ -285,9 +290,15 @@ pub struct FinanceBeeStatus {
     /// Image of the bee Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_image: Option<String>,
-    /// Last image that became available.
+    /// Last image that stayed available for `spec.rollback.stableAfter`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_known_good_image: Option<String>,
+    /// Images that failed and are not run again until `spec.image` changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_images: Vec<String>,
+    /// The last images deployed, newest last, with when and how each rollout ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<super::colonyserver::ImageHistoryEntry>,
 }
 
 /// Restarts by the operator.

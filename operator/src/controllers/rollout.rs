@@ -18,7 +18,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{ImageHistoryEntry, RolloutOutcome};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::api::{ImageHistoryEntry, RollbackSpec, RolloutOutcome};
+use crate::duration::parse_go_duration;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RolloutPolicy {
@@ -70,6 +74,98 @@ pub struct Decision {
     /// A rollout failed but could not be rolled back (first deploy, or automatic off).
     pub failed_without_rollback: Option<String>,
     pub requeue_after: Option<Duration>,
+}
+
+impl RolloutPolicy {
+    pub fn from_spec(spec: &RollbackSpec) -> Self {
+        Self {
+            automatic: spec.automatic,
+            progress_deadline: parse_go_duration(&spec.progress_deadline).unwrap_or(Duration::from_secs(600)),
+            stable_after: parse_go_duration(&spec.stable_after).unwrap_or(Duration::from_secs(300)),
+            history_limit: spec.history_limit.max(1) as usize,
+        }
+    }
+}
+
+/// The image a Deployment's first container runs.
+pub fn running_image(d: &Deployment) -> Option<String> {
+    d.spec.template.spec.as_ref()?.containers.first()?.image.clone()
+}
+
+pub fn progress_deadline_exceeded(d: &Deployment) -> bool {
+    d.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+        cs.iter().any(|c| {
+            c.type_.as_deref() == Some("Progressing") && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        })
+    })
+}
+
+/// Every replica updated and available, for the Deployment's current generation.
+pub fn fully_available(d: &Deployment) -> bool {
+    let status = d.status.clone().unwrap_or_default();
+    let want = d.spec.replicas.unwrap_or(1);
+    status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
+        && status.updated_replicas.unwrap_or(0) >= want
+        && status.available_replicas.unwrap_or(0) >= want
+}
+
+/// A pod with a container waiting in CrashLoopBackOff.
+pub fn crash_looping(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| {
+        cs.iter().any(|c| {
+            c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref())
+                == Some("CrashLoopBackOff")
+        })
+    })
+}
+
+/// What counts of the live workload: only a Deployment that runs the image under
+/// evaluation (the newest history entry) says anything about that image.
+pub fn observe(
+    live: Option<&Deployment>,
+    memory: &Memory,
+    pods: &[Pod],
+    healthy: Option<bool>,
+    unhealthy_since: Option<DateTime<Utc>>,
+) -> Observation {
+    let evaluating = memory.history.last().map(|e| e.image.clone());
+    match live {
+        Some(d) if running_image(d).is_some() && running_image(d) == evaluating => Observation {
+            available: fully_available(d),
+            healthy,
+            unhealthy_since,
+            progress_deadline_exceeded: progress_deadline_exceeded(d),
+            crash_looping: pods.iter().any(crash_looping),
+        },
+        _ => Observation::default(),
+    }
+}
+
+/// The `RolledBack` condition for a workload under rollback rules (none without a decision).
+/// A rollback stays in force on later reconciles ("PreviouslyFailed"); the message that named
+/// the original failure is kept from `previous` so that it does not change (or cause a write).
+pub fn condition(
+    decision: Option<&Decision>,
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<crate::runtime::conditions::Desired> {
+    use crate::runtime::conditions::{Desired, find};
+    let d = decision?;
+    Some(match &d.rolled_back {
+        Some(rb) => {
+            let kept = find(previous, crate::api::ROLLED_BACK)
+                .filter(|c| {
+                    c.status == "True" && rb.reason == "PreviouslyFailed" && c.message.contains(&rb.failed_image)
+                })
+                .map(|c| c.message.clone());
+            Desired::new(crate::api::ROLLED_BACK, true, "RolledBack", kept.unwrap_or_else(|| event_note(rb)))
+        }
+        None => Desired::new(crate::api::ROLLED_BACK, false, "NotRolledBack", "running spec.image"),
+    })
+}
+
+/// The Event text of a rollback decided now.
+pub fn event_note(rb: &RolledBack) -> String {
+    format!("image {} failed ({}); running the last known good image {}", rb.failed_image, rb.reason, rb.to_image)
 }
 
 fn failure_reason(
@@ -296,6 +392,21 @@ mod tests {
         let d = decide(&manual, "v2", &bad, &d.memory, t(1010));
         assert_eq!(d.image, "v2");
         assert!(d.failed_without_rollback.is_some());
+    }
+
+    #[test]
+    fn rolled_back_condition_keeps_the_original_failure() {
+        let m = stable_v1();
+        let d = decide(&policy(), "v2", &good(), &m, t(1000));
+        let first = decide(&policy(), "v2", &Observation { crash_looping: true, ..good() }, &d.memory, t(1010));
+        let c1 = condition(Some(&first), &[]).unwrap();
+        assert!(c1.status && c1.message.contains("CrashLoopBackOff"), "{c1:?}");
+        let previous = crate::runtime::conditions::merge(&[], std::slice::from_ref(&c1), None, t(1010));
+        let later = decide(&policy(), "v2", &good(), &first.memory, t(1100));
+        assert_eq!(condition(Some(&later), &previous), Some(c1), "the message does not change");
+        let fresh = decide(&policy(), "v3", &good(), &later.memory, t(1200));
+        assert!(!condition(Some(&fresh), &previous).unwrap().status);
+        assert_eq!(condition(None, &previous), None);
     }
 
     #[test]

@@ -166,40 +166,22 @@ async fn decide_rollout(
     status: Option<&crate::api::ColonyServerStatus>,
     now: chrono::DateTime<Utc>,
 ) -> Result<rollout::Decision> {
-    let spec = &cs.spec.rollback;
-    let policy = RolloutPolicy {
-        automatic: spec.automatic,
-        progress_deadline: parse_go_duration(&spec.progress_deadline).unwrap_or(Duration::from_secs(600)),
-        stable_after: parse_go_duration(&spec.stable_after).unwrap_or(Duration::from_secs(300)),
-        history_limit: spec.history_limit.max(1) as usize,
-    };
+    let policy = RolloutPolicy::from_spec(&cs.spec.rollback);
     let memory = rollout::Memory {
         last_known_good: status.and_then(|s| s.last_known_good_image.clone()),
         failed_images: status.map(|s| s.failed_images.clone()).unwrap_or_default(),
         history: status.map(|s| s.history.clone()).unwrap_or_default(),
     };
-    // Only what the Deployment shows of the image under evaluation counts.
-    let evaluating = memory.history.last().map(|e| e.image.clone());
-    let running = live
-        .and_then(|d| d.spec.template.spec.as_ref())
-        .and_then(|p| p.containers.first())
-        .and_then(|c| c.image.clone());
-    let observation = match live {
-        Some(d) if running.is_some() && running == evaluating => {
-            let pods = ctx
-                .api::<Pod>(&cs.namespace().unwrap_or_default())
+    let pods = match live {
+        Some(_) => {
+            ctx.api::<Pod>(&cs.namespace().unwrap_or_default())
                 .list(&ListParams::default().labels(&selector_string(&builders::selector_labels(&cs.name_any()))))
-                .await?;
-            rollout::Observation {
-                available: workload_state(Some(d)) == Workload::Available,
-                healthy: snapshot.health.healthy,
-                unhealthy_since: snapshot.health.down_since,
-                progress_deadline_exceeded: matches!(workload_state(Some(d)), Workload::Failed(_)),
-                crash_looping: pods.items.iter().any(crash_looping),
-            }
+                .await?
+                .items
         }
-        _ => rollout::Observation::default(),
+        None => Vec::new(),
     };
+    let observation = rollout::observe(live, &memory, &pods, snapshot.health.healthy, snapshot.health.down_since);
     Ok(rollout::decide(&policy, spec_image, &observation, &memory, now))
 }
 
@@ -207,39 +189,20 @@ fn selector_string(labels: &std::collections::BTreeMap<String, String>) -> Strin
     labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
-/// A pod with a container waiting in CrashLoopBackOff.
-pub fn crash_looping(pod: &Pod) -> bool {
-    pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| {
-        cs.iter().any(|c| {
-            c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref())
-                == Some("CrashLoopBackOff")
-        })
-    })
-}
-
 fn workload_state(d: Option<&Deployment>) -> Workload {
     let Some(d) = d else {
         return Workload::Progressing("Deployment not created yet".into());
     };
-    let generation = d.metadata.generation.unwrap_or(0);
-    let status = d.status.clone().unwrap_or_default();
-    let want = d.spec.replicas.unwrap_or(1);
-    let conditions = status.conditions.unwrap_or_default();
-    if conditions
-        .iter()
-        .any(|c| c.type_.as_deref() == Some("Progressing") && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
-    {
+    if rollout::progress_deadline_exceeded(d) {
         return Workload::Failed("Deployment exceeded its progress deadline".into());
     }
-    if status.observed_generation.unwrap_or(0) < generation {
-        return Workload::Progressing("Deployment change not yet observed".into());
+    if rollout::fully_available(d) {
+        return Workload::Available;
     }
-    let updated = status.updated_replicas.unwrap_or(0);
+    let status = d.status.clone().unwrap_or_default();
     let available = status.available_replicas.unwrap_or(0);
-    if updated < want || available < want {
-        return Workload::Progressing(format!("{available}/{want} replicas available, {updated} updated"));
-    }
-    Workload::Available
+    let updated = status.updated_replicas.unwrap_or(0);
+    Workload::Progressing(format!("{available}/{} replicas available, {updated} updated", d.spec.replicas.unwrap_or(1)))
 }
 
 fn override_from(cs: &ColonyServer) -> (FallbackOverride, Option<String>) {
@@ -335,10 +298,7 @@ async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Ac
                                 EventType::Warning,
                                 "RolledBack",
                                 "Rollback",
-                                format!(
-                                    "image {} failed ({}); running the last known good image {}",
-                                    rb.failed_image, rb.reason, rb.to_image
-                                ),
+                                rollout::event_note(&rb),
                             )
                             .await;
                         }

@@ -5,7 +5,7 @@ use super::fallback::{FallbackDecision, FallbackState};
 use super::monitor::Snapshot;
 use crate::api::{
     ColonyServerStatus, FALLBACK_ACTIVE, FallbackOverride, FallbackStatus, HEALTHY, HealthStatus, READY, RECONCILING,
-    ROLLED_BACK, STALLED, SloStatus,
+    STALLED, SloStatus,
 };
 use crate::runtime::conditions::{Desired, merge};
 
@@ -120,21 +120,7 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
     desired.push(Desired::new(READY, ready, reason, message));
     let progressing = matches!(o.workload, Workload::Progressing(_)) || (healthy.is_none() && o.invalid.is_none());
     desired.push(Desired::new(RECONCILING, progressing, "Progressing", "rolling out or probing"));
-    match o.rollout.and_then(|r| r.rolled_back.as_ref()) {
-        Some(rb) => desired.push(Desired::new(
-            ROLLED_BACK,
-            true,
-            "RolledBack",
-            format!(
-                "image {} failed ({}); running the last known good image {}",
-                rb.failed_image, rb.reason, rb.to_image
-            ),
-        )),
-        None if o.rollout.is_some() => {
-            desired.push(Desired::new(ROLLED_BACK, false, "NotRolledBack", "running spec.image"))
-        }
-        None => {}
-    }
+    desired.extend(crate::controllers::rollout::condition(o.rollout, &prev.conditions));
     let stalled = o.invalid.clone().or_else(|| d.new_state.stalled.then(|| d.message.clone()));
     desired.push(Desired::new(
         STALLED,

@@ -20,6 +20,8 @@ pub const CONTAINER: &str = "bee";
 /// hash of every Secret and ConfigMap the pod reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BeeInputs {
+    /// spec.image, or the last known good image after a rollback.
+    pub image: String,
     pub server_host: String,
     pub server_port: u16,
     pub server_tls: bool,
@@ -90,7 +92,7 @@ pub fn deployment(fb: &FinanceBee, inputs: &BeeInputs) -> Result<Deployment> {
     let spec = &fb.spec;
     let container = Container {
         name: CONTAINER.into(),
-        image: Some(spec.image.clone()),
+        image: Some(inputs.image.clone()),
         env: Some(bee_env(fb, inputs)),
         env_from: (!spec.env_from.is_empty()).then(|| spec.env_from.clone()),
         resources: Some(spec.effective_resources()),
@@ -173,6 +175,7 @@ mod tests {
 
     fn inputs() -> BeeInputs {
         BeeInputs {
+            image: "zyeute/finance-bee:1.0".into(),
             server_host: "prod.colony.svc".into(),
             server_port: 50080,
             server_tls: false,

@@ -20,6 +20,7 @@ use super::{BeeContext, NAME, selector_matches};
 use crate::api::{ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, MaintenanceWindow, STALLED};
 use crate::controllers::common::{ConfigHasher, apply_if_changed, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
+use crate::controllers::rollout;
 use crate::duration::parse_go_duration;
 use crate::runtime::conditions::find;
 use crate::runtime::metrics::{DeliveryLabels, EscalationLabels, ObjectLabels, RestartLabels};
@@ -97,6 +98,42 @@ fn server_hold(cs: &ColonyServer) -> Option<Hold> {
     Some(Hold::ServerUnhealthy { server: cs.name_any(), detail })
 }
 
+/// Which image the bee runs: spec.image, or the last known good one after a failed rollout
+/// (the rules shared with ColonyServer, in `controllers::rollout`).
+async fn decide_rollout(
+    ctx: &Context,
+    fb: &FinanceBee,
+    live: Option<&Deployment>,
+    previous: &crate::api::FinanceBeeStatus,
+    now: chrono::DateTime<Utc>,
+) -> Result<rollout::Decision> {
+    let memory = rollout::Memory {
+        last_known_good: previous.last_known_good_image.clone(),
+        failed_images: previous.failed_images.clone(),
+        history: previous.history.clone(),
+    };
+    let pods = match live {
+        Some(_) => {
+            let selector =
+                format!("app.kubernetes.io/name={},app.kubernetes.io/instance={}", builders::APP_LABEL, fb.name_any());
+            ctx.api::<Pod>(&fb.namespace().unwrap_or_default())
+                .list(&ListParams::default().labels(&selector))
+                .await?
+                .items
+        }
+        None => Vec::new(),
+    };
+    // A bee has no health endpoint: availability and crash loops judge its image.
+    let observation = rollout::observe(live, &memory, &pods, None, None);
+    Ok(rollout::decide(
+        &rollout::RolloutPolicy::from_spec(&fb.spec.rollback),
+        &fb.spec.image,
+        &observation,
+        &memory,
+        now,
+    ))
+}
+
 fn parse_delta(field: &str, v: &str) -> std::result::Result<TimeDelta, String> {
     parse_go_duration(v)
         .ok()
@@ -140,6 +177,7 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
         _ => None,
     };
     let mut deployment_status = None;
+    let mut rollout_decision = None;
     match &server {
         _ if problem.is_some() => {}
         None => {
@@ -155,17 +193,26 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
                 (_, Err(Error::MissingReference(m))) => problem = Some(("MissingReference".into(), m)),
                 (_, Err(e)) => return Err(e),
                 (Some((host, port, tls)), Ok(hash)) => {
+                    let deployments: Api<Deployment> = ctx.api(&ns);
+                    let live = deployments.get_opt(&name).await?;
+                    let decision = decide_rollout(ctx, &fb, live.as_ref(), &previous, now).await?;
                     let inputs = BeeInputs {
+                        image: decision.image.clone(),
                         server_host: host,
                         server_port: port,
                         server_tls: tls,
                         replicas,
                         config_hash: hash,
                     };
-                    let deployments: Api<Deployment> = ctx.api(&ns);
                     if apply_if_changed(&deployments, builders::deployment(&fb, &inputs)?, NAME).await? {
-                        tracing::info!(bee = %name, replicas, "applied Deployment");
+                        tracing::info!(bee = %name, replicas, image = %decision.image, "applied Deployment");
                     }
+                    if let Some(rb) = decision.rolled_back.as_ref().filter(|_| decision.newly_rolled_back) {
+                        tracing::warn!(bee = %name, failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
+                        ctx.event(fb.as_ref(), EventType::Warning, "RolledBack", "Rollback", rollout::event_note(rb))
+                            .await;
+                    }
+                    rollout_decision = Some(decision);
                     deployment_status = deployments.get_opt(&name).await?.and_then(|d| d.status);
                 }
             }
@@ -236,6 +283,7 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
         restart: &restart,
         escalation: esc.status.clone(),
         escalated: escalation::condition(esc.status.as_ref(), &delivery, &fb.spec.escalation.after),
+        rollout: rollout_decision.as_ref(),
     });
     apply_status(&api, fb.as_ref(), NAME, fb.status.as_ref(), &new_status).await?;
 
@@ -270,7 +318,8 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
         _ => {}
     }
 
-    let timers = [restart.requeue_after, esc.requeue_after, retry_after];
+    let timers =
+        [restart.requeue_after, esc.requeue_after, retry_after, rollout_decision.and_then(|d| d.requeue_after)];
     let default = if problem.is_some() { Duration::from_secs(30) } else { Duration::from_secs(300) };
     let requeue = timers.into_iter().flatten().min().unwrap_or(default).min(default);
     Ok(Action::requeue(requeue.max(Duration::from_secs(1))))

@@ -62,6 +62,8 @@ pub struct Observed<'a> {
     pub restart: &'a RestartDecision,
     pub escalation: Option<EscalationStatus>,
     pub escalated: Desired,
+    /// The rollback decision (None when no Deployment was built).
+    pub rollout: Option<&'a crate::controllers::rollout::Decision>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -153,7 +155,10 @@ pub fn compute(o: &Observed) -> FinanceBeeStatus {
             None => Desired::new(STALLED, false, "", ""),
         },
         o.escalated.clone(),
-    ];
+    ]
+    .into_iter()
+    .chain(crate::controllers::rollout::condition(o.rollout, &o.previous.conditions))
+    .collect::<Vec<_>>();
     FinanceBeeStatus {
         observed_generation: o.generation,
         conditions: merge(&o.previous.conditions, &desired, o.generation, o.now),
@@ -161,7 +166,12 @@ pub fn compute(o: &Observed) -> FinanceBeeStatus {
         unavailable_since: unavailable_since(o.previous.unavailable_since, available, paused, o.now),
         restarts: o.restart.status.clone(),
         escalation: o.escalation.clone(),
-        current_image: Some(o.image.to_string()),
+        current_image: Some(o.rollout.map(|r| r.image.clone()).unwrap_or_else(|| o.image.to_string())),
+        last_known_good_image: o
+            .rollout
+            .map_or(o.previous.last_known_good_image.clone(), |r| r.memory.last_known_good.clone()),
+        failed_images: o.rollout.map_or(o.previous.failed_images.clone(), |r| r.memory.failed_images.clone()),
+        history: o.rollout.map_or(o.previous.history.clone(), |r| r.memory.history.clone()),
         ..o.previous.clone()
     }
 }
@@ -213,6 +223,7 @@ mod tests {
             restart,
             escalation: None,
             escalated: escalated_condition(None, &Delivery::Pending, "15m"),
+            rollout: None,
         }
     }
 
