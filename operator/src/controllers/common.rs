@@ -2,15 +2,18 @@
 //! Secrets and ConfigMaps a pod references, and apply-only-when-changed.
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, Secret, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use crate::api::SecretKeySelector;
+use crate::api::{PodOverrides, SecretKeySelector};
 use crate::runtime::{Error, Result, field_manager};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -27,6 +30,74 @@ pub fn labels(kind_label: &str, owner_name: &str) -> BTreeMap<String, String> {
         ("app.kubernetes.io/instance".to_string(), owner_name.to_string()),
         (MANAGED_BY.to_string(), OPERATOR.to_string()),
     ])
+}
+
+/// The labels that select the pods of `owner_name`'s workload of kind `app_label`.
+pub fn selector_labels(app_label: &str, owner_name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), app_label.to_string()),
+        ("app.kubernetes.io/instance".to_string(), owner_name.to_string()),
+    ])
+}
+
+/// What differs between the workloads the operator runs; the rest of the Deployment (labels,
+/// selector, owner reference, the config-hash annotation that rolls pods when referenced
+/// Secrets change, pod overrides, the RuntimeDefault seccomp profile) is the same for all.
+pub struct WorkloadParts {
+    pub app_label: &'static str,
+    pub replicas: i32,
+    pub container: Container,
+    pub volumes: Option<Vec<Volume>>,
+    pub config_hash: String,
+    pub overrides: PodOverrides,
+    pub pod_security: PodSecurityContext,
+    pub progress_deadline_seconds: Option<i32>,
+}
+
+pub fn workload_deployment<K: Resource<DynamicType = ()>>(owner: &K, parts: WorkloadParts) -> Result<Deployment> {
+    let name = owner.meta().name.clone().unwrap_or_default();
+    let mut pod_labels = labels(parts.app_label, &name);
+    pod_labels.extend(selector_labels(parts.app_label, &name));
+    let overrides = parts.overrides;
+    let pod_security = PodSecurityContext {
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+        ..parts.pod_security
+    };
+    Ok(Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: owner.meta().namespace.clone(),
+            labels: Some(labels(parts.app_label, &name)),
+            owner_references: Some(vec![owner_ref(owner)?]),
+            ..Default::default()
+        },
+        spec: DeploymentSpec {
+            replicas: Some(parts.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(parts.app_label, &name)),
+                match_expressions: None,
+            },
+            progress_deadline_seconds: parts.progress_deadline_seconds,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), parts.config_hash)])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![parts.container],
+                    volumes: parts.volumes,
+                    node_selector: (!overrides.node_selector.is_empty()).then_some(overrides.node_selector),
+                    tolerations: (!overrides.tolerations.is_empty()).then_some(overrides.tolerations),
+                    affinity: overrides.affinity,
+                    security_context: Some(pod_security),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        status: None,
+    })
 }
 
 /// The controller owner reference to `owner`, so deleting it deletes what it owns.

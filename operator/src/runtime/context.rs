@@ -29,11 +29,6 @@ pub struct Context {
     pub settings: Settings,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
-    /// Status this process wrote, keyed by object, with the resourceVersion it was written
-    /// over: until the watch cache catches up, reconciles must start from what was written,
-    /// not from the stale cached status (or a flip would be decided, announced and counted
-    /// twice, and a later write could drop it).
-    written: Mutex<HashMap<String, (String, serde_json::Value)>>,
 }
 
 /// The field manager of one controller for server-side apply.
@@ -51,14 +46,7 @@ impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, settings: Settings) -> Self {
         let reporter = Reporter { controller: OPERATOR_NAME.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self {
-            client,
-            metrics,
-            settings,
-            recorder,
-            failures: Mutex::new(HashMap::new()),
-            written: Mutex::new(HashMap::new()),
-        }
+        Self { client, metrics, settings, recorder, failures: Mutex::new(HashMap::new()) }
     }
 
     /// An Api for a namespaced kind: the object's namespace.
@@ -94,45 +82,6 @@ impl Context {
         }
     }
 
-    /// The latest status of `obj`: what this process last wrote when the cached object is
-    /// still the one that write was made over, otherwise the object's own status.
-    pub fn latest_status<K, S>(&self, obj: &K, cached: Option<&S>) -> Option<S>
-    where
-        K: Resource<DynamicType = ()>,
-        S: Clone + DeserializeOwned,
-    {
-        let written = self.written.lock().expect("status memory poisoned");
-        if let Some((rv, value)) = written.get(&status_key(obj))
-            && obj.meta().resource_version.as_deref() == Some(rv.as_str())
-            && let Ok(s) = serde_json::from_value(value.clone())
-        {
-            return Some(s);
-        }
-        cached.cloned()
-    }
-
-    /// Writes `status` (server-side apply on the status subresource) when it differs from
-    /// `current`, and remembers it for [`Context::latest_status`]. Returns whether it wrote.
-    pub async fn write_status<K, S>(
-        &self,
-        api: &Api<K>,
-        obj: &K,
-        controller: &str,
-        current: Option<&S>,
-        status: &S,
-    ) -> Result<bool>
-    where
-        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-        S: Serialize + PartialEq,
-    {
-        let wrote = apply_status(api, obj, controller, current, status).await?;
-        if wrote && let Some(rv) = obj.meta().resource_version.clone() {
-            let value = serde_json::to_value(status)?;
-            self.written.lock().expect("status memory poisoned").insert(status_key(obj), (rv, value));
-        }
-        Ok(wrote)
-    }
-
     /// Records a successful reconcile of `key`, resetting its backoff.
     pub fn succeeded(&self, key: &str) {
         self.failures.lock().expect("failure map poisoned").remove(key);
@@ -146,15 +95,6 @@ impl Context {
         *n = n.saturating_add(1);
         wait
     }
-}
-
-fn status_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    format!(
-        "{}/{}/{}",
-        K::kind(&()),
-        obj.meta().namespace.as_deref().unwrap_or(""),
-        obj.meta().name.as_deref().unwrap_or("")
-    )
 }
 
 /// The shared error policy: count the error, publish nothing (the reconciler already set
@@ -171,6 +111,16 @@ where
         tracing::warn!(controller, object = %key, error = %err, label = err.label(), "reconcile failed");
         if err.is_permanent() { Action::await_change() } else { Action::requeue(ctx.failed(&key)) }
     }
+}
+
+/// The object as the API server has it now. Reconcilers that count or announce things
+/// (flips, rotations, window transitions) start from this, not from the watch cache, which
+/// may not hold their own last status write yet (they would act twice).
+pub async fn fresh<K>(api: &Api<K>, cached: &K) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api.get_opt(&cached.name_any()).await?)
 }
 
 /// Writes `status` to the status subresource with server-side apply, only when it differs

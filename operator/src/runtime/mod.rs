@@ -8,5 +8,5 @@ pub mod leader;
 pub mod metrics;
 pub mod telemetry;
 
-pub use context::{Context, Settings, apply_status, error_policy, field_manager};
+pub use context::{Context, Settings, apply_status, error_policy, field_manager, fresh};
 pub use error::{Error, Result};

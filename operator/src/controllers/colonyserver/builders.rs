@@ -2,18 +2,20 @@
 //! reconciler gathered.
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector as K8sSecretKeySelector, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, Probe,
+    SeccompProfile, SecretKeySelector as K8sSecretKeySelector, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use crate::api::{ColonyServer, SecretKeySelector};
-use crate::controllers::common::{CONFIG_HASH_ANNOTATION, labels, owner_ref};
+#[cfg(test)]
+use crate::controllers::common::CONFIG_HASH_ANNOTATION;
+use crate::controllers::common::{self, WorkloadParts, labels, owner_ref, workload_deployment};
 use crate::runtime::Result;
 
 pub const APP_LABEL: &str = "colony-server";
@@ -108,10 +110,7 @@ fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
 }
 
 pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), APP_LABEL.to_string()),
-        ("app.kubernetes.io/instance".to_string(), name.to_string()),
-    ])
+    common::selector_labels(APP_LABEL, name)
 }
 
 pub fn deployment(cs: &ColonyServer, inputs: &ServerInputs) -> Result<Deployment> {
@@ -144,52 +143,21 @@ pub fn deployment(cs: &ColonyServer, inputs: &ServerInputs) -> Result<Deployment
             ..Default::default()
         }]);
     }
-    let overrides = spec.pod_template.clone().unwrap_or_default();
-    let mut pod_labels = labels(APP_LABEL, &name);
-    pod_labels.extend(selector_labels(&name));
-    Ok(Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: cs.namespace(),
-            labels: Some(labels(APP_LABEL, &name)),
-            owner_references: Some(vec![owner_ref(cs)?]),
-            ..Default::default()
-        },
-        spec: DeploymentSpec {
-            replicas: Some(spec.replicas),
-            selector: LabelSelector { match_labels: Some(selector_labels(&name)), match_expressions: None },
+    workload_deployment(
+        cs,
+        WorkloadParts {
+            app_label: APP_LABEL,
+            replicas: spec.replicas,
+            container,
+            volumes,
+            config_hash: inputs.config_hash.clone(),
+            overrides: spec.pod_template.clone().unwrap_or_default(),
+            pod_security: PodSecurityContext::default(),
             progress_deadline_seconds: crate::duration::parse_go_duration(&spec.rollback.progress_deadline)
                 .ok()
                 .map(|d| d.as_secs().clamp(1, i32::MAX as u64) as i32),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        inputs.config_hash.clone(),
-                    )])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes,
-                    node_selector: (!overrides.node_selector.is_empty()).then_some(overrides.node_selector),
-                    tolerations: (!overrides.tolerations.is_empty()).then_some(overrides.tolerations),
-                    affinity: overrides.affinity,
-                    security_context: Some(PodSecurityContext {
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
         },
-        status: None,
-    })
+    )
 }
 
 pub fn service(cs: &ColonyServer) -> Result<Service> {

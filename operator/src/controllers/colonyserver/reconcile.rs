@@ -29,7 +29,7 @@ use crate::controllers::{Spawned, spawn_controller};
 use crate::duration::parse_go_duration;
 use crate::health::{HealthThresholds, Prober, SloLimits};
 use crate::operator::Shutdown;
-use crate::runtime::{Context, Error, Result};
+use crate::runtime::{Context, Error, Result, apply_status, fresh};
 
 pub struct ServerContext {
     pub base: Arc<Context>,
@@ -220,15 +220,17 @@ fn to_decision_override(o: FallbackOverride) -> Override {
     }
 }
 
-async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Action> {
+async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Action> {
     let ctx = &sctx.base;
-    let ns = cs.namespace().unwrap_or_default();
-    let name = cs.name_any();
+    let ns = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
     let now = Utc::now();
-    let key = ObjectRef::from_obj(cs.as_ref());
+    let key = ObjectRef::from_obj(cached.as_ref());
     let api: Api<ColonyServer> = ctx.api(&ns);
+    let Some(cs) = fresh(&api, cached.as_ref()).await? else { return Ok(Action::await_change()) };
+    let cs = Arc::new(cs);
 
-    let current_status = ctx.latest_status(cs.as_ref(), cs.status.as_ref());
+    let current_status = cs.status.clone();
     let durations = durations(&cs);
     let (override_, bad_override) = override_from(&cs);
     if let Some(msg) = &bad_override {
@@ -376,7 +378,7 @@ async fn reconcile(cs: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Ac
         invalid: invalid.clone(),
         now,
     });
-    ctx.write_status(&api, cs.as_ref(), NAME, current_status.as_ref(), &new_status).await?;
+    apply_status(&api, cs.as_ref(), NAME, current_status.as_ref(), &new_status).await?;
 
     if invalid.is_some() {
         return Ok(Action::await_change());

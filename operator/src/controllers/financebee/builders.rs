@@ -1,16 +1,17 @@
 //! The bee's Deployment as a pure function of the FinanceBee and resolved inputs.
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, EnvVarSource, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
+    Capabilities, Container, EnvVar, EnvVarSource, PodSecurityContext, SeccompProfile,
     SecretKeySelector as K8sSecretKeySelector, SecurityContext,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
 
 use crate::api::FinanceBee;
-use crate::controllers::common::{CONFIG_HASH_ANNOTATION, labels, owner_ref};
+#[cfg(test)]
+use crate::controllers::common::CONFIG_HASH_ANNOTATION;
+use crate::controllers::common::{self, WorkloadParts, workload_deployment};
 use crate::runtime::Result;
 
 pub const APP_LABEL: &str = "finance-bee";
@@ -47,10 +48,7 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 }
 
 pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), APP_LABEL.to_string()),
-        ("app.kubernetes.io/instance".to_string(), name.to_string()),
-    ])
+    common::selector_labels(APP_LABEL, name)
 }
 
 /// The environment the bee (a pycolonies executor) reads, then the user's `env`.
@@ -88,7 +86,6 @@ pub fn bee_env(fb: &FinanceBee, inputs: &BeeInputs) -> Vec<EnvVar> {
 }
 
 pub fn deployment(fb: &FinanceBee, inputs: &BeeInputs) -> Result<Deployment> {
-    let name = fb.name_any();
     let spec = &fb.spec;
     let container = Container {
         name: CONTAINER.into(),
@@ -106,50 +103,25 @@ pub fn deployment(fb: &FinanceBee, inputs: &BeeInputs) -> Result<Deployment> {
         }),
         ..Default::default()
     };
-    let overrides = spec.pod_template.clone().unwrap_or_default();
-    let mut pod_labels = labels(APP_LABEL, &name);
-    pod_labels.extend(selector_labels(&name));
-    Ok(Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: fb.namespace(),
-            labels: Some(labels(APP_LABEL, &name)),
-            owner_references: Some(vec![owner_ref(fb)?]),
-            ..Default::default()
-        },
-        spec: DeploymentSpec {
-            replicas: Some(inputs.replicas),
-            selector: LabelSelector { match_labels: Some(selector_labels(&name)), match_expressions: None },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        inputs.config_hash.clone(),
-                    )])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    node_selector: (!overrides.node_selector.is_empty()).then_some(overrides.node_selector),
-                    tolerations: (!overrides.tolerations.is_empty()).then_some(overrides.tolerations),
-                    affinity: overrides.affinity,
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(10001),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
+    workload_deployment(
+        fb,
+        WorkloadParts {
+            app_label: APP_LABEL,
+            replicas: inputs.replicas,
+            container,
+            volumes: None,
+            config_hash: inputs.config_hash.clone(),
+            overrides: spec.pod_template.clone().unwrap_or_default(),
+            pod_security: PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(10001),
+                ..Default::default()
             },
-            ..Default::default()
+            progress_deadline_seconds: crate::duration::parse_go_duration(&spec.rollback.progress_deadline)
+                .ok()
+                .map(|d| d.as_secs().clamp(1, i32::MAX as u64) as i32),
         },
-        status: None,
-    })
+    )
 }
 
 #[cfg(test)]

@@ -172,7 +172,6 @@ pub fn compute(o: &Observed) -> FinanceBeeStatus {
             .map_or(o.previous.last_known_good_image.clone(), |r| r.memory.last_known_good.clone()),
         failed_images: o.rollout.map_or(o.previous.failed_images.clone(), |r| r.memory.failed_images.clone()),
         history: o.rollout.map_or(o.previous.history.clone(), |r| r.memory.history.clone()),
-        ..o.previous.clone()
     }
 }
 

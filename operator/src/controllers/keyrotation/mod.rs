@@ -28,7 +28,7 @@ use crate::controllers::{Spawned, spawn_controller};
 use crate::duration::parse_go_duration;
 use crate::operator::Shutdown;
 use crate::runtime::conditions::{Desired, merge};
-use crate::runtime::{Context, Error, Result, field_manager};
+use crate::runtime::{Context, Error, Result, apply_status, field_manager, fresh};
 use crate::schedule::CronSchedule;
 
 pub const NAME: &str = "keyrotation";
@@ -129,13 +129,15 @@ async fn roll_targets(ctx: &Context, kr: &KeyRotation, at: DateTime<Utc>) -> Res
     Ok(TargetsStatus { rolled, pending })
 }
 
-async fn reconcile(kr: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = kr.namespace().unwrap_or_default();
-    let name = kr.name_any();
+async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
     let now = Utc::now();
     let api: Api<KeyRotation> = ctx.api(&ns);
+    let Some(kr) = fresh(&api, cached.as_ref()).await? else { return Ok(Action::await_change()) };
+    let kr = Arc::new(kr);
     let secrets: Api<Secret> = ctx.api(&ns);
-    let current: Option<KeyRotationStatus> = ctx.latest_status(kr.as_ref(), kr.status.as_ref());
+    let current: Option<KeyRotationStatus> = kr.status.clone();
     let previous = current.clone().unwrap_or_default();
     let mut status = KeyRotationStatus { observed_generation: kr.metadata.generation, ..previous.clone() };
 
@@ -254,7 +256,7 @@ async fn reconcile(kr: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action> {
         }
     }
     status.conditions = merge(&previous.conditions, &desired, kr.metadata.generation, now);
-    ctx.write_status(&api, kr.as_ref(), NAME, current.as_ref(), &status).await?;
+    apply_status(&api, kr.as_ref(), NAME, current.as_ref(), &status).await?;
 
     if invalid.is_some() {
         return Ok(Action::await_change());

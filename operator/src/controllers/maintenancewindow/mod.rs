@@ -18,7 +18,7 @@ use crate::api::{
 use crate::controllers::{Spawned, spawn_controller};
 use crate::operator::Shutdown;
 use crate::runtime::conditions::{Desired, is_true, merge};
-use crate::runtime::{Context, Result};
+use crate::runtime::{Context, Result, apply_status, fresh};
 
 pub const NAME: &str = "maintenancewindow";
 
@@ -45,12 +45,14 @@ pub fn is_open(mw: &MaintenanceWindow) -> bool {
     !mw.spec.suspend && mw.status.as_ref().and_then(|s| s.phase) == Some(WindowPhase::Active)
 }
 
-async fn reconcile(mw: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = mw.namespace().unwrap_or_default();
+async fn reconcile(cached: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = cached.namespace().unwrap_or_default();
+    let api: Api<MaintenanceWindow> = ctx.api(&ns);
+    let Some(mw) = fresh(&api, cached.as_ref()).await? else { return Ok(Action::await_change()) };
     let now = Utc::now();
     let server = ctx.api::<ColonyServer>(&ns).get_opt(&mw.spec.colony_server_ref.name).await?;
     let server_healthy = server.as_ref().and_then(|s| s.status.as_ref()).map(|s| is_true(&s.conditions, HEALTHY));
-    let current: Option<MaintenanceWindowStatus> = ctx.latest_status(mw.as_ref(), mw.status.as_ref());
+    let current: Option<MaintenanceWindowStatus> = mw.status.clone();
     let d = decide::decide(&decide::Inputs {
         spec: &mw.spec,
         previous: current.as_ref(),
@@ -97,8 +99,7 @@ async fn reconcile(mw: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Acti
         last_outcome: d.last_outcome.clone(),
         handled_end_now: d.handled_end_now.clone(),
     };
-    let api: Api<MaintenanceWindow> = ctx.api(&ns);
-    ctx.write_status(&api, mw.as_ref(), NAME, current.as_ref(), &status).await?;
+    apply_status(&api, &mw, NAME, current.as_ref(), &status).await?;
     if previous_phase != Some(d.phase) && d.invalid.is_none() {
         let (type_, reason) = match d.phase {
             WindowPhase::Active => (EventType::Normal, "WindowOpened"),
@@ -107,7 +108,7 @@ async fn reconcile(mw: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Acti
             WindowPhase::Failed => (EventType::Warning, "VerificationFailed"),
             WindowPhase::Scheduled => (EventType::Normal, "WindowScheduled"),
         };
-        ctx.event(mw.as_ref(), type_, reason, "Schedule", format!("phase {:?} -> {:?}", previous_phase, d.phase)).await;
+        ctx.event(&mw, type_, reason, "Schedule", format!("phase {:?} -> {:?}", previous_phase, d.phase)).await;
     }
     Ok(match (&d.invalid, d.requeue_after) {
         (Some(_), _) => Action::await_change(),
