@@ -165,3 +165,49 @@ async fn end_now_ends_a_window_early() {
     drop(op);
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn suspended_bee_scales_to_zero_and_comes_back() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-fb-suspend").await;
+    let endpoint = TestEndpoint::start().await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    apply_yaml(&ns.name, &setup(&endpoint)).await;
+    let deployments: Api<Deployment> = ns.api();
+    let bees: Api<colony_operator::api::FinanceBee> = ns.api();
+    let suspend = |value: bool| {
+        let bees = bees.clone();
+        async move {
+            let patch = serde_json::json!({ "spec": { "suspend": value } });
+            bees.patch("bee", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        }
+    };
+    wait_for("2 replicas", DEADLINE, || async {
+        let r = replicas(&deployments).await?;
+        if r == 2 { Ok(()) } else { Err(format!("{r}")) }
+    })
+    .await;
+    suspend(true).await;
+    wait_for("suspended: 0 replicas, Ready with reason Suspended, generation observed", DEADLINE, || async {
+        let r = replicas(&deployments).await?;
+        let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
+        let status = fb.status.clone().unwrap_or_default();
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.status.clone(), c.reason.clone()));
+        let observed = status.observed_generation == fb.metadata.generation;
+        if r == 0 && ready == Some(("True".into(), "Suspended".into())) && observed {
+            Ok(())
+        } else {
+            Err(format!("replicas {r}, Ready {ready:?}, observed {observed}"))
+        }
+    })
+    .await;
+    suspend(false).await;
+    wait_for("resumed: 2 replicas", DEADLINE, || async {
+        let r = replicas(&deployments).await?;
+        if r == 2 { Ok(()) } else { Err(format!("{r}")) }
+    })
+    .await;
+    drop(op);
+    ns.cleanup().await;
+}
