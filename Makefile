@@ -38,9 +38,9 @@ test: ## Every test: unit, then end-to-end on a fresh local control plane (taken
 
 dev: cluster-up ## Local control plane + CRDs + examples, operator in the foreground
 	cargo build -p colony-operator
-	PATH="$(BIN_DIR):$$PATH" KUBECONFIG=$(KUBECONFIG_PATH) kubectl apply --server-side -f crds/
+	PATH="$(BIN_DIR):$$PATH" KUBECONFIG=$(KUBECONFIG_PATH) kubectl apply --server-side --force-conflicts -f crds/
 	PATH="$(BIN_DIR):$$PATH" KUBECONFIG=$(KUBECONFIG_PATH) kubectl wait --for=condition=Established -f crds/ --timeout=60s
-	PATH="$(BIN_DIR):$$PATH" KUBECONFIG=$(KUBECONFIG_PATH) kubectl apply --server-side -f examples/
+	PATH="$(BIN_DIR):$$PATH" KUBECONFIG=$(KUBECONFIG_PATH) kubectl apply --server-side --force-conflicts -f examples/
 	KUBECONFIG=$(KUBECONFIG_PATH) RUST_LOG=$${RUST_LOG:-info,kube=warn} cargo run -q -p colony-operator -- run --admin-addr 127.0.0.1:8080
 
 fmt: ## Format the code
