@@ -76,7 +76,23 @@ impl Context {
     where
         K: Resource<DynamicType = ()>,
     {
-        let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        self.event_related(obj, type_, reason, action, note, None).await
+    }
+
+    /// An Event about `obj` that names a second object (a restarted pod, say): Events with
+    /// different related objects stay separate instead of merging into one series.
+    pub async fn event_related<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: related };
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }

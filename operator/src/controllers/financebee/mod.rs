@@ -19,10 +19,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -31,7 +31,6 @@ use crate::controllers::common::{MANAGED_BY, OPERATOR};
 use crate::controllers::{Spawned, spawn_controller};
 use crate::operator::Shutdown;
 use crate::runtime::Context;
-use crate::runtime::context::OPERATOR_NAME;
 
 pub const NAME: &str = "financebee";
 
@@ -42,9 +41,6 @@ pub struct BeeContext {
     pub http: reqwest::Client,
     pub deliveries: escalation::Deliveries,
     pub wake: mpsc::UnboundedSender<ObjectRef<FinanceBee>>,
-    /// Restart Events name the deleted pod as the related object, so that each restart is
-    /// an Event of its own rather than a repeat of the first in one series.
-    restart_events: Recorder,
 }
 
 impl BeeContext {
@@ -56,16 +52,9 @@ impl BeeContext {
             namespace: fb.namespace(),
             ..Default::default()
         };
-        let event = Event {
-            type_: EventType::Warning,
-            reason: "PodRestarted".into(),
-            note: Some(note),
-            action: "Restart".into(),
-            secondary: Some(related),
-        };
-        if let Err(e) = self.restart_events.publish(&event, &fb.object_ref(&())).await {
-            tracing::warn!(error = %e, "could not publish the restart event");
-        }
+        // The deleted pod is the related object, so that each restart is an Event of its
+        // own rather than a repeat of the first in one series.
+        self.base.event_related(fb, EventType::Warning, "PodRestarted", "Restart", note, Some(related)).await;
     }
 }
 
@@ -87,10 +76,6 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         http: reqwest::Client::new(),
         deliveries: Default::default(),
         wake: wake_tx,
-        restart_events: Recorder::new(
-            ctx.client.clone(),
-            Reporter { controller: OPERATOR_NAME.into(), instance: std::env::var("POD_NAME").ok() },
-        ),
     });
     let cfg = watcher::Config::default();
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY}={OPERATOR}"));
