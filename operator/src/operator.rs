@@ -23,6 +23,9 @@ pub struct RunOptions {
     pub leader: Option<LeaderSettings>,
 }
 
+/// How long a graceful shutdown waits for running reconciles.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub const USER_AGENT: &str = concat!("colony-operator/", env!("CARGO_PKG_VERSION"));
 
 /// A clonable shutdown signal.
@@ -134,7 +137,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
         None => shutdown.clone().wait().await,
     }
-    join_all(controllers).await;
+    // Running reconciles get time to finish; a controller still starting is not waited for.
+    let aborts: Vec<_> = controllers.iter().map(|c| c.abort_handle()).collect();
+    if tokio::time::timeout(SHUTDOWN_GRACE, join_all(controllers)).await.is_err() {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop in time; aborting them");
+        aborts.iter().for_each(|a| a.abort());
+    }
     metrics.leader.set(0);
     if let Some(l) = leadership {
         l.release().await;

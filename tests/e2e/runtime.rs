@@ -126,3 +126,24 @@ async fn exactly_one_leader_and_failover() {
     assert_eq!(standby.terminate().await, Some(0));
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn sigterm_during_startup_stops_cleanly() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-runtime-early").await;
+    for round in 0..3 {
+        let mut op = OperatorProcess::start(&format!("{}-{round}", ns.name), &["--namespace", &ns.name]).await;
+        wait_for("the admin server", DEADLINE, || async {
+            op.get("/healthz").await.map(|_| ()).ok_or("not yet".to_string())
+        })
+        .await;
+        assert_eq!(
+            op.terminate().await,
+            Some(0),
+            "round {round}: SIGTERM while starting (log: {})",
+            op.log_path.display()
+        );
+    }
+    ns.cleanup().await;
+}

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::{Action, Controller};
-use kube::{Resource, ResourceExt};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
@@ -33,6 +34,7 @@ pub struct Spawned {
 pub fn spawn_controller<K, C, F, Fut>(
     name: &'static str,
     controller: Controller<K>,
+    synced: BoxFuture<'static, ()>,
     reconcile: F,
     ctx: Arc<C>,
     shutdown: Shutdown,
@@ -43,21 +45,6 @@ where
     F: Fn(Arc<K>, Arc<C>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Action>> + Send + 'static,
 {
-    let store = controller.store();
-    // The store's readiness signal wakes only its most recent waiter, and the controller
-    // itself waits on it too; polling again each second keeps this waiter from being lost.
-    let synced = async move {
-        loop {
-            match tokio::time::timeout(std::time::Duration::from_secs(1), store.wait_until_ready()).await {
-                Ok(Ok(())) => break tracing::debug!(controller = name, "cache synced"),
-                Ok(Err(e)) => {
-                    break tracing::warn!(controller = name, error = %e, "cache never synced");
-                }
-                Err(_) => continue,
-            }
-        }
-    }
-    .boxed();
     let reconcile = Arc::new(reconcile);
     let instrumented = move |obj: Arc<K>, ctx: Arc<C>| {
         let reconcile = reconcile.clone();
@@ -81,6 +68,34 @@ where
         ),
     );
     Spawned { handle, synced }
+}
+
+/// A controller for the primary kind `K`, with a future that resolves once its cache holds
+/// the initial list. The readiness is taken from the watch stream itself: the cache's own
+/// readiness signal wakes a single waiter, the controller's runner, which must not lose it.
+pub fn primary<K>(api: Api<K>, config: watcher::Config, name: &'static str) -> (Controller<K>, BoxFuture<'static, ()>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut tx = Some(tx);
+    let events = watcher::watcher(api, config).inspect(move |event| {
+        if let Ok(watcher::Event::InitDone) = event
+            && let Some(tx) = tx.take()
+        {
+            let _ = tx.send(());
+        }
+    });
+    let trigger = reflector::reflector(writer, events).applied_objects();
+    let synced = async move {
+        match rx.await {
+            Ok(()) => tracing::debug!(controller = name, "cache synced"),
+            Err(_) => tracing::warn!(controller = name, "cache never synced"),
+        }
+    }
+    .boxed();
+    (Controller::for_stream(trigger, reader), synced)
 }
 
 /// Starts every controller; returns their tasks and their cache-synced signals.

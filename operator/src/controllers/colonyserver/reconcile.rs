@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -25,7 +25,7 @@ use crate::api::{ColonyServer, FallbackOverride, MaintenanceWindow};
 use crate::controllers::common::{ConfigHasher, apply_if_changed, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout::{self, RolloutPolicy};
-use crate::controllers::{Spawned, spawn_controller};
+use crate::controllers::{Spawned, primary, spawn_controller};
 use crate::duration::parse_go_duration;
 use crate::health::{HealthThresholds, Prober, SloLimits};
 use crate::operator::Shutdown;
@@ -48,7 +48,8 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     let api: Api<ColonyServer> = ctx.scoped_api();
     let cfg = watcher::Config::default();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=colony-operator");
-    let controller = Controller::new(api, cfg.clone())
+    let (controller, synced) = primary(api, cfg.clone(), NAME);
+    let controller = controller
         .owns(ctx.scoped_api::<Deployment>(), owned.clone())
         .owns(ctx.scoped_api::<ConfigMap>(), owned)
         .watches(ctx.scoped_api::<MaintenanceWindow>(), cfg, |mw: MaintenanceWindow| {
@@ -76,7 +77,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         http: reqwest::Client::new(),
         base: ctx.clone(),
     });
-    spawn_controller(NAME, controller, reconcile, server_ctx, shutdown)
+    spawn_controller(NAME, controller, synced, reconcile, server_ctx, shutdown)
 }
 
 /// Names of the Secrets a server's pods read.

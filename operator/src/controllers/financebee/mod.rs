@@ -18,7 +18,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::Controller;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -28,7 +27,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::api::{ColonyServer, FinanceBee, MaintenanceWindow};
 use crate::controllers::common::{MANAGED_BY, OPERATOR};
-use crate::controllers::{Spawned, spawn_controller};
+use crate::controllers::{Spawned, primary, spawn_controller};
 use crate::operator::Shutdown;
 use crate::runtime::Context;
 
@@ -79,7 +78,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     });
     let cfg = watcher::Config::default();
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY}={OPERATOR}"));
-    let controller = Controller::new(ctx.scoped_api::<FinanceBee>(), cfg.clone());
+    let (controller, synced) = primary(ctx.scoped_api::<FinanceBee>(), cfg.clone(), NAME);
     let bees = controller.store();
     let (by_server, by_secret, by_config_map) = (bees.clone(), bees.clone(), bees);
     // Pods belong to ReplicaSets, not to the bee: they are mapped back by their instance
@@ -109,7 +108,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         // looked at.
         .reconcile_all_on(window_changes(ctx.scoped_api::<MaintenanceWindow>()))
         .reconcile_on(UnboundedReceiverStream::new(wake_rx));
-    spawn_controller(NAME, controller, reconcile::reconcile, bee_ctx, shutdown)
+    spawn_controller(NAME, controller, synced, reconcile::reconcile, bee_ctx, shutdown)
 }
 
 /// The bee a pod belongs to, from its instance label.

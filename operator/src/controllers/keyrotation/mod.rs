@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -24,7 +24,7 @@ use crate::api::{
 };
 use crate::colonyos::rpc;
 use crate::controllers::common::{MANAGED_BY, OPERATOR, owner_ref};
-use crate::controllers::{Spawned, spawn_controller};
+use crate::controllers::{Spawned, primary, spawn_controller};
 use crate::duration::parse_go_duration;
 use crate::operator::Shutdown;
 use crate::runtime::conditions::{Desired, merge};
@@ -38,8 +38,8 @@ pub const REVISION_ANNOTATION: &str = "colony.zyeute.io/rotation-revision";
 pub const ROTATED_AT_ANNOTATION: &str = "colony.zyeute.io/key-rotated-at";
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
-    let controller = Controller::new(ctx.scoped_api::<KeyRotation>(), watcher::Config::default());
-    spawn_controller(NAME, controller, reconcile, ctx, shutdown)
+    let (controller, synced) = primary(ctx.scoped_api::<KeyRotation>(), watcher::Config::default(), NAME);
+    spawn_controller(NAME, controller, synced, reconcile, ctx, shutdown)
 }
 
 /// When the next rotation is due. `last` is the last rotation (or, before the first one,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -15,7 +15,7 @@ use crate::api::{
     ACTIVE, ColonyServer, END_NOW_ANNOTATION, HEALTHY, MaintenanceWindow, MaintenanceWindowStatus, OnFailure, READY,
     STALLED, WindowPhase,
 };
-use crate::controllers::{Spawned, spawn_controller};
+use crate::controllers::{Spawned, primary, spawn_controller};
 use crate::operator::Shutdown;
 use crate::runtime::conditions::{Desired, is_true, merge};
 use crate::runtime::{Context, Result, apply_status, fresh};
@@ -23,8 +23,8 @@ use crate::runtime::{Context, Result, apply_status, fresh};
 pub const NAME: &str = "maintenancewindow";
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
-    let controller = Controller::new(ctx.scoped_api::<MaintenanceWindow>(), watcher::Config::default());
-    spawn_controller(NAME, controller, reconcile, ctx, shutdown)
+    let (controller, synced) = primary(ctx.scoped_api::<MaintenanceWindow>(), watcher::Config::default(), NAME);
+    spawn_controller(NAME, controller, synced, reconcile, ctx, shutdown)
 }
 
 /// Whether a window's status asks its ColonyServer to keep the fallback on: while open,
