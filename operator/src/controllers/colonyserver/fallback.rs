@@ -54,8 +54,6 @@
 //! hour to clear `stalled` or allow a blocked OFF. Changes in the inputs are the
 //! reconciler's business (watches, probe interval).
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -73,8 +71,7 @@ pub mod reason {
     pub const NO_CAUSE: &str = "NoCause";
 }
 
-/// The annotation that overrides the decision.
-pub const OVERRIDE_ANNOTATION: &str = "colony.zyeute.io/fallback";
+use crate::api::FALLBACK_ANNOTATION as OVERRIDE_ANNOTATION;
 
 /// Length of the flip-budget window.
 pub const FLIP_WINDOW: TimeDelta = TimeDelta::hours(1);
@@ -99,58 +96,8 @@ impl Default for FallbackPolicy {
     }
 }
 
-/// The `colony.zyeute.io/fallback` annotation: `on`, `off`, `auto` (or absent = auto).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Override {
-    #[default]
-    Auto,
-    On,
-    Off,
-}
-
-impl Override {
-    /// The annotation value (`None` when absent) → override. Case and surrounding
-    /// whitespace are ignored; an unknown value is an error (the reconciler reports it and
-    /// should treat it as `Auto`).
-    pub fn from_annotation(value: Option<&str>) -> Result<Self, InvalidOverride> {
-        match value {
-            None => Ok(Override::Auto),
-            Some(v) => v.parse(),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Override::Auto => "auto",
-            Override::On => "on",
-            Override::Off => "off",
-        }
-    }
-}
-
-impl fmt::Display for Override {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An annotation value other than on/off/auto.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid value {0:?} for annotation {OVERRIDE_ANNOTATION}: expected on, off or auto")]
-pub struct InvalidOverride(pub String);
-
-impl FromStr for Override {
-    type Err = InvalidOverride;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "" | "auto" => Ok(Override::Auto),
-            "on" => Ok(Override::On),
-            "off" => Ok(Override::Off),
-            _ => Err(InvalidOverride(s.chars().take(64).collect())),
-        }
-    }
-}
+/// The `colony.zyeute.io/fallback` annotation (parsed in `api::common`).
+pub use crate::api::FallbackOverride as Override;
 
 /// Everything [`decide`] needs to know about the world.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -1080,25 +1027,6 @@ mod tests {
     fn configmap_values() {
         assert_eq!(configmap_value(true), "false");
         assert_eq!(configmap_value(false), "true");
-    }
-
-    #[test]
-    fn override_parsing() {
-        assert_eq!(Override::from_annotation(None), Ok(Override::Auto));
-        for (v, want) in [
-            ("on", Override::On),
-            (" ON ", Override::On),
-            ("off", Override::Off),
-            ("Off", Override::Off),
-            ("auto", Override::Auto),
-            ("", Override::Auto),
-        ] {
-            assert_eq!(Override::from_annotation(Some(v)), Ok(want), "{v:?}");
-        }
-        let err = Override::from_annotation(Some("yes")).unwrap_err();
-        assert_eq!(err, InvalidOverride("yes".into()));
-        assert!(err.to_string().contains("colony.zyeute.io/fallback"));
-        assert_eq!(Override::On.to_string(), "on");
     }
 
     #[test]

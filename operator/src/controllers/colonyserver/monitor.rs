@@ -103,11 +103,6 @@ impl Monitor {
     pub fn remove(&self, key: &ObjectRef<ColonyServer>) {
         self.entries.lock().expect("monitor poisoned").remove(key);
     }
-
-    pub fn snapshot(&self, key: &ObjectRef<ColonyServer>) -> Option<Snapshot> {
-        let entries = self.entries.lock().expect("monitor poisoned");
-        entries.get(key).map(|e| e.state.lock().expect("snapshot poisoned").clone())
-    }
 }
 
 async fn probe_loop(

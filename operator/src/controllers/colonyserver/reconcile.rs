@@ -18,7 +18,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::NAME;
 use super::builders::{self, ServerInputs};
-use super::fallback::{self, FallbackInputs, FallbackPolicy, Override};
+use super::fallback::{self, FallbackInputs, FallbackPolicy};
 use super::monitor::{Monitor, ProbeConfig, SloConfig};
 use super::status::{self, Observed, Workload};
 use crate::api::{ColonyServer, FallbackOverride, MaintenanceWindow};
@@ -213,14 +213,6 @@ fn override_from(cs: &ColonyServer) -> (FallbackOverride, Option<String>) {
     }
 }
 
-fn to_decision_override(o: FallbackOverride) -> Override {
-    match o {
-        FallbackOverride::Auto => Override::Auto,
-        FallbackOverride::On => Override::On,
-        FallbackOverride::Off => Override::Off,
-    }
-}
-
 async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Action> {
     let ctx = &sctx.base;
     let ns = cached.namespace().unwrap_or_default();
@@ -321,7 +313,7 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
         healthy_since: snapshot.health.healthy_since(),
         slo_breached: snapshot.slo.breached(),
         maintenance_active: active_windows(ctx, &cs).await?,
-        override_: to_decision_override(override_),
+        override_,
     };
     let policy = durations.as_ref().map(|d| d.policy).unwrap_or(FallbackPolicy {
         recover_after: Duration::from_secs(300),
