@@ -165,21 +165,35 @@ pub fn hash_of<T: Serialize>(value: &T) -> Result<String> {
 
 /// Server-side applies `desired` unless the live object already carries the same desired
 /// hash: in steady state this makes no API write at all. Returns whether it applied.
-pub async fn apply_if_changed<K>(api: &Api<K>, mut desired: K, controller: &str) -> Result<bool>
+pub async fn apply_if_changed<K>(api: &Api<K>, desired: K, controller: &str) -> Result<bool>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
-    let name = desired.name_any();
+    let live = api.get_opt(&desired.name_any()).await?;
+    Ok(apply_over(api, live, desired, controller).await?.1)
+}
+
+/// [`apply_if_changed`] for a caller that has just read the live object: returns the object
+/// as it now stands (the applied one, or `live` untouched) and whether it applied.
+pub async fn apply_over<K>(api: &Api<K>, live: Option<K>, mut desired: K, controller: &str) -> Result<(K, bool)>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
     let hash = hash_of(&desired)?;
-    if let Some(live) = api.get_opt(&name).await?
+    if let Some(live) = live
         && live.annotations().get(DESIRED_HASH_ANNOTATION) == Some(&hash)
     {
-        return Ok(false);
+        return Ok((live, false));
     }
     desired.annotations_mut().insert(DESIRED_HASH_ANNOTATION.into(), hash);
     let params = PatchParams::apply(&field_manager(controller)).force();
-    api.patch(&name, &params, &Patch::Apply(&desired)).await?;
-    Ok(true)
+    let applied = api.patch(&desired.name_any(), &params, &Patch::Apply(&desired)).await?;
+    Ok((applied, true))
+}
+
+/// The label selector (as a query string) of `owner_name`'s pods of kind `app_label`.
+pub fn pod_selector(app_label: &str, owner_name: &str) -> String {
+    selector_labels(app_label, owner_name).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]
@@ -210,6 +224,11 @@ mod tests {
         let mut g = ConfigHasher::default();
         g.add("s", "a", b"bc");
         assert_ne!(f.finish(), g.finish());
+    }
+
+    #[test]
+    fn pod_selector_matches_the_selector_labels() {
+        assert_eq!(pod_selector("finance-bee", "b"), "app.kubernetes.io/instance=b,app.kubernetes.io/name=finance-bee");
     }
 
     #[test]

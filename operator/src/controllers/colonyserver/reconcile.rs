@@ -22,7 +22,7 @@ use super::fallback::{self, FallbackInputs, FallbackPolicy};
 use super::monitor::{Monitor, ProbeConfig, SloConfig};
 use super::status::{self, Observed, Workload};
 use crate::api::{ColonyServer, FallbackOverride, MaintenanceWindow};
-use crate::controllers::common::{ConfigHasher, apply_if_changed, secret_value};
+use crate::controllers::common::{ConfigHasher, apply_if_changed, apply_over, pod_selector, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout::{self, RolloutPolicy};
 use crate::controllers::{Spawned, primary, spawn_controller};
@@ -176,7 +176,7 @@ async fn decide_rollout(
     let pods = match live {
         Some(_) => {
             ctx.api::<Pod>(&cs.namespace().unwrap_or_default())
-                .list(&ListParams::default().labels(&selector_string(&builders::selector_labels(&cs.name_any()))))
+                .list(&ListParams::default().labels(&pod_selector(builders::APP_LABEL, &cs.name_any())))
                 .await?
                 .items
         }
@@ -184,10 +184,6 @@ async fn decide_rollout(
     };
     let observation = rollout::observe(live, &memory, &pods, snapshot.health.healthy, snapshot.health.down_since);
     Ok(rollout::decide(&policy, spec_image, &observation, &memory, now))
-}
-
-fn selector_string(labels: &std::collections::BTreeMap<String, String>) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 fn workload_state(d: Option<&Deployment>) -> Workload {
@@ -279,11 +275,12 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
                 match server_inputs(ctx, &cs, decision.image.clone()).await {
                     Ok(inputs) => {
                         let desired = builders::deployment(&cs, &inputs)?;
-                        if apply_if_changed(&deployments, desired, NAME).await? {
+                        let (current, applied) = apply_over(&deployments, live, desired, NAME).await?;
+                        if applied {
                             tracing::info!(server = %name, image = %decision.image, "applied Deployment");
                         }
                         apply_if_changed(&ctx.api::<Service>(&ns), builders::service(&cs)?, NAME).await?;
-                        workload = workload_state(deployments.get_opt(&name).await?.as_ref());
+                        workload = workload_state(Some(&current));
                         current_image = Some(decision.image.clone());
                         if decision.newly_rolled_back {
                             let rb = decision.rolled_back.clone().expect("a rollback");

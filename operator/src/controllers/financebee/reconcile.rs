@@ -18,13 +18,13 @@ use super::restart::{self, Hold, PodView, RestartDecision, RestartInputs, Restar
 use super::status::{self, Observed, Pause};
 use super::{BeeContext, NAME, selector_matches};
 use crate::api::{ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, MaintenanceWindow, STALLED};
-use crate::controllers::common::{ConfigHasher, apply_if_changed, secret_value};
+use crate::controllers::common::{ConfigHasher, apply_over, pod_selector, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout;
 use crate::duration::parse_go_duration;
 use crate::runtime::conditions::find;
 use crate::runtime::metrics::{DeliveryLabels, EscalationLabels, ObjectLabels, RestartLabels};
-use crate::runtime::{Context, Error, Result, apply_status};
+use crate::runtime::{Context, Error, Result, apply_status, fresh};
 
 /// Retries of a PagerDuty delivery (the spec has no knob for it; the webhook has).
 const PAGERDUTY_RETRY: RetryPolicy = RetryPolicy { retries: 3, backoff: Duration::from_secs(2) };
@@ -100,38 +100,21 @@ fn server_hold(cs: &ColonyServer) -> Option<Hold> {
 
 /// Which image the bee runs: spec.image, or the last known good one after a failed rollout
 /// (the rules shared with ColonyServer, in `controllers::rollout`).
-async fn decide_rollout(
-    ctx: &Context,
+fn decide_rollout(
     fb: &FinanceBee,
     live: Option<&Deployment>,
+    pods: &[Pod],
     previous: &crate::api::FinanceBeeStatus,
     now: chrono::DateTime<Utc>,
-) -> Result<rollout::Decision> {
+) -> rollout::Decision {
     let memory = rollout::Memory {
         last_known_good: previous.last_known_good_image.clone(),
         failed_images: previous.failed_images.clone(),
         history: previous.history.clone(),
     };
-    let pods = match live {
-        Some(_) => {
-            let selector =
-                format!("app.kubernetes.io/name={},app.kubernetes.io/instance={}", builders::APP_LABEL, fb.name_any());
-            ctx.api::<Pod>(&fb.namespace().unwrap_or_default())
-                .list(&ListParams::default().labels(&selector))
-                .await?
-                .items
-        }
-        None => Vec::new(),
-    };
     // A bee has no health endpoint: availability and crash loops judge its image.
-    let observation = rollout::observe(live, &memory, &pods, None, None);
-    Ok(rollout::decide(
-        &rollout::RolloutPolicy::from_spec(&fb.spec.rollback),
-        &fb.spec.image,
-        &observation,
-        &memory,
-        now,
-    ))
+    let observation = rollout::observe(live, &memory, pods, None, None);
+    rollout::decide(&rollout::RolloutPolicy::from_spec(&fb.spec.rollback), &fb.spec.image, &observation, &memory, now)
 }
 
 fn parse_delta(field: &str, v: &str) -> std::result::Result<TimeDelta, String> {
@@ -152,7 +135,7 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     let api: Api<FinanceBee> = ctx.api(&ns);
     // Restarts and pages are counted in status: start from the API server's latest, not a
     // cache that may not hold this controller's last write yet (it would count twice).
-    let Some(fb) = api.get_opt(&name).await? else {
+    let Some(fb) = fresh(&api, cached.as_ref()).await? else {
         return Ok(Action::await_change());
     };
     let fb = Arc::new(fb);
@@ -160,6 +143,9 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     let previous = fb.status.clone().unwrap_or_default();
 
     // ---- gather and apply the Deployment ----
+    // The bee's pods, listed once: they judge a new image (rollback) and need restarts.
+    let listed_pods =
+        ctx.api::<Pod>(&ns).list(&ListParams::default().labels(&pod_selector(builders::APP_LABEL, &name))).await?.items;
     let server = ctx.api::<ColonyServer>(&ns).get_opt(&fb.spec.colony_server_ref.name).await?;
     let windows = stopping_windows(ctx, &fb).await?;
     let pause = if fb.spec.suspend {
@@ -195,7 +181,7 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
                 (Some((host, port, tls)), Ok(hash)) => {
                     let deployments: Api<Deployment> = ctx.api(&ns);
                     let live = deployments.get_opt(&name).await?;
-                    let decision = decide_rollout(ctx, &fb, live.as_ref(), &previous, now).await?;
+                    let decision = decide_rollout(&fb, live.as_ref(), &listed_pods, &previous, now);
                     let inputs = BeeInputs {
                         image: decision.image.clone(),
                         server_host: host,
@@ -204,7 +190,9 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
                         replicas,
                         config_hash: hash,
                     };
-                    if apply_if_changed(&deployments, builders::deployment(&fb, &inputs)?, NAME).await? {
+                    let (current, applied) =
+                        apply_over(&deployments, live, builders::deployment(&fb, &inputs)?, NAME).await?;
+                    if applied {
                         tracing::info!(bee = %name, replicas, image = %decision.image, "applied Deployment");
                     }
                     if let Some(rb) = decision.rolled_back.as_ref().filter(|_| decision.newly_rolled_back) {
@@ -213,7 +201,7 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
                             .await;
                     }
                     rollout_decision = Some(decision);
-                    deployment_status = deployments.get_opt(&name).await?.and_then(|d| d.status);
+                    deployment_status = current.status;
                 }
             }
         }
@@ -222,18 +210,8 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     let after = after.unwrap_or(TimeDelta::minutes(15));
 
     // ---- restarts (pure decision over the pods as listed now) ----
-    let pods: Vec<PodView> = if problem.is_none() {
-        let selector = format!("app.kubernetes.io/name={},app.kubernetes.io/instance={name}", builders::APP_LABEL);
-        ctx.api::<Pod>(&ns)
-            .list(&ListParams::default().labels(&selector))
-            .await?
-            .items
-            .iter()
-            .map(PodView::from_pod)
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let pods: Vec<PodView> =
+        if problem.is_none() { listed_pods.iter().map(PodView::from_pod).collect() } else { Vec::new() };
     let hold = match &pause {
         Some(p) => Some(p.hold()),
         None => server.as_ref().and_then(server_hold),
