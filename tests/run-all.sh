@@ -18,7 +18,11 @@ trap 'tests/cluster/down.sh; rm -f "$log"' EXIT
 
 echo "== end-to-end tests"
 export KUBECONFIG="$KUBECONFIG_PATH" PATH="$BIN_DIR:$PATH"
+rm -rf "$REPO_ROOT/target/chaos"
 cargo test -p colony-e2e -- --test-threads=4 2>&1 | tee -a "$log"
+
+echo "== fault suite (short form; \`make chaos\` runs the long form)"
+tests/chaos-table.sh 2>&1 | tee -a "$log"
 
 # One closing line for the whole run (unit and end-to-end).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

@@ -13,6 +13,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use rand::Rng;
 
+pub mod chaos;
 pub mod endpoint;
 pub mod operator;
 pub use endpoint::TestEndpoint;
@@ -156,10 +157,17 @@ pub async fn apply_yaml(namespace: &str, yaml: &str) {
     assert!(out.status.success(), "kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The API server's audit log of the local control plane (cluster name from
+/// `COLONY_CLUSTER_NAME`, as in tests/cluster/lib.sh).
+pub fn audit_log_path() -> PathBuf {
+    let cluster = std::env::var("COLONY_CLUSTER_NAME").unwrap_or_else(|_| "colony".into());
+    repo_root().join(format!("target/cluster/kwok/clusters/{cluster}/logs/audit.log"))
+}
+
 /// Writes by the operator (user agent `colony-operator/...`) to objects in `namespace`, as
 /// recorded in the API server's audit log between `since` and now.
 pub fn operator_writes(namespace: &str, since: std::time::SystemTime) -> Vec<String> {
-    let path = repo_root().join("target/cluster/kwok/clusters/colony/logs/audit.log");
+    let path = audit_log_path();
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     let since: chrono_lite::Instant = since;
     text.lines()
