@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KUBECONFIG_PATH := $(CURDIR)/target/cluster/kubeconfig
 BIN_DIR = $(shell bash -c '. tests/cluster/lib.sh && echo $$BIN_DIR')
 
-.PHONY: help build unit-test e2e-test test chaos dev crds cluster-build cluster-up cluster-down fmt lint
+.PHONY: help build unit-test e2e-test test chaos image dev crds cluster-build cluster-up cluster-down fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ chaos: cluster-up ## The fault suite in its long form (faults injected into the 
 	rm -rf target/chaos
 	CHAOS_LONG=1 KUBECONFIG=$(KUBECONFIG_PATH) PATH="$(BIN_DIR):$$PATH" cargo test -p colony-e2e -- --test-threads=2 chaos
 	tests/chaos-table.sh
+
+image: ## The operator's container image (buildah, no Docker engine): static binary FROM scratch
+	tests/image/build.sh
 
 dev: cluster-up ## Local control plane + CRDs + examples, operator in the foreground
 	cargo build -p colony-operator

@@ -12,6 +12,9 @@ echo "== unit tests"
 cargo test -p colony-operator 2>&1 | tee -a "$log"
 cargo build -p colony-operator
 
+echo "== image"
+tests/image/build.sh
+
 echo "== local control plane"
 tests/cluster/up.sh
 trap 'tests/cluster/down.sh; rm -f "$log"' EXIT
