@@ -88,7 +88,7 @@ pub struct WindowSchedule {
     /// than the time between two starts of `cron` (a window must close before the next one
     /// opens): the API server rejects the cron shapes it can judge (every minute, every hour,
     /// daily, weekly); the operator checks every pair of successive starts in the coming year
-    /// and reports any other overlap as Stalled/InvalidSpec.
+    /// (at most 20,000 starts) and reports any other overlap as Stalled/InvalidSpec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "window_duration_schema")]
     pub duration: Option<String>,
@@ -221,7 +221,7 @@ impl MaintenanceWindowSpec {
     /// The checks of the schema's CEL rules that a value could have slipped past (objects
     /// admitted before a rule existed), and the one CEL cannot make: a recurring window must
     /// close before the next one opens, for every pair of successive starts in the year after
-    /// `now`.
+    /// `now` (see [`CronSchedule::starts_within`]).
     pub fn check(&self, now: DateTime<Utc>) -> Result<(), String> {
         duration_at_least("spec.verify.timeout", &self.verify.timeout, MIN_VERIFY_TIMEOUT)?;
         let (Some(cron), Some(duration)) = (&self.schedule.cron, &self.schedule.duration) else {
