@@ -44,7 +44,39 @@ impl CronSchedule {
     pub fn last_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron.find_previous_occurrence(&t.with_timezone(&self.tz), true).ok().map(|d| d.with_timezone(&Utc))
     }
+
+    /// The first two successive occurrences at most `limit` apart, the first of them within
+    /// [`GAP_HORIZON`] after `from` and among the first [`MAX_STARTS_WALKED`]; `None` when
+    /// every such pair is further apart. A window of `limit` opened at each occurrence
+    /// overlaps (or touches) the next one exactly when this finds a pair. A year covers every
+    /// month, weekday and daylight-saving change; the cap bounds the cost for crons that fire
+    /// every few minutes (whose gaps a few weeks already show).
+    pub fn starts_within(
+        &self,
+        limit: chrono::Duration,
+        from: DateTime<Utc>,
+    ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let horizon = from + GAP_HORIZON;
+        let mut a = self.next_after(from)?;
+        for _ in 0..MAX_STARTS_WALKED {
+            if a > horizon {
+                break;
+            }
+            let b = self.next_after(a)?;
+            if b - a <= limit {
+                return Some((a, b));
+            }
+            a = b;
+        }
+        None
+    }
 }
+
+/// How far ahead [`CronSchedule::starts_within`] looks: a year and a day.
+pub const GAP_HORIZON: chrono::Duration = chrono::Duration::days(366);
+/// Most occurrences [`CronSchedule::starts_within`] walks: a year of hourly starts (8,784)
+/// fits twice; a cron every two minutes is walked for four weeks.
+pub const MAX_STARTS_WALKED: usize = 20_000;
 
 /// A half-open interval `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +178,72 @@ mod tests {
         let before = recurring(&s, two_hours, utc(2026, 11, 27, 12, 0));
         assert_eq!(before.current, None);
         assert_eq!(before.next_start, Some(utc(2026, 11, 29, 2, 0)));
+    }
+
+    fn hours(h: i64) -> chrono::Duration {
+        chrono::Duration::hours(h)
+    }
+
+    #[test]
+    fn starts_within_finds_the_shortest_gaps() {
+        let from = utc(2026, 11, 29, 12, 0);
+        let weekly = CronSchedule::parse("0 2 * * 0", "UTC").unwrap();
+        assert_eq!(weekly.starts_within(hours(2), from), None);
+        assert_eq!(weekly.starts_within(hours(167), from), None);
+        assert_eq!(
+            weekly.starts_within(hours(168), from),
+            Some((utc(2026, 12, 6, 2, 0), utc(2026, 12, 13, 2, 0))),
+            "a week-long window touches the next one"
+        );
+        let hourly = CronSchedule::parse("0 * * * *", "UTC").unwrap();
+        assert_eq!(hourly.starts_within(chrono::Duration::minutes(59), from), None);
+        assert!(hourly.starts_within(hours(1), from).is_some());
+        // Monthly: February is the shortest month (28 days = 672h).
+        let monthly = CronSchedule::parse("0 3 1 * *", "UTC").unwrap();
+        assert_eq!(monthly.starts_within(hours(671), from), None);
+        assert_eq!(monthly.starts_within(hours(672), from), Some((utc(2027, 2, 1, 3, 0), utc(2027, 3, 1, 3, 0))));
+        // Yearly: the pair straddles the horizon's end, and is still found.
+        let yearly = CronSchedule::parse("0 0 1 1 *", "UTC").unwrap();
+        assert_eq!(yearly.starts_within(hours(364 * 24), from), None);
+        assert!(yearly.starts_within(hours(365 * 24), from).is_some());
+        // Irregular: 02:00 and 03:00 on Mondays and Fridays; the shortest gap is one hour.
+        let irregular = CronSchedule::parse("0 2,3 * * 1,5", "UTC").unwrap();
+        assert_eq!(irregular.starts_within(chrono::Duration::minutes(59), from), None);
+        assert!(irregular.starts_within(hours(1), from).is_some());
+    }
+
+    #[test]
+    fn starts_within_sees_daylight_saving_changes() {
+        let from = utc(2026, 11, 29, 12, 0);
+        // Daily at 02:00 is 24h apart in UTC, but 23h apart across the spring change in Paris.
+        let utc_daily = CronSchedule::parse("0 2 * * *", "UTC").unwrap();
+        assert_eq!(utc_daily.starts_within(chrono::Duration::minutes(23 * 60 + 30), from), None);
+        let paris_daily = CronSchedule::parse("30 3 * * *", "Europe/Paris").unwrap();
+        let (a, b) =
+            paris_daily.starts_within(chrono::Duration::minutes(23 * 60 + 30), from).expect("the spring change");
+        assert_eq!(b - a, hours(23));
+        assert_eq!(a, utc(2027, 3, 27, 2, 30), "03:30 CET on the Saturday before the change");
+    }
+
+    #[test]
+    fn starts_within_walks_at_most_max_starts() {
+        // The worst case: a cron firing every two minutes and a window that always fits; a
+        // year would be 263,520 starts.
+        let s = CronSchedule::parse("*/2 * * * *", "Europe/Paris").unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(s.starts_within(chrono::Duration::seconds(90), utc(2026, 11, 29, 12, 0)), None);
+        println!("{MAX_STARTS_WALKED} starts every 2 minutes walked in {:?}", started.elapsed());
+        // Hourly: a whole year is walked, and its gaps found where they are.
+        let hourly = CronSchedule::parse("0 * * * *", "Europe/Paris").unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(hourly.starts_within(chrono::Duration::minutes(59), utc(2026, 11, 29, 12, 0)), None);
+        println!("a year of hourly starts walked in {:?}", started.elapsed());
+        // Rare starts are walked a year ahead: the first is 2027-11-28, its gap still found.
+        let late = CronSchedule::parse("0,1 0 28 11 *", "UTC").unwrap();
+        assert_eq!(
+            late.starts_within(chrono::Duration::minutes(1), utc(2026, 11, 29, 12, 0)),
+            Some((utc(2027, 11, 28, 0, 0), utc(2027, 11, 28, 0, 1)))
+        );
     }
 
     #[test]

@@ -65,6 +65,33 @@ async fn invalid_corpus_is_rejected_naming_the_field() {
     ns.cleanup().await;
 }
 
+/// The other side of the corpus: values at the minimums, names at the limits, and cron shapes
+/// CEL leaves to the operator are admitted (the rules reject no more than they must).
+#[tokio::test]
+async fn boundary_values_are_admitted() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-admitted").await;
+    let dir = repo_root().join("tests/fixtures/admitted");
+    let mut files: Vec<_> =
+        std::fs::read_dir(&dir).expect("tests/fixtures/admitted").map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    let mut kinds = std::collections::BTreeSet::new();
+    let mut failures = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        kinds.insert(text.lines().find_map(|l| l.strip_prefix("kind: ")).unwrap_or("?").trim().to_string());
+        let out = kubectl(&["create", "--dry-run=server", "-n", &ns.name, "-f", "-"], Some(&text)).await.unwrap();
+        if !out.status.success() {
+            failures.push(format!("{}: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim()));
+        }
+    }
+    assert_eq!(kinds.len(), 4, "all four kinds: {kinds:?}");
+    assert!(failures.is_empty(), "rejected:\n{}", failures.join("\n"));
+    ns.cleanup().await;
+}
+
 #[tokio::test]
 async fn kubectl_explain_shows_descriptions() {
     let client = client().await;

@@ -211,3 +211,48 @@ async fn suspended_bee_scales_to_zero_and_comes_back() {
     drop(op);
     ns.cleanup().await;
 }
+
+/// CEL cannot evaluate cron: a window admitted by the API server that overlaps the next one
+/// (02:00 and 04:00 on Sundays, two hours long) is caught by the operator, which reports
+/// Stalled/InvalidSpec naming the gap; a sibling that fits is reconciled normally.
+#[tokio::test]
+async fn an_admitted_window_that_overlaps_the_next_stalls() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-mw-overlap").await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    let recurring = |name: &str, cron: &str| {
+        format!(
+            "apiVersion: colony.zyeute.io/v1alpha1\nkind: MaintenanceWindow\nmetadata:\n  name: {name}\nspec:\n  \
+             schedule: {{cron: \"{cron}\", duration: 2h}}\n  colonyServerRef: {{name: srv}}\n"
+        )
+    };
+    apply_yaml(&ns.name, &(recurring("overlapping", "0 2,4 * * 0") + "---\n" + &recurring("fitting", "0 2 * * 0")))
+        .await;
+    let windows: Api<MaintenanceWindow> = ns.api();
+    let condition = |name: &'static str, type_: &'static str| {
+        let windows = windows.clone();
+        async move {
+            let mw = windows.get(name).await.map_err(|e| e.to_string())?;
+            let c = mw.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == type_));
+            c.ok_or_else(|| format!("{name}: no {type_} condition yet"))
+        }
+    };
+    let stalled = wait_for("the overlapping window to stall", DEADLINE, || async {
+        let c = condition("overlapping", "Stalled").await?;
+        if c.status == "True" { Ok(c) } else { Err(format!("{c:?}")) }
+    })
+    .await;
+    assert_eq!(stalled.reason, "InvalidSpec");
+    assert!(stalled.message.contains("two successive starts are only 2h apart"), "{}", stalled.message);
+    let ready = wait_for("the fitting window to be Ready", DEADLINE, || async {
+        let c = condition("fitting", "Ready").await?;
+        if c.status == "True" { Ok(c) } else { Err(format!("{c:?}")) }
+    })
+    .await;
+    assert_eq!(ready.reason, "Reconciled");
+    let overlapping = windows.get("overlapping").await.unwrap().status.unwrap();
+    assert_eq!(overlapping.next_start, None, "no window scheduled from an invalid spec");
+    drop(op);
+    ns.cleanup().await;
+}

@@ -1,21 +1,47 @@
 //! ColonyServer: a ColonyOS server (colonies-server) that the operator deploys or only watches,
 //! its health probe, SLOs, the direct-processing fallback and automatic rollback.
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
     CONFIG_KEY_PATTERN, DNS_SUBDOMAIN_PATTERN, FallbackOverride, HTTP_URL_PATTERN, PodOverrides, SecretKeySelector,
-    WebhookSpec, default_true, duration_schema,
+    WebhookSpec, check_name_fits_label, default_true, duration_at_least, duration_at_least_schema, is_dns_1035_label,
+    name_fits_label_message, name_fits_label_rule, name_is_dns_1035_label_rule,
 };
 
 /// Default port of colonies-server (`COLONIES_SERVER_HTTP_PORT`).
 pub const DEFAULT_SERVER_PORT: i32 = 50080;
 /// Default PostgreSQL port.
 pub const DEFAULT_DATABASE_PORT: i32 = 5432;
+
+/// What a ColonyServer's name labels (so it must fit in a label value).
+const NAME_USED_FOR: &str = "the server's Deployment, pods and fallback ConfigMap";
+/// Why a managed ColonyServer's name is an RFC 1035 label.
+const MANAGED_NAME_MESSAGE: &str = "a managed ColonyServer name must be a DNS-1035 label (lowercase letters, \
+     digits and '-', starting with a letter, no dots): it names the server's Service";
+
+impl ColonyServerSpec {
+    /// The checks of the schema's CEL rules that a value could have slipped past (objects
+    /// admitted before a rule existed): the server's name, and every duration's minimum.
+    pub fn check(&self, name: &str) -> Result<(), String> {
+        check_name_fits_label("ColonyServer", name, NAME_USED_FOR)?;
+        if self.managed && !is_dns_1035_label(name) {
+            return Err(format!("metadata.name {name:?}: {MANAGED_NAME_MESSAGE}"));
+        }
+        self.health.check()?;
+        if let Some(slo) = &self.slo {
+            duration_at_least("spec.slo.for", &slo.for_, MIN_SLO_FOR)?;
+        }
+        self.fallback.check()?;
+        self.rollback.check("spec.rollback")
+    }
+}
 
 /// Desired state of a ColonyOS server: how to run it (or where it runs), how to probe it, and
 /// when to switch the Finance Bee's consumers to direct processing.
@@ -34,7 +60,9 @@ pub const DEFAULT_DATABASE_PORT: i32 = 5432;
     printcolumn = r#"{"name": "Healthy", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Healthy\")].status", "description": "Whether the health probe passes"}"#,
     printcolumn = r#"{"name": "Fallback", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"FallbackActive\")].status", "description": "Whether the direct-processing fallback is on"}"#,
     printcolumn = r#"{"name": "Image", "type": "string", "jsonPath": ".status.currentImage", "description": "Image currently deployed (differs from spec.image after a rollback)"}"#,
-    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    validation = Rule::new(name_fits_label_rule()).message(name_fits_label_message("ColonyServer", NAME_USED_FOR).as_str()),
+    validation = Rule::new(format!("!self.spec.managed || {}", name_is_dns_1035_label_rule())).message(MANAGED_NAME_MESSAGE),
 )]
 #[x_kube(
     validation = Rule::new("!self.managed || has(self.image)").message("spec.image is required when spec.managed is true").field_path(".image").reason(Reason::FieldValueRequired),
@@ -189,20 +217,23 @@ pub struct TlsSpec {
 }
 
 /// Health probing: `GET <endpoint><path>` expecting HTTP 200.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(
+    validation = Rule::new("duration(self.timeout) <= duration(self.interval)").message("spec.health.timeout must not be longer than spec.health.interval (a probe ends before the next one starts)").field_path(".timeout"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthSpec {
     /// HTTP path of the health endpoint (colonies-server serves `/health`).
     #[serde(default = "default_health_path")]
     #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[^\s]*$"))]
     pub path: String,
-    /// Time between two probes (Go duration, e.g. `10s`).
+    /// Time between two probes (Go duration, e.g. `10s`). At least `1s`.
     #[serde(default = "default_health_interval")]
-    #[schemars(schema_with = "duration_schema")]
+    #[schemars(schema_with = "health_interval_schema")]
     pub interval: String,
-    /// Timeout of one probe (Go duration).
+    /// Timeout of one probe (Go duration). At least `100ms`, and not longer than `interval`.
     #[serde(default = "default_health_timeout")]
-    #[schemars(schema_with = "duration_schema")]
+    #[schemars(schema_with = "health_timeout_schema")]
     pub timeout: String,
     /// Consecutive failed probes before the server counts as down.
     #[serde(default = "default_failure_threshold")]
@@ -212,6 +243,33 @@ pub struct HealthSpec {
     #[serde(default = "default_success_threshold")]
     #[schemars(range(min = 1, max = 1000))]
     pub success_threshold: i32,
+}
+
+/// Shortest `health.interval`: faster probing only loads the server.
+pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest `health.timeout`: below this a healthy server times out on network jitter.
+pub const MIN_HEALTH_TIMEOUT: Duration = Duration::from_millis(100);
+
+fn health_interval_schema(_: &mut SchemaGenerator) -> Schema {
+    duration_at_least_schema(MIN_HEALTH_INTERVAL)
+}
+fn health_timeout_schema(_: &mut SchemaGenerator) -> Schema {
+    duration_at_least_schema(MIN_HEALTH_TIMEOUT)
+}
+
+impl HealthSpec {
+    /// The schema's duration rules, checked again by the controller.
+    pub fn check(&self) -> Result<(), String> {
+        let interval = duration_at_least("spec.health.interval", &self.interval, MIN_HEALTH_INTERVAL)?;
+        let timeout = duration_at_least("spec.health.timeout", &self.timeout, MIN_HEALTH_TIMEOUT)?;
+        if timeout > interval {
+            return Err(format!(
+                "spec.health.timeout ({}) must not be longer than spec.health.interval ({})",
+                self.timeout, self.interval
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_health_path() -> String {
@@ -264,10 +322,17 @@ pub struct SloSpec {
     #[serde(default = "default_max_error_rate")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub max_error_rate: f64,
-    /// How long a breach must last before it counts (Go duration).
+    /// How long a breach must last before it counts (Go duration). At least `1s`.
     #[serde(rename = "for", default = "default_slo_for")]
-    #[schemars(schema_with = "duration_schema")]
+    #[schemars(schema_with = "slo_for_schema")]
     pub for_: String,
+}
+
+/// Shortest `slo.for`: a single sample must not flip the fallback.
+pub const MIN_SLO_FOR: Duration = Duration::from_secs(1);
+
+fn slo_for_schema(_: &mut SchemaGenerator) -> Schema {
+    duration_at_least_schema(MIN_SLO_FOR)
 }
 
 fn default_max_queue_depth() -> i64 {
@@ -308,13 +373,14 @@ pub struct FallbackSpec {
     #[serde(default = "default_fallback_key")]
     #[schemars(length(min = 1, max = 253), regex(pattern = CONFIG_KEY_PATTERN))]
     pub key: String,
-    /// Continuous health required before the fallback is turned off again (Go duration).
+    /// Continuous health required before the fallback is turned off again (Go duration). At
+    /// least `1s`.
     #[serde(default = "default_recover_after")]
-    #[schemars(schema_with = "duration_schema")]
+    #[schemars(schema_with = "recover_after_schema")]
     pub recover_after: String,
-    /// Shortest time the fallback stays in one state (Go duration).
+    /// Shortest time the fallback stays in one state (Go duration). At least `1s`.
     #[serde(default = "default_min_hold")]
-    #[schemars(schema_with = "duration_schema")]
+    #[schemars(schema_with = "min_hold_schema")]
     pub min_hold: String,
     /// Most flips in any hour; beyond that the fallback stays on and the resource reports
     /// Stalled for a human.
@@ -324,6 +390,30 @@ pub struct FallbackSpec {
     /// Webhook notified on every flip. Unset: Events and metrics only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<WebhookSpec>,
+}
+
+/// Shortest `fallback.recoverAfter`: one healthy probe must not end the fallback.
+pub const MIN_RECOVER_AFTER: Duration = Duration::from_secs(1);
+/// Shortest `fallback.minHold`: the fallback must not flip back and forth within a second.
+pub const MIN_FALLBACK_HOLD: Duration = Duration::from_secs(1);
+
+fn recover_after_schema(_: &mut SchemaGenerator) -> Schema {
+    duration_at_least_schema(MIN_RECOVER_AFTER)
+}
+fn min_hold_schema(_: &mut SchemaGenerator) -> Schema {
+    duration_at_least_schema(MIN_FALLBACK_HOLD)
+}
+
+impl FallbackSpec {
+    /// The schema's duration rules, checked again by the controller.
+    pub fn check(&self) -> Result<(), String> {
+        duration_at_least("spec.fallback.recoverAfter", &self.recover_after, MIN_RECOVER_AFTER)?;
+        duration_at_least("spec.fallback.minHold", &self.min_hold, MIN_FALLBACK_HOLD)?;
+        match &self.notify {
+            Some(notify) => notify.check("spec.fallback.notify"),
+            None => Ok(()),
+        }
+    }
 }
 
 fn default_fallback_key() -> String {
@@ -367,18 +457,41 @@ pub struct RollbackSpec {
     /// healthy within `progressDeadline`.
     #[serde(default = "default_true")]
     pub automatic: bool,
-    /// Time a new image has to become ready and healthy (Go duration).
+    /// Time a new image has to become ready and healthy (Go duration). At least `30s`.
     #[serde(default = "default_progress_deadline")]
-    #[schemars(schema_with = "duration_schema")]
+    #[schemars(schema_with = "progress_deadline_schema")]
     pub progress_deadline: String,
-    /// Continuous health after which a new image becomes the last known good one (Go duration).
+    /// Continuous health after which a new image becomes the last known good one (Go
+    /// duration). At least `1s`.
     #[serde(default = "default_stable_after")]
-    #[schemars(schema_with = "duration_schema")]
+    #[schemars(schema_with = "stable_after_schema")]
     pub stable_after: String,
     /// Number of entries kept in `status.history`.
     #[serde(default = "default_history_limit")]
     #[schemars(range(min = 1, max = 100))]
     pub history_limit: i32,
+}
+
+/// Shortest `rollback.progressDeadline`: pulling an image and starting a pod takes longer;
+/// a shorter deadline rolls back every new image.
+pub const MIN_PROGRESS_DEADLINE: Duration = Duration::from_secs(30);
+/// Shortest `rollback.stableAfter`.
+pub const MIN_STABLE_AFTER: Duration = Duration::from_secs(1);
+
+fn progress_deadline_schema(_: &mut SchemaGenerator) -> Schema {
+    duration_at_least_schema(MIN_PROGRESS_DEADLINE)
+}
+fn stable_after_schema(_: &mut SchemaGenerator) -> Schema {
+    duration_at_least_schema(MIN_STABLE_AFTER)
+}
+
+impl RollbackSpec {
+    /// The schema's duration rules, checked again by the controller; `path` is where this
+    /// spec sits (`spec.rollback`).
+    pub fn check(&self, path: &str) -> Result<(), String> {
+        duration_at_least(&format!("{path}.progressDeadline"), &self.progress_deadline, MIN_PROGRESS_DEADLINE)?;
+        duration_at_least(&format!("{path}.stableAfter"), &self.stable_after, MIN_STABLE_AFTER).map(drop)
+    }
 }
 
 fn default_progress_deadline() -> String {

@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Affinity, Toleration};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-use crate::duration::{GO_DURATION_MAX_LENGTH, GO_DURATION_PATTERN};
+use crate::duration::{GO_DURATION_MAX_LENGTH, GO_DURATION_PATTERN, format_go_duration, parse_go_duration};
 
 /// API group of every kind.
 pub const GROUP: &str = "colony.zyeute.io";
@@ -158,10 +159,17 @@ pub struct WebhookSpec {
     #[serde(default = "default_webhook_retries")]
     #[schemars(range(min = 0, max = 10))]
     pub retries: i32,
-    /// Delay before the first retry; doubled for every further retry.
+    /// Delay before the first retry; doubled for every further retry. At least `100ms`.
     #[serde(default = "default_webhook_backoff")]
-    #[schemars(schema_with = "duration_schema")]
+    #[schemars(schema_with = "webhook_backoff_schema")]
     pub backoff: String,
+}
+
+/// Shortest `backoff`: retries closer together than this hammer a receiver that is down.
+pub const MIN_WEBHOOK_BACKOFF: Duration = Duration::from_millis(100);
+
+fn webhook_backoff_schema(_: &mut SchemaGenerator) -> Schema {
+    duration_at_least_schema(MIN_WEBHOOK_BACKOFF)
 }
 
 fn default_webhook_retries() -> i32 {
@@ -174,6 +182,12 @@ fn default_webhook_backoff() -> String {
 impl WebhookSpec {
     pub fn new(url_secret_ref: SecretKeySelector) -> Self {
         Self { url_secret_ref, retries: default_webhook_retries(), backoff: default_webhook_backoff() }
+    }
+
+    /// The checks of the schema's CEL rules, for objects admitted before the rules existed;
+    /// `path` is where this webhook sits (e.g. `spec.fallback.notify`).
+    pub fn check(&self, path: &str) -> Result<(), String> {
+        duration_at_least(&format!("{path}.backoff"), &self.backoff, MIN_WEBHOOK_BACKOFF).map(drop)
     }
 }
 
@@ -212,6 +226,106 @@ pub fn optional_duration_schema(_: &mut SchemaGenerator) -> Schema {
         "pattern": GO_DURATION_PATTERN,
         "maxLength": GO_DURATION_MAX_LENGTH,
     })
+}
+
+// ---- duration bounds ----
+//
+// A duration whose zero or tiny value is harmful (a key rotated in a loop, a probe with no
+// pause) has a minimum: a `Duration` const next to its field. The schema's CEL rule and the
+// controllers' check both read that const, so they cannot disagree; the controllers' check
+// catches objects admitted before the rule existed and reports Stalled/InvalidSpec.
+
+/// The CEL rule of a duration field: at least `min`. CEL's `duration()` parses Go durations
+/// with Go's own parser, so a value beyond Go's range (which the pattern alone lets through
+/// and [`parse_go_duration`] rejects) fails the rule too.
+pub fn min_duration_rule(min: Duration) -> String {
+    format!("duration(self) >= duration('{}')", format_go_duration(min))
+}
+
+/// The message of [`min_duration_rule`] (the API server prefixes the field path).
+pub fn min_duration_message(min: Duration) -> String {
+    format!("must be at least {}", format_go_duration(min))
+}
+
+fn duration_at_least_schema_of(type_: serde_json::Value, min: Duration) -> Schema {
+    json_schema!({
+        "type": type_,
+        "pattern": GO_DURATION_PATTERN,
+        "maxLength": GO_DURATION_MAX_LENGTH,
+        "x-kubernetes-validations": [{
+            "rule": min_duration_rule(min),
+            "message": min_duration_message(min),
+        }],
+    })
+}
+
+/// Schema of a required (or defaulted) Go duration of at least `min`.
+pub fn duration_at_least_schema(min: Duration) -> Schema {
+    duration_at_least_schema_of(serde_json::json!("string"), min)
+}
+
+/// Schema of an optional Go duration (`Option<String>`) of at least `min`.
+pub fn optional_duration_at_least_schema(min: Duration) -> Schema {
+    duration_at_least_schema_of(serde_json::json!(["string", "null"]), min)
+}
+
+/// The controller-side twin of [`min_duration_rule`]: parses `value` and requires at least
+/// `min`; the error names `field` (e.g. `spec.interval`).
+pub fn duration_at_least(field: &str, value: &str, min: Duration) -> Result<Duration, String> {
+    let d = parse_go_duration(value).map_err(|e| format!("{field}: {e}"))?;
+    if d < min {
+        return Err(format!("{field}: {value:?} is shorter than the minimum of {}", format_go_duration(min)));
+    }
+    Ok(d)
+}
+
+// ---- names ----
+
+/// Longest label value. The operator labels what it creates with the owner's name
+/// (`app.kubernetes.io/instance`), so that name must fit in a label value.
+pub const MAX_LABEL_VALUE_LENGTH: usize = 63;
+
+/// RFC 1035 label: what a Service name must be (lowercase letters, digits and `-`, starting
+/// with a letter, ending with a letter or digit, no dots), at most 63 characters.
+pub const DNS_1035_LABEL_PATTERN: &str = r"^[a-z]([-a-z0-9]*[a-z0-9])?$";
+
+/// CEL rule (at the root of a kind) keeping `metadata.name` usable as a label value.
+pub fn name_fits_label_rule() -> String {
+    format!("self.metadata.name.size() <= {MAX_LABEL_VALUE_LENGTH}")
+}
+
+/// CEL rule (at the root of a kind) requiring `metadata.name` to be an RFC 1035 label.
+pub fn name_is_dns_1035_label_rule() -> String {
+    format!(
+        "self.metadata.name.size() <= {MAX_LABEL_VALUE_LENGTH} && self.metadata.name.matches('{DNS_1035_LABEL_PATTERN}')"
+    )
+}
+
+/// The message of [`name_fits_label_rule`]: `used_for` says what the name labels.
+pub fn name_fits_label_message(kind: &str, used_for: &str) -> String {
+    format!(
+        "a {kind} name must be at most {MAX_LABEL_VALUE_LENGTH} characters: it is the app.kubernetes.io/instance \
+         label value of {used_for}"
+    )
+}
+
+/// Controller-side twin of [`name_fits_label_rule`].
+pub fn check_name_fits_label(kind: &str, name: &str, used_for: &str) -> Result<(), String> {
+    if name.len() > MAX_LABEL_VALUE_LENGTH {
+        return Err(format!("metadata.name ({} characters): {}", name.len(), name_fits_label_message(kind, used_for)));
+    }
+    Ok(())
+}
+
+/// Whether `name` matches [`DNS_1035_LABEL_PATTERN`] and is at most 63 characters (the
+/// unit tests check this function against the pattern).
+pub fn is_dns_1035_label(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_LABEL_VALUE_LENGTH
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[b.len() - 1] != b'-'
 }
 
 /// An RFC 3339 time with an explicit offset (`2026-03-01T02:00:00Z`, `...+01:00`), as accepted
@@ -261,6 +375,71 @@ mod tests {
             assert_eq!(o.as_str().parse(), Ok(o));
             assert_eq!(serde_json::to_value(o).unwrap(), serde_json::json!(o.as_str()));
         }
+    }
+
+    #[test]
+    fn duration_at_least_accepts_the_minimum_and_names_the_field() {
+        let min = Duration::from_secs(3600);
+        assert_eq!(duration_at_least("spec.interval", "1h", min), Ok(min));
+        assert_eq!(duration_at_least("spec.interval", "59m60s", min), Ok(min));
+        assert_eq!(duration_at_least("spec.interval", "720h", min), Ok(Duration::from_secs(720 * 3600)));
+        let short = duration_at_least("spec.interval", "0s", min).unwrap_err();
+        assert_eq!(short, "spec.interval: \"0s\" is shorter than the minimum of 1h");
+        let e = duration_at_least("spec.interval", "59m59.999s", min).unwrap_err();
+        assert!(e.contains("minimum of 1h"), "{e}");
+        let e = duration_at_least("spec.interval", "30d", min).unwrap_err();
+        assert!(e.starts_with("spec.interval: invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn min_duration_rule_spells_the_minimum_as_go_does() {
+        assert_eq!(min_duration_rule(Duration::from_secs(3600)), "duration(self) >= duration('1h')");
+        assert_eq!(min_duration_rule(Duration::from_millis(100)), "duration(self) >= duration('100ms')");
+        assert_eq!(min_duration_rule(Duration::from_secs(90)), "duration(self) >= duration('1m30s')");
+        assert_eq!(min_duration_message(Duration::from_secs(60)), "must be at least 1m");
+        let schema = serde_json::to_value(optional_duration_at_least_schema(Duration::from_secs(1))).unwrap();
+        assert_eq!(schema["maxLength"], GO_DURATION_MAX_LENGTH, "bounded for the CEL cost estimate");
+        assert_eq!(schema["x-kubernetes-validations"][0]["rule"], "duration(self) >= duration('1s')");
+    }
+
+    #[test]
+    fn dns_1035_label_check_agrees_with_the_pattern() {
+        let pattern = regex::Regex::new(DNS_1035_LABEL_PATTERN).unwrap();
+        let long = "a".repeat(63);
+        let too_long = "a".repeat(64);
+        for name in [
+            "a",
+            "colonies",
+            "colonies-1",
+            "a-b-c",
+            "z9",
+            "",
+            "1colonies",
+            "-a",
+            "a-",
+            "colonies.prod",
+            "Colonies",
+            "col_onies",
+            "a--b",
+            "é",
+            &long,
+            &too_long,
+        ] {
+            let want = pattern.is_match(name) && name.len() <= MAX_LABEL_VALUE_LENGTH;
+            assert_eq!(is_dns_1035_label(name), want, "{name:?}");
+        }
+        assert!(is_dns_1035_label(&long) && !is_dns_1035_label(&too_long));
+        assert!(name_is_dns_1035_label_rule().contains(DNS_1035_LABEL_PATTERN));
+    }
+
+    #[test]
+    fn name_length_check_names_the_rule() {
+        assert_eq!(check_name_fits_label("FinanceBee", &"b".repeat(63), "its pods"), Ok(()));
+        let e = check_name_fits_label("FinanceBee", &"b".repeat(64), "its pods").unwrap_err();
+        assert!(
+            e.contains("64 characters") && e.contains("at most 63") && e.contains("label value of its pods"),
+            "{e}"
+        );
     }
 
     #[test]

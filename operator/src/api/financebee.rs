@@ -1,17 +1,19 @@
 //! FinanceBee: the Finance Bee executor (a pycolonies worker) as a Deployment, with restarts,
 //! escalation when it stays down, and suspension.
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    HTTP_URL_PATTERN, LocalObjectReference, PodOverrides, SecretKeySelector, WebhookSpec, duration_schema,
+    HTTP_URL_PATTERN, LocalObjectReference, PodOverrides, SecretKeySelector, WebhookSpec, check_name_fits_label,
+    duration_at_least, duration_at_least_schema, name_fits_label_message, name_fits_label_rule,
 };
 
 /// CPU limit applied when `spec.resources` is unset (the systemd unit's share).
@@ -38,7 +40,8 @@ pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue"
     printcolumn = r#"{"name": "Available", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Available\")].status", "description": "Whether the bee has its ready replicas"}"#,
     printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas", "description": "Ready replicas"}"#,
     printcolumn = r#"{"name": "Image", "type": "string", "jsonPath": ".status.currentImage", "description": "Image currently deployed"}"#,
-    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    validation = Rule::new(name_fits_label_rule()).message(name_fits_label_message("FinanceBee", NAME_USED_FOR).as_str()),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FinanceBeeSpec {
@@ -81,9 +84,10 @@ pub struct FinanceBeeSpec {
     /// Secret key holding the executor's private key (64 hex characters, secp256k1;
     /// `COLONIES_EXECUTOR_PRVKEY`).
     pub executor_key_secret_ref: SecretKeySelector,
-    /// Long-poll timeout of process assignment (Go duration; `POLL_TIMEOUT` in seconds).
+    /// Long-poll timeout of process assignment (Go duration; `POLL_TIMEOUT` in seconds). At
+    /// least `1s`.
     #[serde(default = "default_poll_timeout")]
-    #[schemars(schema_with = "duration_schema")]
+    #[schemars(schema_with = "poll_timeout_schema")]
     pub poll_timeout: String,
     /// How the operator restarts a crashing or stuck bee.
     #[serde(default)]
@@ -98,6 +102,16 @@ pub struct FinanceBeeSpec {
     /// Scale the bee to zero and stop all remediation (reported as Suspended).
     #[serde(default)]
     pub suspend: bool,
+}
+
+/// What a FinanceBee's name labels (so it must fit in a label value).
+const NAME_USED_FOR: &str = "the bee's Deployment and pods";
+
+/// Shortest `pollTimeout`: `POLL_TIMEOUT` is whole seconds, and 0 makes the executor spin.
+pub const MIN_POLL_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn poll_timeout_schema(_: &mut SchemaGenerator) -> Schema {
+    duration_at_least_schema(MIN_POLL_TIMEOUT)
 }
 
 fn default_replicas() -> i32 {
@@ -134,6 +148,20 @@ impl Default for FinanceBeeSpec {
 }
 
 impl FinanceBeeSpec {
+    /// The checks of the schema's CEL rules that a value could have slipped past (objects
+    /// admitted before a rule existed): the bee's name, and every duration's minimum.
+    pub fn check(&self, name: &str) -> Result<(), String> {
+        check_name_fits_label("FinanceBee", name, NAME_USED_FOR)?;
+        duration_at_least("spec.pollTimeout", &self.poll_timeout, MIN_POLL_TIMEOUT)?;
+        duration_at_least("spec.restart.window", &self.restart.window, MIN_RESTART_WINDOW)?;
+        duration_at_least("spec.restart.stuckAfter", &self.restart.stuck_after, MIN_STUCK_AFTER)?;
+        duration_at_least("spec.escalation.after", &self.escalation.after, MIN_ESCALATE_AFTER)?;
+        if let Some(webhook) = &self.escalation.webhook {
+            webhook.check("spec.escalation.webhook")?;
+        }
+        self.rollback.check("spec.rollback")
+    }
+
     /// `executorName`, or the resource's name.
     pub fn effective_executor_name(&self, name: &str) -> String {
         self.executor_name.clone().unwrap_or_else(|| name.to_string())
@@ -164,18 +192,32 @@ pub struct RestartSpec {
     #[serde(default = "default_max_restarts")]
     #[schemars(range(min = 0, max = 100))]
     pub max_restarts: i32,
-    /// The window `maxRestarts` applies to (Go duration).
+    /// The window `maxRestarts` applies to (Go duration). At least `1m`.
     #[serde(default = "default_restart_window")]
-    #[schemars(schema_with = "duration_schema")]
+    #[schemars(schema_with = "restart_window_schema")]
     pub window: String,
     /// Container restarts (CrashLoopBackOff) after which the operator restarts the pod.
     #[serde(default = "default_crash_loop_threshold")]
     #[schemars(range(min = 1, max = 1000))]
     pub crash_loop_threshold: i32,
     /// Time a pod may stay pending or not ready before the operator restarts it (Go duration).
+    /// At least `1s`.
     #[serde(default = "default_stuck_after")]
-    #[schemars(schema_with = "duration_schema")]
+    #[schemars(schema_with = "stuck_after_schema")]
     pub stuck_after: String,
+}
+
+/// Shortest `restart.window`: `maxRestarts` per window is the budget that stops a restart
+/// loop; a window of seconds renews it faster than a pod can start.
+pub const MIN_RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// Shortest `restart.stuckAfter`: a pod is never ready the instant it is created.
+pub const MIN_STUCK_AFTER: Duration = Duration::from_secs(1);
+
+fn restart_window_schema(_: &mut SchemaGenerator) -> Schema {
+    duration_at_least_schema(MIN_RESTART_WINDOW)
+}
+fn stuck_after_schema(_: &mut SchemaGenerator) -> Schema {
+    duration_at_least_schema(MIN_STUCK_AFTER)
 }
 
 fn default_max_restarts() -> i32 {
@@ -206,9 +248,9 @@ impl Default for RestartSpec {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct EscalationSpec {
-    /// Unavailability that triggers the escalation (Go duration).
+    /// Unavailability that triggers the escalation (Go duration). At least `1s`.
     #[serde(default = "default_escalate_after")]
-    #[schemars(schema_with = "duration_schema")]
+    #[schemars(schema_with = "escalate_after_schema")]
     pub after: String,
     /// Generic JSON webhook notified on trigger and on resolve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,6 +259,13 @@ pub struct EscalationSpec {
     /// recovery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pager_duty: Option<PagerDutySpec>,
+}
+
+/// Shortest `escalation.after`: zero pages on-call for every blip of unavailability.
+pub const MIN_ESCALATE_AFTER: Duration = Duration::from_secs(1);
+
+fn escalate_after_schema(_: &mut SchemaGenerator) -> Schema {
+    duration_at_least_schema(MIN_ESCALATE_AFTER)
 }
 
 fn default_escalate_after() -> String {

@@ -1,14 +1,16 @@
 //! KeyRotation: scheduled rotation of a key kept in a Secret (the runbook's monthly
 //! generate-keys.sh / store-keys.sh / redeploy), optionally registered with ColonyOS first.
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
     CRON_PATTERN, DNS_SUBDOMAIN_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN, default_time_zone,
-    optional_duration_schema,
+    optional_duration_at_least_schema,
 };
 
 /// The runbook's cadence: 03:00 on the first day of every month.
@@ -50,9 +52,9 @@ pub struct KeyRotationSpec {
     #[schemars(length(min = 1, max = 64), regex(pattern = TIME_ZONE_PATTERN))]
     pub time_zone: String,
     /// Time between rotations (Go duration, e.g. `720h`), counted from the last rotation.
-    /// Exactly one of `schedule` and `interval`.
+    /// At least `1h`. Exactly one of `schedule` and `interval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "optional_duration_schema")]
+    #[schemars(schema_with = "interval_schema")]
     pub interval: Option<String>,
     /// The Secret that holds the key (created if missing). Keys: `prvkey` and `id` for
     /// secp256k1 and ed25519, `key` for random; older keys as `previous.<key>`,
@@ -90,6 +92,14 @@ pub struct KeyRotationSpec {
 
 fn default_keep_previous() -> i32 {
     1
+}
+
+/// Shortest `interval`: every rotation rolls the targets and, with `colonyOS`, changes an
+/// identity on the server; more than one an hour is a loop, not a schedule.
+pub const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(3600);
+
+fn interval_schema(_: &mut SchemaGenerator) -> Schema {
+    optional_duration_at_least_schema(MIN_ROTATION_INTERVAL)
 }
 
 impl Default for KeyRotationSpec {

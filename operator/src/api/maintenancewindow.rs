@@ -1,15 +1,20 @@
 //! MaintenanceWindow: planned maintenance of a ColonyServer (the runbook's "before / during /
 //! after"): fallback on, Finance Bees stopped, then verified recovery.
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    CRON_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN, default_time_zone, default_true, duration_schema,
-    optional_duration_schema, optional_timestamp_schema,
+    CRON_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN, default_time_zone, default_true, duration_at_least,
+    duration_at_least_schema, optional_duration_at_least_schema, optional_timestamp_schema,
 };
+use crate::duration::format_go_duration;
+use crate::schedule::CronSchedule;
 
 /// Desired maintenance of a ColonyServer: when, what the operator does during it, and how it
 /// verifies the server afterwards.
@@ -59,6 +64,10 @@ pub struct MaintenanceWindowSpec {
     validation = Rule::new("has(self.start) == has(self.end)").message("spec.schedule.start and spec.schedule.end must be set together").reason(Reason::FieldValueRequired),
     validation = Rule::new("has(self.cron) == has(self.duration)").message("spec.schedule.cron and spec.schedule.duration must be set together").reason(Reason::FieldValueRequired),
     validation = Rule::new("!has(self.start) || !has(self.end) || timestamp(self.end) > timestamp(self.start)").message("spec.schedule.end must be after spec.schedule.start").field_path(".end"),
+    validation = cron_period_rule(&CRON_PERIODS[0]),
+    validation = cron_period_rule(&CRON_PERIODS[1]),
+    validation = cron_period_rule(&CRON_PERIODS[2]),
+    validation = cron_period_rule(&CRON_PERIODS[3]),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WindowSchedule {
@@ -75,14 +84,65 @@ pub struct WindowSchedule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128), regex(pattern = CRON_PATTERN))]
     pub cron: Option<String>,
-    /// Length of each recurring window (Go duration, e.g. `2h`).
+    /// Length of each recurring window (Go duration, e.g. `2h`). At least `1m`, and shorter
+    /// than the time between two starts of `cron` (a window must close before the next one
+    /// opens): the API server rejects the cron shapes it can judge (every minute, every hour,
+    /// daily, weekly); the operator checks every pair of successive starts in the coming year
+    /// (at most 20,000 starts) and reports any other overlap as Stalled/InvalidSpec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "optional_duration_schema")]
+    #[schemars(schema_with = "window_duration_schema")]
     pub duration: Option<String>,
     /// IANA time zone of `cron` (ignored by the one-off form, whose times carry an offset).
     #[serde(default = "default_time_zone")]
     #[schemars(length(min = 1, max = 64), regex(pattern = TIME_ZONE_PATTERN))]
     pub time_zone: String,
+}
+
+/// Shortest recurring window: cron has minute resolution.
+pub const MIN_WINDOW_DURATION: Duration = Duration::from_secs(60);
+
+fn window_duration_schema(_: &mut SchemaGenerator) -> Schema {
+    optional_duration_at_least_schema(MIN_WINDOW_DURATION)
+}
+
+/// A cron shape whose successive starts are never further apart than `period` (in any time
+/// zone, on at least one day of the year), so a window of `period` or longer would overlap
+/// the next one. CEL cannot evaluate cron, but it can recognise these shapes.
+pub struct CronPeriod {
+    /// How often such a cron fires, for the message.
+    pub what: &'static str,
+    /// RE2 regular expression on the cron expression (as [`CRON_PATTERN`] admits it: fields
+    /// separated by spaces, minute first).
+    pub pattern: &'static str,
+    /// The longest time between two successive starts.
+    pub period: Duration,
+}
+
+/// The cron shapes the API server judges. `L` and `#` in the weekday field (`5L`, `5#3`)
+/// fire monthly, so the weekly shape excludes them.
+pub const CRON_PERIODS: [CronPeriod; 4] = [
+    CronPeriod { what: "every minute", pattern: r"^[*] ", period: Duration::from_secs(60) },
+    CronPeriod { what: "every hour", pattern: r"^[^ ]+ +[*] ", period: Duration::from_secs(3600) },
+    CronPeriod { what: "every day", pattern: r"^[^ ]+ +[^ ]+ +[*] +[*] +[*]$", period: Duration::from_secs(86_400) },
+    CronPeriod {
+        what: "every week",
+        pattern: r"^[^ ]+ +[^ ]+ +[*] +[*] +[^ #Ll]+$",
+        period: Duration::from_secs(7 * 86_400),
+    },
+];
+
+fn cron_period_rule(p: &CronPeriod) -> Rule {
+    let period = format_go_duration(p.period);
+    Rule::new(format!(
+        "!has(self.cron) || !has(self.duration) || !self.cron.matches('{}') || duration(self.duration) < duration('{period}')",
+        p.pattern
+    ))
+    .message(Message::Message(format!(
+        "spec.schedule.duration must be shorter than the time between two starts of spec.schedule.cron, which \
+         fires {} (at most {period} apart)",
+        p.what
+    )))
+    .field_path(".duration")
 }
 
 impl Default for WindowSchedule {
@@ -140,14 +200,49 @@ pub struct VerifySpec {
     #[serde(default = "default_verify_success_threshold")]
     #[schemars(range(min = 1, max = 1000))]
     pub success_threshold: i32,
-    /// Time allowed for verification (Go duration); then the window fails.
+    /// Time allowed for verification (Go duration); then the window fails. At least `10s`.
     #[serde(default = "default_verify_timeout")]
-    #[schemars(schema_with = "duration_schema")]
+    #[schemars(schema_with = "verify_timeout_schema")]
     pub timeout: String,
     /// After a failed verification: `keepFallback` (fallback stays on, bees stay stopped, a
     /// human decides) or `restore` (resume normal operation anyway).
     #[serde(default)]
     pub on_failure: OnFailure,
+}
+
+/// Shortest `verify.timeout`: verification needs `successThreshold` probes in a row.
+pub const MIN_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn verify_timeout_schema(_: &mut SchemaGenerator) -> Schema {
+    duration_at_least_schema(MIN_VERIFY_TIMEOUT)
+}
+
+impl MaintenanceWindowSpec {
+    /// The checks of the schema's CEL rules that a value could have slipped past (objects
+    /// admitted before a rule existed), and the one CEL cannot make: a recurring window must
+    /// close before the next one opens, for every pair of successive starts in the year after
+    /// `now` (see [`CronSchedule::starts_within`]).
+    pub fn check(&self, now: DateTime<Utc>) -> Result<(), String> {
+        duration_at_least("spec.verify.timeout", &self.verify.timeout, MIN_VERIFY_TIMEOUT)?;
+        let (Some(cron), Some(duration)) = (&self.schedule.cron, &self.schedule.duration) else {
+            return Ok(());
+        };
+        let d = duration_at_least("spec.schedule.duration", duration, MIN_WINDOW_DURATION)?;
+        let schedule =
+            CronSchedule::parse(cron, &self.schedule.time_zone).map_err(|e| format!("spec.schedule.cron: {e}"))?;
+        let d = chrono::Duration::from_std(d).map_err(|_| "spec.schedule.duration is too long".to_string())?;
+        // The message names the gap, not when it happens, so it stays the same as time passes
+        // (a status written once, not on every reconcile).
+        match schedule.starts_within(d, now) {
+            Some((a, b)) => Err(format!(
+                "spec.schedule.duration ({duration}) must be shorter than the time between two starts of \
+                 spec.schedule.cron ({cron:?} in {}): two successive starts are only {} apart",
+                self.schedule.time_zone,
+                format_go_duration((b - a).to_std().unwrap_or_default()),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 fn default_verify_success_threshold() -> i32 {
@@ -278,6 +373,79 @@ mod tests {
             spec.schedule.form(),
             Some(ScheduleForm::Recurring { cron: "0 2 * * 0", duration: "2h", time_zone: "UTC" })
         );
+    }
+
+    fn recurring(cron: &str, duration: &str, time_zone: &str) -> MaintenanceWindowSpec {
+        serde_yaml::from_str(&format!(
+            "schedule: {{cron: \"{cron}\", duration: \"{duration}\", timeZone: {time_zone}}}\ncolonyServerRef: {{name: c}}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn check_rejects_windows_that_overlap_the_next_one() {
+        let now = t("2026-11-29T12:00:00Z");
+        assert_eq!(recurring("0 2 * * 0", "2h", "UTC").check(now), Ok(()));
+        assert_eq!(recurring("0 2 * * 0", "167h59m", "UTC").check(now), Ok(()));
+        let e = recurring("0 2 * * 0", "168h", "UTC").check(now).unwrap_err();
+        assert!(e.starts_with("spec.schedule.duration (168h) must be shorter than the time between two starts"), "{e}");
+        assert!(e.contains("only 168h apart"), "{e}");
+        // Not a shape CEL judges: 02:00 and 04:00 on Sundays.
+        assert!(recurring("0 2,4 * * 0", "2h", "UTC").check(now).unwrap_err().contains("only 2h apart"));
+        assert_eq!(recurring("0 2,4 * * 0", "1h59m", "UTC").check(now), Ok(()));
+        // Daylight saving: 23h30m fits a UTC day, not the day Paris moves its clocks forward.
+        assert_eq!(recurring("30 3 * * *", "23h30m", "UTC").check(now), Ok(()));
+        let e = recurring("30 3 * * *", "23h30m", "Europe/Paris").check(now).unwrap_err();
+        assert!(e.contains("only 23h apart"), "{e}");
+    }
+
+    #[test]
+    fn check_applies_the_minimums() {
+        let now = t("2026-11-29T12:00:00Z");
+        let e = recurring("0 2 * * 0", "59s", "UTC").check(now).unwrap_err();
+        assert_eq!(e, "spec.schedule.duration: \"59s\" is shorter than the minimum of 1m");
+        let mut spec = recurring("0 2 * * 0", "1m", "UTC");
+        assert_eq!(spec.check(now), Ok(()));
+        spec.verify.timeout = "9s".into();
+        assert!(spec.check(now).unwrap_err().starts_with("spec.verify.timeout"));
+        let e = recurring("0 2 * * 8", "1h", "UTC").check(now).unwrap_err();
+        assert!(e.starts_with("spec.schedule.cron"), "{e}");
+        // The one-off form has no cron to check.
+        let one_off: MaintenanceWindowSpec = serde_yaml::from_str(
+            "schedule: {start: \"2026-03-01T02:00:00Z\", end: \"2026-03-01T02:00:30Z\"}\ncolonyServerRef: {name: c}\n",
+        )
+        .unwrap();
+        assert_eq!(one_off.check(now), Ok(()));
+    }
+
+    /// The cron shapes the API server judges are sound: every cron of that shape really starts
+    /// twice within the shape's period, so CEL never rejects a window the operator would run.
+    #[test]
+    fn cron_periods_never_reject_a_fitting_window() {
+        let now = t("2026-11-29T12:00:00Z");
+        let samples: [&[&str]; 4] = [
+            &["* * * * *", "* 3 * * 1", "* */2 1 1 *"],
+            &["0 * * * *", "15,45 * 1 1 *", "*/30 * * * 6"],
+            &["0 2 * * *", "30 */6 * * *", "59 23 * * *", "0 0,12 * * *"],
+            &["0 2 * * 0", "0 2 * * MON-FRI", "0 3 * * 6", "0 0 * * 1,4", "0 2 * * */3"],
+        ];
+        for (p, crons) in CRON_PERIODS.iter().zip(samples) {
+            let re = regex::Regex::new(p.pattern).unwrap();
+            for cron in crons {
+                assert!(re.is_match(cron), "{cron:?} should be judged {}", p.what);
+                for tz in ["UTC", "Europe/Paris", "America/Santiago", "Australia/Lord_Howe"] {
+                    let s = CronSchedule::parse(cron, tz).unwrap();
+                    let period = chrono::Duration::from_std(p.period).unwrap();
+                    assert!(s.starts_within(period, now).is_some(), "{cron:?} in {tz}: two starts within {}", p.what);
+                }
+            }
+        }
+        // Shapes CEL leaves to the operator (monthly weekdays, days of the month, months).
+        for cron in ["0 2 * * 5#3", "0 2 * * 5L", "0 2 1 * *", "0 2 * 1 *", "0 2 1 * 1", "*/5 2 1 * *"] {
+            for p in &CRON_PERIODS {
+                assert!(!regex::Regex::new(p.pattern).unwrap().is_match(cron), "{cron:?} judged {}", p.what);
+            }
+        }
     }
 
     #[test]

@@ -278,7 +278,100 @@ mod tests {
         let kr_cos = rules(&KeyRotation::crd(), "/properties/spec/properties/colonyOS");
         assert_eq!(kr_cos.len(), 1, "{kr_cos:?}");
         let mw = rules(&MaintenanceWindow::crd(), "/properties/spec/properties/schedule");
-        assert_eq!(mw.len(), 5, "{mw:?}");
+        assert_eq!(mw.len(), 5 + CRON_PERIODS.len(), "{mw:?}");
+        for p in &CRON_PERIODS {
+            assert!(mw.iter().any(|r| r.contains(p.pattern)), "no rule for cron {}: {mw:?}", p.what);
+        }
+        let health = rules(&ColonyServer::crd(), "/properties/spec/properties/health");
+        assert_eq!(health, ["duration(self.timeout) <= duration(self.interval)"]);
+        // Names: the kinds whose name becomes a label value or a Service name say so at the root.
+        let root = |crd: &CustomResourceDefinition| rules(crd, "");
+        assert_eq!(root(&ColonyServer::crd()).len(), 2);
+        assert!(root(&ColonyServer::crd())[1].contains(DNS_1035_LABEL_PATTERN));
+        assert_eq!(root(&FinanceBee::crd()), [name_fits_label_rule()]);
+        assert!(root(&KeyRotation::crd()).is_empty() && root(&MaintenanceWindow::crd()).is_empty());
+    }
+
+    /// Every duration carries a minimum (a CEL rule built from the const next to its field),
+    /// and its description states that minimum.
+    #[test]
+    fn every_duration_has_a_documented_minimum() {
+        fn walk(schema: &Value, path: &str, out: &mut Vec<String>) {
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (name, prop) in props {
+                    walk(prop, &format!("{path}.{name}"), out);
+                }
+            }
+            if schema.get("pattern").and_then(Value::as_str) != Some(crate::duration::GO_DURATION_PATTERN) {
+                return;
+            }
+            let rules: Vec<&str> = schema["x-kubernetes-validations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["rule"].as_str())
+                .collect();
+            let min = rules.iter().find_map(|r| r.strip_prefix("duration(self) >= duration('")?.strip_suffix("')"));
+            let Some(min) = min else {
+                out.push(format!("{path}: no minimum rule ({rules:?})"));
+                return;
+            };
+            let description = schema["description"].as_str().unwrap_or_default();
+            let description = description.split_whitespace().collect::<Vec<_>>().join(" ");
+            if !description.contains(&format!("At least `{min}`")) {
+                out.push(format!("{path}: the description does not say \"At least `{min}`\": {description:?}"));
+            }
+        }
+        let mut problems = Vec::new();
+        for crd in crds() {
+            walk(&schema_json(&crd), &crd.spec.names.kind, &mut problems);
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        let kr = schema_json(&KeyRotation::crd());
+        assert_eq!(
+            kr.pointer("/properties/spec/properties/interval/x-kubernetes-validations/0/rule"),
+            Some(&Value::from("duration(self) >= duration('1h')")),
+            "the rotation interval's floor, as the brief's incident requires"
+        );
+    }
+
+    /// The defaults satisfy every rule they are checked against.
+    #[test]
+    fn defaults_pass_the_controller_side_checks() {
+        let cs = ColonyServerSpec { image: Some("colonyos/colonies:v1.9.12".into()), ..Default::default() };
+        assert_eq!(cs.check("colonies"), Ok(()));
+        let cs = ColonyServerSpec { slo: Some(SloSpec::default()), ..cs };
+        assert_eq!(cs.check("colonies"), Ok(()));
+        assert_eq!(FinanceBeeSpec::default().check("finance-bee"), Ok(()));
+    }
+
+    #[test]
+    fn controller_side_checks_name_the_rule() {
+        let cs = ColonyServerSpec { image: Some("i".into()), ..Default::default() };
+        let e = cs.check("colonies.prod").unwrap_err();
+        assert!(e.contains("DNS-1035") && e.contains("Service"), "{e}");
+        let unmanaged = ColonyServerSpec { managed: false, endpoint: Some("http://c:1".into()), ..Default::default() };
+        assert_eq!(unmanaged.check("colonies.prod"), Ok(()), "no Service for an unmanaged server");
+        let e = unmanaged.check(&"c".repeat(64)).unwrap_err();
+        assert!(e.contains("at most 63") && e.contains("label value"), "{e}");
+        let mut cs = cs;
+        cs.health.timeout = "11s".into();
+        assert!(cs.check("colonies").unwrap_err().contains("must not be longer than spec.health.interval"));
+        cs.health.timeout = "10s".into();
+        assert_eq!(cs.check("colonies"), Ok(()), "a timeout equal to the interval is fine");
+        cs.health.interval = "500ms".into();
+        assert!(cs.check("colonies").unwrap_err().starts_with("spec.health.interval"));
+        let mut fb = FinanceBeeSpec::default();
+        fb.restart.window = "59s".into();
+        assert!(fb.check("bee").unwrap_err().starts_with("spec.restart.window"));
+        let mut fb = FinanceBeeSpec::default();
+        fb.rollback.progress_deadline = "10s".into();
+        assert!(fb.check("bee").unwrap_err().starts_with("spec.rollback.progressDeadline"));
+        let mut fb = FinanceBeeSpec::default();
+        fb.escalation.webhook =
+            Some(WebhookSpec { backoff: "0s".into(), ..WebhookSpec::new(SecretKeySelector::new("s", "k")) });
+        assert!(fb.check("bee").unwrap_err().starts_with("spec.escalation.webhook.backoff"));
+        assert!(FinanceBeeSpec::default().check(&"b".repeat(64)).is_err());
     }
 
     /// Each example in `examples/` deserializes into its type (secrets.yaml holds plain Secrets).
@@ -299,14 +392,23 @@ mod tests {
                 }
                 let kind = value["kind"].as_str().unwrap_or_default().to_string();
                 assert_eq!(value["apiVersion"], API_VERSION, "{}", path.display());
-                let result = match kind.as_str() {
-                    "ColonyServer" => serde_json::from_value::<ColonyServer>(value).map(|_| ()),
-                    "FinanceBee" => serde_json::from_value::<FinanceBee>(value).map(|_| ()),
-                    "KeyRotation" => serde_json::from_value::<KeyRotation>(value).map(|_| ()),
-                    "MaintenanceWindow" => serde_json::from_value::<MaintenanceWindow>(value).map(|_| ()),
+                // Each example also passes the controller-side checks of the schema's rules.
+                let now = chrono::Utc::now();
+                let result: Result<Result<(), String>, serde_json::Error> = match kind.as_str() {
+                    "ColonyServer" => {
+                        serde_json::from_value::<ColonyServer>(value).map(|o| o.spec.check(&o.metadata.name.unwrap()))
+                    }
+                    "FinanceBee" => {
+                        serde_json::from_value::<FinanceBee>(value).map(|o| o.spec.check(&o.metadata.name.unwrap()))
+                    }
+                    "KeyRotation" => serde_json::from_value::<KeyRotation>(value).map(|_| Ok(())),
+                    "MaintenanceWindow" => {
+                        serde_json::from_value::<MaintenanceWindow>(value).map(|o| o.spec.check(now))
+                    }
                     other => panic!("{}: unexpected kind {other:?}", path.display()),
                 };
-                result.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let checked = result.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                checked.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 seen.push(kind);
             }
         }

@@ -101,6 +101,7 @@ struct Durations {
 }
 
 fn durations(cs: &ColonyServer) -> std::result::Result<Durations, String> {
+    cs.spec.check(&cs.name_any())?;
     let p = |field: &str, v: &str| parse_go_duration(v).map_err(|e| format!("{field}: {e}"));
     let spec = &cs.spec;
     Ok(Durations {

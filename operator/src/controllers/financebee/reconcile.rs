@@ -157,7 +157,8 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     };
     let replicas = if pause.is_some() { 0 } else { fb.spec.replicas };
     let policy = RestartPolicy::from_spec(&fb.spec.restart);
-    let after = parse_delta("spec.escalation.after", &fb.spec.escalation.after);
+    // The spec's own check first: values admitted before the schema's rules existed.
+    let after = fb.spec.check(&name).and_then(|()| parse_delta("spec.escalation.after", &fb.spec.escalation.after));
     let mut problem: Option<(String, String)> = match (&policy, &after) {
         (Err(m), _) | (_, Err(m)) => Some(("InvalidSpec".into(), m.clone())),
         _ => None,

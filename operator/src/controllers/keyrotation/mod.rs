@@ -25,7 +25,6 @@ use crate::api::{
 use crate::colonyos::rpc;
 use crate::controllers::common::{MANAGED_BY, OPERATOR, owner_ref};
 use crate::controllers::{Spawned, primary, spawn_controller};
-use crate::duration::parse_go_duration;
 use crate::operator::Shutdown;
 use crate::runtime::conditions::{Desired, merge};
 use crate::runtime::{Context, Error, Result, apply_status, field_manager, fresh};
@@ -51,7 +50,7 @@ pub fn next_rotation(spec: &KeyRotationSpec, last: DateTime<Utc>) -> std::result
             .next_after(last)
             .ok_or_else(|| "spec.schedule never fires".to_string()),
         RotationCadence::Interval(i) => {
-            let d = parse_go_duration(i).map_err(|e| format!("spec.interval: {e}"))?;
+            let d = crate::api::duration_at_least("spec.interval", i, crate::api::MIN_ROTATION_INTERVAL)?;
             Ok(last + chrono::Duration::from_std(d).map_err(|_| "spec.interval is too long".to_string())?)
         }
     }
@@ -404,6 +403,25 @@ mod tests {
         let status = KeyRotationStatus { last_rotation_time: Some(next), ..Default::default() };
         let after = Utc.with_ymd_and_hms(2027, 1, 1, 3, 0, 0).unwrap();
         assert_eq!(due(&spec, Some(&status), true, None, at(27, 0), next), Ok(Due::NotYet(after)));
+    }
+
+    /// An interval admitted before the schema's minimum existed stalls instead of rotating in
+    /// a loop (`interval: 0s` once rotated a key 388 times in 12 seconds).
+    #[test]
+    fn an_interval_below_the_minimum_is_invalid_not_due() {
+        let spec = KeyRotationSpec {
+            schedule: None,
+            interval: Some("0s".into()),
+            secret_name: "k".into(),
+            ..Default::default()
+        };
+        let status = KeyRotationStatus { last_rotation_time: Some(at(1, 0)), ..Default::default() };
+        let err = due(&spec, Some(&status), true, None, at(1, 0), at(1, 0)).unwrap_err();
+        assert_eq!(err, "spec.interval: \"0s\" is shorter than the minimum of 1h");
+        let err = due(&spec, None, false, None, at(1, 0), at(1, 0)).unwrap_err();
+        assert!(err.contains("minimum of 1h"), "not even the first key: {err}");
+        let hourly = KeyRotationSpec { interval: Some("1h".into()), ..spec };
+        assert_eq!(due(&hourly, Some(&status), true, None, at(1, 0), at(1, 0)), Ok(Due::NotYet(at(1, 1))));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub struct Inputs<'a> {
 }
 
 fn window_state(spec: &MaintenanceWindowSpec, now: DateTime<Utc>) -> Result<WindowState, String> {
+    spec.check(now)?;
     match spec.schedule.form() {
         Some(ScheduleForm::OneOff { start, end }) => Ok(one_off(start, end, now)),
         Some(ScheduleForm::Recurring { cron, duration, time_zone }) => {
