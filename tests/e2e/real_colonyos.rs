@@ -202,7 +202,9 @@ enum KilledAt {
     StagedBeforeChange,
     /// The server switched to the staged key, the Secret not yet promoted.
     ChangedBeforePromotion,
-    /// The new key promoted in the Secret.
+    /// The new key promoted in the Secret, the KeyRotation's status not yet written.
+    PromotedBeforeStatus,
+    /// The new key promoted and the status written.
     AfterPromotion,
 }
 
@@ -232,12 +234,15 @@ async fn chaos_sigkill_during_rotation_against_the_real_server() {
     let mut finish_times = Vec::new();
     let mut current = colonyos.executor_key.prvkey.clone();
     for i in 1..=rotations_wanted {
-        // Every other rotation is killed the moment the staged key shows up in the Secret
-        // (inside the change-ID call or just after it); the others after a random delay.
-        let staged_mode = i % 2 == 1;
+        // The kill moments cycle: the instant the staged key shows up in the Secret (inside
+        // or just before the change-ID call), a little and a little more after that (around
+        // change-ID and promotion), and a few ms after the request (maybe before staging).
+        let mode = (i - 1) % 4;
         let mut watch = watcher(secrets.clone(), watcher::Config::default().fields("metadata.name=bee-key")).boxed();
         rotate_now(&rotations, "bee-key", &i.to_string()).await;
-        if staged_mode {
+        if mode == 3 {
+            tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..50))).await;
+        } else {
             let staged = tokio::time::timeout(DEADLINE, async {
                 while let Some(event) = watch.next().await {
                     if let Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) = event
@@ -249,8 +254,11 @@ async fn chaos_sigkill_during_rotation_against_the_real_server() {
             })
             .await;
             assert!(staged.is_ok(), "rotation {i}: the operator never staged a key");
-        } else {
-            let delay = rand::rng().random_range(0..400);
+            let delay = match mode {
+                0 => 0,
+                1 => rand::rng().random_range(0..15),
+                _ => rand::rng().random_range(15..60),
+            };
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         op.kill().await;
@@ -258,9 +266,13 @@ async fn chaos_sigkill_during_rotation_against_the_real_server() {
 
         // The state the kill left behind.
         let s = secrets.get("bee-key").await.unwrap();
+        let status_revision = rotations.get("bee-key").await.unwrap().status.map(|st| st.revision).unwrap_or(0);
         let at = match (data(&s, "pending.prvkey"), data(&s, "prvkey")) {
             (Some(pending), _) if colonyos.accepts(&pending).await => KilledAt::ChangedBeforePromotion,
             (Some(_), _) => KilledAt::StagedBeforeChange,
+            (None, Some(k)) if k != current && status_revision < base_revision + i as i64 => {
+                KilledAt::PromotedBeforeStatus
+            }
             (None, Some(k)) if k != current => KilledAt::AfterPromotion,
             _ => KilledAt::BeforeStaging,
         };
@@ -291,7 +303,10 @@ async fn chaos_sigkill_during_rotation_against_the_real_server() {
         let new = data(&s, "prvkey").unwrap();
         let expected_revision = base_revision + i as i64;
         if status.revision > expected_revision {
+            // A second rotation for one request; every later revision check would be off.
             doubled += (status.revision - expected_revision) as usize;
+            println!("rotation {i} (killed {at:?}) rotated to revision {}", status.revision);
+            break;
         }
         let accepted = colonyos.accepts(&new).await;
         if !accepted || colonyos.accepts(&current).await || new == current {
@@ -302,10 +317,6 @@ async fn chaos_sigkill_during_rotation_against_the_real_server() {
         assert_eq!(status.current_key_id, Some(id_from_private_hex(&new).unwrap()), "rotation {i}");
         println!("rotation {i}: killed {at:?}, finished in {:?}, revision {}", started.elapsed(), status.revision);
         current = new;
-        if doubled > 0 {
-            // A second rotation for one request would make every later revision check wrong.
-            break;
-        }
     }
     let max = finish_times.iter().max().copied().unwrap_or_default();
     let mean = finish_times.iter().sum::<Duration>() / finish_times.len().max(1) as u32;

@@ -466,10 +466,16 @@ impl RealColonyOs {
 }
 
 impl Drop for RealColonyOs {
+    /// Stops the server and PostgreSQL; the data is removed unless the test failed (then its
+    /// logs stay under target/colonyos/).
     fn drop(&mut self) {
         if let Some(mut child) = self.server.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        self.postgres.stop();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -502,4 +508,27 @@ pub async fn http_status(url: &str) -> Option<u16> {
         String::from_utf8_lossy(&buf).split_whitespace().nth(1)?.parse().ok()
     };
     tokio::time::timeout(Duration::from_secs(2), exchange).await.ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The harness itself: the colony's members are accepted, a stranger is not, a key change
+    /// through the real CLI takes effect at once, and a restart keeps the database.
+    #[tokio::test]
+    async fn harness_sets_up_a_colony_that_survives_a_restart() {
+        let mut colonyos = RealColonyOs::start("harness", Options::default()).await;
+        let (executor, user) = (colonyos.executor_key.clone(), colonyos.user_key.clone());
+        assert!(colonyos.accepts(&executor.prvkey).await, "the executor is a member");
+        assert!(colonyos.accepts(&user.prvkey).await, "the user is a member");
+        let stranger = generate_key(&colonies_binary());
+        assert!(!colonyos.accepts(&stranger.prvkey).await, "a stranger is refused");
+        let new = colonyos.change_executor_key(Duration::from_secs(30)).await.expect("executor chid answers");
+        assert!(colonyos.accepts(&new.prvkey).await && !colonyos.accepts(&executor.prvkey).await);
+        let t = Instant::now();
+        colonyos.restart_server().await;
+        println!("server restarted in {:?}", t.elapsed());
+        assert!(colonyos.accepts(&new.prvkey).await, "same database after the restart");
+    }
 }
