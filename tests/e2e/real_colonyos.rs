@@ -5,10 +5,12 @@
 //!
 //! v1.9.12 leaks one PostgreSQL connection per successful change-ID call (the pool of 100 is
 //! exhausted after 100 of them); these tests stay far below that per server start.
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use colony_e2e::colonyos::{Options, RealColonyOs};
-use colony_e2e::{DEADLINE, OperatorProcess, TestNamespace, apply_yaml, chaos, client, install_crds, wait_for};
+use colony_e2e::{
+    DEADLINE, OperatorProcess, TestNamespace, apply_yaml, chaos, client, install_crds, operator_writes, wait_for,
+};
 use colony_operator::api::{ColonyServer, KeyRotation};
 use colony_operator::colonyos::crypto::id_from_private_hex;
 use futures::StreamExt;
@@ -393,8 +395,18 @@ spec:
     })
     .await;
     assert_eq!(use_colony_os(&cms).await.as_deref(), Some("true"));
+
+    // Steady state: probes with the API check keep passing and the operator writes nothing.
+    let quiet_from = SystemTime::now();
     let successes = probes(&op, "success").await;
-    assert!(successes >= 1, "probes that include the API check passed");
+    wait_for("three more passing probes", DEADLINE, || async {
+        let n = probes(&op, "success").await;
+        if n >= successes + 3 { Ok(()) } else { Err(format!("{n} passing probes")) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // the audit log is written asynchronously
+    let writes = operator_writes(&ns.name, quiet_from);
+    assert!(writes.is_empty(), "steady state with the API check makes no writes: {writes:?}");
 
     // The leak: change-ID calls until one hangs. /health still answers 200, the API does not.
     let calls = colonyos.exhaust_connection_pool().await;
