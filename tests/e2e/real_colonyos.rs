@@ -323,7 +323,7 @@ async fn chaos_sigkill_during_rotation_against_the_real_server() {
     let max = finish_times.iter().max().copied().unwrap_or_default();
     let mean = finish_times.iter().sum::<Duration>() / finish_times.len().max(1) as u32;
     chaos::record(&chaos::Row {
-        fault: "SIGKILL of the operator during a rotation on the real ColonyOS".into(),
+        fault: "SIGKILL in a rotation, real ColonyOS server".into(),
         injected: killed_at.values().sum(),
         lost,
         doubled,
