@@ -102,6 +102,12 @@ fn postgres_user() -> Option<(u32, u32)> {
     }))
 }
 
+/// Whether every ancestor of `path` has the execute bit for others.
+fn traversable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.ancestors().skip(1).all(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
 fn as_postgres(cmd: &mut Command) -> &mut Command {
     if let Some((uid, gid)) = postgres_user() {
         cmd.uid(uid).gid(gid);
@@ -130,6 +136,7 @@ fn run(cmd: &mut Command, what: &str) -> Output {
 /// A PostgreSQL cluster of its own on a loopback port, stopped on drop.
 pub struct Postgres {
     bin: PathBuf,
+    home: PathBuf,
     data: PathBuf,
     pub port: u16,
     pub user: String,
@@ -140,7 +147,13 @@ impl Postgres {
     /// initdb in `dir`/data and start it with `max_connections`.
     pub fn start(dir: &Path, max_connections: u32) -> Self {
         let bin = postgres_bin_dir();
-        let home = dir.join("pg");
+        // The `postgres` user must reach its data: under target/ when every parent directory
+        // lets it through (not the case for a checkout under a private /root), else under /tmp.
+        let home = if postgres_user().is_none() || traversable_by_others(dir) {
+            dir.join("pg")
+        } else {
+            std::env::temp_dir().join(format!("colony-e2e-{}", dir.file_name().unwrap_or_default().to_string_lossy()))
+        };
         std::fs::create_dir_all(&home).unwrap();
         own_for_postgres(&home);
         let data = home.join("data");
@@ -187,7 +200,7 @@ impl Postgres {
             .stdout(Stdio::null()),
             "pg_ctl start",
         );
-        Self { bin, data, port, user: "postgres".into(), password }
+        Self { bin, home, data, port, user: "postgres".into(), password }
     }
 
     fn stop(&self) {
@@ -475,6 +488,7 @@ impl Drop for RealColonyOs {
         }
         self.postgres.stop();
         if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.postgres.home);
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
