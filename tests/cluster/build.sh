@@ -79,9 +79,36 @@ go_install() { # binary, package@version
   GOBIN="$BIN_DIR" go install -trimpath -ldflags "-s -w" "$2" || die "step '$1 build' failed: go install $2"
 }
 
-build_kubernetes
-build_etcd
-go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-go_install kwokctl "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
-go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+build_colonies() {
+  need colonies || return 0
+  log "building colonies $COLONIES_VERSION (the real ColonyOS server and CLI)"
+  local start=$SECONDS dir="$SRC_DIR/colonies"
+  # `go install ...@version` also asks the proxy for the module's version list, which the
+  # proxy refuses for this module; the exact version downloads fine, so build from its copy.
+  local moddir
+  moddir=$(go mod download -json "github.com/colonyos/colonies@$COLONIES_VERSION" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p') \
+    || die "step 'colonies download': go mod download github.com/colonyos/colonies@$COLONIES_VERSION failed"
+  [ -d "$moddir" ] || die "step 'colonies download': no source directory for colonies@$COLONIES_VERSION"
+  rm -rf "$dir" && mkdir -p "$(dirname "$dir")"
+  cp -r "$moddir" "$dir" && chmod -R u+w "$dir"
+  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/colonies" ./cmd) \
+    || die "step 'colonies build' failed for $COLONIES_VERSION"
+  log "colonies built in $((SECONDS - start))s"
+}
+
+# Arguments name the components to build (kubernetes, etcd, kwok, helm, colonies); none
+# means all of them.
+components=("$@")
+[ ${#components[@]} -gt 0 ] || components=(kubernetes etcd kwok helm colonies)
+for c in "${components[@]}"; do
+  case "$c" in
+    kubernetes) build_kubernetes ;;
+    etcd) build_etcd ;;
+    kwok) go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+          go_install kwokctl "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION" ;;
+    helm) go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ;;
+    colonies) build_colonies ;;
+    *) die "unknown component '$c' (kubernetes, etcd, kwok, helm, colonies)" ;;
+  esac
+done
 log "binaries ready in $BIN_DIR"

@@ -14,6 +14,7 @@ use kube::{Api, Client};
 use rand::Rng;
 
 pub mod chaos;
+pub mod colonyos;
 pub mod endpoint;
 pub mod operator;
 pub use endpoint::TestEndpoint;

@@ -243,6 +243,24 @@ pub struct HealthSpec {
     #[serde(default = "default_success_threshold")]
     #[schemars(range(min = 1, max = 1000))]
     pub success_threshold: i32,
+    /// An API-level check run after each `GET <path>` that answered 200: a signed
+    /// `getcolonystatsmsg` with a colony member's key, within `timeout`. An API that hangs,
+    /// times out, errors or returns no statistics counts as a failed probe (colonies-server
+    /// can hang every RPC while `/health` still answers 200). Unset: `/health` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiCheckSpec>,
+}
+
+/// The API-level health check: which colony to read and whose key signs the call.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiCheckSpec {
+    /// The colony whose statistics are read.
+    #[schemars(length(min = 1, max = 253))]
+    pub colony_name: String,
+    /// Secret key holding the private key (64 hex characters) of a member of the colony: a
+    /// user or an approved executor. A key that is missing or not a member fails every probe.
+    pub key_secret_ref: SecretKeySelector,
 }
 
 /// Shortest `health.interval`: faster probing only loads the server.
@@ -296,6 +314,7 @@ impl Default for HealthSpec {
             timeout: default_health_timeout(),
             failure_threshold: default_failure_threshold(),
             success_threshold: default_success_threshold(),
+            api: None,
         }
     }
 }

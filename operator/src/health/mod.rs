@@ -1,18 +1,22 @@
 //! HTTP health probing and SLO evaluation of ColonyOS servers.
 //!
 //! - [`probe`]: the HTTP side (bounded time, bounded memory, redacted errors).
+//! - [`api`]: the optional API-level check (a signed `getcolonystatsmsg`), which sees an API
+//!   that hangs behind a `/health` that still answers 200.
 //! - [`slo`]: pure parsing of the `colonies monitor` Prometheus text and SLO evaluation.
 //! - [`HealthCounter`] (here): the pure consecutive-failure / consecutive-success state
 //!   machine that turns individual probe results into the `Healthy` condition.
 //!
 //! Everything except [`probe::Prober`] is pure: time is passed in, nothing sleeps.
 
+pub mod api;
 pub mod probe;
 pub mod slo;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use api::{ApiCheck, ApiCheckError};
 pub use probe::{DEFAULT_BODY_CAP, ProbeError, ProbeOutcome, Prober};
 pub use slo::{
     BreachTransition, ProcessCounts, SloBreachTracker, SloEvaluation, SloLimits, SloSample, SloViolation, evaluate,

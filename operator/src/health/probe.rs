@@ -119,6 +119,11 @@ impl Prober {
         Self { client }
     }
 
+    /// The underlying HTTP client (shared connection pool), for the API check's RPC.
+    pub fn http_client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
     /// `GET url`: healthy when a 2xx arrives and the body (capped at
     /// [`DEFAULT_BODY_CAP`]; a larger body is a failure) is read completely, all within
     /// `timeout`.

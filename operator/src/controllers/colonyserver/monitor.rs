@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 
 use crate::api::ColonyServer;
 use crate::health::{
-    BreachTransition, HealthCounter, HealthThresholds, Prober, SloBreachTracker, SloEvaluation, SloLimits, SloSample,
-    evaluate, parse_prometheus_text,
+    ApiCheck, BreachTransition, HealthCounter, HealthThresholds, Prober, SloBreachTracker, SloEvaluation, SloLimits,
+    SloSample, evaluate, parse_prometheus_text,
 };
 use crate::runtime::metrics::Metrics;
 
@@ -25,6 +25,8 @@ pub struct ProbeConfig {
     pub timeout: Duration,
     pub thresholds: HealthThresholds,
     pub slo: Option<SloConfig>,
+    /// `spec.health.api`: run after each successful HTTP probe.
+    pub api: Option<ApiCheck>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -124,7 +126,14 @@ async fn probe_loop(
             tracing::debug!(server = %key.name, "server deleted; probing stops");
             return;
         }
-        let outcome = prober.probe(&config.health_url, config.timeout).await;
+        let http = prober.probe(&config.health_url, config.timeout).await;
+        let outcome = match &config.api {
+            Some(check) if http.healthy => {
+                let api = check.run(prober.http_client(), config.timeout).await;
+                crate::health::api::combine(http, Some(api))
+            }
+            _ => http,
+        };
         metrics.probe_observed(&namespace, &key.name, outcome.healthy, outcome.latency);
         let now: DateTime<Utc> = Utc::now();
         let mut changed = {

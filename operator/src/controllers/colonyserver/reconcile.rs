@@ -21,13 +21,14 @@ use super::builders::{self, ServerInputs};
 use super::fallback::{self, FallbackInputs, FallbackPolicy};
 use super::monitor::{Monitor, ProbeConfig, SloConfig};
 use super::status::{self, Observed, Workload};
-use crate::api::{ColonyServer, FallbackOverride, MaintenanceWindow};
+use crate::api::{ApiCheckSpec, ColonyServer, FallbackOverride, MaintenanceWindow};
+use crate::colonyos::rpc::Identity;
 use crate::controllers::common::{ConfigHasher, apply_if_changed, apply_over, pod_selector, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout::{self, RolloutPolicy};
 use crate::controllers::{Spawned, primary, spawn_controller};
 use crate::duration::parse_go_duration;
-use crate::health::{HealthThresholds, Prober, SloLimits};
+use crate::health::{ApiCheck, HealthThresholds, Prober, SloLimits};
 use crate::operator::Shutdown;
 use crate::runtime::{Context, Error, Result, apply_status, fresh};
 
@@ -90,7 +91,27 @@ fn referenced_secrets(cs: &ColonyServer) -> Vec<&str> {
     if let Some(key) = &cs.spec.server_key_secret_ref {
         names.push(key.name.as_str());
     }
+    if let Some(api) = &cs.spec.health.api {
+        names.push(api.key_secret_ref.name.as_str());
+    }
     names
+}
+
+/// The check of `spec.health.api`. A key that is missing or invalid makes every probe fail
+/// with the reason (the API cannot be verified); a failed read of the Secret is retried.
+async fn api_check(ctx: &Context, cs: &ColonyServer, spec: &ApiCheckSpec) -> Result<ApiCheck> {
+    let ns = cs.namespace().unwrap_or_default();
+    let sel = &spec.key_secret_ref;
+    let key = match secret_value(&ctx.api::<Secret>(&ns), sel).await {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map_err(|_| format!("Secret {:?} key {:?} is not text", sel.name, sel.key))
+            .and_then(|text| {
+                Identity::from_private_hex(&text).map_err(|e| format!("Secret {:?} key {:?}: {e}", sel.name, sel.key))
+            }),
+        Err(Error::MissingReference(why)) => Err(why),
+        Err(e) => return Err(e),
+    };
+    Ok(ApiCheck { endpoint: cs.spec.effective_endpoint(&cs.name_any(), &ns), colony: spec.colony_name.clone(), key })
 }
 
 struct Durations {
@@ -228,6 +249,10 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
     }
 
     // Health and SLO verdicts from the probe task.
+    let api_probe = match &cs.spec.health.api {
+        Some(spec) => Some(api_check(ctx, &cs, spec).await?),
+        None => None,
+    };
     let snapshot = match &durations {
         Ok(d) => {
             let slo = cs.spec.slo.as_ref().and_then(|s| {
@@ -250,6 +275,7 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
                     success_threshold: cs.spec.health.success_threshold.max(1) as u32,
                 },
                 slo,
+                api: api_probe,
             };
             sctx.monitor.ensure(key.clone(), config)
         }

@@ -33,6 +33,10 @@ use crate::schedule::CronSchedule;
 pub const NAME: &str = "keyrotation";
 /// On the Secret: the rotation revision it holds (crash recovery compares it with status).
 pub const REVISION_ANNOTATION: &str = "colony.zyeute.io/rotation-revision";
+/// On the Secret, written with the key: when the rotation happened and the `rotate-now` value
+/// it handled, so that a crash before the status write does not rotate a second time.
+pub const ROTATED_AT_SECRET_ANNOTATION: &str = "colony.zyeute.io/rotated-at";
+pub const HANDLED_ROTATE_NOW_ANNOTATION: &str = "colony.zyeute.io/rotate-now-handled";
 /// On a target Deployment's pod template: when the last rotation rolled it.
 pub const ROTATED_AT_ANNOTATION: &str = "colony.zyeute.io/key-rotated-at";
 
@@ -53,6 +57,32 @@ pub fn next_rotation(spec: &KeyRotationSpec, last: DateTime<Utc>) -> std::result
             let d = crate::api::duration_at_least("spec.interval", i, crate::api::MIN_ROTATION_INTERVAL)?;
             Ok(last + chrono::Duration::from_std(d).map_err(|_| "spec.interval is too long".to_string())?)
         }
+    }
+}
+
+/// A crash after the Secret was written but before status: adopt what the Secret holds — its
+/// revision, key IDs, rotation time and the `rotate-now` value that rotation handled (without
+/// the last two, the same forced or scheduled rotation would run a second time).
+pub fn adopt_secret(
+    status: &mut KeyRotationStatus,
+    secret_revision: i64,
+    data: &BTreeMap<String, Vec<u8>>,
+    rotated_at: Option<DateTime<Utc>>,
+    handled_rotate_now: Option<String>,
+    now: DateTime<Utc>,
+) {
+    if secret_revision <= status.revision {
+        return;
+    }
+    status.revision = secret_revision;
+    status.current_key_id = data.get("id").map(|v| String::from_utf8_lossy(v).to_string());
+    status.previous_key_id = data.get("previous.id").map(|v| String::from_utf8_lossy(v).to_string());
+    match rotated_at {
+        Some(t) => status.last_rotation_time = Some(t),
+        None => _ = status.last_rotation_time.get_or_insert(now),
+    }
+    if handled_rotate_now.is_some() {
+        status.handled_rotate_now = handled_rotate_now;
     }
 }
 
@@ -147,13 +177,17 @@ async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action
         .as_ref()
         .and_then(|s| s.annotations().get(REVISION_ANNOTATION).and_then(|v| v.parse().ok()))
         .unwrap_or(0);
-    // A crash after the Secret was written but before status: adopt what the Secret holds.
-    if secret_revision > status.revision {
-        status.revision = secret_revision;
-        status.current_key_id = data.get("id").map(|v| String::from_utf8_lossy(v).to_string());
-        status.previous_key_id = data.get("previous.id").map(|v| String::from_utf8_lossy(v).to_string());
-        status.last_rotation_time.get_or_insert(now);
-    }
+    let annotation = |name: &str| secret.as_ref().and_then(|s| s.annotations().get(name).cloned());
+    adopt_secret(
+        &mut status,
+        secret_revision,
+        &data,
+        annotation(ROTATED_AT_SECRET_ANNOTATION)
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.to_utc()),
+        annotation(HANDLED_ROTATE_NOW_ANNOTATION),
+        now,
+    );
     let anchor = kr.creation_timestamp().map(|t| crate::runtime::conditions::from_time(&t)).unwrap_or(now);
     let rotate_now = kr.annotations().get(ROTATE_NOW_ANNOTATION).map(String::as_str);
     let due = due(&kr.spec, Some(&status), data.contains_key(key_field(&kr.spec)), rotate_now, anchor, now);
@@ -188,7 +222,8 @@ async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action
                 let data = keys::without_pending(&data);
                 let new_data = keys::rotate_data(&data, &key, kr.spec.keep_previous.max(0) as usize);
                 let revision = status.revision + 1;
-                write_secret(&secrets, &kr, secret, new_data, revision).await?;
+                let handled = if let Due::Requested(v) = &d { Some(v.as_str()) } else { None };
+                write_secret(&secrets, &kr, secret, new_data, revision, Some((now, handled))).await?;
                 status.revision = revision;
                 status.previous_key_id = status
                     .current_key_id
@@ -280,13 +315,21 @@ async fn write_secret(
     existing: Option<Secret>,
     data: BTreeMap<String, Vec<u8>>,
     revision: i64,
+    rotated: Option<(DateTime<Utc>, Option<&str>)>,
 ) -> Result<Secret> {
     let data: BTreeMap<String, ByteString> = data.into_iter().map(|(k, v)| (k, ByteString(v))).collect();
+    let mut annotations = BTreeMap::from([(REVISION_ANNOTATION.to_string(), revision.to_string())]);
+    if let Some((at, handled)) = rotated {
+        annotations.insert(ROTATED_AT_SECRET_ANNOTATION.into(), at.to_rfc3339());
+        if let Some(v) = handled {
+            annotations.insert(HANDLED_ROTATE_NOW_ANNOTATION.into(), v.to_string());
+        }
+    }
     match existing {
         Some(mut s) => {
             s.data = Some(data);
             s.string_data = None;
-            s.annotations_mut().insert(REVISION_ANNOTATION.into(), revision.to_string());
+            s.annotations_mut().extend(annotations);
             Ok(api
                 .replace(
                     &kr.spec.secret_name,
@@ -302,7 +345,7 @@ async fn write_secret(
                     name: Some(kr.spec.secret_name.clone()),
                     namespace: kr.namespace(),
                     labels: Some(BTreeMap::from([(MANAGED_BY.to_string(), OPERATOR.to_string())])),
-                    annotations: Some(BTreeMap::from([(REVISION_ANNOTATION.to_string(), revision.to_string())])),
+                    annotations: Some(annotations),
                     owner_references: Some(vec![owner_ref(kr)?]),
                     ..Default::default()
                 },
@@ -361,7 +404,7 @@ async fn register(
             staged.insert(format!("{}{k}", keys::PENDING_PREFIX), v.clone());
         }
         let revision = kr.status.as_ref().map(|s| s.revision).unwrap_or(0);
-        secret = write_secret(secrets, kr, Some(secret), staged, revision).await.map_err(|e| e.to_string())?;
+        secret = write_secret(secrets, kr, Some(secret), staged, revision, None).await.map_err(|e| e.to_string())?;
     } else if client.probe(&rpc::probe_message(kind, &colony), &new).await.is_ok() {
         // The server already switched to the staged key before the interruption.
         return Ok(secret);
@@ -450,6 +493,36 @@ mod tests {
         let status = KeyRotationStatus { handled_rotate_now: Some("a".into()), ..Default::default() };
         assert!(matches!(due(&spec, Some(&status), true, Some("a"), at(27, 0), at(27, 0)), Ok(Due::NotYet(_))));
         assert_eq!(due(&spec, Some(&status), true, Some("b"), at(27, 0), at(27, 0)), Ok(Due::Requested("b".into())));
+    }
+
+    #[test]
+    fn a_secret_ahead_of_status_is_adopted_with_what_its_rotation_handled() {
+        let data = BTreeMap::from([("id".to_string(), b"new".to_vec()), ("previous.id".to_string(), b"old".to_vec())]);
+        let before = KeyRotationStatus {
+            revision: 2,
+            last_rotation_time: Some(at(1, 3)),
+            handled_rotate_now: Some("1".into()),
+            ..Default::default()
+        };
+        let mut status = before.clone();
+        adopt_secret(&mut status, 3, &data, Some(at(27, 10)), Some("2".into()), at(27, 11));
+        assert_eq!(status.revision, 3);
+        assert_eq!((status.current_key_id.as_deref(), status.previous_key_id.as_deref()), (Some("new"), Some("old")));
+        assert_eq!(status.last_rotation_time, Some(at(27, 10)), "the rotation's own time, so it is not due again");
+        assert_eq!(status.handled_rotate_now.as_deref(), Some("2"), "the forced rotation is not done twice");
+        let spec = monthly();
+        assert!(matches!(due(&spec, Some(&status), true, Some("2"), at(1, 0), at(27, 11)), Ok(Due::NotYet(_))));
+
+        // A Secret written before these annotations existed: the time is a guess, nothing else.
+        let mut status = before.clone();
+        adopt_secret(&mut status, 3, &data, None, None, at(27, 11));
+        assert_eq!(status.last_rotation_time, Some(at(1, 3)));
+        assert_eq!(status.handled_rotate_now.as_deref(), Some("1"));
+
+        // Not ahead: nothing changes.
+        let mut status = before.clone();
+        adopt_secret(&mut status, 2, &data, Some(at(27, 10)), Some("2".into()), at(27, 11));
+        assert_eq!(status, before);
     }
 
     #[test]
