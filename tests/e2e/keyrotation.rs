@@ -172,115 +172,9 @@ spec:
     ns.cleanup().await;
 }
 
-/// A stand-in for the ColonyOS server's RPC endpoint with the real semantics that matter
-/// here: signatures are checked by recovering the signer's ID, `changeexecutoridmsg` signed
-/// by the executor replaces its ID in place (the old key stops working at once), and a
-/// read signed by an unknown key gets an empty body.
-mod fake_colonyos {
-    use std::sync::{Arc, Mutex};
-
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
-    use colony_operator::colonyos::rpc::signer_id;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[derive(Default)]
-    pub struct State {
-        pub executor_id: String,
-        pub refuse_changes: bool,
-        pub changes: Vec<String>,
-    }
-
-    pub async fn start(executor_id: String) -> (u16, Arc<Mutex<State>>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(Mutex::new(State { executor_id, ..Default::default() }));
-        let s = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else { return };
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    let body = loop {
-                        let n = stream.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            break buf[end + 4..end + 4 + len].to_vec();
-                        }
-                    };
-                    let (status, reply) = handle(&s, &body);
-                    let text = serde_json::to_string(&reply).unwrap();
-                    let _ = stream
-                        .write_all(
-                            format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}", text.len())
-                                .as_bytes(),
-                        )
-                        .await;
-                });
-            }
-        });
-        (port, state)
-    }
-
-    fn reply(payloadtype: &str, payload: serde_json::Value) -> serde_json::Value {
-        serde_json::json!({ "payloadtype": payloadtype, "payload": STANDARD.encode(payload.to_string()), "error": false })
-    }
-
-    fn error(status: u16, message: &str) -> serde_json::Value {
-        serde_json::json!({
-            "payloadtype": "error",
-            "payload": STANDARD.encode(serde_json::json!({ "status": status, "message": message }).to_string()),
-            "error": true
-        })
-    }
-
-    fn handle(state: &Mutex<State>, body: &[u8]) -> (&'static str, serde_json::Value) {
-        let Ok(env) = serde_json::from_slice::<serde_json::Value>(body) else {
-            return ("400 Bad Request", error(400, "bad json"));
-        };
-        let payload = env["payload"].as_str().unwrap_or_default();
-        let Some(signer) = signer_id(payload, env["signature"].as_str().unwrap_or_default()) else {
-            return ("403 Forbidden", error(403, "bad signature"));
-        };
-        let msg: serde_json::Value =
-            STANDARD.decode(payload).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        if msg["msgtype"] != env["payloadtype"] {
-            return ("400 Bad Request", error(400, "msgtype mismatch"));
-        }
-        let mut s = state.lock().unwrap();
-        match msg["msgtype"].as_str() {
-            Some("changeexecutoridmsg") => {
-                if s.refuse_changes {
-                    return ("500 Internal Server Error", error(500, "database unavailable"));
-                }
-                if signer != s.executor_id {
-                    return ("403 Forbidden", error(403, "not a member"));
-                }
-                let new = msg["executorid"].as_str().unwrap_or_default().to_string();
-                s.changes.push(new.clone());
-                s.executor_id = new;
-                ("200 OK", reply("changeexecutoridmsg", serde_json::json!({})))
-            }
-            Some("getcolonystatsmsg") if signer == s.executor_id => (
-                "200 OK",
-                reply("getcolonystatsmsg", serde_json::json!({ "waitingprocesses": 0, "successfulprocesses": 1 })),
-            ),
-            Some("getcolonystatsmsg") => ("200 OK", serde_json::json!({})),
-            _ => ("400 Bad Request", error(400, "unsupported")),
-        }
-    }
-}
+/// The stand-in ColonyOS server (signature-checking, authorizing like the real handlers).
+#[path = "support/fake_colonyos.rs"]
+mod fake_colonyos;
 
 #[tokio::test]
 async fn new_executor_keys_are_registered_with_the_colonyos_server_crash_safely() {
@@ -288,7 +182,11 @@ async fn new_executor_keys_are_registered_with_the_colonyos_server_crash_safely(
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "e2e-kr-colonyos").await;
     let old_key = "32087782a0314486d499315072c5a3018b78c7c9dce3cb299f780741543478ae";
-    let (port, server) = fake_colonyos::start(id_from_private_hex(old_key).unwrap()).await;
+    let (port, server) = fake_colonyos::start(fake_colonyos::State {
+        executor_id: id_from_private_hex(old_key).unwrap(),
+        ..fake_colonyos::State::new()
+    })
+    .await;
     let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
     apply_yaml(
         &ns.name,
