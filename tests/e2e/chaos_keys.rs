@@ -52,7 +52,11 @@ async fn annotate(rotations: &Api<KeyRotation>, name: &str, key: &str, value: &s
 
 /// A namespace with the key Secret (holding `OLD_KEY`), a ColonyServer pointing at the
 /// stand-in, and a KeyRotation `kr` registering `identity`.
-async fn setup(prefix: &str, state: fake_colonyos::State, identity: &str) -> (TestNamespace, Arc<Mutex<fake_colonyos::State>>) {
+async fn setup(
+    prefix: &str,
+    state: fake_colonyos::State,
+    identity: &str,
+) -> (TestNamespace, Arc<Mutex<fake_colonyos::State>>) {
     let client = client().await;
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, prefix).await;
@@ -122,7 +126,8 @@ fn seconds(mut d: Vec<Duration>) -> String {
 
 #[tokio::test]
 async fn chaos_sigkill_during_forced_rotations() {
-    let state = fake_colonyos::State { executor_id: id_from_private_hex(OLD_KEY).unwrap(), ..fake_colonyos::State::new() };
+    let state =
+        fake_colonyos::State { executor_id: id_from_private_hex(OLD_KEY).unwrap(), ..fake_colonyos::State::new() };
     let (ns, server) = setup("chaos-kr-kill", state, "executor").await;
     let rotations: Api<KeyRotation> = ns.api();
     let secrets: Api<Secret> = ns.api();
@@ -264,7 +269,8 @@ async fn chaos_change_id_reply_lost_for_each_identity() {
 
 #[tokio::test]
 async fn chaos_stale_secret_apply_mid_rotation() {
-    let state = fake_colonyos::State { executor_id: id_from_private_hex(OLD_KEY).unwrap(), ..fake_colonyos::State::new() };
+    let state =
+        fake_colonyos::State { executor_id: id_from_private_hex(OLD_KEY).unwrap(), ..fake_colonyos::State::new() };
     let (ns, server) = setup("chaos-kr-stale", state, "executor").await;
     let rotations: Api<KeyRotation> = ns.api();
     let secrets: Api<Secret> = ns.api();

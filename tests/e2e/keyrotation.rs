@@ -276,3 +276,101 @@ spec:
     drop(op);
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn key_secrets_follow_the_deletion_policy_and_a_lost_key_stalls() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-kr-policy").await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    apply_yaml(
+        &ns.name,
+        r#"apiVersion: colony.zyeute.io/v1alpha1
+kind: KeyRotation
+metadata:
+  name: kept
+spec:
+  interval: 720h
+  secretName: kept
+  keyType: random
+  length: 32
+---
+apiVersion: colony.zyeute.io/v1alpha1
+kind: KeyRotation
+metadata:
+  name: owned
+spec:
+  interval: 720h
+  secretName: owned
+  keyType: ed25519
+  secretDeletionPolicy: Delete
+"#,
+    )
+    .await;
+    let secrets: Api<Secret> = ns.api();
+    let rotations: Api<KeyRotation> = ns.api();
+    let revision_1 = |name: &'static str| {
+        let rotations = rotations.clone();
+        async move {
+            wait_for(&format!("{name} at revision 1"), DEADLINE, || async {
+                let kr = rotations.get(name).await.map_err(|e| e.to_string())?;
+                if kr.status.as_ref().map(|s| s.revision) == Some(1) { Ok(kr) } else { Err(format!("{:?}", kr.status)) }
+            })
+            .await
+        }
+    };
+    let kept = revision_1("kept").await;
+    let owned = revision_1("owned").await;
+    let refs = |name: &'static str| {
+        let secrets = secrets.clone();
+        async move { secrets.get(name).await.unwrap().metadata.owner_references.unwrap_or_default() }
+    };
+    assert!(refs("kept").await.is_empty(), "Retain: no ownerReference");
+    let owners = refs("owned").await;
+    assert_eq!(owners.len(), 1);
+    assert_eq!(Some(owners[0].uid.clone()), owned.metadata.uid, "Delete: owned by its KeyRotation");
+
+    // The key Secret deleted behind the operator's back: Stalled, nothing generated.
+    let lost_id = kept.status.unwrap().current_key_id.unwrap();
+    secrets.delete("kept", &Default::default()).await.unwrap();
+    let patch = serde_json::json!({ "metadata": { "annotations": { "colony.zyeute.io/rotate-now": "after-loss" } } });
+    rotations.patch("kept", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let message = wait_for("kept to stall on the missing key", DEADLINE, || async {
+        let kr = rotations.get("kept").await.map_err(|e| e.to_string())?;
+        let c = kr.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled").cloned());
+        match c {
+            Some(c) if c.status == "True" && c.reason == "KeyMissing" => Ok(c.message),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(message.contains(&lost_id) && message.contains("accept-key-change"), "{message}");
+    assert!(secrets.get_opt("kept").await.unwrap().is_none(), "no fresh key without acknowledgement");
+
+    // Acknowledged with the lost key's ID: a new key, the next revision.
+    let patch = serde_json::json!({ "metadata": { "annotations": { "colony.zyeute.io/accept-key-change": lost_id } } });
+    rotations.patch("kept", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let kr = wait_for("kept to generate a new key once accepted", DEADLINE, || async {
+        let kr = rotations.get("kept").await.map_err(|e| e.to_string())?;
+        let st = kr.status.clone().unwrap_or_default();
+        let stalled = st.conditions.iter().any(|c| c.type_ == "Stalled");
+        if st.revision == 2 && !stalled { Ok(kr) } else { Err(format!("{st:?}")) }
+    })
+    .await;
+    let fresh = secrets.get("kept").await.unwrap();
+    assert_eq!(data(&fresh, "id"), kr.status.unwrap().current_key_id);
+
+    // Deleting both KeyRotations: the owned Secret goes with its owner, the kept one stays.
+    rotations.delete("kept", &Default::default()).await.unwrap();
+    rotations.delete("owned", &Default::default()).await.unwrap();
+    wait_for("the owned Secret to be garbage-collected", DEADLINE, || async {
+        match secrets.get_opt("owned").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await;
+    assert_eq!(secrets.get("kept").await.unwrap().data, fresh.data, "the retained key survives its KeyRotation");
+    drop(op);
+    ns.cleanup().await;
+}

@@ -240,7 +240,11 @@ mod tests {
                 assert_eq!(msg["colonyname"], "zyeute", "{kind:?}");
             }
         }
-        assert_ne!(probe_message(IdentityKind::Colony, "z")["msgtype"], "getcolonystatsmsg", "the colony owner is no member");
+        assert_ne!(
+            probe_message(IdentityKind::Colony, "z")["msgtype"],
+            "getcolonystatsmsg",
+            "the colony owner is no member"
+        );
     }
 
     #[test]

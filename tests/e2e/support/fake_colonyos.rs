@@ -178,7 +178,9 @@ fn handle(state: &Mutex<State>, body: &[u8]) -> Option<(&'static str, String)> {
         "getexecutorsmsg" if s.member(&signer, &colony, false) => {
             ok(json!([{ "executorid": s.executor_id, "colonyname": s.colony }]))
         }
-        "getusersmsg" if s.member(&signer, &colony, false) => ok(json!([{ "userid": s.user_id, "colonyname": s.colony }])),
+        "getusersmsg" if s.member(&signer, &colony, false) => {
+            ok(json!([{ "userid": s.user_id, "colonyname": s.colony }]))
+        }
         "getblueprintdefinitionsmsg"
             if s.member(&signer, &colony, true) || (colony == s.colony && signer == s.colony_id) =>
         {

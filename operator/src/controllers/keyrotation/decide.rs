@@ -361,10 +361,7 @@ mod tests {
         assert_eq!(accepted.revision, 3);
         // Status without an ID (written by an old version): the token is the revision.
         let anonymous = KeyRotationStatus { current_key_id: None, ..status };
-        assert_eq!(
-            check_secret(&anonymous, &gone, None, at(2, 0)),
-            Err(Tamper::Missing { lost: "revision-3".into() })
-        );
+        assert_eq!(check_secret(&anonymous, &gone, None, at(2, 0)), Err(Tamper::Missing { lost: "revision-3".into() }));
         assert!(check_secret(&anonymous, &gone, Some("revision-3"), at(2, 0)).is_ok());
     }
 
@@ -422,10 +419,10 @@ mod tests {
         let next = Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap();
         assert_eq!(step(&monthly(), &status, &holding("a", 3), None, true), Step::Wait(next), "not due");
         for (spec, rotate_now, window_open) in [
-            (monthly(), None, true),                                           // schedule not due, request withdrawn
-            (monthly(), Some("r1"), true),                                     // request already handled
-            (KeyRotationSpec { suspend: true, ..monthly() }, None, true),      // suspended since
-            (monthly(), None, false),                                          // the window closed
+            (monthly(), None, true),       // schedule not due, request withdrawn
+            (monthly(), Some("r1"), true), // request already handled
+            (KeyRotationSpec { suspend: true, ..monthly() }, None, true), // suspended since
+            (monthly(), None, false),      // the window closed
             (KeyRotationSpec { suspend: true, ..monthly() }, Some("r9"), false), // all at once
         ] {
             match step(&spec, &status, &staged, rotate_now, window_open) {

@@ -96,7 +96,10 @@ pub fn stored_key_id(key_type: KeyType, data: &BTreeMap<String, Vec<u8>>, prefix
     match key_type {
         KeyType::Secp256k1 => {
             let prv = field("prvkey")?;
-            Some(crate::colonyos::crypto::id_from_private_hex(&String::from_utf8_lossy(prv)).unwrap_or_else(|_| undecodable()))
+            Some(
+                crate::colonyos::crypto::id_from_private_hex(&String::from_utf8_lossy(prv))
+                    .unwrap_or_else(|_| undecodable()),
+            )
         }
         KeyType::Ed25519 => {
             let seed = field("prvkey")?;

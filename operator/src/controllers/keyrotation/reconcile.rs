@@ -101,7 +101,8 @@ async fn rotate(
     }
     let mut next = status.clone();
     next.revision += 1;
-    next.previous_key_id = next.current_key_id.take().or_else(|| view.key_id.clone());
+    next.previous_key_id =
+        next.current_key_id.take().or_else(|| view.key_id.clone()).or_else(|| next.previous_key_id.take());
     next.current_key_id = Some(key.id.clone());
     next.last_rotation_time = Some(now);
     next.next_rotation_time = decide::next_rotation(&kr.spec, now).ok();
@@ -119,11 +120,7 @@ async fn rotate(
 }
 
 /// The conditions and phase for `outcome` (pure).
-fn conditions(
-    kr: &KeyRotation,
-    status: &KeyRotationStatus,
-    outcome: &Outcome,
-) -> (RotationPhase, Vec<Desired>) {
+fn conditions(kr: &KeyRotation, status: &KeyRotationStatus, outcome: &Outcome) -> (RotationPhase, Vec<Desired>) {
     let pending = status.targets.as_ref().is_some_and(|t| !t.pending.is_empty());
     let mut desired = vec![Desired::new(ROTATING, pending, "RollingOut", "targets pending")];
     let mut stalled = |reason: &str, why: String| {
@@ -199,8 +196,7 @@ pub async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Ac
         }
     };
     if status.next_rotation_time.is_none() {
-        status.next_rotation_time =
-            decide::next_rotation(&kr.spec, status.last_rotation_time.unwrap_or(anchor)).ok();
+        status.next_rotation_time = decide::next_rotation(&kr.spec, status.last_rotation_time.unwrap_or(anchor)).ok();
     }
     let (phase, desired) = conditions(&kr, &status, &outcome);
     status.phase = Some(phase);

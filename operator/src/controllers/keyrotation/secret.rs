@@ -21,7 +21,7 @@ pub const REVISION_ANNOTATION: &str = "colony.zyeute.io/rotation-revision";
 /// On the Secret: the `rotate-now` value the rotation it holds answered.
 pub const HANDLED_ROTATE_NOW_ANNOTATION: &str = "colony.zyeute.io/rotate-now-handled";
 /// On the Secret: when the key it holds became current (RFC 3339).
-pub const ROTATED_AT_ANNOTATION: &str = "colony.zyeute.io/rotated-at";
+pub const ROTATED_AT_RECORD_ANNOTATION: &str = "colony.zyeute.io/rotated-at";
 
 /// The Secret's data as raw bytes.
 pub fn data_of(secret: Option<&Secret>) -> BTreeMap<String, Vec<u8>> {
@@ -34,7 +34,7 @@ pub fn record_of(annotations: &BTreeMap<String, String>) -> SecretRecord {
         revision: annotations.get(REVISION_ANNOTATION).and_then(|v| v.parse().ok()).unwrap_or(0),
         handled_rotate_now: annotations.get(HANDLED_ROTATE_NOW_ANNOTATION).cloned(),
         rotated_at: annotations
-            .get(ROTATED_AT_ANNOTATION)
+            .get(ROTATED_AT_RECORD_ANNOTATION)
             .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
             .map(|t| t.with_timezone(&Utc)),
     }
@@ -58,8 +58,8 @@ fn set_record(annotations: &mut BTreeMap<String, String>, record: &SecretRecord)
         None => annotations.remove(HANDLED_ROTATE_NOW_ANNOTATION),
     };
     match record.rotated_at {
-        Some(t) => annotations.insert(ROTATED_AT_ANNOTATION.into(), t.to_rfc3339()),
-        None => annotations.remove(ROTATED_AT_ANNOTATION),
+        Some(t) => annotations.insert(ROTATED_AT_RECORD_ANNOTATION.into(), t.to_rfc3339()),
+        None => annotations.remove(ROTATED_AT_RECORD_ANNOTATION),
     };
 }
 
@@ -218,7 +218,7 @@ mod tests {
         };
         let v = view(&spec, Some(&secret));
         assert_eq!(v.key_id.as_deref(), Some(k.id.as_str()));
-        assert_eq!((v.previous_key_id, v.pending_id, v.record.revision), (None, None, 2));
+        assert_eq!((&v.previous_key_id, &v.pending_id, v.record.revision), (&None, &None, 2));
         assert!(!format!("{v:?}").contains(&"03".repeat(32)));
         assert_eq!(view(&spec, None), SecretView::default());
     }
