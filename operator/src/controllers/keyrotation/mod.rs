@@ -18,6 +18,10 @@ pub mod secret;
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::api::KeyRotation;
@@ -34,5 +38,21 @@ pub const ROTATED_AT_ANNOTATION: &str = "colony.zyeute.io/key-rotated-at";
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     let (controller, synced) = primary(ctx.scoped_api::<KeyRotation>(), watcher::Config::default(), NAME);
+    let rotations = controller.store();
+    // A key Secret changed or deleted by someone else is looked at at once (metadata only:
+    // the key stays out of the watch); the KeyRotations using it come from the cache.
+    let controller = controller.watches(
+        ctx.scoped_api::<PartialObjectMeta<Secret>>(),
+        watcher::Config::default(),
+        move |s: PartialObjectMeta<Secret>| {
+            let (ns, name) = (s.namespace(), s.name_any());
+            rotations
+                .state()
+                .iter()
+                .filter(|kr| kr.namespace() == ns && kr.spec.secret_name == name)
+                .map(|kr| ObjectRef::from_obj(kr.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    );
     spawn_controller(NAME, controller, synced, reconcile::reconcile, ctx, shutdown)
 }
