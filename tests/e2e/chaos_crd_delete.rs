@@ -84,7 +84,6 @@ spec:
     };
     let legacy_key = no_owner("legacy-key").await;
     let fresh_key = no_owner("fresh-key").await;
-    drop(op);
 
     let started = Instant::now();
     rotations.delete("fresh", &DeleteParams::default()).await.unwrap();
@@ -133,6 +132,7 @@ spec:
     };
     chaos::record(&row);
     assert_eq!(lost, 0, "{row:?}");
+    drop(op);
     ns.cleanup().await;
 }
 

@@ -149,7 +149,7 @@ async fn chaos_sigkill_during_forced_rotations() {
         op.wait_ready().await;
         let value = format!("kill-{i}");
         annotate(&rotations, "kr", "colony.zyeute.io/rotate-now", &value).await;
-        let delay = rand::rng().random_range(0..800);
+        let delay = rand::rng().random_range(0..300);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         op.kill().await;
 
