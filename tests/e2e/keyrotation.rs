@@ -330,6 +330,32 @@ spec:
     assert_eq!(owners.len(), 1);
     assert_eq!(Some(owners[0].uid.clone()), owned.metadata.uid, "Delete: owned by its KeyRotation");
 
+    // Steady state is silent, also with the key Secrets watched: reconciles (proven by the
+    // counter) write neither the KeyRotations nor their Secrets.
+    let reconciles = || async {
+        let (_, body) = op.get("/metrics").await.unwrap_or_default();
+        body.lines()
+            .find_map(|l| l.strip_prefix(r#"colony_operator_reconciliations_total{controller="keyrotation"} "#))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let quiet_from = std::time::SystemTime::now();
+    let before = reconciles().await;
+    for name in ["kept", "owned"] {
+        let patch = serde_json::json!({ "metadata": { "annotations": { "example.com/poke": "1" } } });
+        rotations.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+    wait_for("two more reconciles", DEADLINE, || async {
+        let now = reconciles().await;
+        if now >= before + 2 { Ok(()) } else { Err(format!("{before} -> {now}")) }
+    })
+    .await;
+    let writes: Vec<String> = colony_e2e::operator_writes(&ns.name, quiet_from)
+        .into_iter()
+        .filter(|w| ["keyrotations/", "secrets/"].iter().any(|r| w.contains(r)))
+        .collect();
+    assert!(writes.is_empty(), "writes in steady state: {writes:?}");
+
     // The key Secret deleted behind the operator's back: Stalled, nothing generated.
     let lost_id = kept.status.unwrap().current_key_id.unwrap();
     secrets.delete("kept", &Default::default()).await.unwrap();
