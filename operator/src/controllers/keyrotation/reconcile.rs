@@ -225,3 +225,53 @@ pub async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Ac
     };
     Ok(Action::requeue(wait))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::KeyRotationSpec;
+
+    fn kr() -> KeyRotation {
+        KeyRotation::new("bee-key", KeyRotationSpec { secret_name: "bee-secret".into(), ..Default::default() })
+    }
+
+    fn find_desired<'a>(d: &'a [Desired], type_: &str) -> Option<&'a Desired> {
+        d.iter().find(|c| c.type_ == type_)
+    }
+
+    #[test]
+    fn tampering_stalls_with_its_reason_and_the_way_out() {
+        let status = KeyRotationStatus { revision: 2, current_key_id: Some("abc".into()), ..Default::default() };
+        let (phase, d) = conditions(&kr(), &status, &Outcome::Tampered(Tamper::Missing { lost: "abc".into() }));
+        assert_eq!(phase, RotationPhase::Failed);
+        let stalled = find_desired(&d, STALLED).unwrap();
+        assert!(stalled.status && stalled.reason == "KeyMissing");
+        assert!(stalled.message.contains("accept-key-change=abc"), "{}", stalled.message);
+        let ready = find_desired(&d, READY).unwrap();
+        assert!(!ready.status && ready.reason == "KeyMissing");
+    }
+
+    #[test]
+    fn other_outcomes() {
+        let status = KeyRotationStatus { revision: 2, ..Default::default() };
+        let (phase, d) = conditions(&kr(), &status, &Outcome::RegistrationFailed("403".into()));
+        assert_eq!(phase, RotationPhase::Registering);
+        assert_eq!(find_desired(&d, READY).unwrap().reason, "RegistrationFailed");
+        assert!(!find_desired(&d, STALLED).unwrap().status, "a failed registration is retried, not stalled");
+        let (_, d) = conditions(&kr(), &status, &Outcome::Held(Hold::WaitingForWindow));
+        assert_eq!(find_desired(&d, READY).unwrap().reason, "WaitingForWindow");
+        let (phase, d) = conditions(&kr(), &status, &Outcome::Rotated);
+        assert_eq!(phase, RotationPhase::Idle);
+        assert!(find_desired(&d, READY).unwrap().status);
+        let rolling = KeyRotationStatus {
+            targets: Some(TargetsStatus { rolled: vec![], pending: vec!["Deployment/app".into()] }),
+            ..status
+        };
+        let (phase, d) = conditions(&kr(), &rolling, &Outcome::Idle);
+        assert_eq!(phase, RotationPhase::RollingOut);
+        assert!(find_desired(&d, ROTATING).unwrap().status && !find_desired(&d, READY).unwrap().status);
+        let (phase, d) = conditions(&kr(), &rolling, &Outcome::Invalid("spec.schedule: bad".into()));
+        assert_eq!(phase, RotationPhase::Failed);
+        assert_eq!(find_desired(&d, STALLED).unwrap().reason, "InvalidSpec");
+    }
+}
