@@ -172,115 +172,9 @@ spec:
     ns.cleanup().await;
 }
 
-/// A stand-in for the ColonyOS server's RPC endpoint with the real semantics that matter
-/// here: signatures are checked by recovering the signer's ID, `changeexecutoridmsg` signed
-/// by the executor replaces its ID in place (the old key stops working at once), and a
-/// read signed by an unknown key gets an empty body.
-mod fake_colonyos {
-    use std::sync::{Arc, Mutex};
-
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
-    use colony_operator::colonyos::rpc::signer_id;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[derive(Default)]
-    pub struct State {
-        pub executor_id: String,
-        pub refuse_changes: bool,
-        pub changes: Vec<String>,
-    }
-
-    pub async fn start(executor_id: String) -> (u16, Arc<Mutex<State>>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(Mutex::new(State { executor_id, ..Default::default() }));
-        let s = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else { return };
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    let body = loop {
-                        let n = stream.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            break buf[end + 4..end + 4 + len].to_vec();
-                        }
-                    };
-                    let (status, reply) = handle(&s, &body);
-                    let text = serde_json::to_string(&reply).unwrap();
-                    let _ = stream
-                        .write_all(
-                            format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}", text.len())
-                                .as_bytes(),
-                        )
-                        .await;
-                });
-            }
-        });
-        (port, state)
-    }
-
-    fn reply(payloadtype: &str, payload: serde_json::Value) -> serde_json::Value {
-        serde_json::json!({ "payloadtype": payloadtype, "payload": STANDARD.encode(payload.to_string()), "error": false })
-    }
-
-    fn error(status: u16, message: &str) -> serde_json::Value {
-        serde_json::json!({
-            "payloadtype": "error",
-            "payload": STANDARD.encode(serde_json::json!({ "status": status, "message": message }).to_string()),
-            "error": true
-        })
-    }
-
-    fn handle(state: &Mutex<State>, body: &[u8]) -> (&'static str, serde_json::Value) {
-        let Ok(env) = serde_json::from_slice::<serde_json::Value>(body) else {
-            return ("400 Bad Request", error(400, "bad json"));
-        };
-        let payload = env["payload"].as_str().unwrap_or_default();
-        let Some(signer) = signer_id(payload, env["signature"].as_str().unwrap_or_default()) else {
-            return ("403 Forbidden", error(403, "bad signature"));
-        };
-        let msg: serde_json::Value =
-            STANDARD.decode(payload).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        if msg["msgtype"] != env["payloadtype"] {
-            return ("400 Bad Request", error(400, "msgtype mismatch"));
-        }
-        let mut s = state.lock().unwrap();
-        match msg["msgtype"].as_str() {
-            Some("changeexecutoridmsg") => {
-                if s.refuse_changes {
-                    return ("500 Internal Server Error", error(500, "database unavailable"));
-                }
-                if signer != s.executor_id {
-                    return ("403 Forbidden", error(403, "not a member"));
-                }
-                let new = msg["executorid"].as_str().unwrap_or_default().to_string();
-                s.changes.push(new.clone());
-                s.executor_id = new;
-                ("200 OK", reply("changeexecutoridmsg", serde_json::json!({})))
-            }
-            Some("getcolonystatsmsg") if signer == s.executor_id => (
-                "200 OK",
-                reply("getcolonystatsmsg", serde_json::json!({ "waitingprocesses": 0, "successfulprocesses": 1 })),
-            ),
-            Some("getcolonystatsmsg") => ("200 OK", serde_json::json!({})),
-            _ => ("400 Bad Request", error(400, "unsupported")),
-        }
-    }
-}
+/// The stand-in ColonyOS server (signature-checking, authorizing like the real handlers).
+#[path = "support/fake_colonyos.rs"]
+mod fake_colonyos;
 
 #[tokio::test]
 async fn new_executor_keys_are_registered_with_the_colonyos_server_crash_safely() {
@@ -288,7 +182,11 @@ async fn new_executor_keys_are_registered_with_the_colonyos_server_crash_safely(
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "e2e-kr-colonyos").await;
     let old_key = "32087782a0314486d499315072c5a3018b78c7c9dce3cb299f780741543478ae";
-    let (port, server) = fake_colonyos::start(id_from_private_hex(old_key).unwrap()).await;
+    let (port, server) = fake_colonyos::start(fake_colonyos::State {
+        executor_id: id_from_private_hex(old_key).unwrap(),
+        ..fake_colonyos::State::new()
+    })
+    .await;
     let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
     apply_yaml(
         &ns.name,
@@ -375,6 +273,130 @@ spec:
     assert_eq!(data(&done, "previous.prvkey").as_deref(), Some(new_key.as_str()));
     assert!(done.data.as_ref().unwrap().keys().all(|k| !k.starts_with("pending.")));
     assert!(!op.logs().contains(&pending), "no key in the logs");
+    drop(op);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn key_secrets_follow_the_deletion_policy_and_a_lost_key_stalls() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-kr-policy").await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    apply_yaml(
+        &ns.name,
+        r#"apiVersion: colony.zyeute.io/v1alpha1
+kind: KeyRotation
+metadata:
+  name: kept
+spec:
+  interval: 720h
+  secretName: kept
+  keyType: random
+  length: 32
+---
+apiVersion: colony.zyeute.io/v1alpha1
+kind: KeyRotation
+metadata:
+  name: owned
+spec:
+  interval: 720h
+  secretName: owned
+  keyType: ed25519
+  secretDeletionPolicy: Delete
+"#,
+    )
+    .await;
+    let secrets: Api<Secret> = ns.api();
+    let rotations: Api<KeyRotation> = ns.api();
+    let revision_1 = |name: &'static str| {
+        let rotations = rotations.clone();
+        async move {
+            wait_for(&format!("{name} at revision 1"), DEADLINE, || async {
+                let kr = rotations.get(name).await.map_err(|e| e.to_string())?;
+                if kr.status.as_ref().map(|s| s.revision) == Some(1) { Ok(kr) } else { Err(format!("{:?}", kr.status)) }
+            })
+            .await
+        }
+    };
+    let kept = revision_1("kept").await;
+    let owned = revision_1("owned").await;
+    let refs = |name: &'static str| {
+        let secrets = secrets.clone();
+        async move { secrets.get(name).await.unwrap().metadata.owner_references.unwrap_or_default() }
+    };
+    assert!(refs("kept").await.is_empty(), "Retain: no ownerReference");
+    let owners = refs("owned").await;
+    assert_eq!(owners.len(), 1);
+    assert_eq!(Some(owners[0].uid.clone()), owned.metadata.uid, "Delete: owned by its KeyRotation");
+
+    // Steady state is silent, also with the key Secrets watched: reconciles (proven by the
+    // counter) write neither the KeyRotations nor their Secrets.
+    let reconciles = || async {
+        let (_, body) = op.get("/metrics").await.unwrap_or_default();
+        body.lines()
+            .find_map(|l| l.strip_prefix(r#"colony_operator_reconciliations_total{controller="keyrotation"} "#))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let quiet_from = std::time::SystemTime::now();
+    let before = reconciles().await;
+    for name in ["kept", "owned"] {
+        let patch = serde_json::json!({ "metadata": { "annotations": { "example.com/poke": "1" } } });
+        rotations.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+    wait_for("two more reconciles", DEADLINE, || async {
+        let now = reconciles().await;
+        if now >= before + 2 { Ok(()) } else { Err(format!("{before} -> {now}")) }
+    })
+    .await;
+    let writes: Vec<String> = colony_e2e::operator_writes(&ns.name, quiet_from)
+        .into_iter()
+        .filter(|w| ["keyrotations/", "secrets/"].iter().any(|r| w.contains(r)))
+        .collect();
+    assert!(writes.is_empty(), "writes in steady state: {writes:?}");
+
+    // The key Secret deleted behind the operator's back: Stalled, nothing generated.
+    let lost_id = kept.status.unwrap().current_key_id.unwrap();
+    secrets.delete("kept", &Default::default()).await.unwrap();
+    let patch = serde_json::json!({ "metadata": { "annotations": { "colony.zyeute.io/rotate-now": "after-loss" } } });
+    rotations.patch("kept", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let message = wait_for("kept to stall on the missing key", DEADLINE, || async {
+        let kr = rotations.get("kept").await.map_err(|e| e.to_string())?;
+        let c = kr.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Stalled").cloned());
+        match c {
+            Some(c) if c.status == "True" && c.reason == "KeyMissing" => Ok(c.message),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(message.contains(&lost_id) && message.contains("accept-key-change"), "{message}");
+    assert!(secrets.get_opt("kept").await.unwrap().is_none(), "no fresh key without acknowledgement");
+
+    // Acknowledged with the lost key's ID: a new key, the next revision.
+    let patch = serde_json::json!({ "metadata": { "annotations": { "colony.zyeute.io/accept-key-change": lost_id } } });
+    rotations.patch("kept", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let kr = wait_for("kept to generate a new key once accepted", DEADLINE, || async {
+        let kr = rotations.get("kept").await.map_err(|e| e.to_string())?;
+        let st = kr.status.clone().unwrap_or_default();
+        let stalled = st.conditions.iter().any(|c| c.type_ == "Stalled");
+        if st.revision == 2 && !stalled { Ok(kr) } else { Err(format!("{st:?}")) }
+    })
+    .await;
+    let fresh = secrets.get("kept").await.unwrap();
+    assert_eq!(data(&fresh, "id"), kr.status.unwrap().current_key_id);
+
+    // Deleting both KeyRotations: the owned Secret goes with its owner, the kept one stays.
+    rotations.delete("kept", &Default::default()).await.unwrap();
+    rotations.delete("owned", &Default::default()).await.unwrap();
+    wait_for("the owned Secret to be garbage-collected", DEADLINE, || async {
+        match secrets.get_opt("owned").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    })
+    .await;
+    assert_eq!(secrets.get("kept").await.unwrap().data, fresh.data, "the retained key survives its KeyRotation");
     drop(op);
     ns.cleanup().await;
 }

@@ -16,6 +16,12 @@ use super::common::{
 /// The runbook's cadence: 03:00 on the first day of every month.
 pub const MONTHLY_SCHEDULE: &str = "0 3 1 * *";
 
+/// On a KeyRotation: acknowledges that the key Secret lost or changed the key
+/// `status.currentKeyId` names. Its value must be that ID (so a stale acknowledgement never
+/// accepts a later change): a replaced key is then adopted as current, a missing one is
+/// generated afresh.
+pub const ACCEPT_KEY_CHANGE_ANNOTATION: &str = "colony.zyeute.io/accept-key-change";
+
 /// Desired rotation of one key: when, what kind of key, who must pick it up.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -88,6 +94,22 @@ pub struct KeyRotationSpec {
     /// Stop rotating (a rotation in progress is finished first).
     #[serde(default)]
     pub suspend: bool,
+    /// What happens to the key Secret when this KeyRotation (or its CRD) is deleted:
+    /// `Retain` (default, like cert-manager) leaves it in place, with no ownerReference (one
+    /// left by an earlier operator version is removed); `Delete` gives the Secret an
+    /// ownerReference to this KeyRotation so the garbage collector deletes it with it.
+    #[serde(default)]
+    pub secret_deletion_policy: SecretDeletionPolicy,
+}
+
+/// What happens to the key Secret when its KeyRotation is deleted.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SecretDeletionPolicy {
+    /// The Secret stays (no ownerReference).
+    #[default]
+    Retain,
+    /// The Secret is owned by the KeyRotation and garbage-collected with it.
+    Delete,
 }
 
 fn default_keep_previous() -> i32 {
@@ -116,6 +138,7 @@ impl Default for KeyRotationSpec {
             maintenance_window_ref: None,
             colony_os: None,
             suspend: false,
+            secret_deletion_policy: SecretDeletionPolicy::default(),
         }
     }
 }
@@ -308,6 +331,7 @@ mod tests {
         assert_eq!(spec.key_type, KeyType::Secp256k1);
         assert_eq!(spec.keep_previous, 1);
         assert!(spec.targets.is_empty() && spec.colony_os.is_none() && !spec.suspend);
+        assert_eq!(spec.secret_deletion_policy, SecretDeletionPolicy::Retain, "key Secrets outlive their KeyRotation");
         assert_eq!(spec, KeyRotationSpec { secret_name: "bee-key".into(), ..Default::default() });
         assert_eq!(spec.cadence(), RotationCadence::Cron { schedule: "0 3 1 * *", time_zone: "UTC" });
     }

@@ -105,10 +105,18 @@ pub fn change_id_message(kind: IdentityKind, colony: &str, new_id: &str) -> Valu
 }
 
 /// A read the identity is allowed to make, used to find out which key the server accepts.
+/// Chosen from the v1.9.12 handlers' authorization (pkg/server/handlers): `getexecutorsmsg`
+/// and `getusersmsg` need colony membership without approval (the very check of
+/// `changeexecutoridmsg`/`changeuseridmsg`; the identity itself is in the list, so the reply
+/// is never empty), `getblueprintdefinitionsmsg` admits the colony owner (a colony key is no
+/// member, so `getcolonystatsmsg` answers it with an empty body), `getstatisticsmsg` the
+/// server owner. Each refuses any other key with 403.
 pub fn probe_message(kind: IdentityKind, colony: &str) -> Value {
     match kind {
+        IdentityKind::Executor => json!({ "msgtype": "getexecutorsmsg", "colonyname": colony }),
+        IdentityKind::User => json!({ "msgtype": "getusersmsg", "colonyname": colony }),
+        IdentityKind::Colony => json!({ "msgtype": "getblueprintdefinitionsmsg", "colonyname": colony }),
         IdentityKind::Server => json!({ "msgtype": "getstatisticsmsg" }),
-        _ => json!({ "msgtype": "getcolonystatsmsg", "colonyname": colony }),
     }
 }
 
@@ -208,6 +216,35 @@ mod tests {
             json!({"msgtype": "changeserveridmsg", "serverid": new})
         );
         assert_eq!(probe_message(IdentityKind::Server, "z")["msgtype"], "getstatisticsmsg");
+    }
+
+    #[test]
+    fn each_identity_probes_with_a_read_it_may_make() {
+        // Who may call what, as the v1.9.12 handlers check it.
+        let allowed = |kind: IdentityKind, msgtype: &str| match msgtype {
+            // RequireMembership(approved=false): executors and users of the colony.
+            "getexecutorsmsg" | "getusersmsg" => matches!(kind, IdentityKind::Executor | IdentityKind::User),
+            // RequireMembership(approved=true), else RequireColonyOwner.
+            "getblueprintdefinitionsmsg" => kind != IdentityKind::Server,
+            // RequireMembership(approved=true) only (an unapproved executor or the colony
+            // owner gets an empty body).
+            "getcolonystatsmsg" => kind == IdentityKind::User,
+            "getstatisticsmsg" => kind == IdentityKind::Server,
+            _ => false,
+        };
+        for kind in [IdentityKind::Executor, IdentityKind::User, IdentityKind::Colony, IdentityKind::Server] {
+            let msg = probe_message(kind, "zyeute");
+            let msgtype = msg["msgtype"].as_str().unwrap();
+            assert!(allowed(kind, msgtype), "{kind:?} may not call {msgtype}");
+            if kind != IdentityKind::Server {
+                assert_eq!(msg["colonyname"], "zyeute", "{kind:?}");
+            }
+        }
+        assert_ne!(
+            probe_message(IdentityKind::Colony, "z")["msgtype"],
+            "getcolonystatsmsg",
+            "the colony owner is no member"
+        );
     }
 
     #[test]

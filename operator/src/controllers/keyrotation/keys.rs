@@ -86,6 +86,33 @@ pub fn without_pending(data: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec
     data.iter().filter(|(k, _)| !k.starts_with(PENDING_PREFIX)).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
+/// The ID of the key stored under `prefix` (`""` for the current key, [`PENDING_PREFIX`] for a
+/// staged one), derived from the key material itself so that a key swapped under an
+/// unchanged `id` field is still noticed. None when there is no key; a key that cannot be
+/// decoded gets an ID that matches nothing the operator generated.
+pub fn stored_key_id(key_type: KeyType, data: &BTreeMap<String, Vec<u8>>, prefix: &str) -> Option<String> {
+    let field = |f: &str| data.get(&format!("{prefix}{f}"));
+    let undecodable = || "undecodable".to_string();
+    match key_type {
+        KeyType::Secp256k1 => {
+            let prv = field("prvkey")?;
+            Some(
+                crate::colonyos::crypto::id_from_private_hex(&String::from_utf8_lossy(prv))
+                    .unwrap_or_else(|_| undecodable()),
+            )
+        }
+        KeyType::Ed25519 => {
+            let seed = field("prvkey")?;
+            let id = hex::decode(String::from_utf8_lossy(seed).trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                .map(|seed| fingerprint(&SigningKey::from_bytes(&seed).verifying_key().to_bytes()));
+            Some(id.unwrap_or_else(undecodable))
+        }
+        KeyType::Random => field("key").map(|k| fingerprint(k)),
+    }
+}
+
 pub fn os_random(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the operating system's random source");
 }
@@ -185,6 +212,29 @@ mod tests {
         }
         assert_eq!(pending_key(&data), Some(k));
         assert_eq!(without_pending(&data).keys().collect::<Vec<_>>(), ["prvkey"]);
+    }
+
+    #[test]
+    fn stored_key_ids_come_from_the_key_material() {
+        for kt in [KeyType::Secp256k1, KeyType::Ed25519, KeyType::Random] {
+            let k = generate(kt, 16, &mut counter());
+            let mut data = k.fields.clone();
+            assert_eq!(stored_key_id(kt, &data, "").as_deref(), Some(k.id.as_str()), "{kt:?}");
+            assert_eq!(stored_key_id(kt, &data, PENDING_PREFIX), None, "no staged key");
+            for (f, v) in &k.fields {
+                data.insert(format!("{PENDING_PREFIX}{f}"), v.clone());
+            }
+            assert_eq!(stored_key_id(kt, &data, PENDING_PREFIX).as_deref(), Some(k.id.as_str()));
+            // A key swapped under an unchanged `id` field is a different key.
+            let other = generate(kt, 16, &mut |b: &mut [u8]| b.fill(0x42));
+            let mut swapped = other.fields.clone();
+            swapped.insert("id".into(), k.id.clone().into_bytes());
+            assert_eq!(stored_key_id(kt, &swapped, "").as_deref(), Some(other.id.as_str()), "{kt:?}");
+        }
+        let junk = BTreeMap::from([("prvkey".to_string(), b"not hex".to_vec())]);
+        assert_eq!(stored_key_id(KeyType::Secp256k1, &junk, "").as_deref(), Some("undecodable"));
+        assert_eq!(stored_key_id(KeyType::Ed25519, &junk, "").as_deref(), Some("undecodable"));
+        assert_eq!(stored_key_id(KeyType::Random, &junk, ""), None, "a random key lives in `key`");
     }
 
     #[test]
