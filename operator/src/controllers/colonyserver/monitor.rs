@@ -25,6 +25,8 @@ pub struct ProbeConfig {
     pub timeout: Duration,
     pub thresholds: HealthThresholds,
     pub slo: Option<SloConfig>,
+    /// A private CA (PEM) to trust (`spec.tls.caRef`).
+    pub ca: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -86,11 +88,16 @@ impl Monitor {
         }
         let state =
             Arc::new(Mutex::new(Snapshot { health: HealthCounter::new(config.thresholds), ..Default::default() }));
+        // The CA was checked by the reconciler; a bundle that still fails leaves the public roots.
+        let prober = match &config.ca {
+            Some(pem) => Prober::with_ca(Some(pem)).unwrap_or_else(|_| self.prober.clone()),
+            None => self.prober.clone(),
+        };
         let task = tokio::spawn(probe_loop(
             key.clone(),
             config.clone(),
             state.clone(),
-            self.prober.clone(),
+            prober,
             self.metrics.clone(),
             self.wake.clone(),
             self.servers.clone(),
