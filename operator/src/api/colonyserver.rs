@@ -83,7 +83,7 @@ pub struct ColonyServerSpec {
     /// Required when `managed` is true; also used to sign server-level statistics calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_key_secret_ref: Option<SecretKeySelector>,
-    /// TLS of the server's HTTP API (managed only).
+    /// TLS of the server's HTTP API (managed only; `caRef` applies to every server).
     #[serde(default)]
     pub tls: TlsSpec,
     /// Health probing of the server.
