@@ -178,7 +178,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             let name = controllers::NAMES.get(index).copied().unwrap_or("?");
             tracing::error!(controller = name, "controller task {what}; the process is unhealthy and exits");
             healthy.store(false, Ordering::Relaxed);
-            let _ = controllers.remove(index);
+            drop(controllers.remove(index));
             Some(format!("controller {name} {what}"))
         }
         Ended::Signal => None,
