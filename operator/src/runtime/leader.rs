@@ -222,6 +222,7 @@ pub fn record_of(lease: &Lease) -> String {
 pub fn decide(
     lease: Option<&Lease>,
     me: &str,
+    held: bool,
     default_duration: Duration,
     observed: &mut Option<Observed>,
     now: Instant,
@@ -232,10 +233,12 @@ pub fn decide(
     };
     let spec = lease.spec.clone().unwrap_or_default();
     let holder = spec.holder_identity.unwrap_or_default();
-    if holder == me {
+    if holder == me && held {
         *observed = None;
         return Step::Renew;
     }
+    // Ours on record but not held by this run (a restart with the same identity): like any
+    // other holder's, the record must stay unchanged for a whole duration first.
     if holder.is_empty() {
         *observed = None;
         return Step::TakeOver;
@@ -274,9 +277,17 @@ fn patch_params() -> PatchParams {
 }
 
 /// One round: read the Lease, act on [`decide`]. Returns whether we hold it now.
-async fn round(api: &Api<Lease>, s: &LeaderSettings, observed: &mut Option<Observed>) -> kube::Result<bool> {
+/// `deadline` is our current one while we hold the Lease: once it has passed we never renew
+/// (a standby may already count on our silence), checked again right before the write.
+async fn round(
+    api: &Api<Lease>,
+    s: &LeaderSettings,
+    observed: &mut Option<Observed>,
+    deadline: Option<Instant>,
+) -> kube::Result<bool> {
+    let expired = || deadline.is_some_and(|d| Instant::now() >= d);
     let current = api.get_opt(LEASE_NAME).await?;
-    let step = decide(current.as_ref(), &s.identity, s.duration(), observed, Instant::now());
+    let step = decide(current.as_ref(), &s.identity, deadline.is_some(), s.duration(), observed, Instant::now());
     let pp = PostParams { field_manager: Some(super::context::field_manager("leader-election")), ..Default::default() };
     match step {
         Step::Wait => Ok(false),
@@ -291,6 +302,7 @@ async fn round(api: &Api<Lease>, s: &LeaderSettings, observed: &mut Option<Obser
                 Err(e) => Err(e),
             }
         }
+        Step::Renew if expired() => Ok(false),
         Step::Renew | Step::TakeOver => {
             let lease = current.expect("a Lease to renew or take over");
             let acquire = step == Step::TakeOver;
@@ -329,7 +341,7 @@ pub fn compete(client: Client, s: &LeaderSettings) -> Election {
         loop {
             let started = Instant::now();
             let result = tokio::select! {
-                r = round(&api, &s, &mut observed) => r,
+                r = round(&api, &s, &mut observed, *tx.borrow()) => r,
                 _ = stop_rx.wait_for(|s| *s) => break,
             };
             match result {
@@ -342,9 +354,10 @@ pub fn compete(client: Client, s: &LeaderSettings) -> Election {
                     let _ = tx.send(Some(started + s.validity()));
                 }
                 Ok(false) if held => {
-                    tracing::error!(identity = %s.identity, "the leader lease is held by another process");
+                    // Lost for good in this process: it stops and exits, never re-acquires.
+                    tracing::error!(identity = %s.identity, "the leader lease was lost (taken over or not renewed in time)");
                     let _ = tx.send(None);
-                    held = false;
+                    return;
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leader lease renewal failed"),
@@ -423,9 +436,9 @@ mod tests {
         let now = Instant::now();
         let d = Duration::from_secs(8);
         let mut seen = None;
-        assert_eq!(decide(None, "a", d, &mut seen, now), Step::Create);
-        assert_eq!(decide(Some(&lease("a", "1", 8)), "a", d, &mut seen, now), Step::Renew);
-        assert_eq!(decide(Some(&lease("", "2", 1)), "a", d, &mut seen, now), Step::TakeOver);
+        assert_eq!(decide(None, "a", false, d, &mut seen, now), Step::Create);
+        assert_eq!(decide(Some(&lease("a", "1", 8)), "a", true, d, &mut seen, now), Step::Renew);
+        assert_eq!(decide(Some(&lease("", "2", 1)), "a", false, d, &mut seen, now), Step::TakeOver);
     }
 
     #[test]
@@ -434,14 +447,24 @@ mod tests {
         let d = Duration::from_secs(15);
         let mut seen = None;
         let l = lease("b", "7", 8);
-        assert_eq!(decide(Some(&l), "a", d, &mut seen, t0), Step::Wait);
+        assert_eq!(decide(Some(&l), "a", false, d, &mut seen, t0), Step::Wait);
         // The Lease's own duration (8 s) counts, not ours.
-        assert_eq!(decide(Some(&l), "a", d, &mut seen, t0 + Duration::from_secs(7)), Step::Wait);
+        assert_eq!(decide(Some(&l), "a", false, d, &mut seen, t0 + Duration::from_secs(7)), Step::Wait);
         // A renewal (new resourceVersion) restarts the clock.
         let renewed = lease("b", "8", 8);
-        assert_eq!(decide(Some(&renewed), "a", d, &mut seen, t0 + Duration::from_secs(7)), Step::Wait);
-        assert_eq!(decide(Some(&renewed), "a", d, &mut seen, t0 + Duration::from_secs(14)), Step::Wait);
-        assert_eq!(decide(Some(&renewed), "a", d, &mut seen, t0 + Duration::from_secs(15)), Step::TakeOver);
+        assert_eq!(decide(Some(&renewed), "a", false, d, &mut seen, t0 + Duration::from_secs(7)), Step::Wait);
+        assert_eq!(decide(Some(&renewed), "a", false, d, &mut seen, t0 + Duration::from_secs(14)), Step::Wait);
+        assert_eq!(decide(Some(&renewed), "a", false, d, &mut seen, t0 + Duration::from_secs(15)), Step::TakeOver);
+    }
+
+    #[test]
+    fn our_own_record_from_an_earlier_run_must_expire_first() {
+        let t0 = Instant::now();
+        let d = Duration::from_secs(8);
+        let mut seen = None;
+        let l = lease("a", "3", 8);
+        assert_eq!(decide(Some(&l), "a", false, d, &mut seen, t0), Step::Wait);
+        assert_eq!(decide(Some(&l), "a", false, d, &mut seen, t0 + d), Step::TakeOver);
     }
 
     #[tokio::test]
