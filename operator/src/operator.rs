@@ -34,6 +34,11 @@ pub const USER_AGENT: &str = concat!("colony-operator/", env!("CARGO_PKG_VERSION
 pub struct Shutdown(watch::Receiver<bool>);
 
 impl Shutdown {
+    /// Whether shutdown has been asked for.
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
     pub async fn wait(mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
@@ -162,11 +167,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Signal,
     }
     let ended = tokio::select! {
+        biased;
+        _ = shutdown.clone().wait() => Ended::Signal,
         _ = lost_lease, if election.is_some() => Ended::LeaseLost,
         (result, index, _) = futures::future::select_all(controllers.iter_mut()) => {
-            Ended::Controller(index, matches!(result, Err(e) if e.is_panic()))
+            let panicked = matches!(result, Err(e) if e.is_panic());
+            // A controller also ends when it is told to stop: that is no failure.
+            if shutdown.requested() && !panicked {
+                drop(controllers.remove(index));
+                Ended::Signal
+            } else {
+                Ended::Controller(index, panicked)
+            }
         }
-        _ = shutdown.clone().wait() => Ended::Signal,
     };
     let failure = match ended {
         Ended::LeaseLost => {

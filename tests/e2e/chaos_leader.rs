@@ -165,6 +165,12 @@ async fn chaos_sigstop_leader_past_its_lease() {
     let expiry = last_renew + Duration::from_secs(LEASE_SECS);
     let after_expiry: Vec<_> = old_writes.iter().filter(|w| w.at >= expiry).collect();
     let last_write = old_writes.iter().map(|w| w.at).max().unwrap();
+    let last_action = old_writes.iter().filter(|w| !w.object.starts_with("leases/")).map(|w| w.at).max().unwrap();
+    // What the thawed leader tried and was stopped from doing (cancelled reconciles, refused
+    // requests): proof that it ran with stale state, not that it slept through.
+    let old_logs = old.logs();
+    let stopped_attempts =
+        old_logs.lines().filter(|l| l.contains("not the leader") || l.contains("refused an API write")).count();
     let standby_first = by(&writes, standby_id)
         .iter()
         .filter(|w| w.at > stopped_at && !w.object.starts_with("leases/"))
@@ -172,11 +178,13 @@ async fn chaos_sigstop_leader_past_its_lease() {
         .min()
         .unwrap();
     let figures = format!(
-        "old leader's last write {:.2} s before its lease expired (last renewal + {LEASE_SECS} s; margin {MARGIN_SECS} s); \
-         standby's first action {:.1} s after SIGSTOP; {} write(s) by the frozen leader while busy",
+        "old leader's last write {:.2} s and last non-Lease write {:.2} s before its lease expired (last renewal + {LEASE_SECS} s; \
+         margin {MARGIN_SECS} s), {} after; standby's first action {:.1} s after SIGSTOP; {busy} writes by the leader before \
+         the freeze; {stopped_attempts} side effects cancelled or refused after the thaw",
         secs_between(last_write, expiry),
+        secs_between(last_action, expiry),
+        after_expiry.len(),
         secs_between(stopped_at, standby_first),
-        busy
     );
     println!("{figures}");
     chaos::record(&Row {
