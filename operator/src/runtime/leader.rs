@@ -496,6 +496,41 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(500), "lost only at the renewed deadline");
     }
 
+    /// Answers every request; counts them.
+    #[derive(Clone, Default)]
+    struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl tower::Service<http::Request<()>> for Counting {
+        type Response = http::Response<()>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+        fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Ok(http::Response::new(())))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_client_guard_refuses_writes_while_the_gate_is_closed() {
+        use tower::{Layer, Service};
+        let inner = Counting::default();
+        let (tx, rx) = watch::channel(None);
+        let mut svc = GuardLayer(Gate::from_deadline(rx)).layer(inner.clone());
+        let req = |m: http::Method| http::Request::builder().method(m).uri("/api").body(()).unwrap();
+        let err = svc.call(req(http::Method::PATCH)).await.unwrap_err();
+        assert!(err.downcast_ref::<NotLeader>().is_some());
+        svc.call(req(http::Method::GET)).await.expect("reads pass");
+        assert_eq!(inner.0.load(std::sync::atomic::Ordering::SeqCst), 1, "the write never reached the server");
+        tx.send(Some(Instant::now() + Duration::from_secs(60))).unwrap();
+        svc.call(req(http::Method::POST)).await.expect("the leader writes");
+        tx.send(Some(Instant::now())).unwrap();
+        assert!(svc.call(req(http::Method::DELETE)).await.is_err(), "refused from the deadline on");
+        assert_eq!(inner.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
     #[test]
     fn reads_pass_the_guard_writes_do_not() {
         assert!(!is_write(&http::Method::GET));
