@@ -231,3 +231,64 @@ async fn chaos_hostile_endpoints_do_not_slow_healthy_probes_or_grow_memory() {
     }
     ns.cleanup().await;
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI, in
+/// `dir`: ca.crt, srv.crt, srv.key.
+fn make_private_ca(dir: &std::path::Path) {
+    let script = r#"set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 1 \
+  -subj /CN=colony-e2e-ca -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' > ext
+openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 1 -extfile ext
+"#;
+    let out = std::process::Command::new("bash").arg("-c").arg(script).current_dir(dir).output().expect("openssl");
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn a_private_ca_is_trusted_only_when_given() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-private-ca").await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    op.wait_ready().await;
+    let dir = colony_e2e::repo_root().join(format!("target/e2e-tls/{}", ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_private_ca(&dir);
+    // `openssl s_server -www` answers every GET with 200 over TLS.
+    let port = colony_e2e::free_port();
+    let _server = tokio::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept", &format!("127.0.0.1:{port}"), "-cert", "srv.crt", "-key"])
+        .arg("srv.key")
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl s_server");
+    let ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+    let indented: String = ca.lines().map(|l| format!("    {l}\n")).collect();
+    apply_yaml(
+        &ns.name,
+        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: private-ca\ndata:\n  ca.crt: |\n{indented}"),
+    )
+    .await;
+    let url = format!("https://127.0.0.1:{port}");
+    apply_yaml(&ns.name, &server_yaml("with-ca", &url, "  tls: {caRef: {name: private-ca}}\n")).await;
+    apply_yaml(&ns.name, &server_yaml("without-ca", &url, "")).await;
+
+    let servers: Api<ColonyServer> = ns.api();
+    for (name, want) in [("with-ca", "True"), ("without-ca", "False")] {
+        wait_for(&format!("{name} Healthy={want}"), DEADLINE, || async {
+            let cs = servers.get(name).await.map_err(|e| e.to_string())?;
+            let c = cs.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy").cloned());
+            match c {
+                Some(c) if c.status == want => Ok(()),
+                other => Err(format!("{:?}", other.map(|c| (c.status, c.message)))),
+            }
+        })
+        .await;
+    }
+    ns.cleanup().await;
+}
