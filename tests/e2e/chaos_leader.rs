@@ -49,154 +49,193 @@ fn secs_between(a: SystemTime, b: SystemTime) -> f64 {
     }
 }
 
+async fn start(ns: &str, identity: &str) -> OperatorProcess {
+    let lease_secs = LEASE_SECS.to_string();
+    let margin_secs = MARGIN_SECS.to_string();
+    let args = [
+        "--namespace",
+        ns,
+        "--leader-elect",
+        "--leader-elect-namespace",
+        ns,
+        "--lease-duration",
+        &lease_secs,
+        "--lease-renew-grace",
+        &margin_secs,
+        "--leader-elect-identity",
+        identity,
+    ];
+    OperatorProcess::start(&format!("{ns}-{identity}"), &args).await
+}
+
+fn leader_gauge(text: &str) -> Option<f64> {
+    metric(text, "colony_operator_leader ")
+}
+
+async fn use_colony_os(cms: &Api<ConfigMap>) -> Option<String> {
+    cms.get_opt("srv-fallback").await.ok().flatten().and_then(|c| c.data).and_then(|d| d.get("USE_COLONY_OS").cloned())
+}
+
+/// Per round: two replicas, the leader busy writing (a flapping server); SIGSTOP it past its
+/// lease while the server goes down for good; the standby takes over and flips the fallback;
+/// SIGCONT the old leader. The audit log, read by writer identity, must hold no write by
+/// the old leader after its lease expired. A fresh standby joins for the next round.
 #[tokio::test]
 async fn chaos_sigstop_leader_past_its_lease() {
     let client = client().await;
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "chaos-leader").await;
-    let lease_secs = LEASE_SECS.to_string();
-    let margin_secs = MARGIN_SECS.to_string();
-    let common = [
-        "--namespace",
-        &ns.name,
-        "--leader-elect",
-        "--leader-elect-namespace",
-        &ns.name,
-        "--lease-duration",
-        &lease_secs,
-        "--lease-renew-grace",
-        &margin_secs,
-    ];
     let endpoint = TestEndpoint::start().await;
-    let mut a = OperatorProcess::start(
-        &format!("{}-a", ns.name),
-        &[&common[..], &["--leader-elect-identity", "op-a"]].concat(),
-    )
-    .await;
-    let mut b = OperatorProcess::start(
-        &format!("{}-b", ns.name),
-        &[&common[..], &["--leader-elect-identity", "op-b"]].concat(),
-    )
-    .await;
-    a.wait_ready().await;
-    b.wait_ready().await;
-    let leader_of = |text: &str| metric(text, "colony_operator_leader ");
-    let holder = wait_for("one process to lead", DEADLINE, || async {
-        let la = leader_of(&a.get("/metrics").await.ok_or("a silent")?.1);
-        let lb = leader_of(&b.get("/metrics").await.ok_or("b silent")?.1);
-        match (la, lb) {
-            (Some(1.0), Some(0.0)) => Ok("op-a"),
-            (Some(0.0), Some(1.0)) => Ok("op-b"),
-            other => Err(format!("leader gauges {other:?}")),
-        }
-    })
-    .await;
-    let standby_id = if holder == "op-a" { "op-b" } else { "op-a" };
-    let (old, new) = if holder == "op-a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
-
+    let mut next_id = 0;
+    let mut procs: Vec<(String, OperatorProcess)> = Vec::new();
+    for _ in 0..2 {
+        let id = format!("op-{next_id}");
+        next_id += 1;
+        procs.push((id.clone(), start(&ns.name, &id).await));
+    }
+    for (_, p) in &procs {
+        p.wait_ready().await;
+    }
     apply_yaml(&ns.name, &server("srv", &endpoint)).await;
     let cms: Api<ConfigMap> = ns.api();
-    wait_for("the leader to write the fallback ConfigMap", DEADLINE, || async {
-        cms.get_opt("srv-fallback").await.map_err(|e| e.to_string())?.map(|_| ()).ok_or("not yet".to_string())
-    })
-    .await;
 
-    // Keep the leader busy: the endpoint flaps, so each probe turns the verdict and the
-    // leader writes status and flips; then freeze it in the middle of that.
-    let mut last_flap = endpoint.failures() + endpoint.successes();
-    for i in 0..8 {
-        endpoint.set_failing(i % 2 == 0);
-        wait_for("a probe of the flapping endpoint", DEADLINE, || async {
-            let n = endpoint.failures() + endpoint.successes();
-            if n > last_flap { Ok(()) } else { Err(format!("{n} probes")) }
+    let rounds = chaos::count(1, 3);
+    let mut doubled = 0;
+    let (mut min_last_write, mut min_last_action, mut max_failover) = (f64::MAX, f64::MAX, 0f64);
+    let (mut busy_total, mut stopped_total) = (0, 0);
+    for round in 0..rounds {
+        let round_start = SystemTime::now();
+        let leader = wait_for(&format!("round {round}: one process to lead"), DEADLINE, || async {
+            let mut gauges = Vec::new();
+            for (_, p) in &procs {
+                gauges.push(leader_gauge(&p.get("/metrics").await.ok_or("a replica is silent")?.1));
+            }
+            match gauges.as_slice() {
+                [Some(1.0), Some(0.0)] => Ok(0),
+                [Some(0.0), Some(1.0)] => Ok(1),
+                other => Err(format!("leader gauges {other:?}")),
+            }
         })
         .await;
-        last_flap = endpoint.failures() + endpoint.successes();
-    }
-    let busy = by(&audit_writes(&ns.name), holder).iter().filter(|w| !w.object.starts_with("leases/")).count();
-    assert!(busy > 0, "the leader wrote while the endpoint flapped");
+        let (old_id, new_id) = (procs[leader].0.clone(), procs[1 - leader].0.clone());
+        wait_for("the leader to write the fallback ConfigMap", DEADLINE, || async {
+            use_colony_os(&cms).await.map(|_| ()).ok_or("not yet".to_string())
+        })
+        .await;
 
-    old.signal("STOP");
-    let stopped_at = SystemTime::now();
-    // While it is frozen the server goes down for good: the standby must take over and act.
-    endpoint.set_failing(true);
-    wait_for("the standby to take over and flip the fallback on", DEADLINE, || async {
-        let leads = leader_of(&new.get("/metrics").await.ok_or("standby silent")?.1) == Some(1.0);
-        let acted = by(&audit_writes(&ns.name), standby_id)
-            .iter()
-            .any(|w| w.at > stopped_at && !w.object.starts_with("leases/") && w.code < 300);
-        let value = cms
-            .get_opt("srv-fallback")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|c| c.data)
-            .and_then(|d| d.get("USE_COLONY_OS").cloned());
-        if leads && acted && value.as_deref() == Some("false") {
-            Ok(())
-        } else {
-            Err(format!("leads={leads} acted={acted} USE_COLONY_OS={value:?}"))
+        // Keep the leader busy: the endpoint flaps, each probe turns the verdict and the
+        // leader writes status and flips; then freeze it in the middle of that.
+        let mut probes = endpoint.failures() + endpoint.successes();
+        for i in 0..8 {
+            endpoint.set_failing(i % 2 == 0);
+            wait_for("a probe of the flapping endpoint", DEADLINE, || async {
+                let n = endpoint.failures() + endpoint.successes();
+                if n > probes { Ok(()) } else { Err(format!("{n} probes")) }
+            })
+            .await;
+            probes = endpoint.failures() + endpoint.successes();
         }
-    })
-    .await;
-    let lease = ns.api::<Lease>().get("colony-operator").await.unwrap();
-    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(standby_id));
+        let busy = by(&audit_writes(&ns.name), &old_id)
+            .iter()
+            .filter(|w| w.at >= round_start && !w.object.starts_with("leases/"))
+            .count();
+        assert!(busy > 0, "the leader wrote while the endpoint flapped");
 
-    // Thaw the old leader: it resumes with stale state (a failing server, pending wake-ups),
-    // finds its deadline passed, does nothing, and exits non-zero.
-    old.signal("CONT");
-    let code = old.wait_exit(DEADLINE).await;
-    assert!(
-        matches!(code, Some(c) if c != 0),
-        "the old leader exits non-zero once thawed (got {code:?}; log: {})",
-        old.log_path.display()
-    );
-    assert!(old.logs().contains("lost the leader lease"), "log: {}", old.log_path.display());
+        procs[leader].1.signal("STOP");
+        let stopped_at = SystemTime::now();
+        // While it is frozen the server goes down for good: the standby must take over and act.
+        endpoint.set_failing(true);
+        let standby = &procs[1 - leader].1;
+        wait_for(&format!("round {round}: the standby to take over and act"), DEADLINE, || async {
+            let leads = leader_gauge(&standby.get("/metrics").await.ok_or("standby silent")?.1) == Some(1.0);
+            let acted = by(&audit_writes(&ns.name), &new_id)
+                .iter()
+                .any(|w| w.at > stopped_at && !w.object.starts_with("leases/") && w.code < 300);
+            let value = use_colony_os(&cms).await;
+            if leads && acted && value.as_deref() == Some("false") {
+                Ok(())
+            } else {
+                Err(format!("leads={leads} acted={acted} USE_COLONY_OS={value:?}"))
+            }
+        })
+        .await;
+        let lease = ns.api::<Lease>().get("colony-operator").await.unwrap();
+        assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(new_id.as_str()));
 
-    // Count from the audit log, by writer identity.
-    let writes = audit_writes(&ns.name);
-    let old_writes = by(&writes, holder);
-    let last_renew = old_writes
-        .iter()
-        .filter(|w| w.object.starts_with("leases/") && w.code < 300)
-        .map(|w| w.at)
-        .max()
-        .expect("the old leader renewed its lease");
-    let expiry = last_renew + Duration::from_secs(LEASE_SECS);
-    let after_expiry: Vec<_> = old_writes.iter().filter(|w| w.at >= expiry).collect();
-    let last_write = old_writes.iter().map(|w| w.at).max().unwrap();
-    let last_action = old_writes.iter().filter(|w| !w.object.starts_with("leases/")).map(|w| w.at).max().unwrap();
-    // What the thawed leader tried and was stopped from doing (cancelled reconciles, refused
-    // requests): proof that it ran with stale state, not that it slept through.
-    let old_logs = old.logs();
-    let stopped_attempts =
-        old_logs.lines().filter(|l| l.contains("not the leader") || l.contains("refused an API write")).count();
-    let standby_first = by(&writes, standby_id)
-        .iter()
-        .filter(|w| w.at > stopped_at && !w.object.starts_with("leases/"))
-        .map(|w| w.at)
-        .min()
-        .unwrap();
+        // Thaw the old leader: it resumes with stale state (a failing server, pending
+        // wake-ups), finds its deadline passed, does nothing, and exits non-zero.
+        let (_, mut old) = procs.remove(leader);
+        old.signal("CONT");
+        let code = old.wait_exit(DEADLINE).await;
+        assert!(
+            matches!(code, Some(c) if c != 0),
+            "the old leader exits non-zero once thawed (got {code:?}; log: {})",
+            old.log_path.display()
+        );
+        let old_logs = old.logs();
+        assert!(old_logs.contains("lost the leader lease"), "log: {}", old.log_path.display());
+
+        // Count from the audit log, by writer identity.
+        let writes = audit_writes(&ns.name);
+        let old_writes = by(&writes, &old_id);
+        let last_renew = old_writes
+            .iter()
+            .filter(|w| w.object.starts_with("leases/") && w.code < 300)
+            .map(|w| w.at)
+            .max()
+            .expect("the old leader renewed its lease");
+        let expiry = last_renew + Duration::from_secs(LEASE_SECS);
+        let after_expiry: Vec<_> = old_writes.iter().filter(|w| w.at >= expiry).collect();
+        assert!(
+            after_expiry.is_empty(),
+            "round {round}: writes by the old leader after its lease expired: {after_expiry:?}"
+        );
+        doubled += after_expiry.len();
+        let last_write = old_writes.iter().map(|w| w.at).max().unwrap();
+        let last_action = old_writes.iter().filter(|w| !w.object.starts_with("leases/")).map(|w| w.at).max().unwrap();
+        let standby_first = by(&writes, &new_id)
+            .iter()
+            .filter(|w| w.at > stopped_at && !w.object.starts_with("leases/"))
+            .map(|w| w.at)
+            .min()
+            .unwrap();
+        min_last_write = min_last_write.min(secs_between(last_write, expiry));
+        min_last_action = min_last_action.min(secs_between(last_action, expiry));
+        max_failover = max_failover.max(secs_between(stopped_at, standby_first));
+        busy_total += busy;
+        // What the thawed leader tried and was stopped from doing (cancelled reconciles,
+        // refused requests).
+        stopped_total +=
+            old_logs.lines().filter(|l| l.contains("not the leader") || l.contains("refused an API write")).count();
+
+        // A fresh standby for the next round; the server is healthy again.
+        endpoint.set_failing(false);
+        if round + 1 < rounds {
+            let id = format!("op-{next_id}");
+            next_id += 1;
+            let p = start(&ns.name, &id).await;
+            p.wait_ready().await;
+            procs.push((id, p));
+        }
+    }
     let figures = format!(
-        "old leader's last write {:.2} s and last non-Lease write {:.2} s before its lease expired (last renewal + {LEASE_SECS} s; \
-         margin {MARGIN_SECS} s), {} after; standby's first action {:.1} s after SIGSTOP; {busy} writes by the leader before \
-         the freeze; {stopped_attempts} side effects cancelled or refused after the thaw",
-        secs_between(last_write, expiry),
-        secs_between(last_action, expiry),
-        after_expiry.len(),
-        secs_between(stopped_at, standby_first),
+        "old leader's last write >= {min_last_write:.2} s and last non-Lease write >= {min_last_action:.2} s before its \
+         lease expired (last renewal + {LEASE_SECS} s; margin {MARGIN_SECS} s), {doubled} after; standby's first action \
+         <= {max_failover:.1} s after SIGSTOP; {busy_total} writes by leaders before the freeze; {stopped_total} side \
+         effects cancelled or refused after the thaw"
     );
     println!("{figures}");
     chaos::record(&Row {
         fault: "SIGSTOP leader past its lease, standby takes over, SIGCONT".into(),
-        injected: 1,
+        injected: rounds,
         lost: 0,
-        doubled: after_expiry.len(),
+        doubled,
         stuck: 0,
         figures,
     });
-    assert!(after_expiry.is_empty(), "writes by the old leader after its lease expired: {after_expiry:?}");
-    assert_eq!(new.terminate().await, Some(0));
+    for (_, mut p) in procs {
+        assert_eq!(p.terminate().await, Some(0));
+    }
     ns.cleanup().await;
 }
 
