@@ -11,6 +11,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
+/// The control-plane restart must not run next to the other tests of this file: they take
+/// this lock shared, the restart takes it alone.
+static CONTROL_PLANE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 const LEASE_SECS: u64 = 6;
 const MARGIN_SECS: u64 = 2;
 
@@ -82,6 +86,7 @@ async fn use_colony_os(cms: &Api<ConfigMap>) -> Option<String> {
 /// the old leader after its lease expired. A fresh standby joins for the next round.
 #[tokio::test]
 async fn chaos_sigstop_leader_past_its_lease() {
+    let _shared = CONTROL_PLANE.read().unwrap_or_else(|e| e.into_inner());
     let client = client().await;
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "chaos-leader").await;
@@ -241,6 +246,7 @@ async fn chaos_sigstop_leader_past_its_lease() {
 
 #[tokio::test]
 async fn chaos_a_panicking_controller_fails_the_process() {
+    let _shared = CONTROL_PLANE.read().unwrap_or_else(|e| e.into_inner());
     let client = client().await;
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "chaos-panic").await;
@@ -281,5 +287,118 @@ async fn chaos_a_panicking_controller_fails_the_process() {
         figures: format!("process exited with {code:?}"),
         ..Default::default()
     });
+    ns.cleanup().await;
+}
+
+/// Restarts the whole local control plane (etcd keeps its data): `kwokctl stop` + `start`.
+async fn restart_control_plane() -> Duration {
+    let cluster = std::env::var("COLONY_CLUSTER_NAME").unwrap_or_else(|_| "colony".into());
+    let workdir = colony_e2e::repo_root().join("target/cluster/kwok");
+    let started = std::time::Instant::now();
+    for verb in ["stop", "start"] {
+        let out = tokio::process::Command::new("kwokctl")
+            .args([verb, "cluster", "--name", &cluster])
+            .env("KWOK_WORKDIR", &workdir)
+            .output()
+            .await
+            .expect("kwokctl (is the control plane's bin dir on PATH?)");
+        assert!(out.status.success(), "kwokctl {verb}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    started.elapsed()
+}
+
+/// The API server restarts right after the health verdict turns (while the flip is being
+/// written): each flip is still done once — one notification per flip in status, strictly
+/// alternating, in order.
+#[tokio::test]
+async fn chaos_apiserver_restart_during_a_flip() {
+    let _alone = CONTROL_PLANE.write().unwrap_or_else(|e| e.into_inner());
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "chaos-apiserver").await;
+    let endpoint = TestEndpoint::start().await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    op.wait_ready().await;
+    let hook = format!("{}/hook", endpoint.url());
+    apply_yaml(
+        &ns.name,
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: hook\nstringData:\n  url: \"{hook}\"\n---\n{}",
+            server("srv", &endpoint).replace(
+                "maxFlipsPerHour: 60}",
+                "maxFlipsPerHour: 60, notify: {urlSecretRef: {name: hook, key: url}, retries: 5, backoff: 1s}}"
+            )
+        ),
+    )
+    .await;
+    let cms: Api<ConfigMap> = ns.api();
+    wait_for("the fallback ConfigMap, off", DEADLINE, || async {
+        match use_colony_os(&cms).await.as_deref() {
+            Some("true") => Ok(()),
+            other => Err(format!("USE_COLONY_OS={other:?}")),
+        }
+    })
+    .await;
+
+    let restarts = chaos::count(1, 3);
+    let mut outage = Duration::ZERO;
+    let mut failing = false;
+    for round in 0..restarts {
+        failing = !failing;
+        let probes = endpoint.failures() + endpoint.successes();
+        endpoint.set_failing(failing);
+        // The first probe with the new verdict wakes the reconciler that flips: restart now.
+        wait_for("a probe with the new verdict", DEADLINE, || async {
+            let n = endpoint.failures() + endpoint.successes();
+            if n > probes { Ok(()) } else { Err(format!("{n} probes")) }
+        })
+        .await;
+        outage = outage.max(restart_control_plane().await);
+        let want = if failing { "false" } else { "true" };
+        wait_for(&format!("round {round}: USE_COLONY_OS={want} after the restart"), DEADLINE, || async {
+            match use_colony_os(&cms).await {
+                Some(v) if v == want => Ok(()),
+                other => Err(format!("USE_COLONY_OS={other:?}")),
+            }
+        })
+        .await;
+    }
+    // Settle: the flips recorded in status, and their notifications.
+    let servers: Api<colony_operator::api::ColonyServer> = ns.api();
+    let flips = wait_for("status to record every flip", DEADLINE, || async {
+        let cs = servers.get("srv").await.map_err(|e| e.to_string())?;
+        let n = cs.status.and_then(|s| s.fallback).map(|f| f.recent_flips.len()).unwrap_or(0);
+        if n >= restarts { Ok(n) } else { Err(format!("{n} flips")) }
+    })
+    .await;
+    let hooks = wait_for("one notification per flip", DEADLINE, || async {
+        let h = endpoint.hooks();
+        if h.len() >= flips { Ok(h) } else { Err(format!("{} notifications for {flips} flips", h.len())) }
+    })
+    .await;
+    // Anything late would have arrived by now: the operator is idle (its flips are done) and
+    // a retried delivery waits at most a few seconds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let hooks_now = endpoint.hooks();
+    let states: Vec<String> = hooks_now.iter().map(|h| h["state"].as_str().unwrap_or("?").to_string()).collect();
+    let doubled = hooks_now.len().saturating_sub(flips) + states.windows(2).filter(|w| w[0] == w[1]).count();
+    let figures = format!(
+        "{restarts} restart(s) of the control plane (each {:.1} s at most); {flips} flips in status, {} notifications {states:?}",
+        outage.as_secs_f64(),
+        hooks_now.len()
+    );
+    println!("{figures}");
+    chaos::record(&Row {
+        fault: "API server restarted while a flip is written".into(),
+        injected: restarts,
+        doubled,
+        stuck: usize::from(hooks.len() < flips),
+        figures,
+        ..Default::default()
+    });
+    assert_eq!(flips, restarts, "one flip per verdict change");
+    assert_eq!(doubled, 0, "a flip was acted on twice: {states:?}");
+    assert_eq!(states.first().map(String::as_str), Some("on"));
+    drop(op);
     ns.cleanup().await;
 }
