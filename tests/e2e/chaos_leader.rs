@@ -13,7 +13,7 @@ use kube::Api;
 
 /// The control-plane restart must not run next to the other tests of this file: they take
 /// this lock shared, the restart takes it alone.
-static CONTROL_PLANE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+static CONTROL_PLANE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 const LEASE_SECS: u64 = 6;
 const MARGIN_SECS: u64 = 2;
@@ -86,7 +86,7 @@ async fn use_colony_os(cms: &Api<ConfigMap>) -> Option<String> {
 /// the old leader after its lease expired. A fresh standby joins for the next round.
 #[tokio::test]
 async fn chaos_sigstop_leader_past_its_lease() {
-    let _shared = CONTROL_PLANE.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = CONTROL_PLANE.read().await;
     let client = client().await;
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "chaos-leader").await;
@@ -246,7 +246,7 @@ async fn chaos_sigstop_leader_past_its_lease() {
 
 #[tokio::test]
 async fn chaos_a_panicking_controller_fails_the_process() {
-    let _shared = CONTROL_PLANE.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = CONTROL_PLANE.read().await;
     let client = client().await;
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "chaos-panic").await;
@@ -312,7 +312,7 @@ async fn restart_control_plane() -> Duration {
 /// alternating, in order.
 #[tokio::test]
 async fn chaos_apiserver_restart_during_a_flip() {
-    let _alone = CONTROL_PLANE.write().unwrap_or_else(|e| e.into_inner());
+    let _alone = CONTROL_PLANE.write().await;
     let client = client().await;
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "chaos-apiserver").await;
