@@ -46,7 +46,8 @@ struct RunArgs {
     /// Seconds a Lease stays valid without renewal; a standby takes over after that.
     #[arg(long, default_value_t = 15)]
     lease_duration: u64,
-    /// Seconds before expiry at which the leader renews.
+    /// Safety margin in seconds: a leader that could not renew stops every side effect this
+    /// long before its Lease could expire, on its own monotonic clock.
     #[arg(long, default_value_t = 5)]
     lease_renew_grace: u64,
 }

@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context as _, bail};
 use futures::future::join_all;
 use kube::api::ListParams;
+use kube::client::ClientBuilder;
 use kube::{Api, Client, Config};
 use tokio::sync::watch;
 
 use crate::api::{ColonyServer, FinanceBee, KeyRotation, MaintenanceWindow};
 use crate::controllers;
 use crate::runtime::admin::{self, AdminState};
-use crate::runtime::leader::{self, LeaderSettings};
+use crate::runtime::leader::{self, Gate, GuardLayer, LeaderSettings};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::{Context, Settings};
 
@@ -33,16 +34,40 @@ pub const USER_AGENT: &str = concat!("colony-operator/", env!("CARGO_PKG_VERSION
 pub struct Shutdown(watch::Receiver<bool>);
 
 impl Shutdown {
+    /// Whether shutdown has been asked for.
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
     pub async fn wait(mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
 }
 
-pub async fn client() -> anyhow::Result<Client> {
+/// The user agent of every request to the API server: `colony-operator/<version>`, and with
+/// leader election ` (<identity>)`, so that the audit log tells replicas apart.
+pub fn user_agent(identity: Option<&str>) -> String {
+    match identity {
+        Some(id) => format!("{USER_AGENT} ({})", id.replace(|c: char| !c.is_ascii_graphic(), "_")),
+        None => USER_AGENT.to_string(),
+    }
+}
+
+async fn config(identity: Option<&str>) -> anyhow::Result<Config> {
     let mut config =
         Config::infer().await.context("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
-    config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(USER_AGENT)));
-    Client::try_from(config).context("building the Kubernetes client")
+    let ua = http::HeaderValue::from_str(&user_agent(identity)).context("user agent")?;
+    config.headers.push((http::header::USER_AGENT, ua));
+    Ok(config)
+}
+
+pub async fn client() -> anyhow::Result<Client> {
+    Client::try_from(config(None).await?).context("building the Kubernetes client")
+}
+
+/// A client whose writes pass only while `gate` is open (reads always pass).
+fn guarded_client(config: Config, gate: Gate) -> anyhow::Result<Client> {
+    Ok(ClientBuilder::try_from(config).context("building the Kubernetes client")?.with_layer(&GuardLayer(gate)).build())
 }
 
 /// Fails with a clear message when a CRD is missing, before any controller starts.
@@ -77,11 +102,14 @@ async fn check_crds(client: &Client, namespace: Option<&str>) -> anyhow::Result<
 }
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let client = client().await?;
-    check_crds(&client, opts.namespace.as_deref()).await?;
+    let identity = opts.leader.as_ref().map(|l| l.identity.as_str());
+    let config = config(identity).await?;
+    let raw = Client::try_from(config.clone()).context("building the Kubernetes client")?;
+    check_crds(&raw, opts.namespace.as_deref()).await?;
 
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
+    let healthy = Arc::new(AtomicBool::new(true));
     let (stop_tx, stop_rx) = watch::channel(false);
     let shutdown = Shutdown(stop_rx);
 
@@ -92,30 +120,32 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         let _ = signal_tx.send(true);
     });
 
-    let admin_state = AdminState { metrics: metrics.clone(), ready: ready.clone() };
+    let admin_state = AdminState { metrics: metrics.clone(), ready: ready.clone(), healthy: healthy.clone() };
     let admin = tokio::spawn(admin::serve(opts.admin_addr, admin_state, shutdown.clone().wait()));
 
-    let mut leadership = None;
-    if let Some(settings) = &opts.leader {
-        let mut l = leader::compete(client.clone(), settings).await.context("starting leader election")?;
-        // A standby is healthy and ready: it is doing what it should.
-        ready.store(true, Ordering::Relaxed);
-        tracing::info!(identity = %settings.identity, lease = leader::LEASE_NAME, namespace = %settings.namespace, "waiting for leadership");
-        tokio::select! {
-            r = l.acquired() => r.context("leader election")?,
-            _ = shutdown.clone().wait() => {
-                l.release().await;
-                return Ok(());
-            }
+    // Standbys run the controllers too, with their watches and caches, but every reconcile
+    // waits for the gate: failover does not wait for a relist.
+    let election = opts.leader.as_ref().map(|s| {
+        tracing::info!(identity = %s.identity, lease = leader::LEASE_NAME, namespace = %s.namespace, "competing for leadership");
+        leader::compete(raw.clone(), s)
+    });
+    let gate = election.as_ref().map(|e| e.gate.clone()).unwrap_or_else(Gate::always);
+    leader::install(gate.clone());
+    let client = guarded_client(config, gate.clone())?;
+
+    let leader_gauge = metrics.clone();
+    let gauge_gate = gate.clone();
+    tokio::spawn(async move {
+        loop {
+            gauge_gate.leading().await;
+            leader_gauge.leader.set(1);
+            gauge_gate.lost().await;
+            leader_gauge.leader.set(0);
         }
-        ready.store(false, Ordering::Relaxed);
-        tracing::info!(identity = %settings.identity, "acquired leadership");
-        leadership = Some(l);
-    }
-    metrics.leader.set(1);
+    });
 
     let ctx = Arc::new(Context::new(client, metrics.clone(), Settings { namespace: opts.namespace.clone() }));
-    let (controllers, synced) = controllers::start_all(ctx, shutdown.clone());
+    let (mut controllers, synced) = controllers::start_all(ctx, shutdown.clone());
     let ready_flag = ready.clone();
     tokio::spawn(async move {
         join_all(synced).await;
@@ -123,34 +153,67 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tracing::info!("caches synced, ready");
     });
 
-    let mut lost = false;
-    match leadership.as_mut() {
-        Some(l) => {
-            tokio::select! {
-                _ = l.lost() => {
-                    tracing::error!("lost the leader lease; stopping");
-                    lost = true;
-                    let _ = stop_tx.send(true);
-                }
-                _ = shutdown.clone().wait() => {}
+    // Runs until a signal, the loss of the lease after having held it, or the end of a
+    // controller task (a panic): a process that renews its lease but no longer reconciles
+    // must not look healthy.
+    let lost_gate = gate.clone();
+    let lost_lease = async move {
+        lost_gate.leading().await;
+        lost_gate.lost().await;
+    };
+    enum Ended {
+        LeaseLost,
+        Controller(usize, bool),
+        Signal,
+    }
+    let ended = tokio::select! {
+        biased;
+        _ = shutdown.clone().wait() => Ended::Signal,
+        _ = lost_lease, if election.is_some() => Ended::LeaseLost,
+        (result, index, _) = futures::future::select_all(controllers.iter_mut()) => {
+            let panicked = matches!(result, Err(e) if e.is_panic());
+            // A controller also ends when it is told to stop: that is no failure.
+            if shutdown.requested() && !panicked {
+                drop(controllers.remove(index));
+                Ended::Signal
+            } else {
+                Ended::Controller(index, panicked)
             }
         }
-        None => shutdown.clone().wait().await,
+    };
+    let failure = match ended {
+        Ended::LeaseLost => {
+            tracing::error!("lost the leader lease (not renewed in time); every side effect is stopped");
+            Some("lost the leader lease".to_string())
+        }
+        Ended::Controller(index, panicked) => {
+            let what = if panicked { "panicked" } else { "stopped" };
+            let name = controllers::NAMES.get(index).copied().unwrap_or("?");
+            tracing::error!(controller = name, "controller task {what}; the process is unhealthy and exits");
+            healthy.store(false, Ordering::Relaxed);
+            drop(controllers.remove(index));
+            Some(format!("controller {name} {what}"))
+        }
+        Ended::Signal => None,
+    };
+    if failure.is_some() {
+        let _ = stop_tx.send(true);
     }
     // Running reconciles get time to finish; a controller still starting is not waited for.
+    // After the loss of the lease they cannot write anyway: the gate is closed.
     let aborts: Vec<_> = controllers.iter().map(|c| c.abort_handle()).collect();
     if tokio::time::timeout(SHUTDOWN_GRACE, join_all(controllers)).await.is_err() {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop in time; aborting them");
         aborts.iter().for_each(|a| a.abort());
     }
     metrics.leader.set(0);
-    if let Some(l) = leadership {
-        l.release().await;
+    if let Some(e) = election {
+        e.release().await;
     }
     let _ = stop_tx.send(true);
     let _ = admin.await;
-    if lost {
-        bail!("lost the leader lease");
+    if let Some(f) = failure {
+        bail!(f);
     }
     tracing::info!("stopped");
     Ok(())

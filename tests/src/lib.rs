@@ -190,6 +190,46 @@ pub fn operator_writes(namespace: &str, since: std::time::SystemTime) -> Vec<Str
         .collect()
 }
 
+/// One write in the audit log, with who made it.
+#[derive(Debug, Clone)]
+pub struct AuditWrite {
+    pub at: std::time::SystemTime,
+    pub user_agent: String,
+    pub verb: String,
+    /// `resource/name[/subresource]`.
+    pub object: String,
+    pub code: i64,
+}
+
+/// Every write (create, update, patch, delete) to objects in `namespace` recorded in the
+/// audit log, by any client, oldest first.
+pub fn audit_writes(namespace: &str) -> Vec<AuditWrite> {
+    let text = std::fs::read_to_string(audit_log_path()).unwrap_or_default();
+    let mut out: Vec<AuditWrite> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["objectRef"]["namespace"].as_str() == Some(namespace))
+        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
+        .filter(|e| e["stage"].as_str() == Some("ResponseComplete"))
+        .filter_map(|e| {
+            Some(AuditWrite {
+                at: e["requestReceivedTimestamp"].as_str().and_then(chrono_lite::parse)?,
+                user_agent: e["userAgent"].as_str().unwrap_or("").to_string(),
+                verb: e["verb"].as_str().unwrap_or("").to_string(),
+                object: format!(
+                    "{}/{}{}",
+                    e["objectRef"]["resource"].as_str().unwrap_or(""),
+                    e["objectRef"]["name"].as_str().unwrap_or(""),
+                    e["objectRef"]["subresource"].as_str().map(|s| format!("/{s}")).unwrap_or_default()
+                ),
+                code: e["responseStatus"]["code"].as_i64().unwrap_or(0),
+            })
+        })
+        .collect();
+    out.sort_by_key(|w| w.at);
+    out
+}
+
 /// Just enough RFC 3339 parsing for audit timestamps (UTC, `Z`).
 mod chrono_lite {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};

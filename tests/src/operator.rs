@@ -30,6 +30,11 @@ impl OperatorProcess {
     /// Starts `colony-operator run` with `args` and a fresh admin port; logs go to a file
     /// under target/e2e-logs named after `label`.
     pub async fn start(label: &str, args: &[&str]) -> Self {
+        Self::start_with_env(label, args, &[]).await
+    }
+
+    /// [`OperatorProcess::start`] with extra environment variables.
+    pub async fn start_with_env(label: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let admin_port = free_port();
         let log_dir = repo_root().join("target/e2e-logs");
         std::fs::create_dir_all(&log_dir).unwrap();
@@ -41,6 +46,7 @@ impl OperatorProcess {
             .arg(format!("127.0.0.1:{admin_port}"))
             .args(args)
             .env("RUST_LOG", std::env::var("E2E_OPERATOR_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
@@ -72,6 +78,35 @@ impl OperatorProcess {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "STOP", "CONT") to the process.
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let ok = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+            assert!(ok.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+        }
+    }
+
+    /// The resident set size in KiB (VmRSS in /proc/PID/status), while the process runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Waits up to `deadline` for the process to exit; its exit code.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        match tokio::time::timeout(deadline, self.child.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => None,
+        }
     }
 
     pub async fn kill(&mut self) {

@@ -111,7 +111,7 @@ pub struct ColonyServerSpec {
     /// Required when `managed` is true; also used to sign server-level statistics calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_key_secret_ref: Option<SecretKeySelector>,
-    /// TLS of the server's HTTP API (managed only).
+    /// TLS of the server's HTTP API (managed only; `caRef` applies to every server).
     #[serde(default)]
     pub tls: TlsSpec,
     /// Health probing of the server.
@@ -214,6 +214,37 @@ pub struct TlsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub secret_name: Option<String>,
+    /// A private CA (PEM, one or more certificates) the operator trusts, next to the public
+    /// roots, when it probes, scrapes or calls this server over HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_ref: Option<CaRef>,
+}
+
+/// Where a CA bundle is: a key of a ConfigMap or of a Secret in the resource's namespace.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CaRef {
+    /// `ConfigMap` (default) or `Secret`.
+    #[serde(default)]
+    pub kind: CaSourceKind,
+    /// Name of the ConfigMap or Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub name: String,
+    /// Key holding the PEM bundle.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = CONFIG_KEY_PATTERN))]
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CaSourceKind {
+    #[default]
+    ConfigMap,
+    Secret,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
 }
 
 /// Health probing: `GET <endpoint><path>` expecting HTTP 200.

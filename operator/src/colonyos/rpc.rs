@@ -3,8 +3,6 @@
 //! message JSON and `signature` the lowercase hex of the 65-byte `r || s || v` secp256k1
 //! signature (low-s) over SHA3-256 of the base64 text. Replies are
 //! `{"payloadtype", "payload", "error"}`.
-use std::time::Duration;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use k256::ecdsa::{RecoveryId, Signature, SigningKey, VerifyingKey};
@@ -12,6 +10,7 @@ use serde_json::{Value, json};
 use sha3::{Digest, Sha3_256};
 
 use super::crypto::{KeyError, id_from_secret};
+use crate::runtime::http;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RpcError {
@@ -21,8 +20,10 @@ pub enum RpcError {
     Transport(&'static str),
     #[error("ColonyOS server answered HTTP {status}: {message}")]
     Rejected { status: u16, message: String },
-    #[error("ColonyOS server sent an empty or undecodable reply")]
+    #[error("ColonyOS server sent an empty, oversized or undecodable reply")]
     BadReply,
+    #[error("not sent: this replica is not the leader")]
+    NotLeader,
 }
 
 /// A private key able to sign ColonyOS messages. Debug shows only its ID.
@@ -127,23 +128,34 @@ pub struct Client {
 }
 
 impl Client {
+    /// `http` should come from `runtime::http` (purpose Rpc: no redirects, 10 s, no proxy).
     pub fn new(http: reqwest::Client, endpoint: &str) -> Self {
         Self { http, base: endpoint.trim_end_matches('/').to_string() }
     }
 
+    /// The RPC client of a server, trusting `ca_pem` (its private CA) if given.
+    pub fn for_endpoint(endpoint: &str, ca_pem: Option<&[u8]>) -> Result<Self, RpcError> {
+        let http = http::client(http::Purpose::Rpc, ca_pem).map_err(|_| RpcError::Transport("invalid CA bundle"))?;
+        Ok(Self::new(http, endpoint))
+    }
+
     /// Sends `message` signed by `signer`; returns the decoded reply payload.
     pub async fn call(&self, message: &Value, signer: &Identity) -> Result<Value, RpcError> {
+        http::allowed().map_err(|_| RpcError::NotLeader)?;
         let body = envelope(message, signer);
         let resp = self
             .http
             .post(format!("{}/api", self.base))
-            .timeout(Duration::from_secs(10))
             .json(&body)
             .send()
             .await
             .map_err(|e| RpcError::Transport(if e.is_timeout() { "timeout" } else { "connection failed" }))?;
         let status = resp.status().as_u16();
-        let text = resp.bytes().await.map_err(|_| RpcError::BadReply)?;
+        if resp.status().is_redirection() {
+            // Never followed: the signed message is not re-sent to another place.
+            return Err(RpcError::Rejected { status, message: "redirect refused".into() });
+        }
+        let text = http::read_capped(resp, http::RPC_BODY_CAP).await.map_err(|_| RpcError::BadReply)?;
         let reply: Value = serde_json::from_slice(&text).map_err(|_| RpcError::BadReply)?;
         let payload = reply["payload"]
             .as_str()

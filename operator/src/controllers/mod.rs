@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
 use crate::operator::Shutdown;
-use crate::runtime::{Context, Result, error_policy};
+use crate::runtime::leader;
+use crate::runtime::{Context, Error, Result, error_policy};
 
 pub mod colonyserver;
 pub mod common;
@@ -46,12 +47,26 @@ where
     Fut: Future<Output = Result<Action>> + Send + 'static,
 {
     let reconcile = Arc::new(reconcile);
+    let stop = shutdown.clone();
     let instrumented = move |obj: Arc<K>, ctx: Arc<C>| {
         let reconcile = reconcile.clone();
+        let stop = stop.clone();
         async move {
+            // A standby keeps its cache warm and holds the reconcile here until it leads
+            // (or shuts down); a reconcile in flight is cancelled the moment the lease's
+            // deadline passes.
+            let gate = leader::gate();
+            tokio::select! {
+                _ = gate.leading() => {}
+                _ = stop.wait() => return Ok(Action::await_change()),
+            }
+            fault_injection::maybe_panic(name, &obj.name_any());
             let key = format!("{name}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
             let _timer = (*ctx).as_ref().metrics.reconcile_started(name);
-            let result = reconcile(obj, ctx.clone()).await;
+            let result = tokio::select! {
+                r = reconcile(obj, ctx.clone()) => r,
+                _ = gate.lost() => Err(Error::NotLeader),
+            };
             if result.is_ok() {
                 (*ctx).as_ref().succeeded(&key);
             }
@@ -97,6 +112,25 @@ where
     .boxed();
     (Controller::for_stream(trigger, reader), synced)
 }
+
+/// A test-only fault: `COLONY_OPERATOR_FAULT_INJECT_PANIC=<controller>/<object name>` makes
+/// that reconcile panic, to prove that a dead controller task fails the process. Compiled
+/// into debug builds only.
+mod fault_injection {
+    #[cfg(debug_assertions)]
+    pub fn maybe_panic(controller: &str, object: &str) {
+        if std::env::var("COLONY_OPERATOR_FAULT_INJECT_PANIC").is_ok_and(|v| v == format!("{controller}/{object}")) {
+            panic!("fault injection: reconcile of {controller}/{object} panics");
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    #[inline(always)]
+    pub fn maybe_panic(_controller: &str, _object: &str) {}
+}
+
+/// The controllers in the order [`start_all`] returns their tasks.
+pub const NAMES: [&str; 4] = [colonyserver::NAME, financebee::NAME, keyrotation::NAME, maintenancewindow::NAME];
 
 /// Starts every controller; returns their tasks and their cache-synced signals.
 pub fn start_all(ctx: Arc<Context>, shutdown: Shutdown) -> (Vec<JoinHandle<()>>, Vec<BoxFuture<'static, ()>>) {

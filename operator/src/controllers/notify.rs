@@ -1,9 +1,20 @@
 //! Webhook deliveries (fallback flips, escalations): JSON POST with retries and exponential
 //! backoff. The URL comes from a Secret and is never logged, put in an Event or in status:
 //! errors describe what failed without it.
+//!
+//! The client comes from `runtime::http` (purpose Webhook): no redirects (a POST is never
+//! re-sent elsewhere), no environment proxy, 10 s per attempt, the reply body is not read.
+//! A replica that is not the leader sends nothing. [`Ordered`] delivers the notifications
+//! of one object in the order they were queued.
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::runtime::http;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryError {
@@ -11,6 +22,8 @@ pub enum DeliveryError {
     Status(u16, u32),
     #[error("webhook unreachable ({0}) after {1} attempt(s)")]
     Transport(&'static str, u32),
+    #[error("webhook not sent: this replica is not the leader")]
+    NotLeader,
 }
 
 /// How a failed delivery is retried: `retries` more attempts, waiting `backoff`, doubled
@@ -45,7 +58,10 @@ pub async fn deliver<T: Serialize>(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = client.post(url).timeout(Duration::from_secs(10)).json(body).send().await;
+        if http::allowed().is_err() {
+            return Err(DeliveryError::NotLeader);
+        }
+        let result = client.post(url).json(body).send().await;
         let err = match result {
             Ok(resp) if resp.status().is_success() => return Ok(attempt),
             Ok(resp) => DeliveryError::Status(resp.status().as_u16(), attempt),
@@ -57,6 +73,36 @@ pub async fn deliver<T: Serialize>(
         }
         tokio::time::sleep(wait).await;
         wait = wait.saturating_mul(2);
+    }
+}
+
+/// One queue per key (a server), each drained by its own task: a notification is sent only
+/// after the previous one for the same key is done (delivered or given up), so a late "on"
+/// never arrives after a newer "off". Different keys do not wait for each other.
+#[derive(Default)]
+pub struct Ordered {
+    queues: Mutex<HashMap<String, mpsc::UnboundedSender<BoxFuture<'static, ()>>>>,
+}
+
+impl Ordered {
+    /// Runs `job` after every job queued before it under `key`.
+    pub fn push(&self, key: String, job: BoxFuture<'static, ()>) {
+        let mut queues = self.queues.lock().expect("notification queues poisoned");
+        let job = match queues.get(&key) {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<BoxFuture<'static, ()>>();
+        let _ = tx.send(job);
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                job.await;
+            }
+        });
+        queues.insert(key, tx);
     }
 }
 
@@ -95,9 +141,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_keys_jobs_run_in_order_others_do_not_wait() {
+        let ordered = Ordered::default();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for (i, delay) in [(0, 200u64), (1, 0), (2, 50)] {
+            let tx = tx.clone();
+            ordered.push(
+                "srv".into(),
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    let _ = tx.send(format!("srv-{i}"));
+                }),
+            );
+        }
+        let other = tx.clone();
+        ordered.push(
+            "other".into(),
+            Box::pin(async move {
+                let _ = other.send("other".to_string());
+            }),
+        );
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap());
+        }
+        assert_eq!(got, ["other", "srv-0", "srv-1", "srv-2"]);
+    }
+
+    #[tokio::test]
     async fn retries_until_success() {
         let (url, count) = server(2).await;
-        let attempts = deliver(&reqwest::Client::new(), &url, &serde_json::json!({"a": 1}), policy(3)).await.unwrap();
+        let attempts =
+            deliver(&http::default_client(http::Purpose::Webhook), &url, &serde_json::json!({"a": 1}), policy(3))
+                .await
+                .unwrap();
         assert_eq!(attempts, 3);
         assert_eq!(count.load(Ordering::SeqCst), 3);
     }
@@ -105,7 +182,9 @@ mod tests {
     #[tokio::test]
     async fn gives_up_after_retries_without_revealing_the_url() {
         let (url, count) = server(100).await;
-        let err = deliver(&reqwest::Client::new(), &url, &serde_json::json!({}), policy(1)).await.unwrap_err();
+        let err = deliver(&http::default_client(http::Purpose::Webhook), &url, &serde_json::json!({}), policy(1))
+            .await
+            .unwrap_err();
         assert_eq!(err, DeliveryError::Status(503, 2));
         assert_eq!(count.load(Ordering::SeqCst), 2);
         assert!(!err.to_string().contains("secret-token"));
@@ -115,7 +194,9 @@ mod tests {
     async fn unreachable_is_a_transport_error_without_the_url() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("http://127.0.0.1:{port}/hook?token=secret-token");
-        let err = deliver(&reqwest::Client::new(), &url, &serde_json::json!({}), policy(0)).await.unwrap_err();
+        let err = deliver(&http::default_client(http::Purpose::Webhook), &url, &serde_json::json!({}), policy(0))
+            .await
+            .unwrap_err();
         assert!(matches!(err, DeliveryError::Transport(_, 1)));
         assert!(!err.to_string().contains("secret-token"));
     }

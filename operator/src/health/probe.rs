@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use crate::runtime::http;
+
 /// Default body cap: 64 KiB (a health body is empty; a Prometheus page is a few KiB).
-pub const DEFAULT_BODY_CAP: usize = 64 * 1024;
-/// Default TCP/TLS connect timeout (the overall per-call timeout still applies).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_BODY_CAP: usize = http::PROBE_BODY_CAP;
 /// Redirects followed before giving up.
-pub const MAX_REDIRECTS: usize = 3;
+pub const MAX_REDIRECTS: usize = http::PROBE_REDIRECTS;
 
 /// Why a probe or fetch failed. `Display` is short, human and free of URLs.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -93,23 +93,15 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// rustls, at most [`MAX_REDIRECTS`] redirects, [`DEFAULT_CONNECT_TIMEOUT`], no
-    /// environment proxies.
+    /// The operator's probe client (`runtime::http`, purpose Probe): rustls, at most
+    /// [`MAX_REDIRECTS`] redirects, a connect timeout, no environment proxies.
     pub fn new() -> Result<Self, ProbeError> {
-        Self::with_connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+        Self::with_ca(None)
     }
 
-    pub fn with_connect_timeout(connect_timeout: Duration) -> Result<Self, ProbeError> {
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-            .connect_timeout(connect_timeout)
-            .no_proxy()
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(2)
-            .user_agent(concat!("colony-operator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ProbeError::Client(describe_reqwest_error(&e)))?;
+    /// The probe client trusting `ca_pem` (a private CA, PEM) next to the public roots.
+    pub fn with_ca(ca_pem: Option<&[u8]>) -> Result<Self, ProbeError> {
+        let client = http::client(http::Purpose::Probe, ca_pem).map_err(|e| ProbeError::Client(e.to_string()))?;
         Ok(Self { client })
     }
 
@@ -248,10 +240,6 @@ fn root_cause(e: &reqwest::Error) -> String {
         Some(s) => redact(&s.to_string()),
         None => "unknown error".to_string(),
     }
-}
-
-fn describe_reqwest_error(e: &reqwest::Error) -> String {
-    root_cause(e)
 }
 
 /// Replace anything URL-shaped with `<url>` and cap the length. Lower layers do not put

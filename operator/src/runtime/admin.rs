@@ -1,4 +1,5 @@
-//! The admin HTTP server: `/healthz` (the process is alive), `/readyz` (caches synced and, with
+//! The admin HTTP server: `/healthz` (the process is alive and every controller task runs),
+//! `/readyz` (caches synced and, with
 //! leader election, either leading or standing by), `/metrics` (Prometheus text).
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,10 +13,16 @@ use super::metrics::Metrics;
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// False once a controller task has ended (a panic): the process is about to exit.
+    pub healthy: Arc<AtomicBool>,
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+async fn healthz(State(s): State<AdminState>) -> impl IntoResponse {
+    if s.healthy.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "a controller stopped")
+    }
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {

@@ -19,6 +19,9 @@ pub enum Error {
     /// Serialising an object failed: a bug, reported rather than hidden.
     #[error("serialization: {0}")]
     Serialization(#[from] serde_json::Error),
+    /// The leader lease was not renewed in time: the reconcile was cancelled.
+    #[error("not the leader: reconcile cancelled")]
+    NotLeader,
 }
 
 impl Error {
@@ -30,6 +33,7 @@ impl Error {
             Error::MissingReference(_) => "missing_reference",
             Error::External(_) => "external",
             Error::Serialization(_) => "serialization",
+            Error::NotLeader => "not_leader",
         }
     }
 
@@ -41,6 +45,7 @@ impl Error {
             Error::MissingReference(_) => "MissingReference",
             Error::External(_) => "ExternalCallFailed",
             Error::Serialization(_) => "SerializationError",
+            Error::NotLeader => "NotLeader",
         }
     }
 

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod conditions;
 pub mod context;
 pub mod error;
+pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod telemetry;

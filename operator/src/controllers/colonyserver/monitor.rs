@@ -27,6 +27,8 @@ pub struct ProbeConfig {
     pub slo: Option<SloConfig>,
     /// `spec.health.api`: run after each successful HTTP probe.
     pub api: Option<ApiCheck>,
+    /// A private CA (PEM) to trust (`spec.tls.caRef`).
+    pub ca: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -88,11 +90,16 @@ impl Monitor {
         }
         let state =
             Arc::new(Mutex::new(Snapshot { health: HealthCounter::new(config.thresholds), ..Default::default() }));
+        // The CA was checked by the reconciler; a bundle that still fails leaves the public roots.
+        let prober = match &config.ca {
+            Some(pem) => Prober::with_ca(Some(pem)).unwrap_or_else(|_| self.prober.clone()),
+            None => self.prober.clone(),
+        };
         let task = tokio::spawn(probe_loop(
             key.clone(),
             config.clone(),
             state.clone(),
-            self.prober.clone(),
+            prober,
             self.metrics.clone(),
             self.wake.clone(),
             self.servers.clone(),
@@ -118,6 +125,9 @@ async fn probe_loop(
 ) {
     let namespace = key.namespace.clone().unwrap_or_default();
     let mut previous_sample: Option<SloSample> = None;
+    // The API check is a signed POST: its own client, which never follows a redirect.
+    let rpc_http = crate::runtime::http::client(crate::runtime::http::Purpose::Rpc, config.ca.as_deref())
+        .unwrap_or_else(|_| crate::runtime::http::default_client(crate::runtime::http::Purpose::Rpc));
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -129,7 +139,7 @@ async fn probe_loop(
         let http = prober.probe(&config.health_url, config.timeout).await;
         let outcome = match &config.api {
             Some(check) if http.healthy => {
-                let api = check.run(prober.http_client(), config.timeout).await;
+                let api = check.run(rpc_http.clone(), config.timeout).await;
                 crate::health::api::combine(http, Some(api))
             }
             _ => http,

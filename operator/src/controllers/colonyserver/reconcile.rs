@@ -36,6 +36,8 @@ pub struct ServerContext {
     pub base: Arc<Context>,
     pub monitor: Monitor,
     pub http: reqwest::Client,
+    /// Flip notifications, in order per server.
+    pub notifications: notify::Ordered,
 }
 
 impl AsRef<Context> for ServerContext {
@@ -75,7 +77,8 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     let prober = Prober::new().expect("the HTTP client for health probes");
     let server_ctx = Arc::new(ServerContext {
         monitor: Monitor::new(prober, ctx.metrics.clone(), wake_tx, controller.store()),
-        http: reqwest::Client::new(),
+        http: crate::runtime::http::default_client(crate::runtime::http::Purpose::Webhook),
+        notifications: notify::Ordered::default(),
         base: ctx.clone(),
     });
     spawn_controller(NAME, controller, synced, reconcile, server_ctx, shutdown)
@@ -248,6 +251,10 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
         tracing::warn!(server = %name, "{msg}; treating it as auto");
     }
 
+    let ca = match &cs.spec.tls.ca_ref {
+        Some(r) => Some(crate::runtime::http::ca_bundle(&ctx.client, &ns, r).await?),
+        None => None,
+    };
     // Health and SLO verdicts from the probe task.
     let api_probe = match &cs.spec.health.api {
         Some(spec) => Some(api_check(ctx, &cs, spec).await?),
@@ -276,6 +283,7 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
                 },
                 slo,
                 api: api_probe,
+                ca,
             };
             sctx.monitor.ensure(key.clone(), config)
         }
@@ -409,7 +417,7 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
     Ok(Action::requeue(requeue))
 }
 
-/// Sends the optional flip notification in the background; failures are counted, logged
+/// Sends the optional flip notification in the background, after the server's earlier ones; failures are counted, logged
 /// and reported as an Event, never with the URL.
 async fn notify_flip(
     sctx: &Arc<ServerContext>,
@@ -441,16 +449,21 @@ async fn notify_flip(
         retries: spec.retries.max(0) as u32,
         backoff: parse_go_duration(&spec.backoff).unwrap_or(Duration::from_secs(1)),
     };
-    let sctx = sctx.clone();
+    let key = format!("{ns}/{}", cs.name_any());
+    let sctx2 = sctx.clone();
     let cs = cs.clone();
-    tokio::spawn(async move {
-        if let Err(e) = notify::deliver(&sctx.http, &url, &body, policy).await {
-            let labels = crate::runtime::metrics::ObjectLabels { namespace: ns, name: cs.name_any() };
-            sctx.base.metrics.notifications_failed.get_or_create(&labels).inc();
-            tracing::warn!(server = %cs.name_any(), error = %e, "fallback notification failed");
-            sctx.base.event(cs.as_ref(), EventType::Warning, "NotificationFailed", "Notify", e.to_string()).await;
-        }
-    });
+    sctx.notifications.push(
+        key,
+        Box::pin(async move {
+            let sctx = sctx2;
+            if let Err(e) = notify::deliver(&sctx.http, &url, &body, policy).await {
+                let labels = crate::runtime::metrics::ObjectLabels { namespace: ns, name: cs.name_any() };
+                sctx.base.metrics.notifications_failed.get_or_create(&labels).inc();
+                tracing::warn!(server = %cs.name_any(), error = %e, "fallback notification failed");
+                sctx.base.event(cs.as_ref(), EventType::Warning, "NotificationFailed", "Notify", e.to_string()).await;
+            }
+        }),
+    );
 }
 
 #[allow(dead_code)]

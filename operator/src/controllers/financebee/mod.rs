@@ -72,7 +72,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let bee_ctx = Arc::new(BeeContext {
         base: ctx.clone(),
-        http: reqwest::Client::new(),
+        http: crate::runtime::http::default_client(crate::runtime::http::Purpose::Webhook),
         deliveries: Default::default(),
         wake: wake_tx,
     });

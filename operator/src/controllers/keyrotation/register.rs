@@ -44,7 +44,12 @@ pub async fn register(
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("ColonyServer {:?} not found", reg.colony_server_ref.name))?;
-    let client = rpc::Client::new(reqwest::Client::new(), &server.spec.effective_endpoint(&server.name_any(), &ns));
+    let ca = match &server.spec.tls.ca_ref {
+        Some(r) => Some(crate::runtime::http::ca_bundle(&ctx.client, &ns, r).await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let client = rpc::Client::for_endpoint(&server.spec.effective_endpoint(&server.name_any(), &ns), ca.as_deref())
+        .map_err(|e| e.to_string())?;
     let old = rpc::Identity::from_private_hex(&String::from_utf8_lossy(old_private))
         .map_err(|e| format!("current key: {e}"))?;
     let new_hex = key.fields.get("prvkey").map(|v| String::from_utf8_lossy(v).to_string()).unwrap_or_default();
