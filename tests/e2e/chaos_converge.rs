@@ -203,8 +203,9 @@ impl Tally {
     /// operator write made before now is counted.
     async fn record(self, ns: &TestNamespace) -> Row {
         flush_audit_log(ns).await;
-        let writes: Vec<String> =
-            operator_writes(&ns.name, self.since).into_iter().filter(|w| w.ends_with(&self.object)).collect();
+        let codes = operator_write_codes(&ns.name, self.since, &self.object);
+        let writes: Vec<u64> = codes.iter().copied().filter(|c| *c < 300).collect();
+        let conflicts = codes.iter().filter(|c| **c == 409).count();
         let secs: Vec<f64> = self.times.iter().map(Duration::as_secs_f64).collect();
         let mean = if secs.is_empty() { 0.0 } else { secs.iter().sum::<f64>() / secs.len() as f64 };
         let max = secs.iter().copied().fold(0.0, f64::max);
@@ -214,12 +215,42 @@ impl Tally {
             lost: 0,
             doubled: writes.len().saturating_sub(self.injected()),
             stuck: self.stuck,
-            figures: format!("put back in {mean:.2} s (max {max:.2} s); {} operator writes", writes.len()),
+            figures: format!(
+                "put back in {mean:.2} s (max {max:.2} s); {} operator writes, {conflicts} conflicts read again",
+                writes.len()
+            ),
         };
-        println!("{}: {row:?}; writes {writes:?}", self.fault);
+        println!("{}: {row:?}; write status codes {codes:?}", self.fault);
         chaos::record(&row);
         row
     }
+}
+
+/// Status codes of the operator's write requests to `object` ("deployments/prod") in
+/// `namespace` since `since`, from the audit log; a conflict (409) is a request that wrote
+/// nothing.
+fn operator_write_codes(namespace: &str, since: SystemTime, object: &str) -> Vec<u64> {
+    let text = std::fs::read_to_string(audit_log_path()).unwrap_or_default();
+    let since: chrono::DateTime<chrono::Utc> = since.into();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["userAgent"].as_str().is_some_and(|ua| ua.starts_with("colony-operator/")))
+        .filter(|e| e["objectRef"]["namespace"].as_str() == Some(namespace))
+        .filter(|e| e["stage"].as_str() == Some("ResponseComplete"))
+        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
+        .filter(|e| {
+            let resource = e["objectRef"]["resource"].as_str().unwrap_or_default();
+            let name = e["objectRef"]["name"].as_str().unwrap_or_default();
+            e["objectRef"]["subresource"].is_null() && format!("{resource}/{name}") == object
+        })
+        .filter(|e| {
+            e["requestReceivedTimestamp"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t >= since)
+        })
+        .map(|e| e["responseStatus"]["code"].as_u64().unwrap_or(0))
+        .collect()
 }
 
 /// Writes a marker ConfigMap and waits until the audit log holds it: every write that
