@@ -669,7 +669,11 @@ spec:
     let cm = cms.get("shared-flags").await.unwrap();
     assert_eq!(cm.resource_version(), foreign_cm.resource_version());
     assert!(cm.owner_references().is_empty());
-    assert_eq!(deployments.get("bee").await.unwrap().resource_version(), foreign_deployment.resource_version());
+    // (The Deployment's status is its controller's to write: its spec and metadata are compared.)
+    let d = deployments.get("bee").await.unwrap();
+    assert_eq!(d.metadata.generation, foreign_deployment.metadata.generation);
+    assert_eq!(d.labels(), foreign_deployment.labels());
+    assert!(d.owner_references().is_empty());
     let writes: Vec<String> = operator_writes(&s.ns.name, since)
         .into_iter()
         .filter(|w| w.contains("configmaps/") || w.contains("deployments/"))
