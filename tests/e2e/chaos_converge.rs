@@ -536,30 +536,49 @@ async fn chaos_steady_state_is_silent_while_reconciles_run() {
     let deployments: Api<Deployment> = s.ns.api();
     let services: Api<Service> = s.ns.api();
     let cms: Api<ConfigMap> = s.ns.api();
-    // Settled: one repair first, so that the comparison of live and desired has been through
-    // a write of its own before the silence is measured.
-    deployments.patch("prod", &by_hand(), &merge(json!({"spec": {"replicas": 0}}))).await.unwrap();
-    wait_for("replicas put back", DEADLINE, || async {
-        let d = deployments.get("prod").await.map_err(|e| e.to_string())?;
-        if d.spec.replicas == Some(1) { Ok(()) } else { Err("not yet".into()) }
+    // Settled: both rollouts complete and reported.
+    for name in ["prod", "bee"] {
+        wait_for(&format!("Deployment {name} rolled out"), DEADLINE, || async {
+            let d = deployments.get(name).await.map_err(|e| e.to_string())?;
+            let st = d.status.clone().unwrap_or_default();
+            let want = d.spec.replicas.unwrap_or(1);
+            let done = st.observed_generation == d.metadata.generation
+                && [st.replicas, st.updated_replicas, st.ready_replicas, st.available_replicas] == [Some(want); 4];
+            if done { Ok(()) } else { Err(format!("{st:?}")) }
+        })
+        .await;
+    }
+    let servers: Api<ColonyServer> = s.ns.api();
+    wait_server(&servers, "prod", "Ready", "True").await;
+    let bees: Api<FinanceBee> = s.ns.api();
+    wait_for("bee Available", DEADLINE, || async {
+        let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
+        let conditions = fb.status.map(|s| s.conditions).unwrap_or_default();
+        match condition(&conditions, "Available") {
+            Some((st, ..)) if st == "True" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
     })
     .await;
-    wait_server(&s.ns.api(), "prod", "Ready", "True").await;
     flush_audit_log(&s.ns).await;
 
     let since = SystemTime::now();
+    let status_before = serde_json::to_string_pretty(&servers.get("prod").await.unwrap().status).unwrap();
     let server_before = reconciles(&s.op, "colonyserver").await;
     let bee_before = reconciles(&s.op, "financebee").await;
     let probes_before = s.endpoint.successes();
     // Edits of fields the operator does not manage: each wakes a reconcile (the objects are
     // watched), none may cause a write.
+    // (A Deployment's generation moves with its annotations, and a rollout is not steady
+    // state: Deployments get a label.)
     let note = |n: u32| merge(json!({"metadata": {"annotations": {"example.com/note": format!("touched {n}")}}}));
+    let label = |n: u32| merge(json!({"metadata": {"labels": {"example.com/note": format!("touched-{n}")}}}));
     for n in 0..3 {
         let (server_seen, bee_seen) = (reconciles(&s.op, "colonyserver").await, reconciles(&s.op, "financebee").await);
-        deployments.patch("prod", &by_hand(), &note(n)).await.unwrap();
+        deployments.patch("prod", &by_hand(), &label(n)).await.unwrap();
         services.patch("prod", &by_hand(), &note(n)).await.unwrap();
         cms.patch("prod-fallback", &by_hand(), &merge(json!({"data": {"UNRELATED": format!("{n}")}}))).await.unwrap();
-        deployments.patch("bee", &by_hand(), &note(n)).await.unwrap();
+        deployments.patch("bee", &by_hand(), &label(n)).await.unwrap();
         wait_for(&format!("round {n} of edits reconciled"), DEADLINE, || async {
             let server = reconciles(&s.op, "colonyserver").await;
             let bee = reconciles(&s.op, "financebee").await;
@@ -568,7 +587,7 @@ async fn chaos_steady_state_is_silent_while_reconciles_run() {
         .await;
     }
     let (server_runs, bee_runs) = wait_for("probes during the window", DEADLINE, || async {
-        if s.endpoint.successes() >= probes_before + 5 {
+        if s.endpoint.successes() >= probes_before + 10 {
             Ok((
                 reconciles(&s.op, "colonyserver").await - server_before,
                 reconciles(&s.op, "financebee").await - bee_before,
@@ -596,7 +615,11 @@ async fn chaos_steady_state_is_silent_while_reconciles_run() {
             writes.len()
         ),
     });
-    assert!(writes.is_empty(), "no API writes in steady state, saw {writes:?}");
+    let status_after = serde_json::to_string_pretty(&servers.get("prod").await.unwrap().status).unwrap();
+    assert!(
+        writes.is_empty(),
+        "no API writes in steady state, saw {writes:?}; status before {status_before}, after {status_after}"
+    );
     let cm = cms.get("prod-fallback").await.unwrap();
     assert_eq!(cm.data.unwrap().get("UNRELATED").map(String::as_str), Some("2"), "others' keys are left alone");
     drop(s.op);
