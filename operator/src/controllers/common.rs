@@ -208,9 +208,9 @@ where
 /// the hash of the desired object, so that a field the operator stopped setting is removed
 /// too. Equal means no write at all (steady state is silent). A missing object, or a new
 /// desired state, is server-side applied (forced: the operator's fields are its own); a
-/// hand edit of an unchanged desired state is put back with one JSON merge patch guarded by
-/// the resourceVersion read, which also removes entries a hand edit added to the
-/// operator's lists (server-side apply would keep those). An object of that name that is
+/// hand edit of an unchanged desired state is put back with one JSON merge patch of the
+/// fields that differ, which also removes entries a hand edit added to the operator's lists
+/// (server-side apply would keep those). An object of that name that is
 /// not the operator's ([`drift::is_ours`]) is never written.
 pub async fn converge_over<K>(api: &Api<K>, live: Option<K>, mut desired: K, controller: &str) -> Result<Converged<K>>
 where
@@ -250,35 +250,18 @@ where
             Err(e) => return Err(e.into()),
         }
     }
-    let patch_params = PatchParams { field_manager: Some(field_manager(controller)), ..Default::default() };
-    let mut attempts = 0;
-    loop {
-        let rest = drift::compare(&current, &desired_json, exact);
-        if rest.is_empty() {
-            return Ok(Converged::Written { object: serde_json::from_value(current)?, fields: found.fields });
-        }
+    let rest = drift::compare(&current, &desired_json, exact);
+    let object = if rest.is_empty() {
+        serde_json::from_value(current)?
+    } else {
+        // No resourceVersion precondition: the patch sets only fields the operator owns,
+        // and the status updates of a Deployment's own controller would make it conflict.
         let patch = drift::merge_patch(&current, &rest.merged);
-        match api.patch(&name, &patch_params, &Patch::Merge(&patch)).await {
-            Ok(object) => return Ok(Converged::Written { object, fields: found.fields }),
-            // Changed since it was read (often by its own controller's status update): read
-            // it again and compare again, rather than wait for a backoff.
-            Err(kube::Error::Api(e)) if e.code == 409 && attempts < MERGE_RETRIES => {
-                attempts += 1;
-                match api.get_opt(&name).await? {
-                    Some(fresh) => current = serde_json::to_value(&fresh)?,
-                    None => {
-                        let created = api.patch(&name, &params, &Patch::Apply(&desired)).await?;
-                        return Ok(Converged::Written { object: created, fields: found.fields });
-                    }
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+        let params = PatchParams { field_manager: Some(field_manager(controller)), ..Default::default() };
+        api.patch(&name, &params, &Patch::Merge(&patch)).await?
+    };
+    Ok(Converged::Written { object, fields: found.fields })
 }
-
-/// Conflicting writes a drift correction reads again through before it gives up.
-const MERGE_RETRIES: u32 = 3;
 
 /// The label selector (as a query string) of `owner_name`'s pods of kind `app_label`.
 pub fn pod_selector(app_label: &str, owner_name: &str) -> String {

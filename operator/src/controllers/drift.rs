@@ -217,17 +217,9 @@ pub fn quantity(s: &str) -> Option<f64> {
 }
 
 /// The JSON merge patch (RFC 7386) that turns `live` into `merged`: changed keys, removed
-/// keys as null, changed lists whole. It carries `live`'s resourceVersion, so that it fails
-/// rather than overwrite a change it has not seen.
+/// keys as null, changed lists whole.
 pub fn merge_patch(live: &Value, merged: &Value) -> Value {
-    let mut patch = diff(live, merged).unwrap_or_else(|| Value::Object(Map::new()));
-    if let (Some(rv), Value::Object(p)) = (live.pointer("/metadata/resourceVersion"), &mut patch) {
-        let meta = p.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(m) = meta {
-            m.insert("resourceVersion".into(), rv.clone());
-        }
-    }
-    patch
+    diff(live, merged).unwrap_or_else(|| Value::Object(Map::new()))
 }
 
 fn diff(from: &Value, to: &Value) -> Option<Value> {
@@ -421,16 +413,13 @@ mod tests {
     }
 
     #[test]
-    fn merge_patch_sets_changes_removes_keys_and_guards_the_version() {
+    fn merge_patch_sets_changes_and_removes_keys() {
         let live = json!({"metadata": {"resourceVersion": "7", "name": "s"},
             "spec": {"selector": {"a": "1", "extra": "y"}, "ports": [{"port": 1}], "clusterIP": "10.0.0.1"}});
         let desired = json!({"spec": {"selector": {"a": "1"}, "ports": [{"port": 2}]}});
         let d = compare(&live, &desired, &["spec.selector"]);
         let patch = merge_patch(&live, &d.merged);
-        assert_eq!(
-            patch,
-            json!({"metadata": {"resourceVersion": "7"}, "spec": {"selector": {"extra": null}, "ports": [{"port": 2}]}})
-        );
+        assert_eq!(patch, json!({"spec": {"selector": {"extra": null}, "ports": [{"port": 2}]}}));
     }
 
     fn meta(refs: Vec<OwnerReference>, labels: &[(&str, &str)]) -> ObjectMeta {
