@@ -49,11 +49,16 @@ async fn setup(prefix: &str) -> Setup {
 /// A managed ColonyServer `prod` (Deployment, Service, fallback ConfigMap) probed at the
 /// endpoint, and a FinanceBee `bee` working for it.
 fn server_and_bee(endpoint: &TestEndpoint) -> String {
+    format!("{}---\n{}", server("prod", endpoint), bee("prod"))
+}
+
+/// A managed ColonyServer `name` probed at the endpoint, with its database and key Secrets.
+fn server(name: &str, endpoint: &TestEndpoint) -> String {
     format!(
         r#"apiVersion: v1
 kind: Secret
 metadata:
-  name: prod-db
+  name: {name}-db
 stringData:
   username: colonies
   password: not-a-real-password
@@ -61,28 +66,26 @@ stringData:
 apiVersion: v1
 kind: Secret
 metadata:
-  name: prod-key
+  name: {name}-key
 stringData:
   prvkey: 6d2fb6f546bc1b4e0b8a5b3e5e3d1f8a4b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e
 ---
 apiVersion: colony.zyeute.io/v1alpha1
 kind: ColonyServer
 metadata:
-  name: prod
+  name: {name}
 spec:
   image: {SERVER_IMAGE}
   endpoint: {url}
   database:
     host: postgres.example
-    user: {{name: prod-db, key: username}}
-    password: {{name: prod-db, key: password}}
-  serverKeySecretRef: {{name: prod-key, key: prvkey}}
+    user: {{name: {name}-db, key: username}}
+    password: {{name: {name}-db, key: password}}
+  serverKeySecretRef: {{name: {name}-key, key: prvkey}}
   health: {{interval: 1s, timeout: 1s, failureThreshold: 2, successThreshold: 1}}
   fallback: {{recoverAfter: 2s, minHold: 1s}}
----
-{bee}"#,
+"#,
         url = endpoint.url(),
-        bee = bee("prod"),
     )
 }
 
@@ -637,10 +640,20 @@ async fn chaos_foreign_objects_are_reported_not_taken_over() {
     let s = setup("e2e-chaos-foreign").await;
     let cms: Api<ConfigMap> = s.ns.api();
     let deployments: Api<Deployment> = s.ns.api();
-    // Someone's ConfigMap, and someone's Deployment named like the bee will be.
+    let services: Api<Service> = s.ns.api();
+    // Someone's ConfigMap, someone's Deployment named like the bee will be, and someone's
+    // Service named like the managed server `web` will be.
     apply_yaml(
         &s.ns.name,
         r#"apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: someone}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
 kind: ConfigMap
 metadata:
   name: shared-flags
@@ -662,10 +675,12 @@ spec:
     .await;
     let foreign_cm = cms.get("shared-flags").await.unwrap();
     let foreign_deployment = deployments.get("bee").await.unwrap();
+    let foreign_service = services.get("web").await.unwrap();
     let since = SystemTime::now();
+    let web = server("web", &s.endpoint);
     apply_yaml(
         &s.ns.name,
-        &format!("{}---\n{}", unmanaged("srv", &s.endpoint, "{configMapName: shared-flags}"), bee("srv")),
+        &format!("{}---\n{}---\n{web}", unmanaged("srv", &s.endpoint, "{configMapName: shared-flags}"), bee("srv")),
     )
     .await;
 
@@ -693,6 +708,11 @@ spec:
     assert_eq!(fb.0, "DeploymentNotOwned");
     assert!(fb.1.contains("Deployment bee exists and is not managed by this FinanceBee"), "{}", fb.1);
 
+    let web = wait_server(&servers, "web", "Stalled", "True").await;
+    let (_, reason, message) = condition(&web.status.unwrap().conditions, "Stalled").unwrap();
+    assert_eq!(reason, "ServiceNotOwned");
+    assert!(message.starts_with("Service web exists and is not managed by this ColonyServer"), "{message}");
+
     // Untouched: same resourceVersion, no owner reference, no write by the operator.
     flush_audit_log(&s.ns).await;
     let cm = cms.get("shared-flags").await.unwrap();
@@ -703,9 +723,12 @@ spec:
     assert_eq!(d.metadata.generation, foreign_deployment.metadata.generation);
     assert_eq!(d.labels(), foreign_deployment.labels());
     assert!(d.owner_references().is_empty());
+    let svc = services.get("web").await.unwrap();
+    assert_eq!(svc.resource_version(), foreign_service.resource_version());
+    assert!(svc.owner_references().is_empty());
     let writes: Vec<String> = operator_writes(&s.ns.name, since)
         .into_iter()
-        .filter(|w| w.contains("configmaps/") || w.contains("deployments/"))
+        .filter(|w| ["configmaps/shared-flags", "deployments/bee", "services/web"].iter().any(|o| w.ends_with(o)))
         .collect();
     assert!(writes.is_empty(), "the operator wrote to objects it does not own: {writes:?}");
 
