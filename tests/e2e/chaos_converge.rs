@@ -7,6 +7,8 @@
 //! row of the fault table (`colony_e2e::chaos`): `stuck` counts faults never put back,
 //! `doubled` the operator's writes to the object beyond one per fault (from the audit log).
 use std::future::Future;
+
+use futures::StreamExt;
 use std::time::{Duration, Instant, SystemTime};
 
 use colony_e2e::chaos::{self, Row};
@@ -594,6 +596,35 @@ async fn chaos_steady_state_is_silent_while_reconciles_run() {
         })
         .await;
     }
+    // ConfigMaps that are not the operator's are not even delivered to the server's
+    // controller (its watch selects the operator's label): a hundred of them wake almost
+    // nothing. The server's own ConfigMap is touched after them, as a reconcile to wait for.
+    let unrelated = 100;
+    let quiet_from = (reconciles(&s.op, "colonyserver").await, reconciles(&s.op, "financebee").await);
+    futures::stream::iter(0..unrelated)
+        .for_each_concurrent(8, |i| {
+            let cms = cms.clone();
+            async move {
+                let name = format!("unrelated-{i}");
+                let cm =
+                    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}});
+                cms.patch(&name, &PatchParams::apply("someone-else"), &Patch::Apply(&cm)).await.unwrap();
+            }
+        })
+        .await;
+    cms.patch("prod-fallback", &by_hand(), &merge(json!({"data": {"UNRELATED": "last"}}))).await.unwrap();
+    let woken = wait_for("the touch after the unrelated ConfigMaps reconciled", DEADLINE, || async {
+        let server = reconciles(&s.op, "colonyserver").await - quiet_from.0;
+        if server > 0 {
+            Ok(server + reconciles(&s.op, "financebee").await - quiet_from.1)
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await;
+    println!("{unrelated} unrelated ConfigMaps: {woken} reconciles (server and bee) until the touch was reconciled");
+    assert!(woken < unrelated / 10, "unrelated ConfigMaps woke {woken} reconciles");
+
     let (server_runs, bee_runs) = wait_for("probes during the window", DEADLINE, || async {
         if s.endpoint.successes() >= probes_before + 10 {
             Ok((
@@ -613,8 +644,8 @@ async fn chaos_steady_state_is_silent_while_reconciles_run() {
         writes.len()
     );
     chaos::record(&Row {
-        fault: "edits of fields the operator does not manage (steady state)".into(),
-        injected: 12,
+        fault: "edits of fields the operator does not manage, 100 unrelated ConfigMaps (steady state)".into(),
+        injected: 12 + unrelated as usize,
         lost: 0,
         doubled: writes.len(),
         stuck: 0,
@@ -629,7 +660,7 @@ async fn chaos_steady_state_is_silent_while_reconciles_run() {
         "no API writes in steady state, saw {writes:?}; status before {status_before}, after {status_after}"
     );
     let cm = cms.get("prod-fallback").await.unwrap();
-    assert_eq!(cm.data.unwrap().get("UNRELATED").map(String::as_str), Some("2"), "others' keys are left alone");
+    assert_eq!(cm.data.unwrap().get("UNRELATED").map(String::as_str), Some("last"), "others' keys are left alone");
     drop(s.op);
     s.ns.cleanup().await;
 }
