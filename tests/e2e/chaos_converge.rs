@@ -650,7 +650,7 @@ async fn chaos_steady_state_is_silent_while_reconciles_run() {
         doubled: writes.len(),
         stuck: 0,
         figures: format!(
-            "{server_runs} server + {bee_runs} bee reconciles, {probes} probes, {} API writes",
+            "{server_runs} server + {bee_runs} bee reconciles, {probes} probes, {} API writes; {woken} reconciles woken by {unrelated} unrelated ConfigMaps",
             writes.len()
         ),
     });
