@@ -149,7 +149,7 @@ fn expected_operator_rules() -> BTreeSet<String> {
     for line in [
         r#""apps" deployments create,get,list,patch,watch"#,
         r#""" configmaps create,get,list,patch,watch"#,
-        r#""" services create,get,patch"#,
+        r#""" services create,get,list,patch,watch"#,
         r#""" secrets create,get,list,update,watch"#,
         r#""" pods delete,get,list,watch"#,
         r#""events.k8s.io" events create,patch"#,
@@ -876,8 +876,7 @@ async fn operator_runs_on_the_charts_namespaced_rbac_alone() {
     let text = logs();
     let refused: Vec<&str> = text.lines().filter(|l| l.to_ascii_lowercase().contains("forbidden")).collect();
     assert!(refused.is_empty(), "the operator was refused requests:\n{}", refused.join("\n"));
-    let audit = std::fs::read_to_string(colony_e2e::audit_log_path())
-        .unwrap_or_default();
+    let audit = std::fs::read_to_string(colony_e2e::audit_log_path()).unwrap_or_default();
     let denied: Vec<String> = audit
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -1,5 +1,5 @@
 //! Pieces every workload-owning controller uses: labels, owner references, the hash of the
-//! Secrets and ConfigMaps a pod references, and apply-only-when-changed.
+//! Secrets and ConfigMaps a pod references, and converging an owned object on what is desired.
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
+use super::drift;
 use crate::api::{PodOverrides, SecretKeySelector};
 use crate::runtime::{Error, Result, field_manager};
 
@@ -163,32 +164,103 @@ pub fn hash_of<T: Serialize>(value: &T) -> Result<String> {
     Ok(hex::encode(&Sha256::digest(&bytes)[..16]))
 }
 
-/// Server-side applies `desired` unless the live object already carries the same desired
-/// hash: in steady state this makes no API write at all. Returns whether it applied.
-pub async fn apply_if_changed<K>(api: &Api<K>, desired: K, controller: &str) -> Result<bool>
+/// Whether `live`, found under the name of the `app_label` object the operator makes for
+/// `owner`, is the operator's to change ([`drift::is_ours`]).
+pub fn owned_by<O: Resource<DynamicType = ()>, K: Resource>(owner: &O, live: &K, app_label: &str) -> bool {
+    let owner_name = owner.meta().name.clone().unwrap_or_default();
+    drift::is_ours(live.meta(), owner.meta().uid.as_deref().unwrap_or_default(), &labels(app_label, &owner_name))
+}
+
+/// What [`converge`] did.
+#[derive(Debug)]
+pub enum Converged<K> {
+    /// The live object already held every desired field: nothing was written.
+    InSync(K),
+    /// Created, changed to a new desired state, or a hand edit put back; `fields` names
+    /// what differed (paths only, never values).
+    Written { object: K, fields: Vec<String> },
+    /// An object of that name exists and is not the operator's: it was left alone.
+    NotOwned,
+}
+
+impl<K> Converged<K> {
+    /// The object as it now stands, unless it is someone else's.
+    pub fn object(self) -> Option<K> {
+        match self {
+            Converged::InSync(o) | Converged::Written { object: o, .. } => Some(o),
+            Converged::NotOwned => None,
+        }
+    }
+}
+
+/// [`converge_over`] after reading the live object.
+pub async fn converge<K>(api: &Api<K>, desired: K, controller: &str) -> Result<Converged<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     let live = api.get_opt(&desired.name_any()).await?;
-    Ok(apply_over(api, live, desired, controller).await?.1)
+    converge_over(api, live, desired, controller).await
 }
 
-/// [`apply_if_changed`] for a caller that has just read the live object: returns the object
-/// as it now stands (the applied one, or `live` untouched) and whether it applied.
-pub async fn apply_over<K>(api: &Api<K>, live: Option<K>, mut desired: K, controller: &str) -> Result<(K, bool)>
+/// Makes the object `desired` names hold what `desired` holds, given `live` as just read.
+///
+/// Decided by comparing the live fields with the desired ones ([`drift::compare`]), plus
+/// the hash of the desired object, so that a field the operator stopped setting is removed
+/// too. Equal means no write at all (steady state is silent). A missing object, or a new
+/// desired state, is server-side applied (forced: the operator's fields are its own); a
+/// hand edit of an unchanged desired state is put back with one JSON merge patch of the
+/// fields that differ, which also removes entries a hand edit added to the operator's lists
+/// (server-side apply would keep those). An object of that name that is
+/// not the operator's ([`drift::is_ours`]) is never written.
+pub async fn converge_over<K>(api: &Api<K>, live: Option<K>, mut desired: K, controller: &str) -> Result<Converged<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     let hash = hash_of(&desired)?;
-    if let Some(live) = live
-        && live.annotations().get(DESIRED_HASH_ANNOTATION) == Some(&hash)
-    {
-        return Ok((live, false));
-    }
-    desired.annotations_mut().insert(DESIRED_HASH_ANNOTATION.into(), hash);
+    desired.annotations_mut().insert(DESIRED_HASH_ANNOTATION.into(), hash.clone());
+    let name = desired.name_any();
+    let exact = drift::exact_maps(&K::kind(&()));
     let params = PatchParams::apply(&field_manager(controller)).force();
-    let applied = api.patch(&desired.name_any(), &params, &Patch::Apply(&desired)).await?;
-    Ok((applied, true))
+    let Some(live) = live else {
+        let created = api.patch(&name, &params, &Patch::Apply(&desired)).await?;
+        return Ok(Converged::Written { object: created, fields: vec!["(created)".into()] });
+    };
+    let controller_ref = desired.meta().owner_references.iter().flatten().find(|r| r.controller == Some(true));
+    if let Some(owner) = controller_ref
+        && !drift::is_ours(live.meta(), &owner.uid, desired.labels())
+    {
+        return Ok(Converged::NotOwned);
+    }
+    let desired_json = serde_json::to_value(&desired)?;
+    let live_json = serde_json::to_value(&live)?;
+    let found = drift::compare(&live_json, &desired_json, exact);
+    if found.is_empty() {
+        return Ok(Converged::InSync(live));
+    }
+    let new_state = live.annotations().get(DESIRED_HASH_ANNOTATION) != Some(&hash);
+    let mut current = live_json;
+    if new_state {
+        match api.patch(&name, &params, &Patch::Apply(&desired)).await {
+            Ok(applied) => current = serde_json::to_value(&applied)?,
+            // A hand-added entry can clash with the desired one (two ports named "http"):
+            // the merge patch below replaces the whole list.
+            Err(kube::Error::Api(e)) if e.code == 422 => {
+                tracing::debug!(kind = %K::kind(&()), %name, error = %e, "apply refused; patching the lists whole");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let rest = drift::compare(&current, &desired_json, exact);
+    let object = if rest.is_empty() {
+        serde_json::from_value(current)?
+    } else {
+        // No resourceVersion precondition: the patch sets only fields the operator owns,
+        // and the status updates of a Deployment's own controller would make it conflict.
+        let patch = drift::merge_patch(&current, &rest.merged);
+        let params = PatchParams { field_manager: Some(field_manager(controller)), ..Default::default() };
+        api.patch(&name, &params, &Patch::Merge(&patch)).await?
+    };
+    Ok(Converged::Written { object, fields: found.fields })
 }
 
 /// The label selector (as a query string) of `owner_name`'s pods of kind `app_label`.

@@ -18,6 +18,7 @@ use crate::runtime::{Context, Error, Result, error_policy};
 
 pub mod colonyserver;
 pub mod common;
+pub mod drift;
 pub mod financebee;
 pub mod keyrotation;
 pub mod maintenancewindow;

@@ -23,7 +23,9 @@ use super::monitor::{Monitor, ProbeConfig, SloConfig};
 use super::status::{self, Observed, Workload};
 use crate::api::{ApiCheckSpec, ColonyServer, FallbackOverride, MaintenanceWindow};
 use crate::colonyos::rpc::Identity;
-use crate::controllers::common::{ConfigHasher, apply_if_changed, apply_over, pod_selector, secret_value};
+use crate::controllers::common::{
+    ConfigHasher, Converged, converge, converge_over, owned_by, pod_selector, secret_value,
+};
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout::{self, RolloutPolicy};
 use crate::controllers::{Spawned, primary, spawn_controller};
@@ -50,10 +52,13 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let api: Api<ColonyServer> = ctx.scoped_api();
     let cfg = watcher::Config::default();
+    // What the server owns is watched, so that a hand edit or a deletion is put back at
+    // once; by label, so that the cluster's other ConfigMaps are never cached.
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=colony-operator");
     let (controller, synced) = primary(api, cfg.clone(), NAME);
     let controller = controller
         .owns(ctx.scoped_api::<Deployment>(), owned.clone())
+        .owns(ctx.scoped_api::<Service>(), owned.clone())
         .owns(ctx.scoped_api::<ConfigMap>(), owned)
         .watches(ctx.scoped_api::<MaintenanceWindow>(), cfg, |mw: MaintenanceWindow| {
             let ns = mw.namespace()?;
@@ -211,6 +216,25 @@ async fn decide_rollout(
     Ok(rollout::decide(&policy, spec_image, &observation, &memory, now))
 }
 
+/// How often a server stalled on an object that is not its own looks again.
+const NOT_OWNED_RECHECK: Duration = Duration::from_secs(15);
+
+/// What to do about a workload object in the way.
+const RENAME_SERVER: &str = "delete it or give the ColonyServer another name";
+
+/// (reason, message) of an object in the way that is not the server's, e.g.
+/// `ConfigMapNotOwned`.
+fn not_owned_problem(kind: &str, name: &str, hint: &str) -> (String, String) {
+    (format!("{kind}NotOwned"), format!("{kind} {name} exists and is not managed by this ColonyServer; {hint}"))
+}
+
+/// Logs a write to the server's workload, naming the fields that differed.
+fn log_written<K: kube::Resource<DynamicType = ()>>(server: &str, c: &Converged<K>, image: &str) {
+    if let Converged::Written { fields, .. } = c {
+        tracing::info!(server = %server, kind = %K::kind(&()), image = %image, ?fields, "applied");
+    }
+}
+
 fn workload_state(d: Option<&Deployment>) -> Workload {
     let Some(d) = d else {
         return Workload::Progressing("Deployment not created yet".into());
@@ -295,6 +319,7 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
 
     // Workload, with automatic rollback.
     let mut invalid = durations.as_ref().err().cloned();
+    let mut not_owned: Option<(String, String)> = None;
     let mut workload = Workload::Unmanaged;
     let mut current_image = None;
     let mut rollout = None;
@@ -304,35 +329,41 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
             Some(spec_image) => {
                 let deployments: Api<Deployment> = ctx.api(&ns);
                 let live = deployments.get_opt(&name).await?;
-                let decision =
-                    decide_rollout(ctx, &cs, &spec_image, live.as_ref(), &snapshot, current_status.as_ref(), now)
-                        .await?;
-                match server_inputs(ctx, &cs, decision.image.clone()).await {
-                    Ok(inputs) => {
-                        let desired = builders::deployment(&cs, &inputs)?;
-                        let (current, applied) = apply_over(&deployments, live, desired, NAME).await?;
-                        if applied {
-                            tracing::info!(server = %name, image = %decision.image, "applied Deployment");
+                if live.as_ref().is_some_and(|d| !owned_by(cs.as_ref(), d, builders::APP_LABEL)) {
+                    not_owned = Some(not_owned_problem("Deployment", &name, RENAME_SERVER));
+                } else {
+                    let decision =
+                        decide_rollout(ctx, &cs, &spec_image, live.as_ref(), &snapshot, current_status.as_ref(), now)
+                            .await?;
+                    match server_inputs(ctx, &cs, decision.image.clone()).await {
+                        Ok(inputs) => {
+                            let desired = builders::deployment(&cs, &inputs)?;
+                            let converged = converge_over(&deployments, live, desired, NAME).await?;
+                            log_written(&name, &converged, &decision.image);
+                            let service = converge(&ctx.api::<Service>(&ns), builders::service(&cs)?, NAME).await?;
+                            log_written(&name, &service, &decision.image);
+                            if matches!(service, Converged::NotOwned) {
+                                not_owned = Some(not_owned_problem("Service", &name, RENAME_SERVER));
+                            }
+                            workload = workload_state(converged.object().as_ref());
+                            current_image = Some(decision.image.clone());
+                            if decision.newly_rolled_back {
+                                let rb = decision.rolled_back.clone().expect("a rollback");
+                                tracing::warn!(server = %name, failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
+                                ctx.event(
+                                    cs.as_ref(),
+                                    EventType::Warning,
+                                    "RolledBack",
+                                    "Rollback",
+                                    rollout::event_note(&rb),
+                                )
+                                .await;
+                            }
+                            rollout = Some(decision);
                         }
-                        apply_if_changed(&ctx.api::<Service>(&ns), builders::service(&cs)?, NAME).await?;
-                        workload = workload_state(Some(&current));
-                        current_image = Some(decision.image.clone());
-                        if decision.newly_rolled_back {
-                            let rb = decision.rolled_back.clone().expect("a rollback");
-                            tracing::warn!(server = %name, failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
-                            ctx.event(
-                                cs.as_ref(),
-                                EventType::Warning,
-                                "RolledBack",
-                                "Rollback",
-                                rollout::event_note(&rb),
-                            )
-                            .await;
-                        }
-                        rollout = Some(decision);
+                        Err(Error::InvalidSpec(msg)) | Err(Error::MissingReference(msg)) => invalid = Some(msg),
+                        Err(e) => return Err(e),
                     }
-                    Err(Error::InvalidSpec(msg)) | Err(Error::MissingReference(msg)) => invalid = Some(msg),
-                    Err(e) => return Err(e),
                 }
             }
         }
@@ -354,7 +385,19 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
     });
     let decision = fallback::decide(&policy, &inputs, &previous_state, now);
     let cm_api: Api<ConfigMap> = ctx.api(&ns);
-    apply_if_changed(&cm_api, builders::fallback_config_map(&cs, decision.active)?, NAME).await?;
+    let fallback_cm = builders::fallback_config_map(&cs, decision.active)?;
+    let cm_name = fallback_cm.name_any();
+    match converge(&cm_api, fallback_cm, NAME).await? {
+        Converged::NotOwned => {
+            // Never adopted: the garbage collector would delete it with the server.
+            let hint = "rename spec.fallback.configMapName or delete it";
+            not_owned.get_or_insert(not_owned_problem("ConfigMap", &cm_name, hint));
+        }
+        Converged::Written { fields, .. } => {
+            tracing::info!(server = %name, configmap = %cm_name, value = fallback::configmap_value(decision.active), ?fields, "applied fallback ConfigMap");
+        }
+        Converged::InSync(_) => {}
+    }
     let metric_labels = crate::runtime::metrics::ObjectLabels { namespace: ns.clone(), name: name.clone() };
     ctx.metrics.fallback_active.get_or_create(&metric_labels).set(i64::from(decision.active));
     if decision.flipped {
@@ -400,13 +443,17 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
         workload,
         current_image,
         rollout: rollout.as_ref(),
-        invalid: invalid.clone(),
+        problem: invalid.clone().map(|m| ("InvalidSpec".to_string(), m)).or_else(|| not_owned.clone()),
         now,
     });
     apply_status(&api, cs.as_ref(), NAME, current_status.as_ref(), &new_status).await?;
 
     if invalid.is_some() {
         return Ok(Action::await_change());
+    }
+    if not_owned.is_some() {
+        // The object in the way is not watched (it is not the operator's): look again.
+        return Ok(Action::requeue(NOT_OWNED_RECHECK));
     }
     let requeue = [decision.requeue_after, rollout.as_ref().and_then(|r| r.requeue_after)]
         .into_iter()

@@ -29,7 +29,9 @@ pub struct Observed<'a> {
     pub workload: Workload,
     pub current_image: Option<String>,
     pub rollout: Option<&'a crate::controllers::rollout::Decision>,
-    pub invalid: Option<String>,
+    /// (reason, message) of what stops the server from being reconciled: an invalid spec
+    /// (`InvalidSpec`), or an object in the way that is not its own (`ConfigMapNotOwned`).
+    pub problem: Option<(String, String)>,
     pub now: DateTime<Utc>,
 }
 
@@ -106,8 +108,8 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
         d.reason.clone(),
         if d.active { format!("direct-processing fallback on: {}", d.message) } else { d.message.clone() },
     ));
-    let (ready, reason, message) = if let Some(why) = &o.invalid {
-        (false, "InvalidSpec", why.clone())
+    let (ready, reason, message) = if let Some((reason, why)) = &o.problem {
+        (false, reason.as_str(), why.clone())
     } else {
         match (&o.workload, healthy) {
             (Workload::Failed(why), _) => (false, "WorkloadFailed", why.clone()),
@@ -118,16 +120,15 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
         }
     };
     desired.push(Desired::new(READY, ready, reason, message));
-    let progressing = matches!(o.workload, Workload::Progressing(_)) || (healthy.is_none() && o.invalid.is_none());
+    let progressing = matches!(o.workload, Workload::Progressing(_)) || (healthy.is_none() && o.problem.is_none());
     desired.push(Desired::new(RECONCILING, progressing, "Progressing", "rolling out or probing"));
     desired.extend(crate::controllers::rollout::condition(o.rollout, &prev.conditions));
-    let stalled = o.invalid.clone().or_else(|| d.new_state.stalled.then(|| d.message.clone()));
-    desired.push(Desired::new(
-        STALLED,
-        stalled.is_some(),
-        if o.invalid.is_some() { "InvalidSpec" } else { "FlipBudgetExhausted" },
-        stalled.unwrap_or_default(),
-    ));
+    let stalled = o.problem.clone().or_else(|| {
+        d.new_state.stalled.then(|| (super::fallback::reason::FLIP_BUDGET_EXHAUSTED.to_string(), d.message.clone()))
+    });
+    let (stalled_reason, stalled_message) =
+        stalled.clone().unwrap_or_else(|| (super::fallback::reason::FLIP_BUDGET_EXHAUSTED.to_string(), String::new()));
+    desired.push(Desired::new(STALLED, stalled.is_some(), stalled_reason, stalled_message));
 
     ColonyServerStatus {
         observed_generation: o.generation,
@@ -142,5 +143,51 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
         slo: slo_status,
         fallback: Some(fallback),
         history: o.rollout.map(|r| r.memory.history.clone()).unwrap_or(prev.history.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::colonyserver::fallback::{self, FallbackInputs, FallbackPolicy};
+    use crate::runtime::conditions::find;
+
+    fn observed<'a>(
+        snapshot: &'a Snapshot,
+        decision: &'a FallbackDecision,
+        problem: Option<(String, String)>,
+    ) -> Observed<'a> {
+        Observed {
+            generation: Some(1),
+            previous: None,
+            snapshot,
+            decision,
+            override_: FallbackOverride::Auto,
+            workload: Workload::Unmanaged,
+            current_image: None,
+            rollout: None,
+            problem,
+            now: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn an_object_in_the_way_stalls_the_server_naming_it() {
+        let snapshot = Snapshot::default();
+        let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let decision =
+            fallback::decide(&FallbackPolicy::default(), &FallbackInputs::default(), &Default::default(), now);
+        let msg = "ConfigMap flags exists and is not managed by this ColonyServer; rename spec.fallback.configMapName or delete it";
+        let status = compute(&observed(&snapshot, &decision, Some(("ConfigMapNotOwned".into(), msg.into()))));
+        let stalled = find(&status.conditions, STALLED).expect("Stalled");
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str(), stalled.message.as_str()),
+            ("True", "ConfigMapNotOwned", msg)
+        );
+        let ready = find(&status.conditions, READY).expect("Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ConfigMapNotOwned"));
+
+        let fine = compute(&observed(&snapshot, &decision, None));
+        assert!(find(&fine.conditions, STALLED).is_none(), "Stalled appears only when true");
     }
 }

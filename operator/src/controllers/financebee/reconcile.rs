@@ -18,7 +18,7 @@ use super::restart::{self, Hold, PodView, RestartDecision, RestartInputs, Restar
 use super::status::{self, Observed, Pause};
 use super::{BeeContext, NAME, selector_matches};
 use crate::api::{ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, MaintenanceWindow, STALLED};
-use crate::controllers::common::{ConfigHasher, apply_over, pod_selector, secret_value};
+use crate::controllers::common::{ConfigHasher, Converged, converge_over, owned_by, pod_selector, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout;
 use crate::duration::parse_go_duration;
@@ -84,6 +84,12 @@ async fn config_hash(ctx: &Context, fb: &FinanceBee) -> Result<String> {
         }
     }
     Ok(h.finish())
+}
+
+/// A Deployment of the bee's name that is someone else's: never taken over (nor judged by
+/// the rollback rules).
+fn deployment_not_owned(live: &Option<Deployment>, fb: &FinanceBee) -> bool {
+    live.as_ref().is_some_and(|d| !owned_by(fb, d, builders::APP_LABEL))
 }
 
 /// The hold a ColonyServer's health puts on restarts: None while its Healthy condition is
@@ -173,15 +179,23 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
         }
         Some(cs) => {
             let endpoint = cs.spec.effective_endpoint(&cs.name_any(), &ns);
+            let deployments: Api<Deployment> = ctx.api(&ns);
+            let live = deployments.get_opt(&name).await?;
             match (builders::host_port(&endpoint), config_hash(ctx, &fb).await) {
                 (None, _) => {
                     problem = Some(("InvalidServerEndpoint".into(), "the ColonyServer endpoint is not a URL".into()))
                 }
                 (_, Err(Error::MissingReference(m))) => problem = Some(("MissingReference".into(), m)),
                 (_, Err(e)) => return Err(e),
+                (_, Ok(_)) if deployment_not_owned(&live, &fb) => {
+                    problem = Some((
+                        "DeploymentNotOwned".into(),
+                        format!(
+                            "Deployment {name} exists and is not managed by this FinanceBee; delete it or give the FinanceBee another name"
+                        ),
+                    ))
+                }
                 (Some((host, port, tls)), Ok(hash)) => {
-                    let deployments: Api<Deployment> = ctx.api(&ns);
-                    let live = deployments.get_opt(&name).await?;
                     let decision = decide_rollout(&fb, live.as_ref(), &listed_pods, &previous, now);
                     let inputs = BeeInputs {
                         image: decision.image.clone(),
@@ -191,18 +205,18 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
                         replicas,
                         config_hash: hash,
                     };
-                    let (current, applied) =
-                        apply_over(&deployments, live, builders::deployment(&fb, &inputs)?, NAME).await?;
-                    if applied {
-                        tracing::info!(bee = %name, replicas, image = %decision.image, "applied Deployment");
+                    let desired = builders::deployment(&fb, &inputs)?;
+                    let converged = converge_over(&deployments, live, desired, NAME).await?;
+                    if let Converged::Written { fields, .. } = &converged {
+                        tracing::info!(bee = %name, replicas, image = %decision.image, ?fields, "applied Deployment");
                     }
+                    deployment_status = converged.object().and_then(|d| d.status);
                     if let Some(rb) = decision.rolled_back.as_ref().filter(|_| decision.newly_rolled_back) {
                         tracing::warn!(bee = %name, failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
                         ctx.event(fb.as_ref(), EventType::Warning, "RolledBack", "Rollback", rollout::event_note(rb))
                             .await;
                     }
                     rollout_decision = Some(decision);
-                    deployment_status = current.status;
                 }
             }
         }
