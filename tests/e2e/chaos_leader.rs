@@ -32,7 +32,7 @@ spec:
   managed: false
   endpoint: {url}
   health: {{interval: 1s, timeout: 1s, failureThreshold: 1, successThreshold: 1}}
-  fallback: {{recoverAfter: 1s, minHold: 0s, maxFlipsPerHour: 60}}
+  fallback: {{recoverAfter: 1s, minHold: 1s, maxFlipsPerHour: 60}}
 "#,
         url = endpoint.url()
     )

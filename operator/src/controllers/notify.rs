@@ -104,6 +104,21 @@ impl Ordered {
         });
         queues.insert(key, tx);
     }
+
+    /// Drops the queue of `key` (its object was deleted): jobs already queued still run, in
+    /// order, and then its task ends.
+    pub fn forget(&self, key: &str) {
+        self.queues.lock().expect("notification queues poisoned").remove(key);
+    }
+
+    /// How many keys have a queue.
+    pub fn len(&self) -> usize {
+        self.queues.lock().expect("notification queues poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cfg(test)]
@@ -166,6 +181,30 @@ mod tests {
             got.push(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap());
         }
         assert_eq!(got, ["other", "srv-0", "srv-1", "srv-2"]);
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_key_still_delivers_what_was_queued_then_goes() {
+        let ordered = Ordered::default();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..3 {
+            let tx = tx.clone();
+            ordered.push(
+                "srv".into(),
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let _ = tx.send(i);
+                }),
+            );
+        }
+        assert_eq!(ordered.len(), 1);
+        ordered.forget("srv");
+        assert!(ordered.is_empty(), "the deleted server's queue is gone");
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap());
+        }
+        assert_eq!(got, [0, 1, 2], "what was queued before the delete is still delivered, in order");
     }
 
     #[tokio::test]
