@@ -1,5 +1,5 @@
 //! Reconcile: gather inputs → validate → build → apply → decide the fallback → status.
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -25,7 +25,7 @@ use crate::api::{ColonyServer, FallbackOverride, MaintenanceWindow};
 use crate::controllers::common::{ConfigHasher, apply_if_changed, apply_over, pod_selector, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout::{self, RolloutPolicy};
-use crate::controllers::{Spawned, primary, spawn_controller};
+use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
 use crate::duration::parse_go_duration;
 use crate::health::{HealthThresholds, Prober, SloLimits};
 use crate::operator::Shutdown;
@@ -48,7 +48,14 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     let api: Api<ColonyServer> = ctx.scoped_api();
     let cfg = watcher::Config::default();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=colony-operator");
-    let (controller, synced) = primary(api, cfg.clone(), NAME);
+    // The delete hook needs the context, which needs the controller's cache: it is set below.
+    let for_hook: Arc<OnceLock<Arc<ServerContext>>> = Default::default();
+    let hook = for_hook.clone();
+    let (controller, synced) = primary_forgetting(api, cfg.clone(), NAME, move |cs: &ColonyServer| {
+        if let Some(sctx) = hook.get() {
+            forget(sctx, cs);
+        }
+    });
     let controller = controller
         .owns(ctx.scoped_api::<Deployment>(), owned.clone())
         .owns(ctx.scoped_api::<ConfigMap>(), owned)
@@ -77,7 +84,17 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         http: reqwest::Client::new(),
         base: ctx.clone(),
     });
+    let _ = for_hook.set(server_ctx.clone());
     spawn_controller(NAME, controller, synced, reconcile, server_ctx, shutdown)
+}
+
+/// A deleted server takes its probe task, its metric series and its retry backoff with it.
+fn forget(sctx: &ServerContext, cs: &ColonyServer) {
+    let (ns, name) = (cs.namespace().unwrap_or_default(), cs.name_any());
+    sctx.monitor.remove(&ObjectRef::from_obj(cs));
+    sctx.base.metrics.forget_server(&ns, &name);
+    sctx.base.forget(NAME, &ns, &name);
+    tracing::info!(server = %name, "server deleted: probes stopped, metric series dropped");
 }
 
 /// Names of the Secrets a server's pods read.

@@ -92,12 +92,23 @@ fn key_field(spec: &KeyRotationSpec) -> &'static str {
     if spec.key_type == crate::api::KeyType::Random { "key" } else { "prvkey" }
 }
 
-async fn window_open(ctx: &Context, kr: &KeyRotation) -> Result<bool> {
-    let Some(r) = &kr.spec.maintenance_window_ref else {
-        return Ok(true);
+/// Whether a due rotation may run now: `Ok(true)` with no window or an open one, `Ok(false)`
+/// while it is closed, `Err` naming a `maintenanceWindowRef` that does not resolve (Stalled).
+pub fn window_gate(name: Option<&str>, window: Option<&MaintenanceWindow>) -> std::result::Result<bool, String> {
+    match (name, window) {
+        (None, _) => Ok(true),
+        (Some(n), None) => Err(format!("MaintenanceWindow {n:?} not found")),
+        (Some(_), Some(mw)) => Ok(crate::controllers::maintenancewindow::is_open(mw)),
+    }
+}
+
+async fn window_open(ctx: &Context, kr: &KeyRotation) -> Result<std::result::Result<bool, String>> {
+    let name = kr.spec.maintenance_window_ref.as_ref().map(|r| r.name.as_str());
+    let mw = match name {
+        Some(n) => ctx.api::<MaintenanceWindow>(&kr.namespace().unwrap_or_default()).get_opt(n).await?,
+        None => None,
     };
-    let mw = ctx.api::<MaintenanceWindow>(&kr.namespace().unwrap_or_default()).get_opt(&r.name).await?;
-    Ok(mw.as_ref().is_some_and(crate::controllers::maintenancewindow::is_open))
+    Ok(window_gate(name, mw.as_ref()))
 }
 
 /// Rolls the targets: owned kinds roll through their controller (the Secret hash in their pod
@@ -162,11 +173,13 @@ async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action
     let mut invalid = None;
     let mut waiting_for_window = false;
     let mut registration_error: Option<String> = None;
+    let gate = window_open(&ctx, &kr).await?;
+    let missing_window = gate.as_ref().err().cloned();
     match due {
         Err(e) => invalid = Some(e),
         Ok(Due::NotYet(next)) => status.next_rotation_time = Some(next),
         Ok(_) if kr.spec.suspend => {}
-        Ok(d) if d != Due::Initial && !window_open(&ctx, &kr).await? => waiting_for_window = true,
+        Ok(d) if d != Due::Initial && gate != Ok(true) => waiting_for_window = true,
         Ok(d) => {
             // A key staged by an interrupted rotation is finished, not replaced.
             let key = keys::pending_key(&data).unwrap_or_else(|| {
@@ -233,6 +246,11 @@ async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action
             desired.push(Desired::new(READY, false, "InvalidSpec", why.clone()));
             desired.push(Desired::new(STALLED, true, "InvalidSpec", why.clone()));
         }
+        None if missing_window.is_some() => {
+            let why = missing_window.clone().unwrap_or_default();
+            desired.push(Desired::new(READY, false, "WindowNotFound", why.clone()));
+            desired.push(Desired::new(STALLED, true, "WindowNotFound", why));
+        }
         None if registration_error.is_some() => {
             let why = registration_error.clone().unwrap_or_default();
             desired.push(Desired::new(READY, false, "RegistrationFailed", why.clone()));
@@ -261,7 +279,7 @@ async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Action
     if invalid.is_some() {
         return Ok(Action::await_change());
     }
-    let wait = if waiting_for_window || pending || registration_error.is_some() {
+    let wait = if waiting_for_window || pending || registration_error.is_some() || missing_window.is_some() {
         Duration::from_secs(30)
     } else {
         status
@@ -379,6 +397,21 @@ async fn register(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_window_reference_that_does_not_resolve_is_an_error_naming_it() {
+        let spec =
+            serde_yaml::from_str("schedule: {cron: '0 2 * * 0', duration: 1h}\ncolonyServerRef: {name: prod}").unwrap();
+        let mut mw = MaintenanceWindow::new("nightly", spec);
+        assert_eq!(window_gate(None, None), Ok(true));
+        assert_eq!(window_gate(Some("nightly"), None), Err("MaintenanceWindow \"nightly\" not found".into()));
+        assert_eq!(window_gate(Some("nightly"), Some(&mw)), Ok(false), "closed");
+        mw.status = Some(crate::api::MaintenanceWindowStatus {
+            phase: Some(crate::api::WindowPhase::Active),
+            ..Default::default()
+        });
+        assert_eq!(window_gate(Some("nightly"), Some(&mw)), Ok(true), "open");
+    }
+
     use super::*;
     use chrono::TimeZone;
 

@@ -109,8 +109,11 @@ pub fn decide(i: &Inputs) -> Decision {
     if let Some(w) = latest_closed {
         return verify(i, d, w);
     }
+    // A failure kept by `keepFallback` holds (fallback on, bees stopped) until a human acts or
+    // the next window opens; otherwise a recurring window goes back to Scheduled.
+    let keep_failure = i.spec.verify.on_failure == OnFailure::KeepFallback;
     d.phase = match prev.last_outcome.as_ref().map(|o| o.result) {
-        Some(WindowPhase::Failed) if state.next_start.is_none() => WindowPhase::Failed,
+        Some(WindowPhase::Failed) if state.next_start.is_none() || keep_failure => WindowPhase::Failed,
         Some(WindowPhase::Completed) if state.next_start.is_none() => WindowPhase::Completed,
         _ => WindowPhase::Scheduled,
     };
@@ -271,6 +274,30 @@ mod tests {
         assert_eq!(d.phase, WindowPhase::Scheduled);
         assert_eq!(d.next_start, Some(Utc.with_ymd_and_hms(2026, 12, 6, 2, 0, 0).unwrap()));
         assert_eq!(d.last_outcome.unwrap().result, WindowPhase::Completed);
+    }
+
+    #[test]
+    fn recurring_window_keeps_a_kept_failure_until_the_next_window() {
+        let mut spec = one_off_spec();
+        spec.schedule =
+            WindowSchedule { cron: Some("0 2 * * 0".into()), duration: Some("2h".into()), ..Default::default() };
+        let (_, s) = step(&spec, None, Some(false), t(3, 0));
+        let (d, s) = step(&spec, Some(&s), Some(false), t(4, 0));
+        assert_eq!(d.phase, WindowPhase::Verifying);
+        let (d, s) = step(&spec, Some(&s), Some(false), t(4, 10));
+        assert_eq!(d.phase, WindowPhase::Failed);
+        let (d, s) = step(&spec, Some(&s), Some(true), t(5, 0));
+        assert_eq!(d.phase, WindowPhase::Failed, "kept for a human, even once the server is healthy");
+        assert!(d.holds_fallback);
+        let next = Utc.with_ymd_and_hms(2026, 12, 6, 2, 0, 0).unwrap();
+        assert_eq!(d.next_start, Some(next));
+        let (d, _) = step(&spec, Some(&s), Some(true), next);
+        assert_eq!(d.phase, WindowPhase::Active, "the next window opens");
+        let mut restore = spec.clone();
+        restore.verify.on_failure = OnFailure::Restore;
+        let (d, _) = step(&restore, Some(&s), Some(false), t(5, 0));
+        assert_eq!(d.phase, WindowPhase::Scheduled, "restore: back to the schedule");
+        assert!(!d.holds_fallback);
     }
 
     #[test]
