@@ -5,7 +5,7 @@
 //! in examples/gitops/argocd (run by a real Lua interpreter, see colony_e2e::gitops). The
 //! deletion tests check that a deleted object's page is resolved, its metric series dropped
 //! and its probes stopped. Each records a row of the fault table (colony_e2e::chaos).
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use colony_e2e::chaos::{Row, record};
 use colony_e2e::gitops::{KStatus, argocd_health, kstatus};
@@ -102,7 +102,7 @@ spec:
 
 async fn replicas(deployments: &Api<Deployment>, name: &str) -> Result<i32, String> {
     let d = deployments.get(name).await.map_err(|e| e.to_string())?;
-    Ok(d.spec.and_then(|s| s.replicas).unwrap_or(1))
+    Ok(d.spec.replicas.unwrap_or(1))
 }
 
 async fn live<K>(api: &Api<K>, name: &str) -> Result<Value, String>
@@ -273,7 +273,7 @@ spec:
     .await;
     let rotations: Api<KeyRotation> = ns.api();
     let windows: Api<MaintenanceWindow> = ns.api();
-    let stalled = |api_kind: &'static str, reason: &'static str, names: &'static str| {
+    let stalled = |api_kind: &'static str, reason: &'static str| {
         let (rotations, windows) = (rotations.clone(), windows.clone());
         async move {
             wait_for(&format!("{api_kind} Stalled {reason}"), DEADLINE, || async {
@@ -294,7 +294,7 @@ spec:
         ("KeyRotation", "WindowNotFound", "MaintenanceWindow \"nightly\""),
         ("MaintenanceWindow", "ServerNotFound", "ColonyServer \"ghost\""),
     ] {
-        let (obj, message) = stalled(kind, reason, missing).await;
+        let (obj, message) = stalled(kind, reason).await;
         assert!(message.contains(missing), "{message}");
         let (k, (argo, argo_message)) = (kstatus(&obj), argocd_health(kind, &obj));
         if k != KStatus::Failed || argo != "Degraded" || !argo_message.contains(missing) {
@@ -360,8 +360,7 @@ async fn chaos_rolled_back_bee_is_degraded_like_a_rolled_back_server() {
     apply_yaml(&ns.name, &bee("bee", 1, "  restart: {crashLoopThreshold: 50}\n  rollback: {stableAfter: 5s}\n")).await;
     let bees: Api<FinanceBee> = ns.api();
     let deployments: Api<Deployment> = ns.api();
-    let image_of =
-        |d: &Deployment| d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
+    let image_of = |d: &Deployment| d.spec.template.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
     wait_for("v1 to become the last known good image", DEADLINE, || async {
         let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
         let good = fb.status.and_then(|s| s.last_known_good_image);

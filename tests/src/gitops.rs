@@ -54,7 +54,7 @@ pub fn argocd_script(kind: &str) -> String {
 /// `obj` set as Argo CD sets it (JSON nulls are nil).
 pub fn argocd_health(kind: &str, obj: &Value) -> (String, String) {
     let lua = Lua::new();
-    let options = mlua::SerializeOptions::new().serialize_none_to_null(false).serialize_unit_to_null(false);
+    let options = mlua::serde::SerializeOptions::new().serialize_none_to_null(false).serialize_unit_to_null(false);
     let value = lua.to_value_with(obj, options).expect("the object as a Lua table");
     lua.globals().set("obj", value).expect("set obj");
     let hs: Table = lua.load(argocd_script(kind)).eval().unwrap_or_else(|e| panic!("{kind} health script: {e}"));
