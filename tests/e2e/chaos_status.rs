@@ -259,6 +259,7 @@ spec:
   interval: 720h
   secretName: rot-key
   keyType: random
+  length: 32
   maintenanceWindowRef: {name: nightly}
 ---
 apiVersion: colony.zyeute.io/v1alpha1
@@ -415,7 +416,7 @@ async fn chaos_flip_budget_spent_while_probing_is_stalled_not_reconciling() {
     let endpoint = TestEndpoint::start().await;
     let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
     op.wait_ready().await;
-    apply_yaml(&ns.name, &server("flappy", &endpoint, "{recoverAfter: 1s, minHold: 1s, maxFlipsPerHour: 1}")).await;
+    apply_yaml(&ns.name, &server("flappy", &endpoint, "{recoverAfter: 1s, minHold: 1s, maxFlipsPerHour: 3}")).await;
     let servers: Api<ColonyServer> = ns.api();
     let wait_cs = |what: &'static str, pred: fn(&Value) -> bool| {
         let servers = servers.clone();
@@ -428,14 +429,20 @@ async fn chaos_flip_budget_spent_while_probing_is_stalled_not_reconciling() {
         }
     };
     wait_cs("Healthy", |cs| is_true(cs, "Healthy")).await;
-    // One flip on spends the budget; recovery cannot flip back.
+    // On, off, on: three flips spend the budget; the recovery cannot flip back.
     endpoint.set_failing(true);
     wait_cs("the fallback on", |cs| is_true(cs, "FallbackActive")).await;
     endpoint.set_failing(false);
+    wait_cs("the fallback off", |cs| condition(cs, "FallbackActive").is_some_and(|c| c.0 == "False")).await;
+    endpoint.set_failing(true);
+    wait_cs("the fallback on again", |cs| is_true(cs, "FallbackActive")).await;
+    endpoint.set_failing(false);
     wait_cs("Stalled: the flip budget spent", |cs| is_true(cs, "Stalled") && is_true(cs, "Healthy")).await;
 
-    // Probing afresh: a slow health spec, so the verdict stays open for a while.
-    let patch = json!({"spec": {"health": {"interval": "20s", "successThreshold": 3}}});
+    // Probing afresh (a slow health spec keeps the verdict open) with a budget now below the
+    // flips already made: stalled while probing.
+    let patch =
+        json!({"spec": {"health": {"interval": "20s", "successThreshold": 3}, "fallback": {"maxFlipsPerHour": 2}}});
     servers.patch("flappy", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let cs = wait_cs("probing the new spec", |cs| {
         observed_current(cs) && condition(cs, "Healthy").is_some_and(|c| c.1 == "Probing")

@@ -104,7 +104,9 @@ pub fn decide(i: &Inputs) -> Decision {
         (_, Some(cw)) if prev.last_outcome.as_ref().is_none_or(|o| o.start != cw.start) => {
             Some(Window { start: cw.start, end: cw.end.min(i.now) })
         }
-        _ => state.previous.filter(|w| !recorded(w) && prev.phase.is_some()),
+        // A window that passed while the operator was away: verified only if the last status
+        // saw it coming (a window that ended before the resource existed is not).
+        _ => state.previous.filter(|w| !recorded(w) && prev.next_start == Some(w.start)),
     };
     if let Some(w) = latest_closed {
         return verify(i, d, w);
@@ -321,8 +323,30 @@ mod tests {
     #[test]
     fn window_created_after_it_ended_is_not_verified() {
         let spec = one_off_spec();
-        let (d, _) = step(&spec, None, Some(false), t(6, 0));
+        let (d, s) = step(&spec, None, Some(false), t(6, 0));
         assert_eq!(d.phase, WindowPhase::Scheduled, "a window that passed before the resource existed is ignored");
         assert!(!d.holds_fallback);
+        let (d, _) = step(&spec, Some(&s), Some(false), t(6, 1));
+        assert_eq!(d.phase, WindowPhase::Scheduled, "on every later look too");
+        // The same for a recurring window (its last occurrence ended before the resource).
+        let mut recurring = spec.clone();
+        recurring.schedule =
+            WindowSchedule { cron: Some("0 2 * * 0".into()), duration: Some("1h".into()), ..Default::default() };
+        let (_, s) = step(&recurring, None, Some(false), t(13, 0));
+        let (d, _) = step(&recurring, Some(&s), Some(false), t(13, 1));
+        assert_eq!(d.phase, WindowPhase::Scheduled);
+        assert!(d.last_outcome.is_none(), "nothing verified");
+    }
+
+    #[test]
+    fn window_missed_while_the_operator_was_away_is_verified() {
+        let mut spec = one_off_spec();
+        spec.schedule =
+            WindowSchedule { cron: Some("0 2 * * 0".into()), duration: Some("1h".into()), ..Default::default() };
+        let (d, s) = step(&spec, None, Some(true), t(1, 0));
+        assert_eq!(d.next_start, Some(t(2, 0)));
+        let (d, _) = step(&spec, Some(&s), Some(true), t(3, 30));
+        assert_eq!(d.phase, WindowPhase::Scheduled);
+        assert_eq!(d.last_outcome.map(|o| (o.start, o.result)), Some((t(2, 0), WindowPhase::Completed)));
     }
 }
