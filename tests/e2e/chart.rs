@@ -153,6 +153,8 @@ fn expected_operator_rules() -> BTreeSet<String> {
         r#""" secrets create,get,list,update,watch"#,
         r#""" pods delete,get,list,watch"#,
         r#""events.k8s.io" events create,patch"#,
+        // The FinanceBee finalizer, added and removed while a page is open.
+        r#""colony.zyeute.io" financebees patch"#,
     ] {
         want.insert(line.to_string());
     }
