@@ -475,47 +475,8 @@ async fn chaos_flip_budget_spent_while_probing_is_stalled_not_reconciling() {
 async fn chaos_deleting_an_escalated_bee_resolves_its_page_once() {
     let endpoint = TestEndpoint::start().await;
     let (ns, op) = setup("chaos-fb-delete", &endpoint).await;
-    apply_yaml(
-        &ns.name,
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: ops-webhook\nstringData:\n  url: \"{}/hook\"\n",
-            endpoint.url()
-        ),
-    )
-    .await;
-    let escalation = "  escalation: {after: 1h, webhook: {urlSecretRef: {name: ops-webhook, key: url}, retries: 2, backoff: 1s}}\n  restart: {crashLoopThreshold: 1000}\n";
-    apply_yaml(&ns.name, &bee("bee", 1, escalation)).await;
     let bees: Api<FinanceBee> = ns.api();
-    let pods: Api<Pod> = ns.api();
-    wait_for("the bee Available", DEADLINE, || async {
-        let fb = live(&bees, "bee").await?;
-        if is_true(&fb, "Available") { Ok(()) } else { Err(format!("{}", fb["status"]["conditions"])) }
-    })
-    .await;
-    bees.patch("bee", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"escalation": {"after": "3s"}}})))
-        .await
-        .unwrap();
-    let pod = wait_for("the bee's pod", DEADLINE, || async {
-        let list = pods
-            .list(&ListParams::default().labels("app.kubernetes.io/instance=bee"))
-            .await
-            .map_err(|e| e.to_string())?;
-        list.items.first().map(|p| p.name_any()).ok_or_else(|| "no pod".to_string())
-    })
-    .await;
-    let label = json!({"metadata": {"labels": {CRASHLOOP_LABEL: "true"}}});
-    pods.patch(&pod, &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
-    let fb = wait_for("the page sent", DEADLINE, || async {
-        let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
-        let json = to_json(&fb);
-        let sent = condition(&json, "Escalated").is_some_and(|c| c.0 == "True" && c.1 == "TriggerSent");
-        if sent && fb.finalizers().iter().any(|f| f == "colony.zyeute.io/resolve-escalation") {
-            Ok(fb)
-        } else {
-            Err(format!("{:?} finalizers {:?}", condition(&json, "Escalated"), fb.finalizers()))
-        }
-    })
-    .await;
+    let fb = escalate(&ns, &endpoint, "TriggerSent").await;
     let triggers = endpoint.hooks().iter().filter(|h| h["event"] == "trigger").count();
     assert_eq!(triggers, 1);
     let m = metrics(&op).await;
@@ -559,6 +520,108 @@ async fn chaos_deleting_an_escalated_bee_resolves_its_page_once() {
         doubled: total.saturating_sub(1),
         stuck: 0,
         figures: format!("1 resolve; object gone {:.1} s after the delete; series dropped", gone_after.as_secs_f64()),
+    });
+    drop(op);
+    ns.cleanup().await;
+}
+
+/// A bee `bee` paging the webhook of `endpoint`, brought down until it escalates with the
+/// Escalated reason `reason` and carries the finalizer.
+async fn escalate(ns: &TestNamespace, endpoint: &TestEndpoint, reason: &'static str) -> FinanceBee {
+    apply_yaml(
+        &ns.name,
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: ops-webhook\nstringData:\n  url: \"{}/hook\"\n",
+            endpoint.url()
+        ),
+    )
+    .await;
+    let escalation = "  escalation: {after: 1h, webhook: {urlSecretRef: {name: ops-webhook, key: url}, retries: 0, backoff: 1s}}\n  restart: {crashLoopThreshold: 1000}\n";
+    apply_yaml(&ns.name, &bee("bee", 1, escalation)).await;
+    let bees: Api<FinanceBee> = ns.api();
+    let pods: Api<Pod> = ns.api();
+    wait_for("the bee Available", DEADLINE, || async {
+        let fb = live(&bees, "bee").await?;
+        if is_true(&fb, "Available") { Ok(()) } else { Err(format!("{}", fb["status"]["conditions"])) }
+    })
+    .await;
+    bees.patch("bee", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"escalation": {"after": "3s"}}})))
+        .await
+        .unwrap();
+    let pod = wait_for("the bee's pod", DEADLINE, || async {
+        let list = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/instance=bee"))
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items.first().map(|p| p.name_any()).ok_or_else(|| "no pod".to_string())
+    })
+    .await;
+    let label = json!({"metadata": {"labels": {CRASHLOOP_LABEL: "true"}}});
+    pods.patch(&pod, &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
+    wait_for(&format!("escalated ({reason}) with the finalizer"), DEADLINE, || async {
+        let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
+        let json = to_json(&fb);
+        let escalated = condition(&json, "Escalated").is_some_and(|c| c.0 == "True" && c.1 == reason);
+        if escalated && fb.finalizers().iter().any(|f| f == "colony.zyeute.io/resolve-escalation") {
+            Ok(fb)
+        } else {
+            Err(format!("{:?} finalizers {:?}", condition(&json, "Escalated"), fb.finalizers()))
+        }
+    })
+    .await
+}
+
+/// Deleting an escalated bee while its webhook keeps failing: the resolve is retried, then
+/// given up with a Warning Event; the object goes, deletion is not blocked forever.
+#[tokio::test]
+async fn chaos_deleting_a_bee_whose_webhook_is_down_is_not_blocked_forever() {
+    let endpoint = TestEndpoint::start().await;
+    endpoint.set_hook_failing(true);
+    let (ns, op) = setup("chaos-fb-delete-down", &endpoint).await;
+    let bees: Api<FinanceBee> = ns.api();
+    escalate(&ns, &endpoint, "TriggerFailed").await;
+    let deleted = Instant::now();
+    bees.delete("bee", &DeleteParams::default()).await.unwrap();
+    // Bounded: at most 5 resolves (5 s backoff, doubling) or 2 minutes, then let go.
+    wait_for("the bee gone despite the failing webhook", std::time::Duration::from_secs(300), || async {
+        match bees.get_opt("bee").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(fb) => Err(format!("finalizers {:?}", fb.finalizers())),
+        }
+    })
+    .await;
+    let gone_after = deleted.elapsed();
+    let attempts = endpoint.hooks().iter().filter(|h| h["event"] == "resolve").count();
+    assert!((2..=5).contains(&attempts), "the resolve was retried, a bounded number of times: {attempts}");
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let abandoned = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("EscalationResolveAbandoned"))
+        .map(|e| (e.type_.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect::<Vec<_>>();
+    assert_eq!(abandoned.len(), 1, "{abandoned:?}");
+    assert_eq!(abandoned[0].0, "Warning");
+    assert!(abandoned[0].1.contains("resolve the incident by hand"), "{}", abandoned[0].1);
+    assert!(!abandoned[0].1.contains(&endpoint.url()), "no webhook URL in the Event");
+    wait_for("the bee's series gone from /metrics", DEADLINE, || async {
+        let left = series_of(&metrics(&op).await, &ns.name, "bee");
+        if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) }
+    })
+    .await;
+    record(&Row {
+        fault: "escalated FinanceBee deleted while its webhook answers 500".into(),
+        injected: 1,
+        lost: 0,
+        doubled: 0,
+        stuck: 0,
+        figures: format!(
+            "{attempts} resolve attempts, then given up with a Warning Event; object gone {:.0} s after the delete",
+            gone_after.as_secs_f64()
+        ),
     });
     drop(op);
     ns.cleanup().await;

@@ -190,15 +190,18 @@ pub enum OnDelete {
 
 /// The deletion of a bee as a pure decision: `page_open` before anything was sent,
 /// `in_flight` for a notification being sent, `sent` for the resolve just attempted (None:
-/// not attempted yet), `deleting_for` since the deletion was asked.
+/// not attempted yet), `failed` resolves so far (this one included), `deleting_for` since
+/// the deletion was asked. Bounded both ways: [`MAX_RESOLVES_ON_DELETE`] failures or
+/// `give_up_after`, whichever comes first.
 pub fn on_delete(
     page_open: bool,
     in_flight: bool,
     sent: Option<bool>,
+    failed: u32,
     deleting_for: Duration,
     give_up_after: Duration,
 ) -> OnDelete {
-    let late = deleting_for >= give_up_after;
+    let late = deleting_for >= give_up_after || failed >= MAX_RESOLVES_ON_DELETE;
     match (page_open, sent) {
         (false, _) | (true, Some(true)) => OnDelete::Release,
         (true, Some(false)) if late => OnDelete::GiveUp,
@@ -348,7 +351,12 @@ fn severity_str(s: PagerDutySeverity) -> &'static str {
 #[derive(Default)]
 pub struct Deliveries {
     entries: Mutex<HashMap<String, Entry>>,
+    /// Resolves attempted for deleted bees: how many failed, and when the next may go.
+    on_delete: Mutex<HashMap<String, (u32, Instant)>>,
 }
+
+/// Failed resolves of a deleted bee after which it is let go (see [`on_delete`]).
+pub const MAX_RESOLVES_ON_DELETE: u32 = 5;
 
 struct Entry {
     job: Job,
@@ -427,6 +435,26 @@ impl Deliveries {
     /// Forgets everything about the deleted bee `key`.
     pub fn forget(&self, key: &str) {
         self.entries.lock().expect("deliveries poisoned").remove(key);
+        self.on_delete.lock().expect("deliveries poisoned").remove(key);
+    }
+
+    /// Failed resolves so far for the deleted bee `key`, and how long until the next may go
+    /// (whatever wakes the reconciler meanwhile: a crash-looping pod wakes it every second).
+    pub fn resolve_backoff(&self, key: &str) -> (u32, Option<Duration>) {
+        let attempts = self.on_delete.lock().expect("deliveries poisoned");
+        match attempts.get(key) {
+            Some((n, next)) => (*n, next.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())),
+            None => (0, None),
+        }
+    }
+
+    /// Records a failed resolve for the deleted bee `key`; the next waits `backoff`.
+    pub fn resolve_failed(&self, key: &str, backoff: Duration) -> u32 {
+        let mut attempts = self.on_delete.lock().expect("deliveries poisoned");
+        let e = attempts.entry(key.to_string()).or_insert((0, Instant::now()));
+        e.0 += 1;
+        e.1 = Instant::now() + backoff;
+        e.0
     }
 
     /// How many bees have a notification on record (for tests of deletion).
@@ -490,13 +518,25 @@ mod tests {
     fn deletion_resolves_waits_retries_and_gives_up_in_bounded_time() {
         let limit = Duration::from_secs(120);
         let (early, late) = (Duration::from_secs(5), Duration::from_secs(121));
-        assert_eq!(on_delete(false, true, None, early, limit), OnDelete::Release, "nothing open");
-        assert_eq!(on_delete(true, true, None, early, limit), OnDelete::Wait);
-        assert_eq!(on_delete(true, true, None, late, limit), OnDelete::Resolve, "no waiting forever");
-        assert_eq!(on_delete(true, false, None, early, limit), OnDelete::Resolve);
-        assert_eq!(on_delete(true, false, Some(true), early, limit), OnDelete::Release);
-        assert_eq!(on_delete(true, false, Some(false), early, limit), OnDelete::Retry);
-        assert_eq!(on_delete(true, false, Some(false), late, limit), OnDelete::GiveUp);
+        assert_eq!(on_delete(false, true, None, 0, early, limit), OnDelete::Release, "nothing open");
+        assert_eq!(on_delete(true, true, None, 0, early, limit), OnDelete::Wait);
+        assert_eq!(on_delete(true, true, None, 0, late, limit), OnDelete::Resolve, "no waiting forever");
+        assert_eq!(on_delete(true, false, None, 0, early, limit), OnDelete::Resolve);
+        assert_eq!(on_delete(true, false, Some(true), 0, early, limit), OnDelete::Release);
+        assert_eq!(on_delete(true, false, Some(false), 1, early, limit), OnDelete::Retry);
+        assert_eq!(on_delete(true, false, Some(false), 1, late, limit), OnDelete::GiveUp, "time bound");
+        let max = MAX_RESOLVES_ON_DELETE;
+        assert_eq!(on_delete(true, false, Some(false), max - 1, early, limit), OnDelete::Retry);
+        assert_eq!(on_delete(true, false, Some(false), max, early, limit), OnDelete::GiveUp, "attempt bound");
+        // The attempts are spaced, whatever wakes the reconciler.
+        let d = Deliveries::default();
+        assert_eq!(d.resolve_backoff("ns/b"), (0, None));
+        assert_eq!(d.resolve_failed("ns/b", Duration::from_secs(60)), 1);
+        let (n, wait) = d.resolve_backoff("ns/b");
+        assert_eq!(n, 1);
+        assert!(wait.is_some_and(|w| w > Duration::from_secs(50)));
+        d.forget("ns/b");
+        assert_eq!(d.resolve_backoff("ns/b"), (0, None));
     }
 
     #[test]

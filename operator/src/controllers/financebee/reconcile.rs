@@ -189,7 +189,8 @@ async fn release_finalizer(api: &Api<FinanceBee>, fb: &FinanceBee) -> Result<()>
 }
 
 /// The bee is being deleted with a page open: send one resolve, record it, let the object go.
-/// A resolve that keeps failing is given up after [`RESOLVE_ON_DELETE_GIVE_UP`], with a
+/// A resolve that keeps failing is retried with backoff (5 s doubling) and given up after
+/// [`escalation::MAX_RESOLVES_ON_DELETE`] failures or [`RESOLVE_ON_DELETE_GIVE_UP`], with a
 /// Warning Event: deletion is never blocked forever.
 async fn cleanup(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
     let ctx = &bctx.base;
@@ -204,10 +205,15 @@ async fn cleanup(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
         .unwrap_or_default();
     let open = escalation::page_open(fb.status.as_ref(), has_targets(&fb));
     let in_flight = bctx.deliveries.in_flight(&key);
-    match escalation::on_delete(open, in_flight, None, deleting_for, RESOLVE_ON_DELETE_GIVE_UP) {
+    let (failed, wait) = bctx.deliveries.resolve_backoff(&key);
+    match escalation::on_delete(open, in_flight, None, failed, deleting_for, RESOLVE_ON_DELETE_GIVE_UP) {
         OnDelete::Release => return Ok(Action::await_change()),
-        OnDelete::Wait => return Ok(Action::requeue(Duration::from_secs(1))),
+        // An error keeps the finalizer (Ok would let the object go) and requeues.
+        OnDelete::Wait => return Err(Error::External("resolve on deletion: a notification is in flight".into())),
         _ => {}
+    }
+    if let Some(wait) = wait.filter(|_| deleting_for < RESOLVE_ON_DELETE_GIVE_UP) {
+        return Err(Error::External(format!("resolve on deletion: next attempt in {}s", wait.as_secs().max(1))));
     }
     let previous = fb.status.clone().unwrap_or_default();
     let since = match &previous.escalation {
@@ -228,7 +234,9 @@ async fn cleanup(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
     let outcome = send(&bctx, &fb, &incident).await;
     let delivery = escalation::delivery_of(&outcome);
     let sent = matches!(delivery, Delivery::Sent(_));
-    match escalation::on_delete(open, false, Some(sent), deleting_for, RESOLVE_ON_DELETE_GIVE_UP) {
+    let failed =
+        if sent { failed } else { bctx.deliveries.resolve_failed(&key, crate::runtime::error::backoff(failed)) };
+    match escalation::on_delete(open, false, Some(sent), failed, deleting_for, RESOLVE_ON_DELETE_GIVE_UP) {
         OnDelete::Release => {
             // Recorded before the finalizer goes: a retry after a failed removal resends nothing.
             let mut status = previous.clone();
@@ -247,23 +255,17 @@ async fn cleanup(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
             let Delivery::Failed(why) = delivery else { unreachable!("only a failed resolve is given up") };
             tracing::warn!(bee = %name, error = %why, "could not resolve the escalation of a deleted bee: giving up");
             let note = format!(
-                "FinanceBee deleted, but its open escalation could not be resolved within {}s ({why}): resolve the incident by hand",
-                RESOLVE_ON_DELETE_GIVE_UP.as_secs()
+                "FinanceBee deleted, but its open escalation could not be resolved ({failed} attempts in {}s; {why}): resolve the incident by hand",
+                deleting_for.as_secs()
             );
             ctx.event(fb.as_ref(), EventType::Warning, "EscalationResolveAbandoned", "Escalate", note).await;
             Ok(Action::await_change())
         }
         _ => {
             let Delivery::Failed(why) = delivery else { unreachable!("only a failed resolve is retried") };
-            ctx.event(
-                fb.as_ref(),
-                EventType::Warning,
-                "EscalationDeliveryFailed",
-                "Escalate",
-                format!("resolve on deletion failed, retrying: {why}"),
-            )
-            .await;
-            Err(Error::External(format!("resolve on deletion: {why}")))
+            let note = format!("resolve on deletion failed (attempt {failed}), retrying: {why}");
+            ctx.event(fb.as_ref(), EventType::Warning, "EscalationDeliveryFailed", "Escalate", note).await;
+            Err(Error::External(format!("resolve on deletion failed (attempt {failed}): {why}")))
         }
     }
 }
