@@ -124,7 +124,7 @@ metadata:
 spec:
   managed: false
   endpoint: {url}
-  health: {{interval: 1s, timeout: 2s, failureThreshold: 1, successThreshold: 1}}
+  health: {{interval: 1s, timeout: 1s, failureThreshold: 1, successThreshold: 1}}
 {extra}"#
     )
 }

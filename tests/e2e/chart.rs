@@ -153,6 +153,8 @@ fn expected_operator_rules() -> BTreeSet<String> {
         r#""" secrets create,get,list,update,watch"#,
         r#""" pods delete,get,list,watch"#,
         r#""events.k8s.io" events create,patch"#,
+        // The FinanceBee finalizer, added and removed while a page is open.
+        r#""colony.zyeute.io" financebees patch"#,
     ] {
         want.insert(line.to_string());
     }
@@ -622,6 +624,7 @@ async fn chart_installs_under_restricted_pod_security_with_least_privilege_rbac(
         &[
             ("patch", cs, Some("status"), "default", true),
             ("patch", "financebees.colony.zyeute.io", Some("status"), "default", true),
+            ("patch", "financebees.colony.zyeute.io", None, "default", true),
             ("patch", "keyrotations.colony.zyeute.io", Some("status"), here, true),
             ("patch", "maintenancewindows.colony.zyeute.io", Some("status"), here, true),
             ("watch", cs, None, "default", true),

@@ -12,6 +12,8 @@ struct State {
     failures: AtomicU64,
     metrics: std::sync::Mutex<String>,
     hooks: std::sync::Mutex<Vec<serde_json::Value>>,
+    /// Answer `/hook` with 500 instead of 202.
+    hook_failing: AtomicBool,
 }
 
 /// Reads one HTTP request: the request line and the body (by content-length).
@@ -87,9 +89,12 @@ impl TestEndpoint {
                         if let Ok(v) = serde_json::from_slice(&body) {
                             s.hooks.lock().unwrap().push(v);
                         }
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                            .await;
+                        let reply: &[u8] = if s.hook_failing.load(Ordering::SeqCst) {
+                            b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        };
+                        let _ = stream.write_all(reply).await;
                         return;
                     }
                     let status = if path != "/health" {
@@ -127,6 +132,11 @@ impl TestEndpoint {
     /// Sets the Prometheus text served on `/metrics`.
     pub fn set_metrics(&self, text: &str) {
         *self.state.metrics.lock().unwrap() = text.to_string();
+    }
+
+    /// Makes `/hook` answer 500 (it still records what it receives).
+    pub fn set_hook_failing(&self, failing: bool) {
+        self.state.hook_failing.store(failing, Ordering::SeqCst);
     }
 
     /// JSON bodies POSTed to `/hook`, in arrival order.

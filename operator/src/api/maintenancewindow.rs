@@ -181,7 +181,8 @@ pub struct MaintenanceActions {
     /// Turn the server's direct-processing fallback on for the window.
     #[serde(default = "default_true")]
     pub enable_fallback: bool,
-    /// Scale the selected FinanceBees to zero for the window.
+    /// Scale the selected FinanceBees to zero for the window and its verification (and after
+    /// a failed verification with `onFailure: keepFallback`).
     #[serde(default = "default_true")]
     pub stop_finance_bees: bool,
 }
@@ -204,8 +205,10 @@ pub struct VerifySpec {
     #[serde(default = "default_verify_timeout")]
     #[schemars(schema_with = "verify_timeout_schema")]
     pub timeout: String,
-    /// After a failed verification: `keepFallback` (fallback stays on, bees stay stopped, a
-    /// human decides) or `restore` (resume normal operation anyway).
+    /// After a failed verification: `keepFallback` (the fallback stays on and the bees stay
+    /// stopped until a human acts: set `onFailure: restore`, set `suspend: true`, or delete
+    /// the window; the window is Stalled meanwhile) or `restore` (resume normal operation
+    /// anyway).
     #[serde(default)]
     pub on_failure: OnFailure,
 }
@@ -266,7 +269,7 @@ impl Default for VerifySpec {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum OnFailure {
-    /// Keep the fallback on and the bees stopped.
+    /// Keep the fallback on and the bees stopped until a human acts.
     #[default]
     KeepFallback,
     /// Resume normal operation.

@@ -93,6 +93,21 @@ pub fn primary<K>(api: Api<K>, config: watcher::Config, name: &'static str) -> (
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    primary_forgetting(api, config, name, |_: &K| {})
+}
+
+/// [`primary`], with a hook called for every object the watch sees deleted, once the cache
+/// no longer holds it: where a controller forgets what it kept per object (probe tasks,
+/// in-memory maps, metric series). Linkerd's index has the same explicit delete hooks.
+pub fn primary_forgetting<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    name: &'static str,
+    on_delete: impl Fn(&K) + Send + 'static,
+) -> (Controller<K>, BoxFuture<'static, ()>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let (reader, writer) = reflector::store();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let mut tx = Some(tx);
@@ -103,7 +118,14 @@ where
             let _ = tx.send(());
         }
     });
-    let trigger = reflector::reflector(writer, events).applied_objects();
+    let trigger = reflector::reflector(writer, events)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(obj)) = event {
+                tracing::debug!(controller = name, object = %obj.name_any(), "deleted: forgetting its state");
+                on_delete(obj);
+            }
+        })
+        .applied_objects();
     let synced = async move {
         match rx.await {
             Ok(()) => tracing::debug!(controller = name, "cache synced"),

@@ -20,7 +20,9 @@ impl Desired {
 }
 
 /// Condition types that must be absent rather than False (kstatus abnormal-true conditions).
-const ONLY_WHEN_TRUE: [&str; 2] = ["Reconciling", "Stalled"];
+const ONLY_WHEN_TRUE: [&str; 2] = [RECONCILING, STALLED];
+const RECONCILING: &str = "Reconciling";
+const STALLED: &str = "Stalled";
 
 fn status_str(b: bool) -> &'static str {
     if b { "True" } else { "False" }
@@ -29,16 +31,31 @@ fn status_str(b: bool) -> &'static str {
 /// Merges `desired` into `existing`: keeps the transition time of conditions whose status did
 /// not change, drops `Reconciling`/`Stalled` when false, and keeps conditions of types not
 /// mentioned in `desired` untouched. The result is sorted by type for stable output.
+///
+/// `Reconciling` and `Stalled` are never both present: kstatus would say InProgress where
+/// Argo CD says Degraded. Stalled wins (the operator has stopped trying; a human must act),
+/// so a True `Stalled` drops `Reconciling`, desired or kept.
 pub fn merge(
     existing: &[Condition],
     desired: &[Desired],
     generation: Option<i64>,
     now: DateTime<Utc>,
 ) -> Vec<Condition> {
-    let mut out: Vec<Condition> =
-        existing.iter().filter(|c| !desired.iter().any(|d| d.type_ == c.type_)).cloned().collect();
+    let stalled = match desired.iter().find(|d| d.type_ == STALLED) {
+        Some(d) => d.status,
+        None => is_true(existing, STALLED),
+    };
+    let mut out: Vec<Condition> = existing
+        .iter()
+        .filter(|c| !desired.iter().any(|d| d.type_ == c.type_))
+        .filter(|c| !(stalled && c.type_ == RECONCILING))
+        .cloned()
+        .collect();
     for d in desired {
         if !d.status && ONLY_WHEN_TRUE.contains(&d.type_) {
+            continue;
+        }
+        if stalled && d.type_ == RECONCILING {
             continue;
         }
         let previous = existing.iter().find(|c| c.type_ == d.type_);
@@ -129,5 +146,53 @@ mod tests {
         assert!(find(&cleared, "Stalled").is_none());
         assert!(find(&cleared, "Ready").is_some(), "untouched types are kept");
         assert!(!is_true(&cleared, "Ready"));
+    }
+
+    /// Every combination of desired Reconciling/Stalled (true, false, absent) over every
+    /// combination already present: never both in the result, Stalled wins.
+    #[test]
+    fn reconciling_and_stalled_never_both() {
+        let existing_sets: Vec<Vec<Condition>> = [(false, false), (true, false), (false, true), (true, true)]
+            .iter()
+            .map(|&(r, st)| {
+                let mut c = vec![Desired::new("Ready", false, "x", "x")];
+                if r {
+                    c.push(Desired::new(RECONCILING, true, "r", "r"));
+                }
+                if st {
+                    c.push(Desired::new(STALLED, true, "s", "s"));
+                }
+                // Built field by field: `merge` itself would already refuse both.
+                c.iter()
+                    .map(|d| Condition {
+                        type_: d.type_.into(),
+                        status: status_str(d.status).into(),
+                        reason: d.reason.clone(),
+                        message: d.message.clone(),
+                        observed_generation: None,
+                        last_transition_time: to_time(t(0)),
+                    })
+                    .collect()
+            })
+            .collect();
+        let options = [None, Some(false), Some(true)];
+        for existing in &existing_sets {
+            for r in options {
+                for st in options {
+                    let mut desired = vec![Desired::new("Ready", false, "x", "x")];
+                    desired.extend(r.map(|v| Desired::new(RECONCILING, v, "r", "r")));
+                    desired.extend(st.map(|v| Desired::new(STALLED, v, "s", "s")));
+                    let out = merge(existing, &desired, None, t(1));
+                    let both = is_true(&out, RECONCILING) && is_true(&out, STALLED);
+                    assert!(!both, "existing {existing:?}, desired {desired:?} -> {out:?}");
+                    if st == Some(true) {
+                        assert!(is_true(&out, STALLED), "Stalled wins");
+                    }
+                    if r == Some(true) && st != Some(true) && !(st.is_none() && is_true(existing, STALLED)) {
+                        assert!(is_true(&out, RECONCILING), "Reconciling shows when not stalled");
+                    }
+                }
+            }
+        }
     }
 }

@@ -103,6 +103,17 @@ impl Context {
         self.failures.lock().expect("failure map poisoned").remove(key);
     }
 
+    /// Forgets what is kept about the deleted object `namespace/name` of `controller`: its
+    /// retry backoff.
+    pub fn forget(&self, controller: &str, namespace: &str, name: &str) {
+        self.failures.lock().expect("failure map poisoned").remove(&format!("{controller}/{namespace}/{name}"));
+    }
+
+    /// How many objects have a retry backoff on record (for tests of deletion).
+    pub fn backoffs(&self) -> usize {
+        self.failures.lock().expect("failure map poisoned").len()
+    }
+
     /// Records a failed reconcile of `key` and returns how long to wait before the next try.
     pub fn failed(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().expect("failure map poisoned");

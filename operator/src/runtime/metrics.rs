@@ -59,6 +59,21 @@ pub struct DeliveryLabels {
     pub result: String,
 }
 
+// Every value the per-object families take besides namespace and name: a deleted object's
+// series are found by these (a family cannot be listed). Tests below keep them complete.
+/// `result` of `health_probes`.
+pub const PROBE_RESULTS: [&str; 2] = ["success", "failure"];
+/// `state` of `fallback_flips`.
+pub const FLIP_STATES: [&str; 2] = ["on", "off"];
+/// `reason` of `finance_bee_restarts` (`RestartReason::as_str`).
+pub const RESTART_REASONS: [&str; 4] = ["Failed", "Evicted", "CrashLoop", "Stuck"];
+/// `action` of the escalation families (`Transition::as_str`).
+pub const ESCALATION_ACTIONS: [&str; 2] = ["trigger", "resolve"];
+/// `target` of `finance_bee_escalation_deliveries` (`Target::label`).
+pub const DELIVERY_TARGETS: [&str; 2] = ["webhook", "pagerduty"];
+/// `result` of `finance_bee_escalation_deliveries`.
+pub const DELIVERY_RESULTS: [&str; 2] = ["success", "failure"];
+
 fn latency_histogram() -> Histogram {
     Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 }
@@ -188,6 +203,61 @@ impl Metrics {
             .observe(latency.as_secs_f64());
     }
 
+    /// Drops every series of the deleted ColonyServer `namespace/name`: a gone object must
+    /// not be exported forever (a dashboard would show a fallback that no longer exists).
+    pub fn forget_server(&self, namespace: &str, name: &str) {
+        let object = ObjectLabels { namespace: namespace.into(), name: name.into() };
+        for result in PROBE_RESULTS {
+            self.health_probes.remove(&ProbeLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                result: result.into(),
+            });
+        }
+        self.health_probe_duration.remove(&object);
+        for state in FLIP_STATES {
+            self.fallback_flips.remove(&FlipLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                state: state.into(),
+            });
+        }
+        self.fallback_active.remove(&object);
+        self.notifications_failed.remove(&object);
+    }
+
+    /// Drops every series of the deleted FinanceBee `namespace/name`.
+    pub fn forget_bee(&self, namespace: &str, name: &str) {
+        let object = ObjectLabels { namespace: namespace.into(), name: name.into() };
+        for reason in RESTART_REASONS {
+            self.finance_bee_restarts.remove(&RestartLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                reason: reason.into(),
+            });
+        }
+        for action in ESCALATION_ACTIONS {
+            self.finance_bee_escalations.remove(&EscalationLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                action: action.into(),
+            });
+            for target in DELIVERY_TARGETS {
+                for result in DELIVERY_RESULTS {
+                    self.finance_bee_escalation_deliveries.remove(&DeliveryLabels {
+                        namespace: namespace.into(),
+                        name: name.into(),
+                        target: target.into(),
+                        action: action.into(),
+                        result: result.into(),
+                    });
+                }
+            }
+        }
+        self.finance_bee_escalated.remove(&object);
+        self.notifications_failed.remove(&object);
+    }
+
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -227,5 +297,75 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// Every series a ColonyServer and a FinanceBee can have, with every label value the
+    /// code uses.
+    fn populate(m: &Metrics, ns: &str, name: &str) {
+        use crate::controllers::financebee::escalation::{Target, Transition};
+        use crate::controllers::financebee::restart::RestartReason;
+        let object = ObjectLabels { namespace: ns.into(), name: name.into() };
+        for healthy in [true, false] {
+            m.probe_observed(ns, name, healthy, Duration::from_millis(5));
+        }
+        for state in FLIP_STATES {
+            m.fallback_flips
+                .get_or_create(&FlipLabels { namespace: ns.into(), name: name.into(), state: state.into() })
+                .inc();
+        }
+        m.fallback_active.get_or_create(&object).set(1);
+        m.notifications_failed.get_or_create(&object).inc();
+        for reason in [RestartReason::Failed, RestartReason::Evicted, RestartReason::CrashLoop, RestartReason::Stuck] {
+            let labels = RestartLabels { namespace: ns.into(), name: name.into(), reason: reason.as_str().into() };
+            m.finance_bee_restarts.get_or_create(&labels).inc();
+        }
+        for action in [Transition::Trigger, Transition::Resolve] {
+            let labels = EscalationLabels { namespace: ns.into(), name: name.into(), action: action.as_str().into() };
+            m.finance_bee_escalations.get_or_create(&labels).inc();
+            for target in [Target::Webhook, Target::PagerDuty] {
+                for result in DELIVERY_RESULTS {
+                    let labels = DeliveryLabels {
+                        namespace: ns.into(),
+                        name: name.into(),
+                        target: target.label().into(),
+                        action: action.as_str().into(),
+                        result: result.into(),
+                    };
+                    m.finance_bee_escalation_deliveries.get_or_create(&labels).inc();
+                }
+            }
+        }
+        m.finance_bee_escalated.get_or_create(&object).set(1);
+    }
+
+    fn series_of(text: &str, ns: &str, name: &str) -> Vec<String> {
+        let needle = format!("namespace=\"{ns}\",name=\"{name}\"");
+        text.lines().filter(|l| l.contains(&needle)).map(String::from).collect()
+    }
+
+    #[test]
+    fn forgetting_a_deleted_object_drops_all_its_series_and_only_its() {
+        let m = Metrics::default();
+        populate(&m, "ns", "gone");
+        populate(&m, "ns", "kept");
+        assert!(series_of(&m.render(), "ns", "gone").len() > 20);
+        m.forget_server("ns", "gone");
+        m.forget_bee("ns", "gone");
+        let text = m.render();
+        assert_eq!(series_of(&text, "ns", "gone"), Vec::<String>::new());
+        assert_eq!(
+            series_of(&text, "ns", "kept").len(),
+            series_of(
+                &{
+                    let fresh = Metrics::default();
+                    populate(&fresh, "ns", "kept");
+                    fresh.render()
+                },
+                "ns",
+                "kept"
+            )
+            .len(),
+            "the other object's series stay"
+        );
     }
 }

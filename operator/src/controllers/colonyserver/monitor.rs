@@ -112,6 +112,15 @@ impl Monitor {
     pub fn remove(&self, key: &ObjectRef<ColonyServer>) {
         self.entries.lock().expect("monitor poisoned").remove(key);
     }
+
+    /// How many servers have a probe task.
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("monitor poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 async fn probe_loop(
@@ -144,6 +153,10 @@ async fn probe_loop(
             }
             _ => http,
         };
+        if servers.get(&key).is_none() {
+            // Deleted while the probe ran: its series are already dropped, keep them so.
+            return;
+        }
         metrics.probe_observed(&namespace, &key.name, outcome.healthy, outcome.latency);
         let now: DateTime<Utc> = Utc::now();
         let mut changed = {

@@ -1,5 +1,5 @@
 //! Reconcile: gather inputs → validate → build → apply → decide the fallback → status.
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -28,7 +28,7 @@ use crate::controllers::common::{
 };
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout::{self, RolloutPolicy};
-use crate::controllers::{Spawned, primary, spawn_controller};
+use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
 use crate::duration::parse_go_duration;
 use crate::health::{ApiCheck, HealthThresholds, Prober, SloLimits};
 use crate::operator::Shutdown;
@@ -55,7 +55,14 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     // What the server owns is watched, so that a hand edit or a deletion is put back at
     // once; by label, so that the cluster's other ConfigMaps are never cached.
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=colony-operator");
-    let (controller, synced) = primary(api, cfg.clone(), NAME);
+    // The delete hook needs the context, which needs the controller's cache: it is set below.
+    let for_hook: Arc<OnceLock<Arc<ServerContext>>> = Default::default();
+    let hook = for_hook.clone();
+    let (controller, synced) = primary_forgetting(api, cfg.clone(), NAME, move |cs: &ColonyServer| {
+        if let Some(sctx) = hook.get() {
+            forget(sctx, cs);
+        }
+    });
     let controller = controller
         .owns(ctx.scoped_api::<Deployment>(), owned.clone())
         .owns(ctx.scoped_api::<Service>(), owned.clone())
@@ -86,7 +93,18 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         notifications: notify::Ordered::default(),
         base: ctx.clone(),
     });
+    let _ = for_hook.set(server_ctx.clone());
     spawn_controller(NAME, controller, synced, reconcile, server_ctx, shutdown)
+}
+
+/// A deleted server takes its probe task, its metric series and its retry backoff with it.
+fn forget(sctx: &ServerContext, cs: &ColonyServer) {
+    let (ns, name) = (cs.namespace().unwrap_or_default(), cs.name_any());
+    sctx.monitor.remove(&ObjectRef::from_obj(cs));
+    sctx.base.metrics.forget_server(&ns, &name);
+    sctx.base.forget(NAME, &ns, &name);
+    sctx.notifications.forget(&format!("{ns}/{name}"));
+    tracing::info!(server = %name, "server deleted: probes stopped, metric series dropped");
 }
 
 /// Names of the Secrets a server's pods read.

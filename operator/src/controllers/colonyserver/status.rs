@@ -120,12 +120,14 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
         }
     };
     desired.push(Desired::new(READY, ready, reason, message));
-    let progressing = matches!(o.workload, Workload::Progressing(_)) || (healthy.is_none() && o.problem.is_none());
-    desired.push(Desired::new(RECONCILING, progressing, "Progressing", "rolling out or probing"));
-    desired.extend(crate::controllers::rollout::condition(o.rollout, &prev.conditions));
+    // Stalled (a human must act) and Reconciling (the operator is getting there) exclude each
+    // other: out of flip budget while probing is Stalled.
     let stalled = o.problem.clone().or_else(|| {
         d.new_state.stalled.then(|| (super::fallback::reason::FLIP_BUDGET_EXHAUSTED.to_string(), d.message.clone()))
     });
+    let progressing = stalled.is_none() && (matches!(o.workload, Workload::Progressing(_)) || healthy.is_none());
+    desired.push(Desired::new(RECONCILING, progressing, "Progressing", "rolling out or probing"));
+    desired.extend(crate::controllers::rollout::condition(o.rollout, &prev.conditions));
     let (stalled_reason, stalled_message) =
         stalled.clone().unwrap_or_else(|| (super::fallback::reason::FLIP_BUDGET_EXHAUSTED.to_string(), String::new()));
     desired.push(Desired::new(STALLED, stalled.is_some(), stalled_reason, stalled_message));
@@ -149,8 +151,9 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::colonyserver::fallback::{self, FallbackInputs, FallbackPolicy};
-    use crate::runtime::conditions::find;
+    use crate::controllers::colonyserver::fallback::{self, FallbackInputs, FallbackPolicy, FallbackState};
+    use crate::runtime::conditions::{find, is_true};
+    use chrono::TimeZone;
 
     fn observed<'a>(
         snapshot: &'a Snapshot,
@@ -189,5 +192,66 @@ mod tests {
 
         let fine = compute(&observed(&snapshot, &decision, None));
         assert!(find(&fine.conditions, STALLED).is_none(), "Stalled appears only when true");
+    }
+
+
+    fn decision(stalled: bool) -> FallbackDecision {
+        FallbackDecision {
+            active: stalled,
+            reason: if stalled { "FlipBudgetExhausted" } else { "Healthy" }.into(),
+            message: "m".into(),
+            flipped: false,
+            new_state: FallbackState { stalled, ..Default::default() },
+            requeue_after: None,
+        }
+    }
+
+    /// Every workload state × health verdict × valid or not × flip budget spent or not, each
+    /// from every previous Reconciling/Stalled: never Reconciling and Stalled at once, and
+    /// Stalled exactly when the spec is invalid or the budget is spent.
+    #[test]
+    fn never_reconciling_and_stalled_at_once() {
+        let now = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+        let workloads = [
+            Workload::Unmanaged,
+            Workload::Progressing("1/2".into()),
+            Workload::Available,
+            Workload::Failed("deadline".into()),
+        ];
+        let mut previous_states = vec![None];
+        for healthy in [None, Some(true), Some(false)] {
+            for workload in &workloads {
+                for invalid in [None, Some("spec.health.interval: bad".to_string())] {
+                    for budget_spent in [false, true] {
+                        for previous in previous_states.clone() {
+                            let mut snapshot = Snapshot::default();
+                            snapshot.health.healthy = healthy;
+                            let d = decision(budget_spent);
+                            let s = compute(&Observed {
+                                generation: Some(1),
+                                previous: previous.as_ref(),
+                                snapshot: &snapshot,
+                                decision: &d,
+                                override_: FallbackOverride::Auto,
+                                workload: workload.clone(),
+                                current_image: None,
+                                rollout: None,
+                                problem: invalid.clone().map(|m| ("InvalidSpec".to_string(), m)),
+                                now,
+                            });
+                            let (r, st) = (is_true(&s.conditions, RECONCILING), is_true(&s.conditions, STALLED));
+                            let case = format!("{healthy:?} {workload:?} {invalid:?} spent={budget_spent}");
+                            assert!(!(r && st), "both Reconciling and Stalled: {case}");
+                            assert_eq!(st, invalid.is_some() || budget_spent, "Stalled: {case}");
+                            if !st && (healthy.is_none() || matches!(workload, Workload::Progressing(_))) {
+                                assert!(r, "Reconciling while probing or rolling out: {case}");
+                            }
+                            previous_states.push(Some(s));
+                        }
+                        previous_states.truncate(4);
+                    }
+                }
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::{Value, json};
 
-use crate::api::{ESCALATED, EscalationState, EscalationStatus, PagerDutySeverity};
+use crate::api::{ESCALATED, EscalationState, EscalationStatus, FinanceBeeStatus, PagerDutySeverity};
 use crate::runtime::conditions::Desired;
 
 /// Condition reasons of `Escalated`: the delivery record.
@@ -152,6 +152,63 @@ pub fn condition(status: Option<&EscalationStatus>, delivery: &Delivery, after: 
         (EscalationState::Resolved, Delivery::Failed(d)) => (RESOLVE_FAILED, d.clone()),
     };
     Desired::new(ESCALATED, is_true, reason, format!("{head}; {detail}"))
+}
+
+/// Whether the receivers may hold an open page for this bee: an escalation is triggered, or
+/// its resolve is not recorded as delivered. Without targets (Event and metric only) there
+/// is nothing outside to resolve. While this holds the bee carries a finalizer, so that
+/// deleting it resolves the page first.
+pub fn page_open(status: Option<&FinanceBeeStatus>, has_targets: bool) -> bool {
+    let Some(status) = status else { return false };
+    let Some(esc) = status.escalation.as_ref() else { return false };
+    if !has_targets {
+        return false;
+    }
+    match esc.state {
+        EscalationState::Triggered => true,
+        EscalationState::Resolved => {
+            let condition = crate::runtime::conditions::find(&status.conditions, ESCALATED);
+            !matches!(recorded_delivery(condition, Some(esc)), Some(Delivery::Sent(_)))
+        }
+    }
+}
+
+/// What deleting a bee with an open page does, given how its resolve went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OnDelete {
+    /// Nothing (more) to resolve: let the object go.
+    Release,
+    /// A notification is in flight: wait for it, then resolve.
+    Wait,
+    /// Send the resolve now.
+    Resolve,
+    /// The resolve failed: try again later.
+    Retry,
+    /// The resolve kept failing for `give_up_after`: let the object go anyway and say so.
+    GiveUp,
+}
+
+/// The deletion of a bee as a pure decision: `page_open` before anything was sent,
+/// `in_flight` for a notification being sent, `sent` for the resolve just attempted (None:
+/// not attempted yet), `failed` resolves so far (this one included), `deleting_for` since
+/// the deletion was asked. Bounded both ways: [`MAX_RESOLVES_ON_DELETE`] failures or
+/// `give_up_after`, whichever comes first.
+pub fn on_delete(
+    page_open: bool,
+    in_flight: bool,
+    sent: Option<bool>,
+    failed: u32,
+    deleting_for: Duration,
+    give_up_after: Duration,
+) -> OnDelete {
+    let late = deleting_for >= give_up_after || failed >= MAX_RESOLVES_ON_DELETE;
+    match (page_open, sent) {
+        (false, _) | (true, Some(true)) => OnDelete::Release,
+        (true, Some(false)) if late => OnDelete::GiveUp,
+        (true, Some(false)) => OnDelete::Retry,
+        (true, None) if in_flight && !late => OnDelete::Wait,
+        (true, None) => OnDelete::Resolve,
+    }
 }
 
 /// Identifies one notification: the transition and the state's `since`. Outcomes of an
@@ -294,7 +351,12 @@ fn severity_str(s: PagerDutySeverity) -> &'static str {
 #[derive(Default)]
 pub struct Deliveries {
     entries: Mutex<HashMap<String, Entry>>,
+    /// Resolves attempted for deleted bees: how many failed, and when the next may go.
+    on_delete: Mutex<HashMap<String, (u32, Instant)>>,
 }
+
+/// Failed resolves of a deleted bee after which it is let go (see [`on_delete`]).
+pub const MAX_RESOLVES_ON_DELETE: u32 = 5;
 
 struct Entry {
     job: Job,
@@ -356,12 +418,52 @@ impl Deliveries {
         entries.insert(key.to_string(), Entry { job: job.clone(), in_flight: true, outcome: None });
     }
 
+    /// Records the outcome of `job` for `key`, unless the bee was forgotten meanwhile (it was
+    /// deleted: nothing is kept for it).
     pub fn finish(&self, key: &str, job: &Job, outcome: Outcome) {
         let mut entries = self.entries.lock().expect("deliveries poisoned");
-        entries.insert(
-            key.to_string(),
-            Entry { job: job.clone(), in_flight: false, outcome: Some((outcome, Instant::now())) },
-        );
+        if let Some(e) = entries.get_mut(key) {
+            *e = Entry { job: job.clone(), in_flight: false, outcome: Some((outcome, Instant::now())) };
+        }
+    }
+
+    /// Whether a notification for `key` is being sent now.
+    pub fn in_flight(&self, key: &str) -> bool {
+        self.entries.lock().expect("deliveries poisoned").get(key).is_some_and(|e| e.in_flight)
+    }
+
+    /// Forgets everything about the deleted bee `key`.
+    pub fn forget(&self, key: &str) {
+        self.entries.lock().expect("deliveries poisoned").remove(key);
+        self.on_delete.lock().expect("deliveries poisoned").remove(key);
+    }
+
+    /// Failed resolves so far for the deleted bee `key`, and how long until the next may go
+    /// (whatever wakes the reconciler meanwhile: a crash-looping pod wakes it every second).
+    pub fn resolve_backoff(&self, key: &str) -> (u32, Option<Duration>) {
+        let attempts = self.on_delete.lock().expect("deliveries poisoned");
+        match attempts.get(key) {
+            Some((n, next)) => (*n, next.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())),
+            None => (0, None),
+        }
+    }
+
+    /// Records a failed resolve for the deleted bee `key`; the next waits `backoff`.
+    pub fn resolve_failed(&self, key: &str, backoff: Duration) -> u32 {
+        let mut attempts = self.on_delete.lock().expect("deliveries poisoned");
+        let e = attempts.entry(key.to_string()).or_insert((0, Instant::now()));
+        e.0 += 1;
+        e.1 = Instant::now() + backoff;
+        e.0
+    }
+
+    /// How many bees have a notification on record (for tests of deletion).
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("deliveries poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Forgets a bee's delivered notification once status records it.
@@ -392,6 +494,61 @@ mod tests {
     }
 
     const AFTER: i64 = 900;
+
+    #[test]
+    fn page_open_until_the_resolve_is_recorded_as_sent() {
+        let with = |state, reason: &str| FinanceBeeStatus {
+            escalation: Some(st(state, 10)),
+            conditions: merge(&[], &[Desired::new(ESCALATED, true, reason, "head; detail")], None, t(0)),
+            ..Default::default()
+        };
+        use EscalationState::*;
+        assert!(!page_open(None, true));
+        assert!(!page_open(Some(&FinanceBeeStatus::default()), true));
+        for r in [reason::TRIGGER_PENDING, reason::TRIGGER_SENT, reason::TRIGGER_FAILED] {
+            assert!(page_open(Some(&with(Triggered, r)), true), "{r}");
+            assert!(!page_open(Some(&with(Triggered, r)), false), "no targets: nothing outside to resolve");
+        }
+        assert!(page_open(Some(&with(Resolved, reason::RESOLVE_PENDING)), true));
+        assert!(page_open(Some(&with(Resolved, reason::RESOLVE_FAILED)), true));
+        assert!(!page_open(Some(&with(Resolved, reason::RESOLVE_SENT)), true));
+    }
+
+    #[test]
+    fn deletion_resolves_waits_retries_and_gives_up_in_bounded_time() {
+        let limit = Duration::from_secs(120);
+        let (early, late) = (Duration::from_secs(5), Duration::from_secs(121));
+        assert_eq!(on_delete(false, true, None, 0, early, limit), OnDelete::Release, "nothing open");
+        assert_eq!(on_delete(true, true, None, 0, early, limit), OnDelete::Wait);
+        assert_eq!(on_delete(true, true, None, 0, late, limit), OnDelete::Resolve, "no waiting forever");
+        assert_eq!(on_delete(true, false, None, 0, early, limit), OnDelete::Resolve);
+        assert_eq!(on_delete(true, false, Some(true), 0, early, limit), OnDelete::Release);
+        assert_eq!(on_delete(true, false, Some(false), 1, early, limit), OnDelete::Retry);
+        assert_eq!(on_delete(true, false, Some(false), 1, late, limit), OnDelete::GiveUp, "time bound");
+        let max = MAX_RESOLVES_ON_DELETE;
+        assert_eq!(on_delete(true, false, Some(false), max - 1, early, limit), OnDelete::Retry);
+        assert_eq!(on_delete(true, false, Some(false), max, early, limit), OnDelete::GiveUp, "attempt bound");
+        // The attempts are spaced, whatever wakes the reconciler.
+        let d = Deliveries::default();
+        assert_eq!(d.resolve_backoff("ns/b"), (0, None));
+        assert_eq!(d.resolve_failed("ns/b", Duration::from_secs(60)), 1);
+        let (n, wait) = d.resolve_backoff("ns/b");
+        assert_eq!(n, 1);
+        assert!(wait.is_some_and(|w| w > Duration::from_secs(50)));
+        d.forget("ns/b");
+        assert_eq!(d.resolve_backoff("ns/b"), (0, None));
+    }
+
+    #[test]
+    fn a_forgotten_bee_is_not_brought_back_by_a_late_outcome() {
+        let d = Deliveries::default();
+        let job = Job { transition: Transition::Trigger, since: t(0) };
+        d.begin("ns/bee", &job);
+        assert!(d.in_flight("ns/bee"));
+        d.forget("ns/bee");
+        d.finish("ns/bee", &job, vec![(Target::Webhook, Ok(()))]);
+        assert!(d.is_empty());
+    }
 
     /// (previous, unavailable since, now) → (state after, transition, requeue).
     #[test]
@@ -571,6 +728,7 @@ mod tests {
 
         // A failure is recorded, then retried only after RETRY_FAILED_AFTER.
         let bad = vec![(Target::Webhook, Err("HTTP 503".into()))];
+        fresh.begin("ns/a", &trig);
         fresh.finish("ns/a", &trig, bad.clone());
         assert_eq!(fresh.next("ns/a", &trig, Some(&Delivery::Pending)), Next::Record(bad.clone()));
         match fresh.next("ns/a", &trig, Some(&delivery_of(&bad))) {

@@ -7,7 +7,7 @@
 //! only on change) → act (delete the chosen pod, send the page) → requeue at the next timer.
 pub mod builders;
 pub mod escalation;
-mod reconcile;
+pub mod reconcile;
 pub mod restart;
 pub mod status;
 
@@ -27,7 +27,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::api::{ColonyServer, FinanceBee, MaintenanceWindow};
 use crate::controllers::common::{MANAGED_BY, OPERATOR};
-use crate::controllers::{Spawned, primary, spawn_controller};
+use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
 use crate::operator::Shutdown;
 use crate::runtime::Context;
 
@@ -78,7 +78,11 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     });
     let cfg = watcher::Config::default();
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY}={OPERATOR}"));
-    let (controller, synced) = primary(ctx.scoped_api::<FinanceBee>(), cfg.clone(), NAME);
+    let for_hook = bee_ctx.clone();
+    let (controller, synced) =
+        primary_forgetting(ctx.scoped_api::<FinanceBee>(), cfg.clone(), NAME, move |fb: &FinanceBee| {
+            reconcile::forget(&for_hook, &fb.namespace().unwrap_or_default(), &fb.name_any())
+        });
     let bees = controller.store();
     let (by_server, by_secret, by_config_map) = (bees.clone(), bees.clone(), bees);
     // Pods belong to ReplicaSets, not to the bee: they are mapped back by their instance
@@ -152,18 +156,58 @@ pub fn references_config_map(fb: &FinanceBee, name: &str) -> bool {
     fb.spec.env_from.iter().any(|s| s.config_map_ref.as_ref().is_some_and(|r| r.name == name))
 }
 
-/// A tick whenever a MaintenanceWindow's phase changes (per window, keyed by uid).
+/// A tick whenever a MaintenanceWindow's spec or phase changes, or a window goes away.
 fn window_changes(api: Api<MaintenanceWindow>) -> impl futures::Stream<Item = ()> + Send + 'static {
     use futures::StreamExt;
-    use kube::runtime::WatchStreamExt;
     watcher::watcher(api, watcher::Config::default())
-        .applied_objects()
-        .filter_map(|r| async move { r.ok().map(|mw| (mw.uid().unwrap_or_default(), mw.status.and_then(|s| s.phase))) })
-        .scan(std::collections::HashMap::new(), |seen, (uid, phase)| {
-            let changed = seen.insert(uid, phase) != Some(phase);
+        .filter_map(|r| async move { r.ok() })
+        .scan(WindowPhases::default(), |phases, event| {
+            let changed = phases.observe(event);
             async move { Some(changed) }
         })
         .filter_map(|changed| async move { changed.then_some(()) })
+}
+
+/// What of a window decides which bees it stops: its spec (by generation) and its phase.
+type Phase = (Option<i64>, Option<crate::api::WindowPhase>);
+
+/// The last phase seen of each window (by uid); a deleted window is forgotten, and so is one
+/// that a re-list no longer returns (deleted while the watch was down).
+#[derive(Default)]
+struct WindowPhases {
+    seen: std::collections::HashMap<String, Phase>,
+    relisting: Option<std::collections::HashMap<String, Phase>>,
+}
+
+impl WindowPhases {
+    /// Whether `event` changes which bees windows stop.
+    fn observe(&mut self, event: watcher::Event<MaintenanceWindow>) -> bool {
+        let entry = |mw: &MaintenanceWindow| {
+            (mw.uid().unwrap_or_default(), (mw.metadata.generation, mw.status.as_ref().and_then(|s| s.phase)))
+        };
+        match event {
+            watcher::Event::Apply(mw) => {
+                let (uid, phase) = entry(&mw);
+                self.seen.insert(uid, phase) != Some(phase)
+            }
+            watcher::Event::Delete(mw) => self.seen.remove(&entry(&mw).0).is_some(),
+            watcher::Event::Init => {
+                self.relisting = Some(Default::default());
+                false
+            }
+            watcher::Event::InitApply(mw) => {
+                let (uid, phase) = entry(&mw);
+                self.relisting.get_or_insert_with(Default::default).insert(uid, phase);
+                false
+            }
+            watcher::Event::InitDone => {
+                let listed = self.relisting.take().unwrap_or_default();
+                let changed = listed != self.seen;
+                self.seen = listed;
+                changed
+            }
+        }
+    }
 }
 
 /// Whether `selector` (None or empty: everything) matches `labels`.
@@ -226,6 +270,36 @@ mod tests {
                         executorKeySecretRef: {name: bee-key, key: prvkey}\n\
                         env: [{name: STRIPE, valueFrom: {secretKeyRef: {name: stripe, key: k}}}]\n\
                         envFrom: [{secretRef: {name: supabase}}, {configMapRef: {name: tuning}}]\n";
+
+    #[test]
+    fn window_phases_tick_on_change_and_forget_deleted_windows() {
+        use crate::api::{MaintenanceWindowStatus, WindowPhase};
+        let window = |uid: &str, phase: WindowPhase| {
+            let spec =
+                serde_yaml::from_str("schedule: {cron: '0 2 * * 0', duration: 1h}\ncolonyServerRef: {name: prod}")
+                    .unwrap();
+            let mut mw = MaintenanceWindow::new(uid, spec);
+            mw.metadata.uid = Some(uid.into());
+            mw.status = Some(MaintenanceWindowStatus { phase: Some(phase), ..Default::default() });
+            mw
+        };
+        let mut p = WindowPhases::default();
+        assert!(!p.observe(watcher::Event::Init));
+        assert!(!p.observe(watcher::Event::InitApply(window("a", WindowPhase::Scheduled))));
+        assert!(p.observe(watcher::Event::InitDone), "first list");
+        assert!(!p.observe(watcher::Event::Apply(window("a", WindowPhase::Scheduled))), "same phase");
+        assert!(p.observe(watcher::Event::Apply(window("a", WindowPhase::Active))));
+        assert!(p.observe(watcher::Event::Apply(window("b", WindowPhase::Failed))));
+        let mut changed = window("b", WindowPhase::Failed);
+        changed.metadata.generation = Some(2);
+        assert!(p.observe(watcher::Event::Apply(changed)), "a spec change (onFailure: restore, say)");
+        assert!(p.observe(watcher::Event::Delete(window("b", WindowPhase::Failed))), "a window gone frees bees");
+        assert_eq!(p.seen.len(), 1, "and is forgotten");
+        // Deleted while the watch was down: the re-list forgets it and ticks.
+        assert!(!p.observe(watcher::Event::Init));
+        assert!(p.observe(watcher::Event::InitDone));
+        assert!(p.seen.is_empty());
+    }
 
     #[test]
     fn referenced_secrets_and_config_maps() {

@@ -6,14 +6,15 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{DeleteParams, ListParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use super::builders::{self, BeeInputs};
-use super::escalation::{self, Delivery, Incident, Job, Next, Outcome, Target, Transition};
+use super::escalation::{self, Delivery, Incident, Job, Next, OnDelete, Outcome, Target, Transition};
 use super::restart::{self, Hold, PodView, RestartDecision, RestartInputs, RestartPolicy};
 use super::status::{self, Observed, Pause};
 use super::{BeeContext, NAME, selector_matches};
@@ -29,7 +30,7 @@ use crate::runtime::{Context, Error, Result, apply_status, fresh};
 /// Retries of a PagerDuty delivery (the spec has no knob for it; the webhook has).
 const PAGERDUTY_RETRY: RetryPolicy = RetryPolicy { retries: 3, backoff: Duration::from_secs(2) };
 
-/// Names of open MaintenanceWindows that stop this bee.
+/// Names of the MaintenanceWindows that stop this bee (open, verifying, or failed and kept).
 async fn stopping_windows(ctx: &Context, fb: &FinanceBee) -> Result<Vec<String>> {
     let ns = fb.namespace().unwrap_or_default();
     let windows = ctx.api::<MaintenanceWindow>(&ns).list(&Default::default()).await?;
@@ -37,7 +38,7 @@ async fn stopping_windows(ctx: &Context, fb: &FinanceBee) -> Result<Vec<String>>
         .items
         .into_iter()
         .filter(|w| w.spec.colony_server_ref.name == fb.spec.colony_server_ref.name && w.spec.actions.stop_finance_bees)
-        .filter(crate::controllers::maintenancewindow::is_open)
+        .filter(crate::controllers::maintenancewindow::stops_bees)
         .filter(|w| selector_matches(w.spec.finance_bees.as_ref(), fb.labels()))
         .map(|w| w.name_any())
         .collect())
@@ -134,17 +135,161 @@ fn object_labels(fb: &FinanceBee) -> ObjectLabels {
     ObjectLabels { namespace: fb.namespace().unwrap_or_default(), name: fb.name_any() }
 }
 
+/// On a bee while a page may be open at the receivers: deleting the bee resolves it first.
+pub const FINALIZER: &str = "colony.zyeute.io/resolve-escalation";
+
+/// How long a deleted bee waits for the resolve of its open page to be delivered (retried
+/// with the reconcile backoff) before it is let go anyway, with a Warning Event.
+pub const RESOLVE_ON_DELETE_GIVE_UP: Duration = Duration::from_secs(120);
+
+fn has_targets(fb: &FinanceBee) -> bool {
+    fb.spec.escalation.webhook.is_some() || fb.spec.escalation.pager_duty.is_some()
+}
+
 pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
-    let ctx = &bctx.base;
-    let ns = cached.namespace().unwrap_or_default();
-    let name = cached.name_any();
-    let api: Api<FinanceBee> = ctx.api(&ns);
+    let api: Api<FinanceBee> = bctx.base.api(&cached.namespace().unwrap_or_default());
     // Restarts and pages are counted in status: start from the API server's latest, not a
     // cache that may not hold this controller's last write yet (it would count twice).
     let Some(fb) = fresh(&api, cached.as_ref()).await? else {
         return Ok(Action::await_change());
     };
-    let fb = Arc::new(fb);
+    let open = escalation::page_open(fb.status.as_ref(), has_targets(&fb));
+    let deleting = fb.metadata.deletion_timestamp.is_some();
+    let has_finalizer = fb.finalizers().iter().any(|f| f == FINALIZER);
+    // The finalizer is there only while a page is open: a bee with nothing to resolve is
+    // deleted at once, even with no operator running.
+    if has_finalizer || (open && !deleting) {
+        let bctx2 = bctx.clone();
+        if has_finalizer && !open && !deleting {
+            release_finalizer(&api, &fb).await?;
+        }
+        return finalizer(&api, FINALIZER, Arc::new(fb), |event| async move {
+            match event {
+                FinalizerEvent::Apply(fb) => apply(fb, bctx2).await,
+                FinalizerEvent::Cleanup(fb) => cleanup(fb, bctx2).await,
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+            finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+            other => Error::External(other.to_string()),
+        });
+    }
+    if deleting {
+        return Ok(Action::await_change());
+    }
+    apply(Arc::new(fb), bctx).await
+}
+
+/// Removes the finalizer once nothing is left to resolve. The merge patch carries the
+/// resourceVersion read: a concurrent change to the finalizers fails it (and it is retried)
+/// instead of dropping someone else's.
+async fn release_finalizer(api: &Api<FinanceBee>, fb: &FinanceBee) -> Result<()> {
+    let others: Vec<&String> = fb.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": others, "resourceVersion": fb.resource_version() }
+    });
+    api.patch(&fb.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// The bee is being deleted with a page open: send one resolve, record it, let the object go.
+/// A resolve that keeps failing is retried with backoff (5 s doubling) and given up after
+/// [`escalation::MAX_RESOLVES_ON_DELETE`] failures or [`RESOLVE_ON_DELETE_GIVE_UP`], with a
+/// Warning Event: deletion is never blocked forever.
+async fn cleanup(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
+    let ctx = &bctx.base;
+    let (ns, name) = (fb.namespace().unwrap_or_default(), fb.name_any());
+    let key = format!("{ns}/{name}");
+    let now = Utc::now();
+    let deleting_for = fb
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| (now - crate::runtime::conditions::from_time(t)).to_std().unwrap_or_default())
+        .unwrap_or_default();
+    let open = escalation::page_open(fb.status.as_ref(), has_targets(&fb));
+    let in_flight = bctx.deliveries.in_flight(&key);
+    let (failed, wait) = bctx.deliveries.resolve_backoff(&key);
+    match escalation::on_delete(open, in_flight, None, failed, deleting_for, RESOLVE_ON_DELETE_GIVE_UP) {
+        OnDelete::Release => return Ok(Action::await_change()),
+        // An error keeps the finalizer (Ok would let the object go) and requeues.
+        OnDelete::Wait => return Err(Error::External("resolve on deletion: a notification is in flight".into())),
+        _ => {}
+    }
+    if let Some(wait) = wait.filter(|_| deleting_for < RESOLVE_ON_DELETE_GIVE_UP) {
+        return Err(Error::External(format!("resolve on deletion: next attempt in {}s", wait.as_secs().max(1))));
+    }
+    let previous = fb.status.clone().unwrap_or_default();
+    let since = match &previous.escalation {
+        Some(e) if e.state == EscalationState::Resolved => e.since,
+        _ => now,
+    };
+    let resolved = crate::api::EscalationStatus { state: EscalationState::Resolved, since };
+    let incident = Incident {
+        namespace: ns.clone(),
+        name: name.clone(),
+        uid: fb.uid().unwrap_or_default(),
+        transition: Transition::Resolve,
+        since,
+        unavailable_since: previous.unavailable_since,
+        after: fb.spec.escalation.after.clone(),
+        detail: "FinanceBee deleted".into(),
+    };
+    let outcome = send(&bctx, &fb, &incident).await;
+    let delivery = escalation::delivery_of(&outcome);
+    let sent = matches!(delivery, Delivery::Sent(_));
+    let failed =
+        if sent { failed } else { bctx.deliveries.resolve_failed(&key, crate::runtime::error::backoff(failed)) };
+    match escalation::on_delete(open, false, Some(sent), failed, deleting_for, RESOLVE_ON_DELETE_GIVE_UP) {
+        OnDelete::Release => {
+            // Recorded before the finalizer goes: a retry after a failed removal resends nothing.
+            let mut status = previous.clone();
+            status.escalation = Some(resolved.clone());
+            let condition = escalation::condition(Some(&resolved), &delivery, &fb.spec.escalation.after);
+            status.conditions =
+                crate::runtime::conditions::merge(&previous.conditions, &[condition], fb.metadata.generation, now);
+            let api: Api<FinanceBee> = ctx.api(&ns);
+            apply_status(&api, fb.as_ref(), NAME, fb.status.as_ref(), &status).await?;
+            tracing::info!(bee = %name, "deleted with an open escalation: resolved it");
+            let note = "FinanceBee deleted: its open escalation was resolved".to_string();
+            ctx.event(fb.as_ref(), EventType::Normal, "EscalationResolved", "Escalate", note).await;
+            Ok(Action::await_change())
+        }
+        OnDelete::GiveUp => {
+            let Delivery::Failed(why) = delivery else { unreachable!("only a failed resolve is given up") };
+            tracing::warn!(bee = %name, error = %why, "could not resolve the escalation of a deleted bee: giving up");
+            let note = format!(
+                "FinanceBee deleted, but its open escalation could not be resolved ({failed} attempts in {}s; {why}): resolve the incident by hand",
+                deleting_for.as_secs()
+            );
+            ctx.event(fb.as_ref(), EventType::Warning, "EscalationResolveAbandoned", "Escalate", note).await;
+            Ok(Action::await_change())
+        }
+        _ => {
+            let Delivery::Failed(why) = delivery else { unreachable!("only a failed resolve is retried") };
+            let note = format!("resolve on deletion failed (attempt {failed}), retrying: {why}");
+            ctx.event(fb.as_ref(), EventType::Warning, "EscalationDeliveryFailed", "Escalate", note).await;
+            Err(Error::External(format!("resolve on deletion failed (attempt {failed}): {why}")))
+        }
+    }
+}
+
+/// Forgets what is kept for the deleted bee `namespace/name`: its notifications, metric
+/// series and retry backoff.
+pub fn forget(bctx: &BeeContext, namespace: &str, name: &str) {
+    bctx.deliveries.forget(&format!("{namespace}/{name}"));
+    bctx.base.metrics.forget_bee(namespace, name);
+    bctx.base.forget(NAME, namespace, name);
+    tracing::info!(bee = %name, "bee deleted: its notifications and metric series are dropped");
+}
+
+async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
+    let ctx = &bctx.base;
+    let ns = fb.namespace().unwrap_or_default();
+    let name = fb.name_any();
+    let api: Api<FinanceBee> = ctx.api(&ns);
     let now = Utc::now();
     let previous = fb.status.clone().unwrap_or_default();
 

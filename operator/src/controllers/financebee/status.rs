@@ -350,4 +350,47 @@ mod tests {
         assert_eq!((st, reason), ("True", "TriggerSent"));
         assert_eq!(msg, "escalated at 2027-01-15T08:01:30Z after 3s unavailable; notified PagerDuty");
     }
+
+    /// Every problem × pause × restart budget × availability, from a previous status that
+    /// had Reconciling and one that had Stalled: never both at once.
+    #[test]
+    fn never_reconciling_and_stalled_at_once() {
+        let empty = FinanceBeeStatus::default();
+        let stalled_before = {
+            let r = quiet();
+            let mut o = observed(&empty, &r);
+            o.problem = Some(("MissingReference".into(), "m".into()));
+            compute(&o)
+        };
+        let reconciling_before = {
+            let r = quiet();
+            let mut o = observed(&empty, &r);
+            o.available_replicas = 0;
+            compute(&o)
+        };
+        for prev in [FinanceBeeStatus::default(), stalled_before, reconciling_before] {
+            for problem in [None, Some(("ServerNotFound".to_string(), "m".to_string()))] {
+                for pause in [None, Some(Pause::Suspended), Some(Pause::Maintenance(vec!["w".into()]))] {
+                    for exhausted in [false, true] {
+                        for available_replicas in [0, 1] {
+                            let mut r = quiet();
+                            if exhausted {
+                                r.pending = vec![candidate("bee-x", RestartReason::CrashLoop)];
+                                r.exhausted = Some(Exhausted { count: 3, window_start: None, resumes_at: None });
+                            }
+                            let mut o = observed(&prev, &r);
+                            o.problem = problem.clone();
+                            o.pause = pause.clone();
+                            o.available_replicas = available_replicas;
+                            let s = compute(&o);
+                            let case = format!("{problem:?} {pause:?} exhausted={exhausted} {available_replicas}");
+                            let (rec, st) = (is_true(&s.conditions, RECONCILING), is_true(&s.conditions, STALLED));
+                            assert!(!(rec && st), "both: {case}");
+                            assert_eq!(st, problem.is_some() || (exhausted && pause.is_none()), "Stalled: {case}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

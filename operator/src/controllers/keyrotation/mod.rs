@@ -25,7 +25,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::api::KeyRotation;
-use crate::controllers::{Spawned, primary, spawn_controller};
+use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
 use crate::operator::Shutdown;
 use crate::runtime::Context;
 
@@ -37,7 +37,11 @@ pub const NAME: &str = "keyrotation";
 pub const ROTATED_AT_ANNOTATION: &str = "colony.zyeute.io/key-rotated-at";
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
-    let (controller, synced) = primary(ctx.scoped_api::<KeyRotation>(), watcher::Config::default(), NAME);
+    let for_hook = ctx.clone();
+    let (controller, synced) =
+        primary_forgetting(ctx.scoped_api::<KeyRotation>(), watcher::Config::default(), NAME, move |kr| {
+            for_hook.forget(NAME, &kr.namespace().unwrap_or_default(), &kr.name_any())
+        });
     let rotations = controller.store();
     // A key Secret changed or deleted by someone else is looked at at once (metadata only:
     // the key stays out of the watch); the KeyRotations using it come from the cache.

@@ -30,14 +30,27 @@ enum Outcome {
     RegistrationFailed(String),
     Invalid(String),
     Tampered(Tamper),
+    /// `spec.maintenanceWindowRef` names no window (a staged key is still finished).
+    WindowNotFound(String),
 }
 
-async fn window_open(ctx: &Context, kr: &KeyRotation) -> Result<bool> {
-    let Some(r) = &kr.spec.maintenance_window_ref else {
-        return Ok(true);
+/// Whether a due rotation may run now: `Ok(true)` with no window or an open one, `Ok(false)`
+/// while it is closed, `Err` naming a `maintenanceWindowRef` that does not resolve (Stalled).
+pub fn window_gate(name: Option<&str>, window: Option<&MaintenanceWindow>) -> std::result::Result<bool, String> {
+    match (name, window) {
+        (None, _) => Ok(true),
+        (Some(n), None) => Err(format!("MaintenanceWindow {n:?} not found")),
+        (Some(_), Some(mw)) => Ok(crate::controllers::maintenancewindow::is_open(mw)),
+    }
+}
+
+async fn window_open(ctx: &Context, kr: &KeyRotation) -> Result<std::result::Result<bool, String>> {
+    let name = kr.spec.maintenance_window_ref.as_ref().map(|r| r.name.as_str());
+    let mw = match name {
+        Some(n) => ctx.api::<MaintenanceWindow>(&kr.namespace().unwrap_or_default()).get_opt(n).await?,
+        None => None,
     };
-    let mw = ctx.api::<MaintenanceWindow>(&kr.namespace().unwrap_or_default()).get_opt(&r.name).await?;
-    Ok(mw.as_ref().is_some_and(crate::controllers::maintenancewindow::is_open))
+    Ok(window_gate(name, mw.as_ref()))
 }
 
 /// Rolls the targets: owned kinds roll through their controller (the Secret hash in their pod
@@ -136,6 +149,10 @@ fn conditions(kr: &KeyRotation, status: &KeyRotationStatus, outcome: &Outcome) -
             stalled(t.reason(), t.message(&kr.name_any(), &kr.spec.secret_name, &decide::accept_token(status)));
             RotationPhase::Failed
         }
+        Outcome::WindowNotFound(why) => {
+            stalled("WindowNotFound", why.clone());
+            RotationPhase::Failed
+        }
         Outcome::RegistrationFailed(why) => {
             desired.push(Desired::new(READY, false, "RegistrationFailed", why.clone()));
             desired.push(Desired::new(STALLED, false, "", ""));
@@ -179,7 +196,8 @@ pub async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Ac
         Err(tamper) => (base, Outcome::Tampered(tamper)),
         Ok(mut status) => {
             let rotate_now = kr.annotations().get(ROTATE_NOW_ANNOTATION).map(String::as_str);
-            let open = window_open(&ctx, &kr).await?;
+            let gate = window_open(&ctx, &kr).await?;
+            let open = gate == Ok(true);
             let outcome = match decide::next_step(&kr.spec, &status, &view, rotate_now, open, anchor, now) {
                 Err(why) => Outcome::Invalid(why),
                 Ok(Step::Wait(next)) => {
@@ -191,6 +209,10 @@ pub async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Ac
                     let step = (due, finish_staged, handles);
                     rotate(&ctx, &kr, &secrets, found, &view, &mut status, step, now).await?
                 }
+            };
+            let outcome = match (outcome, gate) {
+                (Outcome::Idle | Outcome::Held(_) | Outcome::Rotated, Err(why)) => Outcome::WindowNotFound(why),
+                (outcome, _) => outcome,
             };
             (status, outcome)
         }
@@ -213,7 +235,10 @@ pub async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Ac
     let wait = match &outcome {
         Outcome::Invalid(_) => return Ok(Action::await_change()),
         // The Secret is not watched: look again for a restored Secret.
-        Outcome::Tampered(_) | Outcome::Held(Hold::WaitingForWindow) | Outcome::RegistrationFailed(_) => {
+        Outcome::Tampered(_)
+        | Outcome::Held(Hold::WaitingForWindow)
+        | Outcome::RegistrationFailed(_)
+        | Outcome::WindowNotFound(_) => {
             Duration::from_secs(30)
         }
         _ if status.targets.as_ref().is_some_and(|t| !t.pending.is_empty()) => Duration::from_secs(30),
@@ -230,6 +255,31 @@ pub async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Ac
 mod tests {
     use super::*;
     use crate::api::KeyRotationSpec;
+
+    #[test]
+    fn a_window_reference_that_does_not_resolve_is_an_error_naming_it() {
+        let spec =
+            serde_yaml::from_str("schedule: {cron: '0 2 * * 0', duration: 1h}\ncolonyServerRef: {name: prod}").unwrap();
+        let mut mw = MaintenanceWindow::new("nightly", spec);
+        assert_eq!(window_gate(None, None), Ok(true));
+        assert_eq!(window_gate(Some("nightly"), None), Err("MaintenanceWindow \"nightly\" not found".into()));
+        assert_eq!(window_gate(Some("nightly"), Some(&mw)), Ok(false), "closed");
+        mw.status = Some(crate::api::MaintenanceWindowStatus {
+            phase: Some(crate::api::WindowPhase::Active),
+            ..Default::default()
+        });
+        assert_eq!(window_gate(Some("nightly"), Some(&mw)), Ok(true), "open");
+    }
+
+    #[test]
+    fn a_missing_window_is_stalled_naming_it() {
+        let why = "MaintenanceWindow \"nightly\" not found".to_string();
+        let (phase, d) = conditions(&kr(), &KeyRotationStatus::default(), &Outcome::WindowNotFound(why.clone()));
+        assert_eq!(phase, RotationPhase::Failed);
+        let stalled = find_desired(&d, STALLED).unwrap();
+        assert!(stalled.status && stalled.reason == "WindowNotFound" && stalled.message == why);
+        assert!(!find_desired(&d, READY).unwrap().status);
+    }
 
     fn kr() -> KeyRotation {
         KeyRotation::new("bee-key", KeyRotationSpec { secret_name: "bee-secret".into(), ..Default::default() })

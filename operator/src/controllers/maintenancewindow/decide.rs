@@ -105,13 +105,18 @@ pub fn decide(i: &Inputs) -> Decision {
         (_, Some(cw)) if prev.last_outcome.as_ref().is_none_or(|o| o.start != cw.start) => {
             Some(Window { start: cw.start, end: cw.end.min(i.now) })
         }
-        _ => state.previous.filter(|w| !recorded(w) && prev.phase.is_some()),
+        // A window that passed while the operator was away: verified only if the last status
+        // saw it coming (a window that ended before the resource existed is not).
+        _ => state.previous.filter(|w| !recorded(w) && prev.next_start == Some(w.start)),
     };
     if let Some(w) = latest_closed {
         return verify(i, d, w);
     }
+    // A failure kept by `keepFallback` holds (fallback on, bees stopped) until a human acts or
+    // the next window opens; otherwise a recurring window goes back to Scheduled.
+    let keep_failure = i.spec.verify.on_failure == OnFailure::KeepFallback;
     d.phase = match prev.last_outcome.as_ref().map(|o| o.result) {
-        Some(WindowPhase::Failed) if state.next_start.is_none() => WindowPhase::Failed,
+        Some(WindowPhase::Failed) if state.next_start.is_none() || keep_failure => WindowPhase::Failed,
         Some(WindowPhase::Completed) if state.next_start.is_none() => WindowPhase::Completed,
         _ => WindowPhase::Scheduled,
     };
@@ -275,6 +280,30 @@ mod tests {
     }
 
     #[test]
+    fn recurring_window_keeps_a_kept_failure_until_the_next_window() {
+        let mut spec = one_off_spec();
+        spec.schedule =
+            WindowSchedule { cron: Some("0 2 * * 0".into()), duration: Some("2h".into()), ..Default::default() };
+        let (_, s) = step(&spec, None, Some(false), t(3, 0));
+        let (d, s) = step(&spec, Some(&s), Some(false), t(4, 0));
+        assert_eq!(d.phase, WindowPhase::Verifying);
+        let (d, s) = step(&spec, Some(&s), Some(false), t(4, 10));
+        assert_eq!(d.phase, WindowPhase::Failed);
+        let (d, s) = step(&spec, Some(&s), Some(true), t(5, 0));
+        assert_eq!(d.phase, WindowPhase::Failed, "kept for a human, even once the server is healthy");
+        assert!(d.holds_fallback);
+        let next = Utc.with_ymd_and_hms(2026, 12, 6, 2, 0, 0).unwrap();
+        assert_eq!(d.next_start, Some(next));
+        let (d, _) = step(&spec, Some(&s), Some(true), next);
+        assert_eq!(d.phase, WindowPhase::Active, "the next window opens");
+        let mut restore = spec.clone();
+        restore.verify.on_failure = OnFailure::Restore;
+        let (d, _) = step(&restore, Some(&s), Some(false), t(5, 0));
+        assert_eq!(d.phase, WindowPhase::Scheduled, "restore: back to the schedule");
+        assert!(!d.holds_fallback);
+    }
+
+    #[test]
     fn suspended_window_never_activates() {
         let mut spec = one_off_spec();
         spec.suspend = true;
@@ -295,8 +324,30 @@ mod tests {
     #[test]
     fn window_created_after_it_ended_is_not_verified() {
         let spec = one_off_spec();
-        let (d, _) = step(&spec, None, Some(false), t(6, 0));
+        let (d, s) = step(&spec, None, Some(false), t(6, 0));
         assert_eq!(d.phase, WindowPhase::Scheduled, "a window that passed before the resource existed is ignored");
         assert!(!d.holds_fallback);
+        let (d, _) = step(&spec, Some(&s), Some(false), t(6, 1));
+        assert_eq!(d.phase, WindowPhase::Scheduled, "on every later look too");
+        // The same for a recurring window (its last occurrence ended before the resource).
+        let mut recurring = spec.clone();
+        recurring.schedule =
+            WindowSchedule { cron: Some("0 2 * * 0".into()), duration: Some("1h".into()), ..Default::default() };
+        let (_, s) = step(&recurring, None, Some(false), t(13, 0));
+        let (d, _) = step(&recurring, Some(&s), Some(false), t(13, 1));
+        assert_eq!(d.phase, WindowPhase::Scheduled);
+        assert!(d.last_outcome.is_none(), "nothing verified");
+    }
+
+    #[test]
+    fn window_missed_while_the_operator_was_away_is_verified() {
+        let mut spec = one_off_spec();
+        spec.schedule =
+            WindowSchedule { cron: Some("0 2 * * 0".into()), duration: Some("1h".into()), ..Default::default() };
+        let (d, s) = step(&spec, None, Some(true), t(1, 0));
+        assert_eq!(d.next_start, Some(t(2, 0)));
+        let (d, _) = step(&spec, Some(&s), Some(true), t(3, 30));
+        assert_eq!(d.phase, WindowPhase::Scheduled);
+        assert_eq!(d.last_outcome.map(|o| (o.start, o.result)), Some((t(2, 0), WindowPhase::Completed)));
     }
 }

@@ -12,10 +12,10 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use crate::api::{
-    ACTIVE, ColonyServer, END_NOW_ANNOTATION, HEALTHY, MaintenanceWindow, MaintenanceWindowStatus, OnFailure, READY,
-    STALLED, WindowPhase,
+    ACTIVE, ColonyServer, END_NOW_ANNOTATION, HEALTHY, MaintenanceWindow, MaintenanceWindowSpec,
+    MaintenanceWindowStatus, OnFailure, READY, RECONCILING, STALLED, WindowPhase,
 };
-use crate::controllers::{Spawned, primary, spawn_controller};
+use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
 use crate::operator::Shutdown;
 use crate::runtime::conditions::{Desired, is_true, merge};
 use crate::runtime::{Context, Result, apply_status, fresh};
@@ -23,7 +23,11 @@ use crate::runtime::{Context, Result, apply_status, fresh};
 pub const NAME: &str = "maintenancewindow";
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
-    let (controller, synced) = primary(ctx.scoped_api::<MaintenanceWindow>(), watcher::Config::default(), NAME);
+    let for_hook = ctx.clone();
+    let (controller, synced) =
+        primary_forgetting(ctx.scoped_api::<MaintenanceWindow>(), watcher::Config::default(), NAME, move |mw| {
+            for_hook.forget(NAME, &mw.namespace().unwrap_or_default(), &mw.name_any())
+        });
     spawn_controller(NAME, controller, synced, reconcile, ctx, shutdown)
 }
 
@@ -40,9 +44,85 @@ pub fn holds_fallback(mw: &MaintenanceWindow) -> bool {
     }
 }
 
-/// Whether the window is open (bees stop only while it is open).
+/// Whether the window is open (a key rotation waiting for it may run).
 pub fn is_open(mw: &MaintenanceWindow) -> bool {
     !mw.spec.suspend && mw.status.as_ref().and_then(|s| s.phase) == Some(WindowPhase::Active)
+}
+
+/// Whether the window keeps its FinanceBees at 0 replicas: while open, while verifying the
+/// server, and after a failed verification with `onFailure: keepFallback` until a human acts
+/// (`onFailure: restore`, `suspend: true`, or deleting the window).
+pub fn stops_bees(mw: &MaintenanceWindow) -> bool {
+    if !mw.spec.actions.stop_finance_bees || mw.spec.suspend {
+        return false;
+    }
+    match mw.status.as_ref().and_then(|s| s.phase) {
+        Some(WindowPhase::Active | WindowPhase::Verifying) => true,
+        Some(WindowPhase::Failed) => mw.spec.verify.on_failure == OnFailure::KeepFallback,
+        _ => false,
+    }
+}
+
+/// What a human does to end a failure kept by `keepFallback` (in messages and docs).
+pub const RESUME_HINT: &str =
+    "set spec.verify.onFailure to restore, set spec.suspend to true, or delete the MaintenanceWindow";
+
+/// The window's conditions, as a pure function of the decision and of whether its
+/// ColonyServer exists. kstatus reads them: Reconciling while verifying, Stalled when a
+/// human must act (invalid spec, missing server, failed verification); never both.
+pub fn conditions(d: &decide::Decision, spec: &MaintenanceWindowSpec, server_found: bool) -> Vec<Desired> {
+    let mut desired = vec![Desired::new(
+        ACTIVE,
+        d.phase == WindowPhase::Active,
+        format!("{:?}", d.phase),
+        match d.phase {
+            WindowPhase::Active => "maintenance window open".to_string(),
+            _ => "maintenance window closed".to_string(),
+        },
+    )];
+    let outcome = || d.last_outcome.as_ref().and_then(|o| o.message.clone());
+    let stalled: Option<(&str, String)> = if let Some(why) = &d.invalid {
+        Some(("InvalidSpec", why.clone()))
+    } else if !server_found {
+        Some(("ServerNotFound", format!("ColonyServer {:?} not found", spec.colony_server_ref.name)))
+    } else if d.phase == WindowPhase::Failed {
+        let what = outcome().unwrap_or_else(|| "verification after the window failed".into());
+        Some((
+            "VerificationFailed",
+            match spec.verify.on_failure {
+                OnFailure::KeepFallback => format!(
+                    "{what}; the fallback stays on and the FinanceBees stay stopped until a human acts: {RESUME_HINT}"
+                ),
+                OnFailure::Restore => format!("{what}; normal operation resumed (onFailure: restore)"),
+            },
+        ))
+    } else {
+        None
+    };
+    match stalled {
+        Some((reason, message)) => {
+            desired.push(Desired::new(READY, false, reason, message.clone()));
+            desired.push(Desired::new(STALLED, true, reason, message));
+            desired.push(Desired::new(RECONCILING, false, "", ""));
+        }
+        None => {
+            desired.push(Desired::new(
+                READY,
+                true,
+                "Reconciled",
+                outcome().unwrap_or_else(|| "window schedule evaluated".into()),
+            ));
+            desired.push(Desired::new(STALLED, false, "", ""));
+            let verifying = d.phase == WindowPhase::Verifying;
+            desired.push(Desired::new(
+                RECONCILING,
+                verifying,
+                "Verifying",
+                "window closed, verifying the server's health (the fallback stays on, the bees stay stopped)",
+            ));
+        }
+    }
+    desired
 }
 
 async fn reconcile(cached: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<Action> {
@@ -61,34 +141,7 @@ async fn reconcile(cached: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<
         now,
     });
     let previous_phase = current.as_ref().and_then(|s| s.phase);
-    let mut desired = vec![Desired::new(
-        ACTIVE,
-        d.phase == WindowPhase::Active,
-        format!("{:?}", d.phase),
-        match d.phase {
-            WindowPhase::Active => "maintenance window open".to_string(),
-            _ => "maintenance window closed".to_string(),
-        },
-    )];
-    match &d.invalid {
-        Some(why) => {
-            desired.push(Desired::new(READY, false, "InvalidSpec", why.clone()));
-            desired.push(Desired::new(STALLED, true, "InvalidSpec", why.clone()));
-        }
-        None => {
-            let failed = d.phase == WindowPhase::Failed;
-            desired.push(Desired::new(
-                READY,
-                !failed,
-                if failed { "VerificationFailed" } else { "Reconciled" },
-                d.last_outcome
-                    .as_ref()
-                    .and_then(|o| o.message.clone())
-                    .unwrap_or_else(|| "window schedule evaluated".into()),
-            ));
-            desired.push(Desired::new(STALLED, false, "", ""));
-        }
-    }
+    let desired = conditions(&d, &mw.spec, server.is_some());
     let previous = current.clone().unwrap_or_default();
     let status = MaintenanceWindowStatus {
         observed_generation: mw.metadata.generation,
@@ -110,9 +163,114 @@ async fn reconcile(cached: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<
         };
         ctx.event(&mw, type_, reason, "Schedule", format!("phase {:?} -> {:?}", previous_phase, d.phase)).await;
     }
+    // A missing server is looked for again (no watch on servers from here).
+    let limit = if server.is_none() { Duration::from_secs(30) } else { Duration::from_secs(3600) };
     Ok(match (&d.invalid, d.requeue_after) {
         (Some(_), _) => Action::await_change(),
-        (None, Some(after)) => Action::requeue(after.min(Duration::from_secs(3600))),
-        (None, None) => Action::requeue(Duration::from_secs(3600)),
+        (None, Some(after)) => Action::requeue(after.min(limit)),
+        (None, None) => Action::requeue(limit),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{LocalObjectReference, WindowSchedule};
+    use crate::runtime::conditions::merge;
+
+    fn decision(phase: WindowPhase, invalid: bool) -> decide::Decision {
+        decide::Decision {
+            phase,
+            current_window: None,
+            next_start: None,
+            last_outcome: None,
+            handled_end_now: None,
+            requeue_after: None,
+            holds_fallback: false,
+            invalid: invalid.then(|| "spec.schedule.cron: bad".to_string()),
+        }
+    }
+
+    fn spec(on_failure: OnFailure) -> MaintenanceWindowSpec {
+        MaintenanceWindowSpec {
+            schedule: WindowSchedule {
+                cron: Some("0 2 * * 0".into()),
+                duration: Some("1h".into()),
+                ..Default::default()
+            },
+            colony_server_ref: LocalObjectReference::new("prod"),
+            finance_bees: None,
+            actions: Default::default(),
+            verify: crate::api::VerifySpec { on_failure, ..Default::default() },
+            suspend: false,
+        }
+    }
+
+    const PHASES: [WindowPhase; 5] = [
+        WindowPhase::Scheduled,
+        WindowPhase::Active,
+        WindowPhase::Verifying,
+        WindowPhase::Completed,
+        WindowPhase::Failed,
+    ];
+
+    /// Every phase × valid or not × server found or not × onFailure: never Reconciling and
+    /// Stalled at once; Stalled exactly when a human must act; Ready is never True then.
+    #[test]
+    fn conditions_over_all_inputs() {
+        let now = chrono::Utc::now();
+        for phase in PHASES {
+            for invalid in [false, true] {
+                for found in [false, true] {
+                    for on_failure in [OnFailure::KeepFallback, OnFailure::Restore] {
+                        let out =
+                            merge(&[], &conditions(&decision(phase, invalid), &spec(on_failure), found), None, now);
+                        let case = format!("{phase:?} invalid={invalid} found={found} {on_failure:?}");
+                        let (r, st, ready) = (is_true(&out, RECONCILING), is_true(&out, STALLED), is_true(&out, READY));
+                        assert!(!(r && st), "{case}");
+                        assert_eq!(st, invalid || !found || phase == WindowPhase::Failed, "{case}");
+                        assert_eq!(ready, !st, "{case}");
+                        assert_eq!(r, !st && phase == WindowPhase::Verifying, "{case}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn missing_server_and_kept_failure_say_what_to_do() {
+        let out = conditions(&decision(WindowPhase::Scheduled, false), &spec(OnFailure::KeepFallback), false);
+        let stalled = out.iter().find(|c| c.type_ == STALLED).unwrap();
+        assert_eq!(
+            (stalled.reason.as_str(), stalled.message.as_str()),
+            ("ServerNotFound", "ColonyServer \"prod\" not found")
+        );
+        let out = conditions(&decision(WindowPhase::Failed, false), &spec(OnFailure::KeepFallback), true);
+        let stalled = out.iter().find(|c| c.type_ == STALLED).unwrap();
+        assert_eq!(stalled.reason, "VerificationFailed");
+        assert!(stalled.message.contains(RESUME_HINT), "{}", stalled.message);
+    }
+
+    #[test]
+    fn bees_stay_stopped_while_verifying_and_after_a_kept_failure() {
+        let mut mw = MaintenanceWindow::new("w", spec(OnFailure::KeepFallback));
+        for (phase, stops) in [
+            (WindowPhase::Scheduled, false),
+            (WindowPhase::Active, true),
+            (WindowPhase::Verifying, true),
+            (WindowPhase::Completed, false),
+            (WindowPhase::Failed, true),
+        ] {
+            mw.status = Some(MaintenanceWindowStatus { phase: Some(phase), ..Default::default() });
+            assert_eq!(stops_bees(&mw), stops, "{phase:?}");
+        }
+        mw.spec.verify.on_failure = OnFailure::Restore;
+        assert!(!stops_bees(&mw), "restore lets them run after a failure");
+        mw.spec.verify.on_failure = OnFailure::KeepFallback;
+        mw.spec.suspend = true;
+        assert!(!stops_bees(&mw), "suspending the window lets them run");
+        mw.spec.suspend = false;
+        mw.spec.actions.stop_finance_bees = false;
+        assert!(!stops_bees(&mw));
+    }
 }
