@@ -64,8 +64,16 @@ fn the_binary_runs_in_the_image_as_65532_read_only() {
     for f in files {
         committed.push_str(&std::fs::read_to_string(f).unwrap());
     }
-    let squash = |s: &str| s.split_whitespace().filter(|w| *w != "---").collect::<Vec<_>>().join(" ");
-    assert_eq!(squash(&printed), squash(&committed), "the image's CRDs differ from crds/: rebuild with `make image`");
+    let words = |s: &str| s.split_whitespace().filter(|w| *w != "---").map(String::from).collect::<Vec<_>>();
+    let (printed, committed) = (words(&printed), words(&committed));
+    if let Some(at) = (0..printed.len().max(committed.len())).find(|&i| printed.get(i) != committed.get(i)) {
+        let around = |w: &[String]| w[at.saturating_sub(8).min(w.len())..(at + 8).min(w.len())].join(" ");
+        panic!(
+            "the image's CRDs differ from crds/ (rebuild with `make image`) at word {at}: image `{}`, crds/ `{}`",
+            around(&printed),
+            around(&committed)
+        );
+    }
 }
 
 #[test]

@@ -20,6 +20,8 @@ RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -p colo
   || die "step 'cargo build --release' failed"
 mkdir -p target/image
 cp "$target_dir/$triple/release/colony-operator" target/image/colony-operator
+# Symbols are not needed at run time (panics still name their source lines).
+if command -v strip >/dev/null; then strip target/image/colony-operator; fi
 cp /etc/ssl/certs/ca-certificates.crt target/image/ca-certificates.crt
 if command -v ldd >/dev/null && ldd target/image/colony-operator 2>&1 | grep -q '=>'; then
   die "target/image/colony-operator is not statically linked: $(ldd target/image/colony-operator | tr '\n' ' ')"
