@@ -56,39 +56,9 @@ fn server_and_bee(endpoint: &TestEndpoint) -> String {
 
 /// A managed ColonyServer `name` probed at the endpoint, with its database and key Secrets.
 fn server(name: &str, endpoint: &TestEndpoint) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata:
-  name: {name}-db
-stringData:
-  username: colonies
-  password: not-a-real-password
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: {name}-key
-stringData:
-  prvkey: 6d2fb6f546bc1b4e0b8a5b3e5e3d1f8a4b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e
----
-apiVersion: colony.zyeute.io/v1alpha1
-kind: ColonyServer
-metadata:
-  name: {name}
-spec:
-  image: {SERVER_IMAGE}
-  endpoint: {url}
-  database:
-    host: postgres.example
-    user: {{name: {name}-db, key: username}}
-    password: {{name: {name}-db, key: password}}
-  serverKeySecretRef: {{name: {name}-key, key: prvkey}}
-  health: {{interval: 1s, timeout: 1s, failureThreshold: 2, successThreshold: 1}}
-  fallback: {{recoverAfter: 2s, minHold: 1s}}
-"#,
-        url = endpoint.url(),
-    )
+    let health = "{interval: 1s, timeout: 1s, failureThreshold: 2, successThreshold: 1}";
+    let extra = "  fallback: {recoverAfter: 2s, minHold: 1s}\n";
+    colony_e2e::fixtures::managed_server(name, &endpoint.url(), SERVER_IMAGE, health, extra)
 }
 
 /// The FinanceBee `bee` working for `server`, and its executor key.

@@ -23,19 +23,8 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 }
 
 fn server(name: &str, endpoint: &TestEndpoint) -> String {
-    format!(
-        r#"apiVersion: colony.zyeute.io/v1alpha1
-kind: ColonyServer
-metadata:
-  name: {name}
-spec:
-  managed: false
-  endpoint: {url}
-  health: {{interval: 1s, timeout: 1s, failureThreshold: 1, successThreshold: 1}}
-  fallback: {{recoverAfter: 1s, minHold: 1s, maxFlipsPerHour: 60}}
-"#,
-        url = endpoint.url()
-    )
+    let extra = "  fallback: {recoverAfter: 1s, minHold: 1s, maxFlipsPerHour: 60}\n";
+    colony_e2e::fixtures::unmanaged_server(name, &endpoint.url(), colony_e2e::fixtures::FAST_HEALTH, extra)
 }
 
 fn ua_of(identity: &str) -> String {

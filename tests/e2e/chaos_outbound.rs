@@ -116,17 +116,7 @@ async fn hostile(kind: Hostile, stop: Arc<AtomicBool>) -> (String, Arc<AtomicU64
 }
 
 fn server_yaml(name: &str, url: &str, extra: &str) -> String {
-    format!(
-        r#"apiVersion: colony.zyeute.io/v1alpha1
-kind: ColonyServer
-metadata:
-  name: {name}
-spec:
-  managed: false
-  endpoint: {url}
-  health: {{interval: 1s, timeout: 1s, failureThreshold: 1, successThreshold: 1}}
-{extra}"#
-    )
+    colony_e2e::fixtures::unmanaged_server(name, url, colony_e2e::fixtures::FAST_HEALTH, extra)
 }
 
 #[tokio::test]

@@ -69,19 +69,8 @@ async fn setup(prefix: &str, endpoint: &TestEndpoint) -> (TestNamespace, Operato
 }
 
 fn server(name: &str, endpoint: &TestEndpoint, fallback: &str) -> String {
-    format!(
-        r#"apiVersion: colony.zyeute.io/v1alpha1
-kind: ColonyServer
-metadata:
-  name: {name}
-spec:
-  managed: false
-  endpoint: {url}
-  health: {{interval: 1s, timeout: 1s, failureThreshold: 1, successThreshold: 1}}
-  fallback: {fallback}
-"#,
-        url = endpoint.url()
-    )
+    let extra = format!("  fallback: {fallback}\n");
+    colony_e2e::fixtures::unmanaged_server(name, &endpoint.url(), colony_e2e::fixtures::FAST_HEALTH, &extra)
 }
 
 fn bee(name: &str, replicas: i32, extra: &str) -> String {

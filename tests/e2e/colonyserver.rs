@@ -14,19 +14,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 
 fn unmanaged(name: &str, endpoint: &TestEndpoint, fallback: &str, health: &str) -> String {
-    format!(
-        r#"apiVersion: colony.zyeute.io/v1alpha1
-kind: ColonyServer
-metadata:
-  name: {name}
-spec:
-  managed: false
-  endpoint: {url}
-  health: {health}
-  fallback: {fallback}
-"#,
-        url = endpoint.url()
-    )
+    colony_e2e::fixtures::unmanaged_server(name, &endpoint.url(), health, &format!("  fallback: {fallback}\n"))
 }
 
 async fn use_colony_os(cms: &Api<ConfigMap>, name: &str) -> Option<String> {
@@ -230,38 +218,8 @@ async fn override_annotation_wins() {
 }
 
 fn managed(name: &str, endpoint: &TestEndpoint) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata:
-  name: {name}-db
-stringData:
-  username: colonies
-  password: not-a-real-password
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: {name}-key
-stringData:
-  prvkey: 6d2fb6f546bc1b4e0b8a5b3e5e3d1f8a4b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e
----
-apiVersion: colony.zyeute.io/v1alpha1
-kind: ColonyServer
-metadata:
-  name: {name}
-spec:
-  image: colonyos/colonies:v1.9.12
-  endpoint: {url}
-  database:
-    host: postgres.example
-    user: {{name: {name}-db, key: username}}
-    password: {{name: {name}-db, key: password}}
-  serverKeySecretRef: {{name: {name}-key, key: prvkey}}
-  health: {{interval: 1s, timeout: 1s, failureThreshold: 3, successThreshold: 1}}
-"#,
-        url = endpoint.url()
-    )
+    let health = "{interval: 1s, timeout: 1s, failureThreshold: 3, successThreshold: 1}";
+    colony_e2e::fixtures::managed_server(name, &endpoint.url(), "colonyos/colonies:v1.9.12", health, "")
 }
 
 #[tokio::test]

@@ -22,24 +22,23 @@ fn podman(args: &[&str]) -> std::process::Output {
 /// `podman run` as the image's user would run it in a restricted pod: user 65532, read-only
 /// root, no network. crun cannot run on this machine kind's cgroup setup, runc can; podman's
 /// default rlimits need CAP_SYS_RESOURCE, so they are given explicitly.
+const PODMAN_RUN: [&str; 10] = [
+    "run",
+    "--rm",
+    "--runtime",
+    "runc",
+    "--network",
+    "none",
+    "--ulimit",
+    "nofile=20000:20000",
+    "--ulimit",
+    "nproc=32768:32768",
+];
+
 fn run_in_image(args: &[&str]) -> std::process::Output {
     let image = image();
-    let mut all = vec![
-        "run",
-        "--rm",
-        "--runtime",
-        "runc",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=32768:32768",
-        "--user",
-        "65532:65532",
-        "--read-only",
-        &image,
-    ];
+    let mut all = PODMAN_RUN.to_vec();
+    all.extend_from_slice(&["--user", "65532:65532", "--read-only", &image]);
     all.extend_from_slice(args);
     podman(&all)
 }
@@ -86,23 +85,9 @@ fn the_image_holds_only_the_binary_and_tls_roots() {
     assert!(inspect.contains("/colony-operator"), "entrypoint: {inspect}");
 
     // No shell: running /bin/sh in it fails.
-    let out = podman(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "runc",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=32768:32768",
-        "--entrypoint",
-        "/bin/sh",
-        &image,
-        "-c",
-        "true",
-    ]);
+    let mut args = PODMAN_RUN.to_vec();
+    args.extend_from_slice(&["--entrypoint", "/bin/sh", &image, "-c", "true"]);
+    let out = podman(&args);
     assert!(!out.status.success(), "the image has a shell");
 
     // The files in the image: the binary and the CA bundle, nothing else.

@@ -16,6 +16,7 @@ use rand::Rng;
 pub mod chaos;
 pub mod colonyos;
 pub mod endpoint;
+pub mod fixtures;
 pub mod gitops;
 pub mod operator;
 pub use endpoint::TestEndpoint;
