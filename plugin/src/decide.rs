@@ -186,7 +186,9 @@ mod tests {
         assert_eq!(mw.spec.colony_server_ref.name, "prod");
         assert!(mw.spec.actions.enable_fallback);
         assert!(!mw.spec.actions.stop_finance_bees);
-        assert!(one_off_window("w", "prod", now, Duration::from_secs(60), true).unwrap().spec.actions.stop_finance_bees);
+        assert!(
+            one_off_window("w", "prod", now, Duration::from_secs(60), true).unwrap().spec.actions.stop_finance_bees
+        );
         assert!(one_off_window("w", "prod", now, Duration::from_millis(10), true).is_err());
         assert_eq!(mw.spec.check(now), Ok(()));
         assert_eq!(window_name("prod", now), "prod-maint-20261129-140005");

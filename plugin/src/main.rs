@@ -135,7 +135,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn object_error(e: kube::Error, kind: &str, name: &str, ns: &str) -> anyhow::Error {
     match &e {
         kube::Error::Api(s) if s.code == 404 => anyhow!("{kind} {name} not found in namespace {ns}"),
-        kube::Error::Api(s) if s.code == 403 => anyhow!("not allowed to access {kind} {name} in namespace {ns}: {}", s.message),
+        kube::Error::Api(s) if s.code == 403 => {
+            anyhow!("not allowed to access {kind} {name} in namespace {ns}: {}", s.message)
+        }
         _ => anyhow!("{kind} {name} in namespace {ns}: {e}"),
     }
 }
@@ -334,7 +336,19 @@ async fn explain(client: &Client, ns: &str, object: &str) -> anyhow::Result<()> 
         .await
         .with_context(|| format!("listing the Events of {kind} {name} in namespace {ns}"))?
         .items;
-    print!("{}", explain::render(kind, &name, ns, &explained.conditions, explained.generation, explained.observed_generation, &events, Utc::now()));
+    print!(
+        "{}",
+        explain::render(
+            kind,
+            &name,
+            ns,
+            &explained.conditions,
+            explained.generation,
+            explained.observed_generation,
+            &events,
+            Utc::now()
+        )
+    );
     Ok(())
 }
 
