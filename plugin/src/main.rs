@@ -22,7 +22,12 @@ use serde::de::DeserializeOwned;
 use crate::decide::Kind;
 
 #[derive(Parser, Debug)]
-#[command(name = "kubectl colony", version, about = "The on-call engineer's view of colony-operator's resources")]
+#[command(
+    name = "kubectl colony",
+    bin_name = "kubectl colony",
+    version,
+    about = "The on-call engineer's view of colony-operator's resources"
+)]
 struct Cli {
     /// Namespace (default: the kubeconfig context's namespace).
     #[arg(short, long, global = true)]
