@@ -290,6 +290,7 @@ async fn maintenance_end(client: &Client, ns: &str, name: &str) -> anyhow::Resul
 
 /// The object's conditions and what identifies its Events.
 struct Explained {
+    uid: Option<String>,
     conditions: Vec<Condition>,
     generation: Option<i64>,
     observed_generation: Option<i64>,
@@ -302,6 +303,7 @@ async fn explain(client: &Client, ns: &str, object: &str) -> anyhow::Result<()> 
             let o = get::<ColonyServer>(client, ns, &name).await?;
             let s = o.status.unwrap_or_default();
             Explained {
+                uid: o.metadata.uid.clone(),
                 conditions: s.conditions,
                 generation: o.metadata.generation,
                 observed_generation: s.observed_generation,
@@ -311,6 +313,7 @@ async fn explain(client: &Client, ns: &str, object: &str) -> anyhow::Result<()> 
             let o = get::<FinanceBee>(client, ns, &name).await?;
             let s = o.status.unwrap_or_default();
             Explained {
+                uid: o.metadata.uid.clone(),
                 conditions: s.conditions,
                 generation: o.metadata.generation,
                 observed_generation: s.observed_generation,
@@ -320,6 +323,7 @@ async fn explain(client: &Client, ns: &str, object: &str) -> anyhow::Result<()> 
             let o = get::<KeyRotation>(client, ns, &name).await?;
             let s = o.status.unwrap_or_default();
             Explained {
+                uid: o.metadata.uid.clone(),
                 conditions: s.conditions,
                 generation: o.metadata.generation,
                 observed_generation: s.observed_generation,
@@ -329,6 +333,7 @@ async fn explain(client: &Client, ns: &str, object: &str) -> anyhow::Result<()> 
             let o = get::<MaintenanceWindow>(client, ns, &name).await?;
             let s = o.status.unwrap_or_default();
             Explained {
+                uid: o.metadata.uid.clone(),
                 conditions: s.conditions,
                 generation: o.metadata.generation,
                 observed_generation: s.observed_generation,
@@ -340,7 +345,11 @@ async fn explain(client: &Client, ns: &str, object: &str) -> anyhow::Result<()> 
         .list(&ListParams::default().fields(&format!("involvedObject.kind={kind},involvedObject.name={name}")))
         .await
         .with_context(|| format!("listing the Events of {kind} {name} in namespace {ns}"))?
-        .items;
+        .items
+        .into_iter()
+        // Events of an earlier object of the same name are not this object's.
+        .filter(|e| e.involved_object.uid.is_none() || e.involved_object.uid == explained.uid)
+        .collect::<Vec<_>>();
     print!(
         "{}",
         explain::render(

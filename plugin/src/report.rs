@@ -530,6 +530,80 @@ mod tests {
     }
 
     #[test]
+    fn bee_key_and_window_summaries() {
+        use colony_operator::api::{
+            EscalationStatus, FinanceBeeStatus, MaintenanceWindowStatus, RestartStatus, WindowBounds,
+        };
+        let mut fb: FinanceBee = serde_json::from_value(serde_json::json!({
+            "apiVersion": "colony.zyeute.io/v1alpha1", "kind": "FinanceBee",
+            "metadata": { "name": "bee", "namespace": "colony" },
+            "spec": { "image": "bee:1", "replicas": 2, "colonyServerRef": { "name": "prod" }, "colonyName": "z",
+                      "executorKeySecretRef": { "name": "k", "key": "prvkey" } }
+        }))
+        .unwrap();
+        let b = bee_summary(&fb);
+        assert_eq!((b.available_replicas, b.desired_replicas, b.restarts, b.escalated), (None, 2, 0, false));
+        fb.status = Some(FinanceBeeStatus {
+            ready_replicas: Some(1),
+            restarts: Some(RestartStatus { count: 3, window_start: Some(t("2026-11-29T13:30:00Z")), last: None }),
+            escalation: Some(EscalationStatus { state: EscalationState::Triggered, since: t("2026-11-29T13:45:00Z") }),
+            ..Default::default()
+        });
+        let b = bee_summary(&fb);
+        assert_eq!((b.available_replicas, b.restarts, b.escalated), (Some(1), 3, true));
+        assert_eq!(b.escalated_since, Some(t("2026-11-29T13:45:00Z")));
+        assert_eq!(b.server, "prod");
+        fb.status.as_mut().unwrap().escalation.as_mut().unwrap().state = EscalationState::Resolved;
+        assert!(!bee_summary(&fb).escalated, "a resolved escalation is not escalated");
+
+        let kr: KeyRotation = serde_json::from_value(serde_json::json!({
+            "apiVersion": "colony.zyeute.io/v1alpha1", "kind": "KeyRotation",
+            "metadata": { "name": "bee-key", "namespace": "colony" },
+            "spec": { "interval": "720h", "secretName": "bee-key",
+                      "colonyOS": { "colonyServerRef": { "name": "prod" }, "identity": "executor", "colonyName": "z" } },
+            "status": { "revision": 2, "phase": "Registering",
+                        "conditions": [{ "type": "Stalled", "status": "True", "reason": "RegistrationFailed",
+                                         "message": "m", "lastTransitionTime": "2026-11-29T13:00:00Z" }] }
+        }))
+        .unwrap();
+        let k = key_summary(&kr);
+        assert_eq!(
+            (k.revision, k.phase, k.registration.as_deref()),
+            (2, Some(RotationPhase::Registering), Some("executor"))
+        );
+        assert_eq!(k.stalled.as_deref(), Some("RegistrationFailed"));
+
+        let mut mw = MaintenanceWindow::new(
+            "now",
+            crate::decide::one_off_window(
+                "now",
+                "prod",
+                t("2026-11-29T14:00:00Z"),
+                std::time::Duration::from_secs(3600),
+                false,
+            )
+            .unwrap()
+            .spec,
+        );
+        mw.status = Some(MaintenanceWindowStatus {
+            phase: Some(WindowPhase::Active),
+            current_window: Some(WindowBounds { start: t("2026-11-29T14:00:00Z"), end: t("2026-11-29T15:00:00Z") }),
+            ..Default::default()
+        });
+        let w = window_summary(&mw);
+        assert_eq!(
+            (w.phase, w.current_end, w.server.as_str()),
+            (Some(WindowPhase::Active), Some(t("2026-11-29T15:00:00Z")), "prod")
+        );
+        let table = render_table(&build_report(&[], &[fb], &[kr], &[mw]), t("2026-11-29T14:10:00Z"), false);
+        assert!(table.lines().any(|l| l.starts_with("bee ") && l.contains("1/2") && l.contains(" 3 ")), "{table}");
+        assert!(
+            table.lines().any(|l| l.starts_with("now ") && l.contains("Active") && l.contains("in 50m")),
+            "{table}"
+        );
+    }
+
+    #[test]
     fn ages_read_like_kubectl() {
         let now = t("2026-11-29T14:00:00Z");
         assert_eq!(age(t("2026-11-29T13:59:15Z"), now), "45s");
