@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use colony_e2e::{DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, client, install_crds, wait_for};
 use colony_operator::api::{
     ColonyServer, END_NOW_ANNOTATION, FALLBACK_ANNOTATION, FinanceBee, KeyRotation, MaintenanceWindow,
-    ROTATE_NOW_ANNOTATION,
+    ROTATE_NOW_ANNOTATION, RotationPhase, WindowPhase,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
@@ -320,9 +320,10 @@ async fn write_commands_set_what_the_operator_reads() {
 }
 
 /// With the operator running: `fallback on` turns the fallback ConfigMap on, `auto` gives
-/// the decision back, and `explain` shows the operator's conditions and Events.
+/// the decision back; `maintenance start` opens a window and `end` closes it early;
+/// `rotate-now` rotates the key once; `explain` shows the operator's conditions and Events.
 #[tokio::test]
-async fn fallback_on_flips_the_configmap_and_explain_shows_why() {
+async fn the_operator_acts_on_what_the_plugin_sets() {
     let client = client().await;
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "e2e-plugin-op").await;
@@ -340,6 +341,16 @@ spec:
   endpoint: {}
   health: {{interval: 1s, timeout: 1s, failureThreshold: 2, successThreshold: 1}}
   fallback: {{recoverAfter: 1s, minHold: 1s}}
+---
+apiVersion: colony.zyeute.io/v1alpha1
+kind: KeyRotation
+metadata:
+  name: hmac
+spec:
+  interval: 720h
+  secretName: hmac
+  keyType: random
+  length: 32
 "#,
             endpoint.url()
         ),
@@ -381,6 +392,53 @@ spec:
     wait_for("auto: healthy server, fallback off again", DEADLINE, || async {
         match use_colony_os().await.as_deref() {
             Some("true") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // maintenance start: the operator opens the window (fallback on); end: it closes it early,
+    // verifies the healthy server and turns the fallback off again.
+    let windows: Api<MaintenanceWindow> = ns.api();
+    colony_ok(&["maintenance", "start", "srv", "--for", "1h", "--name", "mnt", "-n", n]).await;
+    wait_for("window Active and fallback on", DEADLINE, || async {
+        let phase = windows.get("mnt").await.ok().and_then(|w| w.status).and_then(|s| s.phase);
+        let value = use_colony_os().await;
+        match (phase, value.as_deref()) {
+            (Some(WindowPhase::Active), Some("false")) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    colony_ok(&["maintenance", "end", "mnt", "-n", n]).await;
+    let outcome = wait_for("window ended early, verified, fallback off", DEADLINE, || async {
+        let status = windows.get("mnt").await.ok().and_then(|w| w.status);
+        let value = use_colony_os().await;
+        match (status.as_ref().and_then(|s| s.phase), value.as_deref()) {
+            (Some(WindowPhase::Completed), Some("true")) => Ok(status.unwrap().last_outcome),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .expect("a last outcome");
+    assert!(outcome.end - outcome.start < chrono::Duration::minutes(59), "ended before its hour: {outcome:?}");
+
+    // rotate-now: the operator rotates once more and records the value it handled.
+    let keys: Api<KeyRotation> = ns.api();
+    let first = wait_for("first key generated", DEADLINE, || async {
+        let status = keys.get("hmac").await.ok().and_then(|k| k.status);
+        match status {
+            Some(s) if s.revision >= 1 && s.phase.is_none_or(|p| p == RotationPhase::Idle) => Ok(s.revision),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    colony_ok(&["rotate-now", "hmac", "-n", n]).await;
+    let token = keys.get("hmac").await.unwrap().annotations().get(ROTATE_NOW_ANNOTATION).cloned().unwrap();
+    wait_for("rotate-now handled", DEADLINE, || async {
+        let status = keys.get("hmac").await.ok().and_then(|k| k.status);
+        match status {
+            Some(s) if s.revision > first && s.handled_rotate_now.as_deref() == Some(token.as_str()) => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
