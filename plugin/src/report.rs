@@ -29,8 +29,9 @@ pub struct ServerSummary {
     pub name: String,
     pub ready: ConditionStatus,
     pub healthy: ConditionStatus,
-    /// Whether the direct-processing fallback is on (status.fallback, else the condition).
-    pub fallback: bool,
+    /// Whether the direct-processing fallback is on (status.fallback, else the condition);
+    /// `None` until the operator has reported it.
+    pub fallback: Option<bool>,
     pub fallback_since: Option<DateTime<Utc>>,
     pub fallback_reason: Option<String>,
     /// The `colony.zyeute.io/fallback` annotation as set on the object (`auto` when absent;
@@ -131,7 +132,11 @@ pub fn server_summary(cs: &ColonyServer) -> ServerSummary {
         name: cs.name_any(),
         ready: status_of(conditions, READY),
         healthy: status_of(conditions, HEALTHY),
-        fallback: status.fallback.as_ref().map_or_else(|| is_true(conditions, FALLBACK_ACTIVE), |f| f.active),
+        fallback: status
+            .fallback
+            .as_ref()
+            .map(|f| f.active)
+            .or_else(|| condition(conditions, FALLBACK_ACTIVE).map(|c| c.status == "True")),
         fallback_since: status.fallback.as_ref().and_then(|f| f.since),
         fallback_reason: status.fallback.as_ref().and_then(|f| f.reason.clone()),
         fallback_override,
@@ -333,10 +338,11 @@ pub fn render_table(report: &StatusReport, now: DateTime<Utc>, all_namespaces: b
         .iter()
         .map(|s| {
             let fallback = match (s.fallback, s.fallback_since) {
-                (true, Some(t)) => format!("on ({})", age(t, now)),
-                (true, None) => "on".into(),
-                (false, Some(t)) => format!("off ({})", age(t, now)),
-                (false, None) => "off".into(),
+                (Some(true), Some(t)) => format!("on ({})", age(t, now)),
+                (Some(true), None) => "on".into(),
+                (Some(false), Some(t)) => format!("off ({})", age(t, now)),
+                (Some(false), None) => "off".into(),
+                (None, _) => "-".into(),
             };
             let fallback = match (s.fallback_override.as_str(), &s.fallback_reason) {
                 ("auto", Some(r)) => format!("{fallback} {r}"),
@@ -503,11 +509,13 @@ mod tests {
         let mut cs = server();
         let s = server_summary(&cs);
         assert_eq!(s.ready.as_deref(), Some("False"));
-        assert!(s.fallback);
+        assert_eq!(s.fallback, Some(true));
         assert_eq!(s.fallback_since, Some(t("2026-11-29T13:40:00Z")));
         assert_eq!(s.fallback_override, "auto");
         assert_eq!(s.image.as_deref(), Some("colonyos/colonies:v1.9.11"), "the deployed image, not spec");
         assert_eq!(s.slo.as_ref().unwrap().queue_depth, Some(14));
+        let unreported = ColonyServer::new("new", cs.spec.clone());
+        assert_eq!(server_summary(&unreported).fallback, None, "not reported yet is not off");
         cs.annotations_mut().insert(FALLBACK_ANNOTATION.into(), "ON".into());
         assert_eq!(server_summary(&cs).fallback_override, "on");
         cs.annotations_mut().insert(FALLBACK_ANNOTATION.into(), "maybe".into());
