@@ -30,7 +30,7 @@ cluster-down: ## Stop and delete the local control plane
 	tests/cluster/down.sh
 
 e2e-test: cluster-up ## End-to-end tests against the running local control plane
-	cargo build -p colony-operator
+	cargo build -p colony-operator -p kubectl-colony
 	KUBECONFIG=$(KUBECONFIG_PATH) PATH="$(BIN_DIR):$$PATH" cargo test -p colony-e2e -- --test-threads=4
 
 test: ## Every test: unit, then end-to-end on a fresh local control plane (taken down at the end)

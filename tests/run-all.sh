@@ -10,7 +10,7 @@ trap 'rm -f "$log"' EXIT
 
 echo "== unit tests"
 cargo test -p colony-operator 2>&1 | tee -a "$log"
-cargo build -p colony-operator
+cargo build -p colony-operator -p kubectl-colony
 
 echo "== image"
 tests/image/build.sh
