@@ -62,21 +62,20 @@ mod tests {
 
     #[test]
     fn manifests_are_valid_yaml_with_the_chosen_fields() {
-        let u: serde_yaml::Value =
-            serde_yaml::from_str(&unmanaged_server("a", "http://127.0.0.1:1", FAST_HEALTH, "  fallback: {minHold: 1s}\n"))
-                .unwrap();
+        let u: serde_yaml::Value = serde_yaml::from_str(&unmanaged_server(
+            "a",
+            "http://127.0.0.1:1",
+            FAST_HEALTH,
+            "  fallback: {minHold: 1s}\n",
+        ))
+        .unwrap();
         assert_eq!(u["spec"]["managed"], serde_yaml::Value::Bool(false));
         assert_eq!(u["spec"]["fallback"]["minHold"].as_str(), Some("1s"));
         assert_eq!(u["spec"]["health"]["interval"].as_str(), Some("1s"));
-        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&managed_server(
-            "b",
-            "http://127.0.0.1:1",
-            "img:1",
-            FAST_HEALTH,
-            "",
-        ))
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
+        let docs: Vec<serde_yaml::Value> =
+            serde_yaml::Deserializer::from_str(&managed_server("b", "http://127.0.0.1:1", "img:1", FAST_HEALTH, ""))
+                .map(|d| serde::Deserialize::deserialize(d).unwrap())
+                .collect();
         assert_eq!(docs.len(), 3);
         assert_eq!(docs[2]["spec"]["image"].as_str(), Some("img:1"));
         assert_eq!(docs[2]["spec"]["serverKeySecretRef"]["name"].as_str(), Some("b-key"));
