@@ -478,6 +478,40 @@ impl RealColonyOs {
     }
 }
 
+impl RealColonyOs {
+    /// Submits one process with the real CLI (`function submit --spec FILE`, signed with the
+    /// user's key): function `funcname` for the executor type `finance-worker`, no retries
+    /// (a failed process stays failed).
+    pub async fn submit(&self, funcname: &str) {
+        let spec = self.dir.join(format!("spec-{funcname}.json"));
+        let text = serde_json::json!({
+            "conditions": { "executortype": "finance-worker" },
+            "funcname": funcname,
+            "maxretries": 0,
+        });
+        std::fs::write(&spec, text.to_string()).unwrap();
+        let user = self.user_key.prvkey.clone();
+        self.cli_ok(&[("COLONIES_PRVKEY", &user)], &["function", "submit", "--spec", &spec.to_string_lossy()]).await;
+    }
+
+    /// The test executor: assigns one waiting process with the real CLI (`process assign
+    /// --timeout 5`, the executor's key) and closes it (`process close`) or fails it
+    /// (`process fail`). Returns the process ID.
+    pub async fn work_one(&self, succeed: bool) -> String {
+        let executor = self.executor_key.prvkey.clone();
+        let env = [("COLONIES_PRVKEY", executor.as_str())];
+        let out = self.cli_ok(&env, &["process", "assign", "--timeout", "5"]).await;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let id = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("ProcessId=").map(|v| v.trim_matches('"').to_string()))
+            .unwrap_or_else(|| panic!("no ProcessId= in the output of colonies process assign: {text}"));
+        let verb = if succeed { "close" } else { "fail" };
+        self.cli_ok(&env, &["process", verb, "--processid", &id]).await;
+        id
+    }
+}
+
 impl Drop for RealColonyOs {
     /// Stops the server and PostgreSQL; the data is removed unless the test failed (then its
     /// logs stay under target/colonyos/).
