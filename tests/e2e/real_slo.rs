@@ -32,7 +32,9 @@ async fn use_colony_os(cms: &Api<ConfigMap>) -> Option<String> {
     cms.get_opt("srv-fallback").await.ok().flatten().and_then(|c| c.data).and_then(|d| d.get("USE_COLONY_OS").cloned())
 }
 
-fn colony_server(colonyos: &RealColonyOs) -> String {
+/// The ColonyServer `srv` watching the real server, with `source` (YAML lines of `spec.slo`,
+/// indented by 4) sampled every `interval`, and the Secret `ops-key` holding the user's key.
+fn colony_server(colonyos: &RealColonyOs, source: &str, interval: &str) -> String {
     format!(
         r#"apiVersion: v1
 kind: Secret
@@ -50,8 +52,8 @@ spec:
   endpoint: {url}
   health: {{interval: 1s, timeout: 1s, failureThreshold: 3, successThreshold: 1}}
   slo:
-    statistics: {{colonyName: zyeute, keySecretRef: {{name: ops-key, key: prvkey}}}}
-    interval: 1s
+{source}
+    interval: {interval}
     maxQueueDepth: 50
     minCompletionRate: 0
     maxErrorRate: 0.2
@@ -63,14 +65,33 @@ spec:
     )
 }
 
+const STATISTICS: &str = "    statistics: {colonyName: zyeute, keySecretRef: {name: ops-key, key: prvkey}}";
+
 #[tokio::test]
 async fn slo_from_the_real_servers_statistics_turns_the_fallback_on() {
+    let colonyos = RealColonyOs::start("slo", Options::default()).await;
+    slo_scenario(&colonyos, "statistics", STATISTICS, "1s").await;
+}
+
+/// The same with `metricsURL` pointing at a real `colonies monitor start` (pulling every
+/// second; the operator samples every 2 s so that each sample sees a fresh pull).
+#[tokio::test]
+async fn slo_from_a_real_colonies_monitor_turns_the_fallback_on() {
+    let colonyos = RealColonyOs::start("slo-monitor", Options::default()).await;
+    let monitor = colonyos.start_monitor().await;
+    let source = format!("    metricsURL: {}", monitor.url());
+    slo_scenario(&colonyos, "monitor", &source, "2s").await;
+    drop(monitor);
+}
+
+/// Processes submitted, 4 closed, then failures paced by the operator's samples until the
+/// fallback turns on; the operator's figures are checked against what was done.
+async fn slo_scenario(colonyos: &RealColonyOs, label: &str, source: &str, interval: &str) {
     let client = client().await;
     install_crds(&client).await.unwrap();
-    let colonyos = RealColonyOs::start("slo", Options::default()).await;
-    let ns = TestNamespace::new(&client, "e2e-real-slo").await;
+    let ns = TestNamespace::new(&client, &format!("e2e-real-slo-{label}")).await;
     let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
-    apply_yaml(&ns.name, &colony_server(&colonyos)).await;
+    apply_yaml(&ns.name, &colony_server(colonyos, source, interval)).await;
     let servers: Api<ColonyServer> = ns.api();
     let cms: Api<ConfigMap> = ns.api();
 
@@ -176,9 +197,9 @@ async fn slo_from_the_real_servers_statistics_turns_the_fallback_on() {
     let latency_sum = metric(&op, "colony_operator_slo_sample_duration_seconds_sum", "").await.unwrap_or(0.0);
     let latency_count = metric(&op, "colony_operator_slo_sample_duration_seconds_count", "").await.unwrap_or(0.0);
     println!(
-        "real SLO: submitted {submitted}, succeeded {succeeded}, failed {failed}, waiting {waiting}; the operator \
+        "real SLO ({label}): submitted {submitted}, succeeded {succeeded}, failed {failed}, waiting {waiting}; the operator \
          computed queue depth {waiting}, error rate {:?} (completion {:?}) at the breach; fallback on {flipped_after:?} \
-         after the first failure; {} statistics calls, mean latency {:.1} ms",
+         after the first failure; {} samples, mean latency {:.1} ms",
         slo.error_rate,
         slo.completion_rate,
         latency_count,
@@ -199,7 +220,8 @@ async fn a_non_member_key_is_a_failed_sample_not_zero() {
     let ns = TestNamespace::new(&client, "e2e-real-slo-stranger").await;
     let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
     // The server owner's key is no colony member.
-    let yaml = colony_server(&colonyos).replace(&colonyos.user_key.prvkey, &colonyos.server_key.prvkey);
+    let yaml =
+        colony_server(&colonyos, STATISTICS, "1s").replace(&colonyos.user_key.prvkey, &colonyos.server_key.prvkey);
     apply_yaml(&ns.name, &yaml).await;
     let cms: Api<ConfigMap> = ns.api();
     wait_for("3 failed samples", DEADLINE, || async {
