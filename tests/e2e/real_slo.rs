@@ -2,10 +2,12 @@
 //! processes are submitted with the real CLI, a test executor (the real CLI too) closes some
 //! and fails others, and the operator's queue depth, lifetime counts and error rate agree
 //! with what was done; failures lasting `for` turn the fallback on.
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use colony_e2e::colonyos::{Options, RealColonyOs};
-use colony_e2e::{DEADLINE, OperatorProcess, TestNamespace, apply_yaml, client, install_crds, wait_for};
+use colony_e2e::{
+    DEADLINE, OperatorProcess, TestNamespace, apply_yaml, client, install_crds, operator_writes, wait_for,
+};
 use colony_operator::api::ColonyServer;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
@@ -118,7 +120,9 @@ async fn slo_scenario(colonyos: &RealColonyOs, label: &str, source: &str, interv
     })
     .await;
 
-    // The executor closes 4 successfully: 0 % errors, no breach.
+    // The executor closes 4 successfully: 0 % errors, no breach, and no write (the figures
+    // go to /metrics; status is written only when a breach starts or ends).
+    let quiet_from = SystemTime::now();
     let mut succeeded = 0;
     let mut error_rates_seen = Vec::new();
     for _ in 0..4 {
@@ -143,7 +147,10 @@ async fn slo_scenario(colonyos: &RealColonyOs, label: &str, source: &str, interv
     .await;
     assert!(error_rates_seen.iter().all(|&e| e == 0.0), "error rates seen while only successes: {error_rates_seen:?}");
     assert_eq!(use_colony_os(&cms).await.as_deref(), Some("true"), "0 % errors: no fallback");
-    assert_eq!(samples(&op, "failure").await, 0, "every statistics call answered");
+    assert_eq!(samples(&op, "failure").await, 0, "every sample answered");
+    tokio::time::sleep(Duration::from_secs(1)).await; // the audit log is written asynchronously
+    let writes = operator_writes(&ns.name, quiet_from);
+    assert!(writes.is_empty(), "samples within the SLO make no writes: {writes:?}");
 
     // 20 more submitted; the executor fails them one by one until the breach has lasted
     // `for` (3s) and the fallback turns on.
