@@ -114,7 +114,7 @@ async fn slo_scenario(colonyos: &RealColonyOs, label: &str, source: &str, interv
     }
     wait_for("queue depth 6 from the statistics call", DEADLINE, || async {
         match metric(&op, "colony_operator_slo_queue_depth", "").await {
-            Some(q) if q == 6.0 => Ok(()),
+            Some(6.0) => Ok(()),
             q => Err(format!("queue depth {q:?}")),
         }
     })
