@@ -30,6 +30,31 @@ async fn count(op: &OperatorProcess, state: &str) -> Option<u64> {
     metric(op, "colony_operator_slo_processes", &format!("state=\"{state}\"")).await.map(|v| v as u64)
 }
 
+/// One reading of /metrics: the SLO samples taken so far and the last one's figures.
+#[derive(Debug, Clone, PartialEq)]
+struct Snap {
+    samples: u64,
+    successful: Option<u64>,
+    failed: Option<u64>,
+    error_rate: Option<f64>,
+}
+
+async fn snap(op: &OperatorProcess) -> Snap {
+    let (_, text) = op.get("/metrics").await.unwrap_or_default();
+    let value = |family: &str, extra: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .filter(|l| l.contains("name=\"srv\"") && l.contains(extra))
+            .find_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    Snap {
+        samples: value("colony_operator_slo_samples_total", "result=\"success\"").unwrap_or(0.0) as u64,
+        successful: value("colony_operator_slo_processes", "state=\"successful\"").map(|v| v as u64),
+        failed: value("colony_operator_slo_processes", "state=\"failed\"").map(|v| v as u64),
+        error_rate: value("colony_operator_slo_error_rate", ""),
+    }
+}
+
 async fn use_colony_os(cms: &Api<ConfigMap>) -> Option<String> {
     cms.get_opt("srv-fallback").await.ok().flatten().and_then(|c| c.data).and_then(|d| d.get("USE_COLONY_OS").cloned())
 }
@@ -152,16 +177,66 @@ async fn slo_scenario(colonyos: &RealColonyOs, label: &str, source: &str, interv
     let writes = operator_writes(&ns.name, quiet_from);
     assert!(writes.is_empty(), "samples within the SLO make no writes: {writes:?}");
 
-    // 20 more submitted; the executor fails them one by one until the breach has lasted
-    // `for` (3s) and the fallback turns on.
+    // 20 more submitted. A mix, 1 closed and 2 failed at once: every sample's error rate is
+    // Δfailed / (Δsuccessful + Δfailed) of the counts it read, whichever samples the three
+    // closes fall between (checked on consecutive samples seen on /metrics).
     for i in 0..20 {
         colonyos.submit(&format!("refund{i}")).await;
         submitted += 1;
     }
+    let work = async {
+        colonyos.work_one(true).await;
+        colonyos.work_one(false).await;
+        colonyos.work_one(false).await;
+    };
+    let watch = async {
+        let mut snaps = std::collections::BTreeMap::new();
+        let start = Instant::now();
+        let mut done_at = None;
+        loop {
+            let s = snap(&op).await;
+            if s.successful == Some(5) && s.failed == Some(2) && done_at.is_none() {
+                done_at = Some(s.samples);
+            }
+            let n = s.samples;
+            snaps.insert(n, s);
+            // One more sample after the last close, so its snapshot is complete.
+            if done_at.is_some_and(|d| n > d) {
+                return snaps;
+            }
+            assert!(start.elapsed() < DEADLINE, "the mixed closes were not sampled: {snaps:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let ((), snaps) = tokio::join!(work, watch);
+    succeeded += 1;
+    let mut failed = 2;
+    let mut mixed_rates = Vec::new();
+    for (n, cur) in &snaps {
+        let Some(prev) = snaps.get(&(n - 1)) else { continue };
+        let (Some(s0), Some(f0), Some(s1), Some(f1)) = (prev.successful, prev.failed, cur.successful, cur.failed)
+        else {
+            panic!("a sample without counts: {prev:?} {cur:?}")
+        };
+        let (ds, df) = (s1 as f64 - s0 as f64, f1 as f64 - f0 as f64);
+        let expected = (ds + df > 0.0).then(|| df / (ds + df));
+        let close = match (cur.error_rate, expected) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+            (a, b) => a == b,
+        };
+        assert!(close, "sample {n}: error rate {:?}, counts say {expected:?} ({prev:?} -> {cur:?})", cur.error_rate);
+        if let Some(rate) = cur.error_rate {
+            mixed_rates.push((ds as u64, df as u64, rate));
+        }
+    }
+    assert!(!mixed_rates.is_empty(), "no sample with a rate among {snaps:?}");
+    println!("mixed closes: (Δsuccessful, Δfailed, error rate) per sample: {mixed_rates:?}");
+
+    // The executor fails the rest one by one until the breach has lasted `for` (3s) and the
+    // fallback turns on.
     let failing_from = Instant::now();
-    let mut failed = 0;
     while use_colony_os(&cms).await.as_deref() != Some("false") {
-        assert!(failed < 22, "22 processes failed in a row and the fallback is still off");
+        assert!(failed < 22, "every process failed and the fallback is still off");
         assert!(failing_from.elapsed() < DEADLINE, "no fallback within {DEADLINE:?} of failures");
         colonyos.work_one(false).await;
         failed += 1;
