@@ -823,6 +823,27 @@ mod tests {
     }
 
     #[test]
+    fn slo_sources_and_interval_are_checked_again_by_the_controller() {
+        let stats = ApiCheckSpec {
+            colony_name: "zyeute".into(),
+            key_secret_ref: SecretKeySelector { name: "ops-key".into(), key: "prvkey".into() },
+        };
+        let slo: SloSpec = serde_yaml::from_str(
+            "statistics: {colonyName: zyeute, keySecretRef: {name: ops-key, key: prvkey}}\ninterval: 15s\n",
+        )
+        .unwrap();
+        assert_eq!(slo.statistics.as_ref(), Some(&stats));
+        assert_eq!(slo.interval.as_deref(), Some("15s"));
+        assert_eq!(slo.check(), Ok(()));
+        let both = SloSpec { metrics_url: Some("http://m/metrics".into()), ..slo.clone() };
+        assert!(both.check().unwrap_err().contains("exactly one source"));
+        let fast = SloSpec { interval: Some("500ms".into()), ..slo.clone() };
+        assert!(fast.check().unwrap_err().starts_with("spec.slo.interval"));
+        // Admitted before the rule: no source checks nothing, as it did then.
+        assert_eq!(SloSpec::default().check(), Ok(()));
+    }
+
+    #[test]
     fn status_round_trips_with_rfc3339_times() {
         let t = DateTime::parse_from_rfc3339("2026-03-01T02:00:00Z").unwrap().with_timezone(&Utc);
         let status = ColonyServerStatus {
