@@ -194,6 +194,7 @@ mod tests {
         assert!(find(&fine.conditions, STALLED).is_none(), "Stalled appears only when true");
     }
 
+
     fn decision(stalled: bool) -> FallbackDecision {
         FallbackDecision {
             active: stalled,

@@ -238,7 +238,9 @@ pub async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Ac
         Outcome::Tampered(_)
         | Outcome::Held(Hold::WaitingForWindow)
         | Outcome::RegistrationFailed(_)
-        | Outcome::WindowNotFound(_) => Duration::from_secs(30),
+        | Outcome::WindowNotFound(_) => {
+            Duration::from_secs(30)
+        }
         _ if status.targets.as_ref().is_some_and(|t| !t.pending.is_empty()) => Duration::from_secs(30),
         _ => status
             .next_rotation_time
