@@ -478,6 +478,96 @@ impl RealColonyOs {
     }
 }
 
+impl RealColonyOs {
+    /// Submits one process with the real CLI (`function submit --spec FILE`, signed with the
+    /// user's key): function `funcname` for the executor type `finance-worker`, no retries
+    /// (a failed process stays failed).
+    pub async fn submit(&self, funcname: &str) {
+        let spec = self.dir.join(format!("spec-{funcname}.json"));
+        let text = serde_json::json!({
+            "conditions": { "executortype": "finance-worker" },
+            "funcname": funcname,
+            "maxretries": 0,
+        });
+        std::fs::write(&spec, text.to_string()).unwrap();
+        let user = self.user_key.prvkey.clone();
+        self.cli_ok(&[("COLONIES_PRVKEY", &user)], &["function", "submit", "--spec", &spec.to_string_lossy()]).await;
+    }
+
+    /// The test executor: assigns one waiting process with the real CLI (`process assign
+    /// --timeout 5`, the executor's key) and closes it (`process close`) or fails it
+    /// (`process fail`). Returns the process ID.
+    pub async fn work_one(&self, succeed: bool) -> String {
+        let executor = self.executor_key.prvkey.clone();
+        let env = [("COLONIES_PRVKEY", executor.as_str())];
+        let out = self.cli_ok(&env, &["process", "assign", "--timeout", "5"]).await;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let id = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("ProcessId=").map(|v| v.trim_matches('"').to_string()))
+            .unwrap_or_else(|| panic!("no ProcessId= in the output of colonies process assign: {text}"));
+        let verb = if succeed { "close" } else { "fail" };
+        self.cli_ok(&env, &["process", verb, "--processid", &id]).await;
+        id
+    }
+}
+
+/// A `colonies monitor start` process (Prometheus `/metrics` of the server's statistics),
+/// killed on drop.
+pub struct Monitor {
+    child: Child,
+    pub port: u16,
+}
+
+impl Monitor {
+    /// `http://127.0.0.1:<port>/metrics`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.port)
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RealColonyOs {
+    /// Starts the real `colonies monitor start` against this server (signed with the server
+    /// owner's key, pulling every second) and waits until its `/metrics` answers 200.
+    pub async fn start_monitor(&self) -> Monitor {
+        let port = free_port();
+        let log = std::fs::File::create(self.dir.join("monitor.log")).unwrap();
+        let child = Command::new(colonies_binary())
+            .args(["monitor", "start", "--insecure"])
+            .env("TZ", "UTC")
+            .env("COLONIES_SERVER_HOST", "127.0.0.1")
+            .env("COLONIES_SERVER_PORT", self.port.to_string())
+            .env("COLONIES_SERVER_HTTP_PORT", self.port.to_string())
+            .env("COLONIES_TLS", "false")
+            .env("COLONIES_SERVER_ID", &self.server_key.id)
+            .env("COLONIES_SERVER_PRVKEY", &self.server_key.prvkey)
+            .env("COLONIES_MONITOR_PORT", port.to_string())
+            .env("COLONIES_MONITOR_INTERVAL", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start colonies monitor");
+        let mut monitor = Monitor { child, port };
+        let start = Instant::now();
+        while http_status(&monitor.url()).await != Some(200) {
+            if let Some(status) = monitor.child.try_wait().unwrap() {
+                panic!("colonies monitor exited ({status}); log: {}", self.dir.join("monitor.log").display());
+            }
+            assert!(start.elapsed() < DEADLINE, "colonies monitor did not serve /metrics within {DEADLINE:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        monitor
+    }
+}
+
 impl Drop for RealColonyOs {
     /// Stops the server and PostgreSQL; the data is removed unless the test failed (then its
     /// logs stay under target/colonyos/).

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::common::{
     CONFIG_KEY_PATTERN, DNS_SUBDOMAIN_PATTERN, FallbackOverride, HTTP_URL_PATTERN, PodOverrides, SecretKeySelector,
     WebhookSpec, check_name_fits_label, default_true, duration_at_least, duration_at_least_schema, is_dns_1035_label,
-    name_fits_label_message, name_fits_label_rule, name_is_dns_1035_label_rule,
+    name_fits_label_message, name_fits_label_rule, name_is_dns_1035_label_rule, optional_duration_at_least_schema,
 };
 
 /// Default port of colonies-server (`COLONIES_SERVER_HTTP_PORT`).
@@ -36,7 +36,7 @@ impl ColonyServerSpec {
         }
         self.health.check()?;
         if let Some(slo) = &self.slo {
-            duration_at_least("spec.slo.for", &slo.for_, MIN_SLO_FOR)?;
+            slo.check()?;
         }
         self.fallback.check()?;
         self.rollback.check("spec.rollback")
@@ -290,7 +290,8 @@ pub struct ApiCheckSpec {
     #[schemars(length(min = 1, max = 253))]
     pub colony_name: String,
     /// Secret key holding the private key (64 hex characters) of a member of the colony: a
-    /// user or an approved executor. A key that is missing or not a member fails every probe.
+    /// user or an approved executor. A key that is missing or not a member fails every call
+    /// (every probe of `spec.health.api`, every sample of `spec.slo.statistics`).
     pub key_secret_ref: SecretKeySelector,
 }
 
@@ -351,15 +352,31 @@ impl Default for HealthSpec {
 }
 
 /// Service-level objectives, from the runbook: queue depth < 10, completion rate > 99 %,
-/// error rate < 1 %.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+/// error rate < 1 %. The figures come from exactly one source: `metricsURL` (a `colonies
+/// monitor`) or `statistics` (the server's own signed `getcolonystatsmsg`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("has(self.metricsURL) != has(self.statistics)").message("spec.slo needs exactly one source: metricsURL or statistics"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct SloSpec {
     /// URL of a Prometheus text endpoint with the `colonies_server_processes_*` gauges (e.g.
-    /// `colonies monitor`). Unset: no metrics-based SLO.
+    /// `colonies monitor`). Exactly one of `metricsURL` and `statistics`.
     #[serde(rename = "metricsURL", default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048), regex(pattern = HTTP_URL_PATTERN))]
     pub metrics_url: Option<String>,
+    /// Read the figures from the server itself: a `getcolonystatsmsg` to the server's
+    /// endpoint, signed with a colony member's key (the same shape as `spec.health.api`).
+    /// Queue depth = waiting processes; completion and error rates from the difference of
+    /// the lifetime counts between two samples. A refused, empty or undecodable reply is a
+    /// failed sample (the SLO is unknown, never zero). Exactly one of `metricsURL` and
+    /// `statistics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<ApiCheckSpec>,
+    /// Time between two samples (Go duration). At least `1s`. Unset: `spec.health.interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "slo_interval_schema")]
+    pub interval: Option<String>,
     /// Highest acceptable number of waiting processes.
     #[serde(default = "default_max_queue_depth")]
     #[schemars(range(min = 0))]
@@ -385,6 +402,28 @@ fn slo_for_schema(_: &mut SchemaGenerator) -> Schema {
     duration_at_least_schema(MIN_SLO_FOR)
 }
 
+/// Shortest `slo.interval`: each sample is a call to the server.
+pub const MIN_SLO_INTERVAL: Duration = Duration::from_secs(1);
+
+fn slo_interval_schema(_: &mut SchemaGenerator) -> Schema {
+    optional_duration_at_least_schema(MIN_SLO_INTERVAL)
+}
+
+impl SloSpec {
+    /// The schema's rules, checked again by the controller. An SLO without a source (admitted
+    /// before the rule existed) checks nothing, as it did then.
+    pub fn check(&self) -> Result<(), String> {
+        duration_at_least("spec.slo.for", &self.for_, MIN_SLO_FOR)?;
+        if let Some(interval) = &self.interval {
+            duration_at_least("spec.slo.interval", interval, MIN_SLO_INTERVAL)?;
+        }
+        if self.metrics_url.is_some() && self.statistics.is_some() {
+            return Err("spec.slo needs exactly one source: metricsURL or statistics".into());
+        }
+        Ok(())
+    }
+}
+
 fn default_max_queue_depth() -> i64 {
     10
 }
@@ -402,6 +441,8 @@ impl Default for SloSpec {
     fn default() -> Self {
         Self {
             metrics_url: None,
+            statistics: None,
+            interval: None,
             max_queue_depth: default_max_queue_depth(),
             min_completion_rate: default_min_completion_rate(),
             max_error_rate: default_max_error_rate(),
@@ -779,6 +820,27 @@ mod tests {
         assert!(slo.get("metricsURL").is_some() && slo.get("for").is_some(), "{slo}");
         let status = FallbackStatus { override_: Some(FallbackOverride::On), ..Default::default() };
         assert_eq!(serde_json::to_value(status).unwrap()["override"], "on");
+    }
+
+    #[test]
+    fn slo_sources_and_interval_are_checked_again_by_the_controller() {
+        let stats = ApiCheckSpec {
+            colony_name: "zyeute".into(),
+            key_secret_ref: SecretKeySelector { name: "ops-key".into(), key: "prvkey".into() },
+        };
+        let slo: SloSpec = serde_yaml::from_str(
+            "statistics: {colonyName: zyeute, keySecretRef: {name: ops-key, key: prvkey}}\ninterval: 15s\n",
+        )
+        .unwrap();
+        assert_eq!(slo.statistics.as_ref(), Some(&stats));
+        assert_eq!(slo.interval.as_deref(), Some("15s"));
+        assert_eq!(slo.check(), Ok(()));
+        let both = SloSpec { metrics_url: Some("http://m/metrics".into()), ..slo.clone() };
+        assert!(both.check().unwrap_err().contains("exactly one source"));
+        let fast = SloSpec { interval: Some("500ms".into()), ..slo.clone() };
+        assert!(fast.check().unwrap_err().starts_with("spec.slo.interval"));
+        // Admitted before the rule: no source checks nothing, as it did then.
+        assert_eq!(SloSpec::default().check(), Ok(()));
     }
 
     #[test]

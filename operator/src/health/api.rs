@@ -71,10 +71,16 @@ impl PartialEq for ApiCheck {
 impl ApiCheck {
     /// One signed `getcolonystatsmsg` to the endpoint, all of it within `timeout`.
     pub async fn run(&self, http: reqwest::Client, timeout: Duration) -> Result<(), ApiCheckError> {
+        self.fetch(http, timeout).await.and_then(|reply| judge(Ok(reply)))
+    }
+
+    /// The reply to one signed `getcolonystatsmsg`, within `timeout` (the SLO's statistics
+    /// source reads its counts). `Ok` holds whatever the server answered, even an empty body.
+    pub async fn fetch(&self, http: reqwest::Client, timeout: Duration) -> Result<Value, ApiCheckError> {
         let identity = self.key.as_ref().map_err(|e| ApiCheckError::Key(e.clone()))?;
         let client = rpc::Client::new(http, &self.endpoint);
         match tokio::time::timeout(timeout, client.call(&stats_message(&self.colony), identity)).await {
-            Ok(reply) => judge(reply),
+            Ok(reply) => reply.map_err(ApiCheckError::Rpc),
             Err(_) => Err(ApiCheckError::Timeout(timeout)),
         }
     }

@@ -3,7 +3,8 @@
 //! - [`probe`]: the HTTP side (bounded time, bounded memory, redacted errors).
 //! - [`api`]: the optional API-level check (a signed `getcolonystatsmsg`), which sees an API
 //!   that hangs behind a `/health` that still answers 200.
-//! - [`slo`]: pure parsing of the `colonies monitor` Prometheus text and SLO evaluation.
+//! - [`slo`]: pure parsing of the `colonies monitor` Prometheus text and of the server's
+//!   statistics reply, and SLO evaluation.
 //! - [`HealthCounter`] (here): the pure consecutive-failure / consecutive-success state
 //!   machine that turns individual probe results into the `Healthy` condition.
 //!
@@ -19,8 +20,8 @@ use serde::{Deserialize, Serialize};
 pub use api::{ApiCheck, ApiCheckError};
 pub use probe::{DEFAULT_BODY_CAP, ProbeError, ProbeOutcome, Prober};
 pub use slo::{
-    BreachTransition, ProcessCounts, SloBreachTracker, SloEvaluation, SloLimits, SloSample, SloViolation, evaluate,
-    parse_prometheus_text,
+    BreachTransition, ProcessCounts, SloBreachTracker, SloEvaluation, SloLimits, SloSample, SloViolation,
+    counts_from_statistics, evaluate, parse_prometheus_text,
 };
 
 /// Longest `last_error` kept (it ends up in the resource status).

@@ -132,6 +132,21 @@ fn parse_count(v: &str) -> Option<f64> {
     (x.is_finite() && x >= 0.0).then_some(x)
 }
 
+/// The process counts of a `getcolonystatsmsg` reply (`waitingprocesses`,
+/// `runningprocesses`, `successfulprocesses`, `failedprocesses`: integers, pkg/core/
+/// statistics.go). `None` — a failed sample, never zeros — when the reply is not an object
+/// with all four as non-negative integers: a caller without rights gets an empty body, and
+/// anything else is not statistics either.
+pub fn counts_from_statistics(reply: &serde_json::Value) -> Option<ProcessCounts> {
+    let count = |field: &str| reply.get(field)?.as_u64().map(|v| v as f64);
+    Some(ProcessCounts {
+        waiting: Some(count("waitingprocesses")?),
+        running: Some(count("runningprocesses")?),
+        successful: Some(count("successfulprocesses")?),
+        failed: Some(count("failedprocesses")?),
+    })
+}
+
 /// One scrape, timestamped.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -637,6 +652,70 @@ go_goroutines 42
         }
         // First rate at t=60; 5 minutes later, t=360.
         assert_eq!(breached_at, Some(t(360)));
+    }
+
+    fn stats(w: i64, r: i64, s: i64, f: i64) -> serde_json::Value {
+        serde_json::json!({
+            "colonies": 1, "executors": 1, "activeexecutors": 1, "unregisteredexecutors": 0,
+            "waitingprocesses": w, "runningprocesses": r, "successfulprocesses": s,
+            "failedprocesses": f, "cancelledprocesses": 0, "waitingworkflows": 0,
+            "runningworkflows": 0, "successfulworkflows": 0, "failedworkflows": 0,
+            "cancelledworkflows": 0
+        })
+    }
+
+    #[test]
+    fn statistics_reply_to_counts() {
+        assert_eq!(
+            counts_from_statistics(&stats(4, 1, 20, 3)),
+            Some(ProcessCounts { waiting: Some(4.0), running: Some(1.0), successful: Some(20.0), failed: Some(3.0) })
+        );
+        assert_eq!(counts_from_statistics(&stats(0, 0, 0, 0)).map(|c| c.waiting), Some(Some(0.0)));
+    }
+
+    #[test]
+    fn empty_or_undecodable_statistics_are_a_failed_sample_not_zero() {
+        use serde_json::json;
+        // What a caller without rights gets: an empty body.
+        assert_eq!(counts_from_statistics(&serde_json::Value::Null), None);
+        assert_eq!(counts_from_statistics(&json!({})), None);
+        assert_eq!(counts_from_statistics(&json!("")), None);
+        assert_eq!(counts_from_statistics(&json!([1, 2])), None);
+        let mut partial = stats(1, 0, 2, 0);
+        partial.as_object_mut().unwrap().remove("failedprocesses");
+        assert_eq!(counts_from_statistics(&partial), None, "one count missing");
+        for bad in [json!(-1), json!("3"), json!(1.5), json!(null)] {
+            let mut v = stats(1, 0, 2, 0);
+            v["waitingprocesses"] = bad.clone();
+            assert_eq!(counts_from_statistics(&v), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn statistics_samples_to_rates() {
+        let l = SloLimits::default();
+        let at = |s: i64, v: serde_json::Value| SloSample { at: t(s), counts: counts_from_statistics(&v).unwrap() };
+        let first = at(0, stats(6, 0, 0, 0));
+        let e = evaluate(None, &first, &l);
+        assert_eq!((e.queue_depth, e.completion_rate, e.error_rate), (Some(6.0), None, None), "one sample: no rate");
+        // 3 closed successfully, 1 failed since the first sample.
+        let second = at(10, stats(2, 0, 3, 1));
+        let e = evaluate(Some(&first), &second, &l);
+        assert_eq!((e.queue_depth, e.completion_rate, e.error_rate), (Some(2.0), Some(0.75), Some(0.25)));
+        assert_eq!(e.violations.len(), 2);
+        // Nothing closed since: 0 closed processes is unknown, not 0 % and not a breach.
+        let third = at(20, stats(2, 0, 3, 1));
+        let e = evaluate(Some(&second), &third, &l);
+        assert_eq!((e.completion_rate, e.error_rate), (None, None));
+        assert!(!e.violating());
+        // Retention shrank the lifetime counts: that interval is unknown (never negative)
+        // and the shrunk sample is the new baseline.
+        let shrunk = at(30, stats(2, 0, 1, 0));
+        let e = evaluate(Some(&third), &shrunk, &l);
+        assert_eq!((e.completion_rate, e.error_rate), (None, None));
+        let after = at(40, stats(2, 0, 2, 1));
+        let e = evaluate(Some(&shrunk), &after, &l);
+        assert_eq!((e.completion_rate, e.error_rate), (Some(0.5), Some(0.5)));
     }
 
     #[test]

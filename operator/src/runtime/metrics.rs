@@ -2,6 +2,8 @@
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
 use prometheus_client::registry::Registry;
 
@@ -27,6 +29,13 @@ pub struct ProbeLabels {
 pub struct ObjectLabels {
     pub namespace: String,
     pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SloStateLabels {
+    pub namespace: String,
+    pub name: String,
+    pub state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,6 +72,10 @@ pub struct DeliveryLabels {
 // series are found by these (a family cannot be listed). Tests below keep them complete.
 /// `result` of `health_probes`.
 pub const PROBE_RESULTS: [&str; 2] = ["success", "failure"];
+/// `result` of `slo_samples`.
+pub const SLO_SAMPLE_RESULTS: [&str; 2] = ["success", "failure"];
+/// `state` of `slo_processes`.
+pub const SLO_PROCESS_STATES: [&str; 4] = ["waiting", "running", "successful", "failed"];
 /// `state` of `fallback_flips`.
 pub const FLIP_STATES: [&str; 2] = ["on", "off"];
 /// `reason` of `finance_bee_restarts` (`RestartReason::as_str`).
@@ -87,6 +100,12 @@ pub struct Metrics {
     pub leader: Gauge,
     pub health_probes: Family<ProbeLabels, Counter>,
     pub health_probe_duration: Family<ObjectLabels, Histogram>,
+    pub slo_samples: Family<ProbeLabels, Counter>,
+    pub slo_sample_duration: Family<ObjectLabels, Histogram>,
+    pub slo_processes: Family<SloStateLabels, Gauge>,
+    pub slo_queue_depth: Family<ObjectLabels, Gauge>,
+    pub slo_completion_rate: Family<ObjectLabels, Gauge<f64, AtomicU64>>,
+    pub slo_error_rate: Family<ObjectLabels, Gauge<f64, AtomicU64>>,
     pub fallback_flips: Family<FlipLabels, Counter>,
     pub fallback_active: Family<ObjectLabels, Gauge>,
     pub notifications_failed: Family<ObjectLabels, Counter>,
@@ -119,6 +138,38 @@ impl Default for Metrics {
         registry.register("health_probes", "Health probes of ColonyOS servers, by result", health_probes.clone());
         let health_probe_duration = Family::<ObjectLabels, Histogram>::new_with_constructor(latency_histogram);
         registry.register("health_probe_duration_seconds", "Latency of health probes", health_probe_duration.clone());
+        let slo_samples = Family::<ProbeLabels, Counter>::default();
+        registry.register(
+            "slo_samples",
+            "SLO samples of ColonyOS servers, by result (a refused, empty or undecodable reply is a failure)",
+            slo_samples.clone(),
+        );
+        let slo_sample_duration = Family::<ObjectLabels, Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "slo_sample_duration_seconds",
+            "Latency of one SLO sample (the statistics call or the metrics scrape)",
+            slo_sample_duration.clone(),
+        );
+        let slo_processes = Family::<SloStateLabels, Gauge>::default();
+        registry.register(
+            "slo_processes",
+            "Process counts of the last SLO sample, by state (waiting and running now; successful and failed lifetime totals)",
+            slo_processes.clone(),
+        );
+        let slo_queue_depth = Family::<ObjectLabels, Gauge>::default();
+        registry.register("slo_queue_depth", "Waiting processes in the last SLO sample", slo_queue_depth.clone());
+        let slo_completion_rate = Family::<ObjectLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "slo_completion_rate",
+            "Share of closed processes that succeeded between the last two SLO samples (absent: unknown)",
+            slo_completion_rate.clone(),
+        );
+        let slo_error_rate = Family::<ObjectLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "slo_error_rate",
+            "Share of closed processes that failed between the last two SLO samples (absent: unknown)",
+            slo_error_rate.clone(),
+        );
         let fallback_flips = Family::<FlipLabels, Counter>::default();
         registry.register(
             "fallback_flips",
@@ -165,6 +216,12 @@ impl Default for Metrics {
             leader,
             health_probes,
             health_probe_duration,
+            slo_samples,
+            slo_sample_duration,
+            slo_processes,
+            slo_queue_depth,
+            slo_completion_rate,
+            slo_error_rate,
             fallback_flips,
             fallback_active,
             notifications_failed,
@@ -203,6 +260,61 @@ impl Metrics {
             .observe(latency.as_secs_f64());
     }
 
+    /// One SLO sample of server `namespace/name`: its latency, and its figures when it
+    /// succeeded. A figure that is unknown (a failed sample, a rate without closed processes
+    /// or across a shrink) is removed rather than exported as a number.
+    pub fn slo_sampled(
+        &self,
+        namespace: &str,
+        name: &str,
+        latency: Duration,
+        sample: Option<(&crate::health::ProcessCounts, &crate::health::SloEvaluation)>,
+    ) {
+        let object = ObjectLabels { namespace: namespace.into(), name: name.into() };
+        let result = if sample.is_some() { "success" } else { "failure" };
+        self.slo_samples
+            .get_or_create(&ProbeLabels { namespace: namespace.into(), name: name.into(), result: result.into() })
+            .inc();
+        self.slo_sample_duration.get_or_create(&object).observe(latency.as_secs_f64());
+        let (counts, eval) = match sample {
+            Some((c, e)) => (Some(*c), Some(e.clone())),
+            None => (None, None),
+        };
+        let states = counts.map(|c| [c.waiting, c.running, c.successful, c.failed]).unwrap_or_default();
+        for (state, value) in SLO_PROCESS_STATES.into_iter().zip(states) {
+            let labels = SloStateLabels { namespace: namespace.into(), name: name.into(), state: state.into() };
+            match value {
+                Some(v) => {
+                    self.slo_processes.get_or_create(&labels).set(v as i64);
+                }
+                None => {
+                    self.slo_processes.remove(&labels);
+                }
+            }
+        }
+        let eval = eval.unwrap_or_default();
+        match eval.queue_depth {
+            Some(q) => {
+                self.slo_queue_depth.get_or_create(&object).set(q as i64);
+            }
+            None => {
+                self.slo_queue_depth.remove(&object);
+            }
+        }
+        for (family, value) in
+            [(&self.slo_completion_rate, eval.completion_rate), (&self.slo_error_rate, eval.error_rate)]
+        {
+            match value {
+                Some(v) => {
+                    family.get_or_create(&object).set(v);
+                }
+                None => {
+                    family.remove(&object);
+                }
+            }
+        }
+    }
+
     /// Drops every series of the deleted ColonyServer `namespace/name`: a gone object must
     /// not be exported forever (a dashboard would show a fallback that no longer exists).
     pub fn forget_server(&self, namespace: &str, name: &str) {
@@ -215,6 +327,7 @@ impl Metrics {
             });
         }
         self.health_probe_duration.remove(&object);
+        self.forget_slo(namespace, name);
         for state in FLIP_STATES {
             self.fallback_flips.remove(&FlipLabels {
                 namespace: namespace.into(),
@@ -224,6 +337,29 @@ impl Metrics {
         }
         self.fallback_active.remove(&object);
         self.notifications_failed.remove(&object);
+    }
+
+    /// Drops the SLO series of server `namespace/name` (deleted, or its SLO removed).
+    pub fn forget_slo(&self, namespace: &str, name: &str) {
+        let object = ObjectLabels { namespace: namespace.into(), name: name.into() };
+        for result in SLO_SAMPLE_RESULTS {
+            self.slo_samples.remove(&ProbeLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                result: result.into(),
+            });
+        }
+        self.slo_sample_duration.remove(&object);
+        for state in SLO_PROCESS_STATES {
+            self.slo_processes.remove(&SloStateLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                state: state.into(),
+            });
+        }
+        self.slo_queue_depth.remove(&object);
+        self.slo_completion_rate.remove(&object);
+        self.slo_error_rate.remove(&object);
     }
 
     /// Drops every series of the deleted FinanceBee `namespace/name`.
@@ -308,6 +444,20 @@ mod tests {
         for healthy in [true, false] {
             m.probe_observed(ns, name, healthy, Duration::from_millis(5));
         }
+        let counts = crate::health::ProcessCounts {
+            waiting: Some(1.0),
+            running: Some(0.0),
+            successful: Some(3.0),
+            failed: Some(1.0),
+        };
+        let eval = crate::health::SloEvaluation {
+            queue_depth: Some(1.0),
+            completion_rate: Some(0.75),
+            error_rate: Some(0.25),
+            violations: vec![],
+        };
+        m.slo_sampled(ns, name, Duration::from_millis(3), None);
+        m.slo_sampled(ns, name, Duration::from_millis(3), Some((&counts, &eval)));
         for state in FLIP_STATES {
             m.fallback_flips
                 .get_or_create(&FlipLabels { namespace: ns.into(), name: name.into(), state: state.into() })
@@ -336,6 +486,41 @@ mod tests {
             }
         }
         m.finance_bee_escalated.get_or_create(&object).set(1);
+    }
+
+    #[test]
+    fn slo_figures_per_server_and_unknown_is_absent() {
+        let m = Metrics::default();
+        let counts = crate::health::ProcessCounts {
+            waiting: Some(6.0),
+            running: Some(1.0),
+            successful: Some(4.0),
+            failed: Some(2.0),
+        };
+        let eval = crate::health::SloEvaluation {
+            queue_depth: Some(6.0),
+            completion_rate: Some(2.0 / 3.0),
+            error_rate: Some(1.0 / 3.0),
+            violations: vec![],
+        };
+        m.slo_sampled("ns", "srv", Duration::from_millis(4), Some((&counts, &eval)));
+        let text = m.render();
+        for line in [
+            r#"colony_operator_slo_queue_depth{namespace="ns",name="srv"} 6"#,
+            r#"colony_operator_slo_processes{namespace="ns",name="srv",state="failed"} 2"#,
+            r#"colony_operator_slo_samples_total{namespace="ns",name="srv",result="success"} 1"#,
+            r#"colony_operator_slo_sample_duration_seconds_count{namespace="ns",name="srv"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(text.contains(r#"colony_operator_slo_error_rate{namespace="ns",name="srv"} 0.333"#), "{text}");
+        // A failed sample: the figures are unknown, not zero.
+        m.slo_sampled("ns", "srv", Duration::from_millis(4), None);
+        let text = m.render();
+        assert!(text.contains(r#"colony_operator_slo_samples_total{namespace="ns",name="srv",result="failure"} 1"#));
+        for family in ["slo_queue_depth", "slo_error_rate", "slo_completion_rate", "slo_processes"] {
+            assert!(!text.contains(&format!("colony_operator_{family}{{")), "{family} absent: {text}");
+        }
     }
 
     fn series_of(text: &str, ns: &str, name: &str) -> Vec<String> {

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::api::ColonyServer;
 use crate::health::{
     ApiCheck, BreachTransition, HealthCounter, HealthThresholds, Prober, SloBreachTracker, SloEvaluation, SloLimits,
-    SloSample, evaluate, parse_prometheus_text,
+    SloSample, counts_from_statistics, evaluate, parse_prometheus_text,
 };
 use crate::runtime::metrics::Metrics;
 
@@ -33,9 +33,20 @@ pub struct ProbeConfig {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SloConfig {
-    pub metrics_url: String,
+    pub source: SloSource,
+    /// Time between two samples (`spec.slo.interval`, else the health interval).
+    pub interval: Duration,
     pub limits: SloLimits,
     pub for_: chrono::TimeDelta,
+}
+
+/// Where the SLO figures come from (`spec.slo`: exactly one of them).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SloSource {
+    /// `metricsURL`: Prometheus text of a `colonies monitor`.
+    Metrics(String),
+    /// `statistics`: the server's own signed `getcolonystatsmsg`.
+    Statistics(ApiCheck),
 }
 
 /// What the reconciler reads: the health verdict and the SLO breach state.
@@ -46,6 +57,8 @@ pub struct Snapshot {
     pub slo: SloBreachTracker,
     /// The evaluation at the last breach transition (what status reports).
     pub slo_at_transition: Option<SloEvaluation>,
+    /// SLO samples taken, failed ones included.
+    pub slo_samples: u64,
 }
 
 struct Entry {
@@ -87,6 +100,10 @@ impl Monitor {
             && !e.task.is_finished()
         {
             return e.state.lock().expect("snapshot poisoned").clone();
+        }
+        if config.slo.is_none() {
+            // Figures of an SLO that is gone must not stay exported.
+            self.metrics.forget_slo(key.namespace.as_deref().unwrap_or_default(), &key.name);
         }
         let state =
             Arc::new(Mutex::new(Snapshot { health: HealthCounter::new(config.thresholds), ..Default::default() }));
@@ -139,52 +156,107 @@ async fn probe_loop(
         .unwrap_or_else(|_| crate::runtime::http::default_client(crate::runtime::http::Purpose::Rpc));
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut slo_ticker = tokio::time::interval(config.slo.as_ref().map_or(config.interval, |s| s.interval));
+    slo_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
+        let slo_turn = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = slo_ticker.tick(), if config.slo.is_some() => true,
+        };
         if servers.get(&key).is_none() {
             tracing::debug!(server = %key.name, "server deleted; probing stops");
             return;
         }
-        let http = prober.probe(&config.health_url, config.timeout).await;
-        let outcome = match &config.api {
-            Some(check) if http.healthy => {
-                let api = check.run(rpc_http.clone(), config.timeout).await;
-                crate::health::api::combine(http, Some(api))
-            }
-            _ => http,
-        };
-        if servers.get(&key).is_none() {
-            // Deleted while the probe ran: its series are already dropped, keep them so.
-            return;
-        }
-        metrics.probe_observed(&namespace, &key.name, outcome.healthy, outcome.latency);
-        let now: DateTime<Utc> = Utc::now();
-        let mut changed = {
-            let mut s = state.lock().expect("snapshot poisoned");
-            s.probes += 1;
-            s.health.record(outcome.healthy, outcome.error.clone(), now).changed()
-        };
-        if let Some(slo) = &config.slo {
-            let sample = match prober.fetch_text(&slo.metrics_url, config.timeout, 1 << 20).await {
-                Ok(text) => Some(SloSample { at: now, counts: parse_prometheus_text(&text) }),
-                Err(e) => {
-                    tracing::debug!(server = %key.name, error = %e, "SLO scrape failed");
-                    None
+        let changed = match (&config.slo, slo_turn) {
+            (Some(slo), true) => {
+                let started = std::time::Instant::now();
+                let counts = sample(slo, &prober, &rpc_http, config.timeout, &key.name).await;
+                let latency = started.elapsed();
+                if servers.get(&key).is_none() {
+                    return;
                 }
-            };
-            if let Some(sample) = sample {
-                let eval = evaluate(previous_sample.as_ref(), &sample, &slo.limits);
+                let now: DateTime<Utc> = Utc::now();
+                match counts {
+                    Some(counts) => {
+                        let sample = SloSample { at: now, counts };
+                        let eval = evaluate(previous_sample.as_ref(), &sample, &slo.limits);
+                        metrics.slo_sampled(&namespace, &key.name, latency, Some((&counts, &eval)));
+                        let mut s = state.lock().expect("snapshot poisoned");
+                        s.slo_samples += 1;
+                        let t = s.slo.observe(&eval, now, slo.for_);
+                        previous_sample = Some(sample);
+                        if t != BreachTransition::Unchanged {
+                            s.slo_at_transition = Some(eval);
+                            true
+                        } else {
+                            false
+                        }
+                    }
+                    None => {
+                        // A failed sample: the figures are unknown (not zero); the breach state
+                        // and the baseline stay as they are until a sample succeeds.
+                        metrics.slo_sampled(&namespace, &key.name, latency, None);
+                        state.lock().expect("snapshot poisoned").slo_samples += 1;
+                        false
+                    }
+                }
+            }
+            _ => {
+                let http = prober.probe(&config.health_url, config.timeout).await;
+                let outcome = match &config.api {
+                    Some(check) if http.healthy => {
+                        let api = check.run(rpc_http.clone(), config.timeout).await;
+                        crate::health::api::combine(http, Some(api))
+                    }
+                    _ => http,
+                };
+                if servers.get(&key).is_none() {
+                    // Deleted while the probe ran: its series are already dropped, keep them so.
+                    return;
+                }
+                metrics.probe_observed(&namespace, &key.name, outcome.healthy, outcome.latency);
+                let now: DateTime<Utc> = Utc::now();
                 let mut s = state.lock().expect("snapshot poisoned");
-                let t = s.slo.observe(&eval, now, slo.for_);
-                if t != BreachTransition::Unchanged {
-                    s.slo_at_transition = Some(eval);
-                    changed = true;
-                }
-                previous_sample = Some(sample);
+                s.probes += 1;
+                s.health.record(outcome.healthy, outcome.error.clone(), now).changed()
             }
-        }
+        };
         if changed && wake.send(key.clone()).is_err() {
             return;
         }
+    }
+}
+
+/// One SLO sample from its source, within `timeout`; `None` when it failed (unreachable,
+/// refused, or a reply that holds no process counts). Errors are logged at debug, without
+/// URLs' secrets or key material (their `Display` has none).
+async fn sample(
+    slo: &SloConfig,
+    prober: &Prober,
+    rpc_http: &reqwest::Client,
+    timeout: Duration,
+    server: &str,
+) -> Option<crate::health::ProcessCounts> {
+    match &slo.source {
+        SloSource::Metrics(url) => match prober.fetch_text(url, timeout, 1 << 20).await {
+            Ok(text) => Some(parse_prometheus_text(&text)),
+            Err(e) => {
+                tracing::debug!(server = %server, error = %e, "SLO scrape failed");
+                None
+            }
+        },
+        SloSource::Statistics(check) => match check.fetch(rpc_http.clone(), timeout).await {
+            Ok(reply) => {
+                let counts = counts_from_statistics(&reply);
+                if counts.is_none() {
+                    tracing::debug!(server = %server, "SLO statistics reply holds no process counts");
+                }
+                counts
+            }
+            Err(e) => {
+                tracing::debug!(server = %server, error = %e, "SLO statistics call failed");
+                None
+            }
+        },
     }
 }

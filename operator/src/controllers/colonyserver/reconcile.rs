@@ -19,7 +19,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use super::NAME;
 use super::builders::{self, ServerInputs};
 use super::fallback::{self, FallbackInputs, FallbackPolicy};
-use super::monitor::{Monitor, ProbeConfig, SloConfig};
+use super::monitor::{Monitor, ProbeConfig, SloConfig, SloSource};
 use super::status::{self, Observed, Workload};
 use crate::api::{ApiCheckSpec, ColonyServer, FallbackOverride, MaintenanceWindow};
 use crate::colonyos::rpc::Identity;
@@ -120,6 +120,9 @@ fn referenced_secrets(cs: &ColonyServer) -> Vec<&str> {
     if let Some(api) = &cs.spec.health.api {
         names.push(api.key_secret_ref.name.as_str());
     }
+    if let Some(stats) = cs.spec.slo.as_ref().and_then(|s| s.statistics.as_ref()) {
+        names.push(stats.key_secret_ref.name.as_str());
+    }
     names
 }
 
@@ -145,6 +148,8 @@ struct Durations {
     timeout: Duration,
     policy: FallbackPolicy,
     slo_for: Duration,
+    /// `spec.slo.interval`, else the health interval.
+    slo_interval: Duration,
 }
 
 fn durations(cs: &ColonyServer) -> std::result::Result<Durations, String> {
@@ -162,6 +167,10 @@ fn durations(cs: &ColonyServer) -> std::result::Result<Durations, String> {
         slo_for: match &spec.slo {
             Some(s) => p("spec.slo.for", &s.for_)?,
             None => Duration::ZERO,
+        },
+        slo_interval: match spec.slo.as_ref().and_then(|s| s.interval.as_deref()) {
+            Some(i) => p("spec.slo.interval", i)?.max(Duration::from_secs(1)),
+            None => p("spec.health.interval", &spec.health.interval)?.max(Duration::from_secs(1)),
         },
     })
 }
@@ -302,18 +311,25 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
         Some(spec) => Some(api_check(ctx, &cs, spec).await?),
         None => None,
     };
+    let slo_source = match cs.spec.slo.as_ref() {
+        Some(s) => match (&s.metrics_url, &s.statistics) {
+            (Some(url), _) => Some(SloSource::Metrics(url.clone())),
+            (None, Some(spec)) => Some(SloSource::Statistics(api_check(ctx, &cs, spec).await?)),
+            (None, None) => None,
+        },
+        None => None,
+    };
     let snapshot = match &durations {
         Ok(d) => {
-            let slo = cs.spec.slo.as_ref().and_then(|s| {
-                Some(SloConfig {
-                    metrics_url: s.metrics_url.clone()?,
-                    limits: SloLimits {
-                        max_queue_depth: s.max_queue_depth as f64,
-                        min_completion_rate: s.min_completion_rate,
-                        max_error_rate: s.max_error_rate,
-                    },
-                    for_: chrono::TimeDelta::from_std(d.slo_for).unwrap_or_default(),
-                })
+            let slo = cs.spec.slo.as_ref().zip(slo_source).map(|(s, source)| SloConfig {
+                source,
+                interval: d.slo_interval,
+                limits: SloLimits {
+                    max_queue_depth: s.max_queue_depth as f64,
+                    min_completion_rate: s.min_completion_rate,
+                    max_error_rate: s.max_error_rate,
+                },
+                for_: chrono::TimeDelta::from_std(d.slo_for).unwrap_or_default(),
             });
             let config = ProbeConfig {
                 health_url: cs.spec.health_url(&name, &ns),
