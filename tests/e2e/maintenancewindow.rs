@@ -227,6 +227,10 @@ async fn an_admitted_window_that_overlaps_the_next_stalls() {
              schedule: {{cron: \"{cron}\", duration: 2h}}\n  colonyServerRef: {{name: srv}}\n"
         )
     };
+    // The windows' server exists (a reference that does not resolve is Stalled on its own).
+    let endpoint = TestEndpoint::start().await;
+    let server = colony_e2e::fixtures::unmanaged_server("srv", &endpoint.url(), colony_e2e::fixtures::FAST_HEALTH, "");
+    apply_yaml(&ns.name, &server).await;
     apply_yaml(&ns.name, &(recurring("overlapping", "0 2,4 * * 0") + "---\n" + &recurring("fitting", "0 2 * * 0")))
         .await;
     let windows: Api<MaintenanceWindow> = ns.api();
