@@ -18,7 +18,7 @@ crds: ## Regenerate crds/ from the Rust types, and the Helm chart's copy of them
 	cp crds/*.yaml charts/colony-operator/crds/
 
 unit-test: ## Unit tests only (no cluster)
-	cargo test -p colony-operator
+	cargo test -p colony-operator -p kubectl-colony
 
 cluster-build: ## Build the local control plane binaries into the cache (only what is missing)
 	tests/cluster/build.sh

@@ -9,7 +9,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 echo "== unit tests"
-cargo test -p colony-operator 2>&1 | tee -a "$log"
+cargo test -p colony-operator -p kubectl-colony 2>&1 | tee -a "$log"
 cargo build -p colony-operator -p kubectl-colony
 
 echo "== image"
