@@ -13,6 +13,7 @@ use colony_e2e::{
 };
 use colony_operator::api::{ColonyServer, KeyRotation};
 use colony_operator::colonyos::crypto::id_from_private_hex;
+use colony_operator::colonyos::rpc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
@@ -197,7 +198,8 @@ async fn executor_and_user_keys_rotate_on_the_real_server() {
 
 /// The colony owner's key rotates with the real `changecolonyidmsg` (signed with the old
 /// colony key): afterwards the new key can do what only the colony owner may (add and approve
-/// an executor, which then works), the old key cannot, and the colony's members keep working.
+/// an executor, which then works), the old key cannot, the operator's recovery probe tells the
+/// two apart, and the colony's members keep working.
 #[tokio::test]
 async fn colony_owner_key_rotates_on_the_real_server() {
     let client = client().await;
@@ -242,6 +244,14 @@ async fn colony_owner_key_rotates_on_the_real_server() {
     let refused_old = colonyos.add_executor_as_colony_owner(&old.prvkey, "bee-old-key").await;
     let refused_old = refused_old.expect_err("the real server refuses the old colony key");
     assert!(refused_old.contains("not colony owner"), "the old key refused as no colony owner: {refused_old}");
+    // The operator's recovery probe for a colony key (after a crash it asks which of old and
+    // staged key the server accepts) tells them apart on the real server.
+    let rpc_client = rpc::Client::for_endpoint(&colonyos.url(), None).unwrap();
+    let probe = rpc::probe_message(rpc::IdentityKind::Colony, "zyeute");
+    let identity = |k: &str| rpc::Identity::from_private_hex(k).unwrap();
+    assert!(rpc_client.probe(&probe, &identity(&new)).await.is_ok(), "the recovery probe accepts the new key");
+    let probe_old = rpc_client.probe(&probe, &identity(&old.prvkey)).await;
+    assert!(probe_old.is_err(), "the recovery probe refuses the old key: {probe_old:?}");
     for (who, key) in [("executor", &colonyos.executor_key), ("user", &colonyos.user_key), ("bee-before", &before)] {
         assert!(colonyos.accepts(&key.prvkey).await, "{who}: still a member after the colony key changed");
     }
@@ -251,7 +261,8 @@ async fn colony_owner_key_rotates_on_the_real_server() {
     assert_eq!(status.handled_rotate_now.as_deref(), Some("1"));
     assert!(!op.logs().contains(&new) && !op.logs().contains(&old.prvkey), "no key in the operator's log");
     println!(
-        "colony key rotated {took:?} after rotate-now; old key refused: {}; a user's key refused: {}",
+        "colony key rotated {took:?} after rotate-now; old key refused: {}; a user's key refused: {}; \
+         recovery probe with the old key: {probe_old:?}",
         refused_old.trim(),
         refused_user.trim()
     );
