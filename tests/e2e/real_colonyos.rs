@@ -1,7 +1,7 @@
 //! The operator against the real ColonyOS server (colonyos/colonies at the version pinned in
 //! tests/cluster/versions.env, on its own PostgreSQL; see tests/src/colonyos.rs): health and
-//! the fallback follow the real `/health`, executor and user keys rotate with the real
-//! change-ID calls, and a rotation interrupted by SIGKILL finishes with exactly one new key.
+//! the fallback follow the real `/health`, executor, user and colony-owner keys rotate with
+//! the real change-ID calls, and a rotation interrupted by SIGKILL finishes with exactly one new key.
 //!
 //! v1.9.12 leaks one PostgreSQL connection per successful change-ID call (the pool of 100 is
 //! exhausted after 100 of them); these tests stay far below that per server start.
@@ -13,6 +13,7 @@ use colony_e2e::{
 };
 use colony_operator::api::{ColonyServer, KeyRotation};
 use colony_operator::colonyos::crypto::id_from_private_hex;
+use colony_operator::colonyos::rpc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
@@ -191,6 +192,80 @@ async fn executor_and_user_keys_rotate_on_the_real_server() {
         assert_eq!(status.current_key_id.as_deref(), Some(id_from_private_hex(&new).unwrap().as_str()));
         assert!(!op.logs().contains(&new) && !op.logs().contains(&old.prvkey), "no key in the operator's log");
     }
+    drop(op);
+    ns.cleanup().await;
+}
+
+/// The colony owner's key rotates with the real `changecolonyidmsg` (signed with the old
+/// colony key): afterwards the new key can do what only the colony owner may (add and approve
+/// an executor, which then works), the old key cannot, the operator's recovery probe tells the
+/// two apart, and the colony's members keep working.
+#[tokio::test]
+async fn colony_owner_key_rotates_on_the_real_server() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let colonyos = RealColonyOs::start("rotate-colony", Options::default()).await;
+    let ns = TestNamespace::new(&client, "e2e-real-colony").await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    apply_yaml(&ns.name, &colony_server(&colonyos)).await;
+    let old = colonyos.colony_key.clone();
+    apply_yaml(&ns.name, &key_rotation("colony-key", &old.prvkey, "colony")).await;
+    let secrets: Api<Secret> = ns.api();
+    let rotations: Api<KeyRotation> = ns.api();
+
+    // Before: the old colony key acts as the colony owner; a member's key does not.
+    let before = colonyos.add_executor_as_colony_owner(&old.prvkey, "bee-before").await;
+    let before = before.expect("the colony owner's first key adds an executor before the rotation");
+    let refused_user = colonyos.add_executor_as_colony_owner(&colonyos.user_key.prvkey, "bee-by-user").await;
+    let refused_user = refused_user.expect_err("a colony user is no colony owner: the check can fail");
+    assert!(refused_user.contains("not colony owner"), "refused as no colony owner: {refused_user}");
+    assert!(colonyos.accepts(&before.prvkey).await, "the executor added with the first key works");
+
+    let requested = Instant::now();
+    rotate_now(&rotations, "colony-key", "1").await;
+    let rotated = wait_for("colony-key: rotated and promoted", DEADLINE, || async {
+        let s = secrets.get("colony-key").await.map_err(|e| e.to_string())?;
+        match data(&s, "prvkey") {
+            Some(k) if k != old.prvkey && !has_pending(&s) => Ok(s),
+            _ => Err(format!("keys {:?}", s.data.as_ref().map(|d| d.keys().cloned().collect::<Vec<_>>()))),
+        }
+    })
+    .await;
+    let took = requested.elapsed();
+    let new = data(&rotated, "prvkey").unwrap();
+    let new_id = id_from_private_hex(&new).unwrap();
+    assert_eq!(data(&rotated, "id").as_deref(), Some(new_id.as_str()));
+    assert_eq!(data(&rotated, "previous.prvkey").as_deref(), Some(old.prvkey.as_str()));
+
+    // After: the new key is the colony owner's, the old one is refused.
+    let after = colonyos.add_executor_as_colony_owner(&new, "bee-after").await;
+    let after = after.expect("the real server lets the new colony key add an executor");
+    assert!(colonyos.accepts(&after.prvkey).await, "the executor added with the new key works");
+    let refused_old = colonyos.add_executor_as_colony_owner(&old.prvkey, "bee-old-key").await;
+    let refused_old = refused_old.expect_err("the real server refuses the old colony key");
+    assert!(refused_old.contains("not colony owner"), "the old key refused as no colony owner: {refused_old}");
+    // The operator's recovery probe for a colony key (after a crash it asks which of old and
+    // staged key the server accepts) tells them apart on the real server.
+    let rpc_client = rpc::Client::for_endpoint(&colonyos.url(), None).unwrap();
+    let probe = rpc::probe_message(rpc::IdentityKind::Colony, "zyeute");
+    let identity = |k: &str| rpc::Identity::from_private_hex(k).unwrap();
+    assert!(rpc_client.probe(&probe, &identity(&new)).await.is_ok(), "the recovery probe accepts the new key");
+    let probe_old = rpc_client.probe(&probe, &identity(&old.prvkey)).await;
+    assert!(probe_old.is_err(), "the recovery probe refuses the old key: {probe_old:?}");
+    for (who, key) in [("executor", &colonyos.executor_key), ("user", &colonyos.user_key), ("bee-before", &before)] {
+        assert!(colonyos.accepts(&key.prvkey).await, "{who}: still a member after the colony key changed");
+    }
+
+    let status = rotations.get("colony-key").await.unwrap().status.unwrap();
+    assert_eq!(status.current_key_id.as_deref(), Some(new_id.as_str()));
+    assert_eq!(status.handled_rotate_now.as_deref(), Some("1"));
+    assert!(!op.logs().contains(&new) && !op.logs().contains(&old.prvkey), "no key in the operator's log");
+    println!(
+        "colony key rotated {took:?} after rotate-now; old key refused: {}; a user's key refused: {}; \
+         recovery probe with the old key: {probe_old:?}",
+        refused_old.trim(),
+        refused_user.trim()
+    );
     drop(op);
     ns.cleanup().await;
 }

@@ -444,6 +444,22 @@ impl RealColonyOs {
         out
     }
 
+    /// What only the colony owner may do: adds and approves a fresh executor named `name`
+    /// (`colonies executor add --approve`) signed with `colony_prvkey` as the colony key.
+    /// Returns the new executor's key when the CLI succeeded, else what the CLI printed.
+    pub async fn add_executor_as_colony_owner(&self, colony_prvkey: &str, name: &str) -> Result<Key, String> {
+        let executor = generate_key(&colonies_binary());
+        let env = [("COLONIES_COLONY_PRVKEY", colony_prvkey), ("COLONIES_PRVKEY", colony_prvkey)];
+        let args =
+            ["executor", "add", "--name", name, "--type", "finance-worker", "--executorid", &executor.id, "--approve"];
+        let out = self.cli(&env, &args).await;
+        if out.status.success() {
+            Ok(executor)
+        } else {
+            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
     /// Whether the server accepts `prvkey` as a member of the colony: `colonies executor ls`
     /// signed with it exits 0 (a key that is not a member gets an error and a non-zero exit).
     pub async fn accepts(&self, prvkey: &str) -> bool {
