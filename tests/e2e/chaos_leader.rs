@@ -296,6 +296,55 @@ async fn restart_control_plane() -> Duration {
     started.elapsed()
 }
 
+/// Waits until the restarted control plane works as a whole, not only the API server: the
+/// controller-manager and the scheduler lead again and every node heartbeats again (their
+/// Leases renewed since `since`), and every node is Ready and untainted. The tests that run
+/// after this one need Deployments to get pods. kwok renews its node Leases (200 s long) only
+/// some minutes after a restart, and meanwhile the node controller marks the nodes
+/// unreachable: this waits up to 6 minutes.
+async fn control_plane_working_again(since: SystemTime) {
+    let client = client().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let node_leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
+    let since = since.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let renewed_since = |lease: &Lease| {
+        lease.spec.as_ref().and_then(|s| s.renew_time.as_ref()).is_some_and(|t| t.0.as_millisecond() >= since)
+    };
+    wait_for("the restarted control plane working again", Duration::from_secs(360), || async {
+        for name in ["kube-controller-manager", "kube-scheduler"] {
+            let lease = leases.get(name).await.map_err(|e| format!("{name}: {e}"))?;
+            if !renewed_since(&lease) {
+                return Err(format!("{name} has not renewed its lease since the restart"));
+            }
+        }
+        for node in nodes.list(&Default::default()).await.map_err(|e| e.to_string())? {
+            let name = node.metadata.name.clone().unwrap_or_default();
+            let heartbeat = node_leases.get_opt(&name).await.map_err(|e| e.to_string())?;
+            if !heartbeat.as_ref().is_some_and(renewed_since) {
+                return Err(format!("node {name} has not heartbeaten since the restart"));
+            }
+            let ready = node
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .into_iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if !ready {
+                return Err(format!("node {name} not Ready"));
+            }
+            // The node controller taints a node it lost (unreachable, not-ready) and takes the
+            // taint off once the node is back; pods do not schedule while it is there.
+            let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+            if let Some(t) = taints.iter().find(|t| t.key.starts_with("node.kubernetes.io/")) {
+                return Err(format!("node {name} still tainted {}", t.key));
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
 /// The API server restarts right after the health verdict turns (while the flip is being
 /// written): each flip is still done once — one notification per flip in status, strictly
 /// alternating, in order.
@@ -332,6 +381,7 @@ async fn chaos_apiserver_restart_during_a_flip() {
     let restarts = chaos::count(1, 3);
     let mut outage = Duration::ZERO;
     let mut failing = false;
+    let mut last_restart = SystemTime::now();
     for round in 0..restarts {
         failing = !failing;
         let probes = endpoint.failures() + endpoint.successes();
@@ -342,6 +392,7 @@ async fn chaos_apiserver_restart_during_a_flip() {
             if n > probes { Ok(()) } else { Err(format!("{n} probes")) }
         })
         .await;
+        last_restart = SystemTime::now();
         outage = outage.max(restart_control_plane().await);
         let want = if failing { "false" } else { "true" };
         wait_for(&format!("round {round}: USE_COLONY_OS={want} after the restart"), DEADLINE, || async {
@@ -352,6 +403,8 @@ async fn chaos_apiserver_restart_during_a_flip() {
         })
         .await;
     }
+    // Leave the cluster as the other tests need it (nodes that take pods), whatever follows.
+    control_plane_working_again(last_restart).await;
     // Settle: the flips recorded in status, and their notifications.
     let servers: Api<colony_operator::api::ColonyServer> = ns.api();
     let flips = wait_for("status to record every flip", DEADLINE, || async {
