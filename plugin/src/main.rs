@@ -298,46 +298,32 @@ struct Explained {
 
 async fn explain(client: &Client, ns: &str, object: &str) -> anyhow::Result<()> {
     let (kind, name) = decide::parse_kind_name(object).map_err(|e| anyhow!(e))?;
+    // What explain needs of any kind: its identity, conditions and generations.
+    fn of<T>(
+        o: (Option<String>, Option<i64>),
+        status: Option<T>,
+        parts: fn(T) -> (Vec<Condition>, Option<i64>),
+    ) -> Explained {
+        let (conditions, observed_generation) = status.map(parts).unwrap_or_default();
+        Explained { uid: o.0, conditions, generation: o.1, observed_generation }
+    }
+    let id = |m: &kube::api::ObjectMeta| (m.uid.clone(), m.generation);
     let explained = match kind {
         Kind::ColonyServer => {
             let o = get::<ColonyServer>(client, ns, &name).await?;
-            let s = o.status.unwrap_or_default();
-            Explained {
-                uid: o.metadata.uid.clone(),
-                conditions: s.conditions,
-                generation: o.metadata.generation,
-                observed_generation: s.observed_generation,
-            }
+            of(id(&o.metadata), o.status, |s| (s.conditions, s.observed_generation))
         }
         Kind::FinanceBee => {
             let o = get::<FinanceBee>(client, ns, &name).await?;
-            let s = o.status.unwrap_or_default();
-            Explained {
-                uid: o.metadata.uid.clone(),
-                conditions: s.conditions,
-                generation: o.metadata.generation,
-                observed_generation: s.observed_generation,
-            }
+            of(id(&o.metadata), o.status, |s| (s.conditions, s.observed_generation))
         }
         Kind::KeyRotation => {
             let o = get::<KeyRotation>(client, ns, &name).await?;
-            let s = o.status.unwrap_or_default();
-            Explained {
-                uid: o.metadata.uid.clone(),
-                conditions: s.conditions,
-                generation: o.metadata.generation,
-                observed_generation: s.observed_generation,
-            }
+            of(id(&o.metadata), o.status, |s| (s.conditions, s.observed_generation))
         }
         Kind::MaintenanceWindow => {
             let o = get::<MaintenanceWindow>(client, ns, &name).await?;
-            let s = o.status.unwrap_or_default();
-            Explained {
-                uid: o.metadata.uid.clone(),
-                conditions: s.conditions,
-                generation: o.metadata.generation,
-                observed_generation: s.observed_generation,
-            }
+            of(id(&o.metadata), o.status, |s| (s.conditions, s.observed_generation))
         }
     };
     let kind = kind.as_str();

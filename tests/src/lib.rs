@@ -2,7 +2,7 @@
 //! (`KUBECONFIG=target/cluster/kubeconfig`), one namespace per test, polling with generous
 //! deadlines, and the operator binary started as a real process.
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -26,7 +26,12 @@ pub use operator::OperatorProcess;
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    // `cargo test` sets CARGO_MANIFEST_DIR when it runs a test, too: prefer that to the path
+    // compiled in, which is stale when a shared target dir serves a checkout somewhere else.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().expect("tests/ has a parent").to_path_buf()
 }
 
 pub async fn client() -> Client {

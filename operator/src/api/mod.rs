@@ -42,7 +42,7 @@ pub fn all_crds_yaml() -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
     use serde::Deserialize;
     use serde_json::Value;
@@ -50,7 +50,12 @@ mod tests {
     use super::*;
 
     fn repo_root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("operator/ has a parent").to_path_buf()
+        // At run time first: the compiled-in path is stale when a shared target dir serves a
+        // checkout somewhere else.
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        manifest_dir.parent().expect("operator/ has a parent").to_path_buf()
     }
 
     fn schema_json(crd: &CustomResourceDefinition) -> Value {
