@@ -23,11 +23,46 @@ fn owner_of(kr: &KeyRotation) -> serde_json::Value {
     })
 }
 
+/// Waits until the garbage collector follows KeyRotation owners: it learns a new kind from
+/// discovery (every 30 s), and an owner deleted before that, or whose CRD is gone, leaves its
+/// dependents behind. A throwaway KeyRotation and a ConfigMap it owns: the ConfigMap goes
+/// with it once the collector watches the kind.
+async fn garbage_collector_follows_keyrotations(ns: &TestNamespace) {
+    let rotations: Api<KeyRotation> = ns.api();
+    let config_maps: Api<ConfigMap> = ns.api();
+    wait_for("the garbage collector to follow KeyRotation owners", std::time::Duration::from_secs(180), || async {
+        let owner: KeyRotation = serde_json::from_value(serde_json::json!({
+            "apiVersion": "colony.zyeute.io/v1alpha1", "kind": "KeyRotation",
+            "metadata": { "name": "gc-probe" },
+            "spec": { "interval": "720h", "secretName": "gc-probe-key", "suspend": true }
+        }))
+        .unwrap();
+        let owner = rotations.create(&PostParams::default(), &owner).await.map_err(|e| e.to_string())?;
+        let dependent: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "gc-probe", "ownerReferences": [owner_of(&owner)] }
+        }))
+        .unwrap();
+        config_maps.create(&PostParams::default(), &dependent).await.map_err(|e| e.to_string())?;
+        rotations.delete("gc-probe", &DeleteParams::background()).await.map_err(|e| e.to_string())?;
+        for _ in 0..40 {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            if config_maps.get_opt("gc-probe").await.map_err(|e| e.to_string())?.is_none() {
+                return Ok(());
+            }
+        }
+        // Not yet: clean up and try again with a new owner.
+        let _ = config_maps.delete("gc-probe", &DeleteParams::default()).await;
+        Err("the dependent of a deleted KeyRotation is still there".to_string())
+    })
+    .await;
+}
+
 async fn scenario(client: &Client) {
     let ns = TestNamespace::new(client, "chaos-kr-crd").await;
     let rotations: Api<KeyRotation> = ns.api();
     let secrets: Api<Secret> = ns.api();
     let config_maps: Api<ConfigMap> = ns.api();
+    garbage_collector_follows_keyrotations(&ns).await;
     // `legacy`: suspended, its Secret written (and owned) by an earlier operator version.
     // `fresh`: its Secret created by this one.
     apply_yaml(
