@@ -9,17 +9,15 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 
 fn setup(endpoint: &TestEndpoint) -> String {
-    format!(
-        r#"apiVersion: colony.zyeute.io/v1alpha1
-kind: ColonyServer
-metadata:
-  name: srv
-spec:
-  managed: false
-  endpoint: {url}
-  health: {{interval: 1s, timeout: 1s, failureThreshold: 3, successThreshold: 1}}
-  fallback: {{recoverAfter: 1s, minHold: 1s}}
----
+    let health = "{interval: 1s, timeout: 1s, failureThreshold: 3, successThreshold: 1}";
+    let server = colony_e2e::fixtures::unmanaged_server(
+        "srv",
+        &endpoint.url(),
+        health,
+        "  fallback: {recoverAfter: 1s, minHold: 1s}\n",
+    );
+    server
+        + r#"---
 apiVersion: v1
 kind: Secret
 metadata:
@@ -34,12 +32,10 @@ metadata:
 spec:
   image: example.invalid/finance-bee:1
   replicas: 2
-  colonyServerRef: {{name: srv}}
+  colonyServerRef: {name: srv}
   colonyName: zyeute
-  executorKeySecretRef: {{name: bee-key, key: prvkey}}
-"#,
-        url = endpoint.url()
-    )
+  executorKeySecretRef: {name: bee-key, key: prvkey}
+"#
 }
 
 fn window(name: &str, start: chrono::DateTime<chrono::Utc>, end: chrono::DateTime<chrono::Utc>) -> String {

@@ -50,19 +50,9 @@ async fn probes(op: &OperatorProcess, result: &str) -> u64 {
 }
 
 fn colony_server(colonyos: &RealColonyOs) -> String {
-    format!(
-        r#"apiVersion: colony.zyeute.io/v1alpha1
-kind: ColonyServer
-metadata:
-  name: srv
-spec:
-  managed: false
-  endpoint: {url}
-  health: {{interval: 1s, timeout: 1s, failureThreshold: 3, successThreshold: 1}}
-  fallback: {{recoverAfter: 3s, minHold: 1s, maxFlipsPerHour: 10}}
-"#,
-        url = colonyos.url()
-    )
+    let health = "{interval: 1s, timeout: 1s, failureThreshold: 3, successThreshold: 1}";
+    let extra = "  fallback: {recoverAfter: 3s, minHold: 1s, maxFlipsPerHour: 10}\n";
+    colony_e2e::fixtures::unmanaged_server("srv", &colonyos.url(), health, extra)
 }
 
 fn key_rotation(name: &str, prvkey: &str, identity: &str) -> String {
