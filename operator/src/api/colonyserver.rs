@@ -1,18 +1,18 @@
 //! ColonyServer: a ColonyOS server (colonies-server) that the operator deploys or only watches,
 //! its health probe, SLOs, the direct-processing fallback and automatic rollback.
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
-use schemars::{JsonSchema, Schema, SchemaGenerator};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::GoDuration;
 use super::common::{
     CONFIG_KEY_PATTERN, DNS_SUBDOMAIN_PATTERN, FallbackOverride, HTTP_URL_PATTERN, PodOverrides, SecretKeySelector,
-    WebhookSpec, check_name_fits_label, default_true, duration_at_least, duration_at_least_schema, is_dns_1035_label,
-    name_fits_label_message, name_fits_label_rule, name_is_dns_1035_label_rule, optional_duration_at_least_schema,
+    WebhookSpec, check_name_fits_label, default_true, is_dns_1035_label, name_fits_label_message, name_fits_label_rule,
+    name_is_dns_1035_label_rule,
 };
 
 /// Default port of colonies-server (`COLONIES_SERVER_HTTP_PORT`).
@@ -260,12 +260,10 @@ pub struct HealthSpec {
     pub path: String,
     /// Time between two probes (Go duration, e.g. `10s`). At least `1s`.
     #[serde(default = "default_health_interval")]
-    #[schemars(schema_with = "health_interval_schema")]
-    pub interval: String,
+    pub interval: HealthInterval,
     /// Timeout of one probe (Go duration). At least `100ms`, and not longer than `interval`.
     #[serde(default = "default_health_timeout")]
-    #[schemars(schema_with = "health_timeout_schema")]
-    pub timeout: String,
+    pub timeout: HealthTimeout,
     /// Consecutive failed probes before the server counts as down.
     #[serde(default = "default_failure_threshold")]
     #[schemars(range(min = 1, max = 1000))]
@@ -296,22 +294,15 @@ pub struct ApiCheckSpec {
 }
 
 /// Shortest `health.interval`: faster probing only loads the server.
-pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+pub type HealthInterval = GoDuration<1_000>;
 /// Shortest `health.timeout`: below this a healthy server times out on network jitter.
-pub const MIN_HEALTH_TIMEOUT: Duration = Duration::from_millis(100);
-
-fn health_interval_schema(_: &mut SchemaGenerator) -> Schema {
-    duration_at_least_schema(MIN_HEALTH_INTERVAL)
-}
-fn health_timeout_schema(_: &mut SchemaGenerator) -> Schema {
-    duration_at_least_schema(MIN_HEALTH_TIMEOUT)
-}
+pub type HealthTimeout = GoDuration<100>;
 
 impl HealthSpec {
     /// The schema's duration rules, checked again by the controller.
     pub fn check(&self) -> Result<(), String> {
-        let interval = duration_at_least("spec.health.interval", &self.interval, MIN_HEALTH_INTERVAL)?;
-        let timeout = duration_at_least("spec.health.timeout", &self.timeout, MIN_HEALTH_TIMEOUT)?;
+        let interval = self.interval.check("spec.health.interval")?;
+        let timeout = self.timeout.check("spec.health.timeout")?;
         if timeout > interval {
             return Err(format!(
                 "spec.health.timeout ({}) must not be longer than spec.health.interval ({})",
@@ -325,10 +316,10 @@ impl HealthSpec {
 fn default_health_path() -> String {
     "/health".into()
 }
-fn default_health_interval() -> String {
+fn default_health_interval() -> HealthInterval {
     "10s".into()
 }
-fn default_health_timeout() -> String {
+fn default_health_timeout() -> HealthTimeout {
     "2s".into()
 }
 fn default_failure_threshold() -> i32 {
@@ -375,8 +366,7 @@ pub struct SloSpec {
     pub statistics: Option<ApiCheckSpec>,
     /// Time between two samples (Go duration). At least `1s`. Unset: `spec.health.interval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "slo_interval_schema")]
-    pub interval: Option<String>,
+    pub interval: Option<SloInterval>,
     /// Highest acceptable number of waiting processes.
     #[serde(default = "default_max_queue_depth")]
     #[schemars(range(min = 0))]
@@ -391,31 +381,22 @@ pub struct SloSpec {
     pub max_error_rate: f64,
     /// How long a breach must last before it counts (Go duration). At least `1s`.
     #[serde(rename = "for", default = "default_slo_for")]
-    #[schemars(schema_with = "slo_for_schema")]
-    pub for_: String,
+    pub for_: SloFor,
 }
 
 /// Shortest `slo.for`: a single sample must not flip the fallback.
-pub const MIN_SLO_FOR: Duration = Duration::from_secs(1);
-
-fn slo_for_schema(_: &mut SchemaGenerator) -> Schema {
-    duration_at_least_schema(MIN_SLO_FOR)
-}
+pub type SloFor = GoDuration<1_000>;
 
 /// Shortest `slo.interval`: each sample is a call to the server.
-pub const MIN_SLO_INTERVAL: Duration = Duration::from_secs(1);
-
-fn slo_interval_schema(_: &mut SchemaGenerator) -> Schema {
-    optional_duration_at_least_schema(MIN_SLO_INTERVAL)
-}
+pub type SloInterval = GoDuration<1_000>;
 
 impl SloSpec {
     /// The schema's rules, checked again by the controller. An SLO without a source (admitted
     /// before the rule existed) checks nothing, as it did then.
     pub fn check(&self) -> Result<(), String> {
-        duration_at_least("spec.slo.for", &self.for_, MIN_SLO_FOR)?;
+        self.for_.check("spec.slo.for")?;
         if let Some(interval) = &self.interval {
-            duration_at_least("spec.slo.interval", interval, MIN_SLO_INTERVAL)?;
+            interval.check("spec.slo.interval")?;
         }
         if self.metrics_url.is_some() && self.statistics.is_some() {
             return Err("spec.slo needs exactly one source: metricsURL or statistics".into());
@@ -433,7 +414,7 @@ fn default_min_completion_rate() -> f64 {
 fn default_max_error_rate() -> f64 {
     0.01
 }
-fn default_slo_for() -> String {
+fn default_slo_for() -> SloFor {
     "5m".into()
 }
 
@@ -467,12 +448,10 @@ pub struct FallbackSpec {
     /// Continuous health required before the fallback is turned off again (Go duration). At
     /// least `1s`.
     #[serde(default = "default_recover_after")]
-    #[schemars(schema_with = "recover_after_schema")]
-    pub recover_after: String,
+    pub recover_after: RecoverAfter,
     /// Shortest time the fallback stays in one state (Go duration). At least `1s`.
     #[serde(default = "default_min_hold")]
-    #[schemars(schema_with = "min_hold_schema")]
-    pub min_hold: String,
+    pub min_hold: FallbackHold,
     /// Most flips in any hour; beyond that the fallback stays on and the resource reports
     /// Stalled for a human.
     #[serde(default = "default_max_flips_per_hour")]
@@ -484,22 +463,15 @@ pub struct FallbackSpec {
 }
 
 /// Shortest `fallback.recoverAfter`: one healthy probe must not end the fallback.
-pub const MIN_RECOVER_AFTER: Duration = Duration::from_secs(1);
+pub type RecoverAfter = GoDuration<1_000>;
 /// Shortest `fallback.minHold`: the fallback must not flip back and forth within a second.
-pub const MIN_FALLBACK_HOLD: Duration = Duration::from_secs(1);
-
-fn recover_after_schema(_: &mut SchemaGenerator) -> Schema {
-    duration_at_least_schema(MIN_RECOVER_AFTER)
-}
-fn min_hold_schema(_: &mut SchemaGenerator) -> Schema {
-    duration_at_least_schema(MIN_FALLBACK_HOLD)
-}
+pub type FallbackHold = GoDuration<1_000>;
 
 impl FallbackSpec {
     /// The schema's duration rules, checked again by the controller.
     pub fn check(&self) -> Result<(), String> {
-        duration_at_least("spec.fallback.recoverAfter", &self.recover_after, MIN_RECOVER_AFTER)?;
-        duration_at_least("spec.fallback.minHold", &self.min_hold, MIN_FALLBACK_HOLD)?;
+        self.recover_after.check("spec.fallback.recoverAfter")?;
+        self.min_hold.check("spec.fallback.minHold")?;
         match &self.notify {
             Some(notify) => notify.check("spec.fallback.notify"),
             None => Ok(()),
@@ -510,10 +482,10 @@ impl FallbackSpec {
 fn default_fallback_key() -> String {
     "USE_COLONY_OS".into()
 }
-fn default_recover_after() -> String {
+fn default_recover_after() -> RecoverAfter {
     "5m".into()
 }
-fn default_min_hold() -> String {
+fn default_min_hold() -> FallbackHold {
     "2m".into()
 }
 fn default_max_flips_per_hour() -> i32 {
@@ -550,13 +522,11 @@ pub struct RollbackSpec {
     pub automatic: bool,
     /// Time a new image has to become ready and healthy (Go duration). At least `30s`.
     #[serde(default = "default_progress_deadline")]
-    #[schemars(schema_with = "progress_deadline_schema")]
-    pub progress_deadline: String,
+    pub progress_deadline: ProgressDeadline,
     /// Continuous health after which a new image becomes the last known good one (Go
     /// duration). At least `1s`.
     #[serde(default = "default_stable_after")]
-    #[schemars(schema_with = "stable_after_schema")]
-    pub stable_after: String,
+    pub stable_after: StableAfter,
     /// Number of entries kept in `status.history`.
     #[serde(default = "default_history_limit")]
     #[schemars(range(min = 1, max = 100))]
@@ -565,30 +535,23 @@ pub struct RollbackSpec {
 
 /// Shortest `rollback.progressDeadline`: pulling an image and starting a pod takes longer;
 /// a shorter deadline rolls back every new image.
-pub const MIN_PROGRESS_DEADLINE: Duration = Duration::from_secs(30);
+pub type ProgressDeadline = GoDuration<30_000>;
 /// Shortest `rollback.stableAfter`.
-pub const MIN_STABLE_AFTER: Duration = Duration::from_secs(1);
-
-fn progress_deadline_schema(_: &mut SchemaGenerator) -> Schema {
-    duration_at_least_schema(MIN_PROGRESS_DEADLINE)
-}
-fn stable_after_schema(_: &mut SchemaGenerator) -> Schema {
-    duration_at_least_schema(MIN_STABLE_AFTER)
-}
+pub type StableAfter = GoDuration<1_000>;
 
 impl RollbackSpec {
     /// The schema's duration rules, checked again by the controller; `path` is where this
     /// spec sits (`spec.rollback`).
     pub fn check(&self, path: &str) -> Result<(), String> {
-        duration_at_least(&format!("{path}.progressDeadline"), &self.progress_deadline, MIN_PROGRESS_DEADLINE)?;
-        duration_at_least(&format!("{path}.stableAfter"), &self.stable_after, MIN_STABLE_AFTER).map(drop)
+        self.progress_deadline.check(&format!("{path}.progressDeadline"))?;
+        self.stable_after.check(&format!("{path}.stableAfter")).map(drop)
     }
 }
 
-fn default_progress_deadline() -> String {
+fn default_progress_deadline() -> ProgressDeadline {
     "10m".into()
 }
-fn default_stable_after() -> String {
+fn default_stable_after() -> StableAfter {
     "5m".into()
 }
 fn default_history_limit() -> i32 {
@@ -833,7 +796,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(slo.statistics.as_ref(), Some(&stats));
-        assert_eq!(slo.interval.as_deref(), Some("15s"));
+        assert_eq!(slo.interval.as_ref().map(GoDuration::as_str), Some("15s"));
         assert_eq!(slo.check(), Ok(()));
         let both = SloSpec { metrics_url: Some("http://m/metrics".into()), ..slo.clone() };
         assert!(both.check().unwrap_err().contains("exactly one source"));

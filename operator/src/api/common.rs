@@ -3,13 +3,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Affinity, Toleration};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-use crate::duration::{GO_DURATION_MAX_LENGTH, GO_DURATION_PATTERN, format_go_duration, parse_go_duration};
+use super::GoDuration;
 
 /// API group of every kind.
 pub const GROUP: &str = "colony.zyeute.io";
@@ -161,21 +160,17 @@ pub struct WebhookSpec {
     pub retries: i32,
     /// Delay before the first retry; doubled for every further retry. At least `100ms`.
     #[serde(default = "default_webhook_backoff")]
-    #[schemars(schema_with = "webhook_backoff_schema")]
-    pub backoff: String,
+    pub backoff: WebhookBackoff,
 }
 
-/// Shortest `backoff`: retries closer together than this hammer a receiver that is down.
-pub const MIN_WEBHOOK_BACKOFF: Duration = Duration::from_millis(100);
-
-fn webhook_backoff_schema(_: &mut SchemaGenerator) -> Schema {
-    duration_at_least_schema(MIN_WEBHOOK_BACKOFF)
-}
+/// A webhook's retry backoff; at least 100ms: retries closer together than this hammer a
+/// receiver that is down.
+pub type WebhookBackoff = GoDuration<100>;
 
 fn default_webhook_retries() -> i32 {
     3
 }
-fn default_webhook_backoff() -> String {
+fn default_webhook_backoff() -> WebhookBackoff {
     "5s".into()
 }
 
@@ -187,7 +182,7 @@ impl WebhookSpec {
     /// The checks of the schema's CEL rules, for objects admitted before the rules existed;
     /// `path` is where this webhook sits (e.g. `spec.fallback.notify`).
     pub fn check(&self, path: &str) -> Result<(), String> {
-        duration_at_least(&format!("{path}.backoff"), &self.backoff, MIN_WEBHOOK_BACKOFF).map(drop)
+        self.backoff.check(&format!("{path}.backoff")).map(drop)
     }
 }
 
@@ -207,77 +202,6 @@ pub struct PodOverrides {
 }
 
 // ---- schema helpers ----
-
-/// Schema of a required (or defaulted) Go duration string; use with
-/// `#[schemars(schema_with = "duration_schema")]`.
-pub fn duration_schema(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "string",
-        "pattern": GO_DURATION_PATTERN,
-        "maxLength": GO_DURATION_MAX_LENGTH,
-    })
-}
-
-/// Schema of an optional Go duration string (`Option<String>`); use with
-/// `#[schemars(schema_with = "optional_duration_schema")]` and `#[serde(default)]`.
-pub fn optional_duration_schema(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": ["string", "null"],
-        "pattern": GO_DURATION_PATTERN,
-        "maxLength": GO_DURATION_MAX_LENGTH,
-    })
-}
-
-// ---- duration bounds ----
-//
-// A duration whose zero or tiny value is harmful (a key rotated in a loop, a probe with no
-// pause) has a minimum: a `Duration` const next to its field. The schema's CEL rule and the
-// controllers' check both read that const, so they cannot disagree; the controllers' check
-// catches objects admitted before the rule existed and reports Stalled/InvalidSpec.
-
-/// The CEL rule of a duration field: at least `min`. CEL's `duration()` parses Go durations
-/// with Go's own parser, so a value beyond Go's range (which the pattern alone lets through
-/// and [`parse_go_duration`] rejects) fails the rule too.
-pub fn min_duration_rule(min: Duration) -> String {
-    format!("duration(self) >= duration('{}')", format_go_duration(min))
-}
-
-/// The message of [`min_duration_rule`] (the API server prefixes the field path).
-pub fn min_duration_message(min: Duration) -> String {
-    format!("must be at least {}", format_go_duration(min))
-}
-
-fn duration_at_least_schema_of(type_: serde_json::Value, min: Duration) -> Schema {
-    json_schema!({
-        "type": type_,
-        "pattern": GO_DURATION_PATTERN,
-        "maxLength": GO_DURATION_MAX_LENGTH,
-        "x-kubernetes-validations": [{
-            "rule": min_duration_rule(min),
-            "message": min_duration_message(min),
-        }],
-    })
-}
-
-/// Schema of a required (or defaulted) Go duration of at least `min`.
-pub fn duration_at_least_schema(min: Duration) -> Schema {
-    duration_at_least_schema_of(serde_json::json!("string"), min)
-}
-
-/// Schema of an optional Go duration (`Option<String>`) of at least `min`.
-pub fn optional_duration_at_least_schema(min: Duration) -> Schema {
-    duration_at_least_schema_of(serde_json::json!(["string", "null"]), min)
-}
-
-/// The controller-side twin of [`min_duration_rule`]: parses `value` and requires at least
-/// `min`; the error names `field` (e.g. `spec.interval`).
-pub fn duration_at_least(field: &str, value: &str, min: Duration) -> Result<Duration, String> {
-    let d = parse_go_duration(value).map_err(|e| format!("{field}: {e}"))?;
-    if d < min {
-        return Err(format!("{field}: {value:?} is shorter than the minimum of {}", format_go_duration(min)));
-    }
-    Ok(d)
-}
 
 // ---- names ----
 
@@ -375,31 +299,6 @@ mod tests {
             assert_eq!(o.as_str().parse(), Ok(o));
             assert_eq!(serde_json::to_value(o).unwrap(), serde_json::json!(o.as_str()));
         }
-    }
-
-    #[test]
-    fn duration_at_least_accepts_the_minimum_and_names_the_field() {
-        let min = Duration::from_secs(3600);
-        assert_eq!(duration_at_least("spec.interval", "1h", min), Ok(min));
-        assert_eq!(duration_at_least("spec.interval", "59m60s", min), Ok(min));
-        assert_eq!(duration_at_least("spec.interval", "720h", min), Ok(Duration::from_secs(720 * 3600)));
-        let short = duration_at_least("spec.interval", "0s", min).unwrap_err();
-        assert_eq!(short, "spec.interval: \"0s\" is shorter than the minimum of 1h");
-        let e = duration_at_least("spec.interval", "59m59.999s", min).unwrap_err();
-        assert!(e.contains("minimum of 1h"), "{e}");
-        let e = duration_at_least("spec.interval", "30d", min).unwrap_err();
-        assert!(e.starts_with("spec.interval: invalid duration"), "{e}");
-    }
-
-    #[test]
-    fn min_duration_rule_spells_the_minimum_as_go_does() {
-        assert_eq!(min_duration_rule(Duration::from_secs(3600)), "duration(self) >= duration('1h')");
-        assert_eq!(min_duration_rule(Duration::from_millis(100)), "duration(self) >= duration('100ms')");
-        assert_eq!(min_duration_rule(Duration::from_secs(90)), "duration(self) >= duration('1m30s')");
-        assert_eq!(min_duration_message(Duration::from_secs(60)), "must be at least 1m");
-        let schema = serde_json::to_value(optional_duration_at_least_schema(Duration::from_secs(1))).unwrap();
-        assert_eq!(schema["maxLength"], GO_DURATION_MAX_LENGTH, "bounded for the CEL cost estimate");
-        assert_eq!(schema["x-kubernetes-validations"][0]["rule"], "duration(self) >= duration('1s')");
     }
 
     #[test]

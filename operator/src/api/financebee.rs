@@ -1,19 +1,19 @@
 //! FinanceBee: the Finance Bee executor (a pycolonies worker) as a Deployment, with restarts,
 //! escalation when it stays down, and suspension.
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
-use schemars::{JsonSchema, Schema, SchemaGenerator};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::GoDuration;
 use super::common::{
     HTTP_URL_PATTERN, LocalObjectReference, PodOverrides, SecretKeySelector, WebhookSpec, check_name_fits_label,
-    duration_at_least, duration_at_least_schema, name_fits_label_message, name_fits_label_rule,
+    name_fits_label_message, name_fits_label_rule,
 };
 
 /// CPU limit applied when `spec.resources` is unset (the systemd unit's share).
@@ -87,8 +87,7 @@ pub struct FinanceBeeSpec {
     /// Long-poll timeout of process assignment (Go duration; `POLL_TIMEOUT` in seconds). At
     /// least `1s`.
     #[serde(default = "default_poll_timeout")]
-    #[schemars(schema_with = "poll_timeout_schema")]
-    pub poll_timeout: String,
+    pub poll_timeout: PollTimeout,
     /// How the operator restarts a crashing or stuck bee.
     #[serde(default)]
     pub restart: RestartSpec,
@@ -108,11 +107,7 @@ pub struct FinanceBeeSpec {
 const NAME_USED_FOR: &str = "the bee's Deployment and pods";
 
 /// Shortest `pollTimeout`: `POLL_TIMEOUT` is whole seconds, and 0 makes the executor spin.
-pub const MIN_POLL_TIMEOUT: Duration = Duration::from_secs(1);
-
-fn poll_timeout_schema(_: &mut SchemaGenerator) -> Schema {
-    duration_at_least_schema(MIN_POLL_TIMEOUT)
-}
+pub type PollTimeout = GoDuration<1_000>;
 
 fn default_replicas() -> i32 {
     1
@@ -120,7 +115,7 @@ fn default_replicas() -> i32 {
 fn default_executor_type() -> String {
     "finance-worker".into()
 }
-fn default_poll_timeout() -> String {
+fn default_poll_timeout() -> PollTimeout {
     "10s".into()
 }
 
@@ -152,10 +147,10 @@ impl FinanceBeeSpec {
     /// admitted before a rule existed): the bee's name, and every duration's minimum.
     pub fn check(&self, name: &str) -> Result<(), String> {
         check_name_fits_label("FinanceBee", name, NAME_USED_FOR)?;
-        duration_at_least("spec.pollTimeout", &self.poll_timeout, MIN_POLL_TIMEOUT)?;
-        duration_at_least("spec.restart.window", &self.restart.window, MIN_RESTART_WINDOW)?;
-        duration_at_least("spec.restart.stuckAfter", &self.restart.stuck_after, MIN_STUCK_AFTER)?;
-        duration_at_least("spec.escalation.after", &self.escalation.after, MIN_ESCALATE_AFTER)?;
+        self.poll_timeout.check("spec.pollTimeout")?;
+        self.restart.window.check("spec.restart.window")?;
+        self.restart.stuck_after.check("spec.restart.stuckAfter")?;
+        self.escalation.after.check("spec.escalation.after")?;
         if let Some(webhook) = &self.escalation.webhook {
             webhook.check("spec.escalation.webhook")?;
         }
@@ -194,8 +189,7 @@ pub struct RestartSpec {
     pub max_restarts: i32,
     /// The window `maxRestarts` applies to (Go duration). At least `1m`.
     #[serde(default = "default_restart_window")]
-    #[schemars(schema_with = "restart_window_schema")]
-    pub window: String,
+    pub window: RestartWindow,
     /// Container restarts (CrashLoopBackOff) after which the operator restarts the pod.
     #[serde(default = "default_crash_loop_threshold")]
     #[schemars(range(min = 1, max = 1000))]
@@ -203,33 +197,25 @@ pub struct RestartSpec {
     /// Time a pod may stay pending or not ready before the operator restarts it (Go duration).
     /// At least `1s`.
     #[serde(default = "default_stuck_after")]
-    #[schemars(schema_with = "stuck_after_schema")]
-    pub stuck_after: String,
+    pub stuck_after: StuckAfter,
 }
 
 /// Shortest `restart.window`: `maxRestarts` per window is the budget that stops a restart
 /// loop; a window of seconds renews it faster than a pod can start.
-pub const MIN_RESTART_WINDOW: Duration = Duration::from_secs(60);
+pub type RestartWindow = GoDuration<60_000>;
 /// Shortest `restart.stuckAfter`: a pod is never ready the instant it is created.
-pub const MIN_STUCK_AFTER: Duration = Duration::from_secs(1);
-
-fn restart_window_schema(_: &mut SchemaGenerator) -> Schema {
-    duration_at_least_schema(MIN_RESTART_WINDOW)
-}
-fn stuck_after_schema(_: &mut SchemaGenerator) -> Schema {
-    duration_at_least_schema(MIN_STUCK_AFTER)
-}
+pub type StuckAfter = GoDuration<1_000>;
 
 fn default_max_restarts() -> i32 {
     3
 }
-fn default_restart_window() -> String {
+fn default_restart_window() -> RestartWindow {
     "30m".into()
 }
 fn default_crash_loop_threshold() -> i32 {
     5
 }
-fn default_stuck_after() -> String {
+fn default_stuck_after() -> StuckAfter {
     "5m".into()
 }
 
@@ -250,8 +236,7 @@ impl Default for RestartSpec {
 pub struct EscalationSpec {
     /// Unavailability that triggers the escalation (Go duration). At least `1s`.
     #[serde(default = "default_escalate_after")]
-    #[schemars(schema_with = "escalate_after_schema")]
-    pub after: String,
+    pub after: EscalateAfter,
     /// Generic JSON webhook notified on trigger and on resolve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSpec>,
@@ -262,13 +247,9 @@ pub struct EscalationSpec {
 }
 
 /// Shortest `escalation.after`: zero pages on-call for every blip of unavailability.
-pub const MIN_ESCALATE_AFTER: Duration = Duration::from_secs(1);
+pub type EscalateAfter = GoDuration<1_000>;
 
-fn escalate_after_schema(_: &mut SchemaGenerator) -> Schema {
-    duration_at_least_schema(MIN_ESCALATE_AFTER)
-}
-
-fn default_escalate_after() -> String {
+fn default_escalate_after() -> EscalateAfter {
     "15m".into()
 }
 

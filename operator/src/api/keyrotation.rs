@@ -1,17 +1,14 @@
 //! KeyRotation: scheduled rotation of a key kept in a Secret (the runbook's monthly
 //! generate-keys.sh / store-keys.sh / redeploy), optionally registered with ColonyOS first.
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
-use schemars::{JsonSchema, Schema, SchemaGenerator};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    CRON_PATTERN, DNS_SUBDOMAIN_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN, default_time_zone,
-    optional_duration_at_least_schema,
-};
+use super::GoDuration;
+use super::common::{CRON_PATTERN, DNS_SUBDOMAIN_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN, default_time_zone};
 
 /// The runbook's cadence: 03:00 on the first day of every month.
 pub const MONTHLY_SCHEDULE: &str = "0 3 1 * *";
@@ -60,8 +57,7 @@ pub struct KeyRotationSpec {
     /// Time between rotations (Go duration, e.g. `720h`), counted from the last rotation.
     /// At least `1h`. Exactly one of `schedule` and `interval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "interval_schema")]
-    pub interval: Option<String>,
+    pub interval: Option<RotationInterval>,
     /// The Secret that holds the key (created if missing). Keys: `prvkey` and `id` for
     /// secp256k1 and ed25519, `key` for random; older keys as `previous.<key>`,
     /// `previous-2.<key>`, ...
@@ -118,11 +114,7 @@ fn default_keep_previous() -> i32 {
 
 /// Shortest `interval`: every rotation rolls the targets and, with `colonyOS`, changes an
 /// identity on the server; more than one an hour is a loop, not a schedule.
-pub const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(3600);
-
-fn interval_schema(_: &mut SchemaGenerator) -> Schema {
-    optional_duration_at_least_schema(MIN_ROTATION_INTERVAL)
-}
+pub type RotationInterval = GoDuration<3_600_000>;
 
 impl Default for KeyRotationSpec {
     fn default() -> Self {
@@ -149,7 +141,7 @@ pub enum RotationCadence<'a> {
     /// A cron expression in an IANA time zone.
     Cron { schedule: &'a str, time_zone: &'a str },
     /// A Go duration after the last rotation.
-    Interval(&'a str),
+    Interval(&'a RotationInterval),
 }
 
 impl KeyRotationSpec {
@@ -339,7 +331,7 @@ mod tests {
     #[test]
     fn cadence() {
         let spec: KeyRotationSpec = serde_yaml::from_str("interval: 720h\nsecretName: k\n").unwrap();
-        assert_eq!(spec.cadence(), RotationCadence::Interval("720h"));
+        assert_eq!(spec.cadence(), RotationCadence::Interval(&"720h".into()));
         let neither = KeyRotationSpec { schedule: None, ..spec.clone() };
         let neither = KeyRotationSpec { interval: None, ..neither };
         assert_eq!(neither.cadence(), RotationCadence::Cron { schedule: MONTHLY_SCHEDULE, time_zone: "UTC" });

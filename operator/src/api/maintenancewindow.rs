@@ -6,12 +6,12 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
-use schemars::{JsonSchema, Schema, SchemaGenerator};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::GoDuration;
 use super::common::{
-    CRON_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN, default_time_zone, default_true, duration_at_least,
-    duration_at_least_schema, optional_duration_at_least_schema, optional_timestamp_schema,
+    CRON_PATTERN, LocalObjectReference, TIME_ZONE_PATTERN, default_time_zone, default_true, optional_timestamp_schema,
 };
 use crate::duration::format_go_duration;
 use crate::schedule::CronSchedule;
@@ -90,8 +90,7 @@ pub struct WindowSchedule {
     /// daily, weekly); the operator checks every pair of successive starts in the coming year
     /// (at most 20,000 starts) and reports any other overlap as Stalled/InvalidSpec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "window_duration_schema")]
-    pub duration: Option<String>,
+    pub duration: Option<WindowDuration>,
     /// IANA time zone of `cron` (ignored by the one-off form, whose times carry an offset).
     #[serde(default = "default_time_zone")]
     #[schemars(length(min = 1, max = 64), regex(pattern = TIME_ZONE_PATTERN))]
@@ -99,11 +98,7 @@ pub struct WindowSchedule {
 }
 
 /// Shortest recurring window: cron has minute resolution.
-pub const MIN_WINDOW_DURATION: Duration = Duration::from_secs(60);
-
-fn window_duration_schema(_: &mut SchemaGenerator) -> Schema {
-    optional_duration_at_least_schema(MIN_WINDOW_DURATION)
-}
+pub type WindowDuration = GoDuration<60_000>;
 
 /// A cron shape whose successive starts are never further apart than `period` (in any time
 /// zone, on at least one day of the year), so a window of `period` or longer would overlap
@@ -157,14 +152,14 @@ pub enum ScheduleForm<'a> {
     /// One window from `start` to `end`.
     OneOff { start: DateTime<Utc>, end: DateTime<Utc> },
     /// A window of `duration` starting at every `cron` time in `time_zone`.
-    Recurring { cron: &'a str, duration: &'a str, time_zone: &'a str },
+    Recurring { cron: &'a str, duration: &'a WindowDuration, time_zone: &'a str },
 }
 
 impl WindowSchedule {
     /// The form in use, or `None` when the fields do not make up exactly one complete form
     /// (the API server rejects such objects; this guards against bypassed validation).
     pub fn form(&self) -> Option<ScheduleForm<'_>> {
-        match (self.start, self.end, self.cron.as_deref(), self.duration.as_deref()) {
+        match (self.start, self.end, self.cron.as_deref(), self.duration.as_ref()) {
             (Some(start), Some(end), None, None) if end > start => Some(ScheduleForm::OneOff { start, end }),
             (None, None, Some(cron), Some(duration)) => {
                 Some(ScheduleForm::Recurring { cron, duration, time_zone: &self.time_zone })
@@ -203,8 +198,7 @@ pub struct VerifySpec {
     pub success_threshold: i32,
     /// Time allowed for verification (Go duration); then the window fails. At least `10s`.
     #[serde(default = "default_verify_timeout")]
-    #[schemars(schema_with = "verify_timeout_schema")]
-    pub timeout: String,
+    pub timeout: VerifyTimeout,
     /// After a failed verification: `keepFallback` (the fallback stays on and the bees stay
     /// stopped until a human acts: set `onFailure: restore`, set `suspend: true`, or delete
     /// the window; the window is Stalled meanwhile) or `restore` (resume normal operation
@@ -214,11 +208,7 @@ pub struct VerifySpec {
 }
 
 /// Shortest `verify.timeout`: verification needs `successThreshold` probes in a row.
-pub const MIN_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn verify_timeout_schema(_: &mut SchemaGenerator) -> Schema {
-    duration_at_least_schema(MIN_VERIFY_TIMEOUT)
-}
+pub type VerifyTimeout = GoDuration<10_000>;
 
 impl MaintenanceWindowSpec {
     /// The checks of the schema's CEL rules that a value could have slipped past (objects
@@ -226,14 +216,14 @@ impl MaintenanceWindowSpec {
     /// close before the next one opens, for every pair of successive starts in the year after
     /// `now` (see [`CronSchedule::starts_within`]).
     pub fn check(&self, now: DateTime<Utc>) -> Result<(), String> {
-        duration_at_least("spec.verify.timeout", &self.verify.timeout, MIN_VERIFY_TIMEOUT)?;
+        self.verify.timeout.check("spec.verify.timeout")?;
         let (Some(cron), Some(duration)) = (&self.schedule.cron, &self.schedule.duration) else {
             return Ok(());
         };
-        let d = duration_at_least("spec.schedule.duration", duration, MIN_WINDOW_DURATION)?;
+        let d = duration.check("spec.schedule.duration")?;
         let schedule =
             CronSchedule::parse(cron, &self.schedule.time_zone).map_err(|e| format!("spec.schedule.cron: {e}"))?;
-        let d = chrono::Duration::from_std(d).map_err(|_| "spec.schedule.duration is too long".to_string())?;
+        let d = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
         // The message names the gap, not when it happens, so it stays the same as time passes
         // (a status written once, not on every reconcile).
         match schedule.starts_within(d, now) {
@@ -251,7 +241,7 @@ impl MaintenanceWindowSpec {
 fn default_verify_success_threshold() -> i32 {
     3
 }
-fn default_verify_timeout() -> String {
+fn default_verify_timeout() -> VerifyTimeout {
     "10m".into()
 }
 
@@ -374,7 +364,7 @@ mod tests {
         assert!(!spec.suspend);
         assert_eq!(
             spec.schedule.form(),
-            Some(ScheduleForm::Recurring { cron: "0 2 * * 0", duration: "2h", time_zone: "UTC" })
+            Some(ScheduleForm::Recurring { cron: "0 2 * * 0", duration: &"2h".into(), time_zone: "UTC" })
         );
     }
 

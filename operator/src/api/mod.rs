@@ -7,12 +7,14 @@ use kube::CustomResourceExt;
 
 pub mod colonyserver;
 pub mod common;
+pub mod duration;
 pub mod financebee;
 pub mod keyrotation;
 pub mod maintenancewindow;
 
 pub use colonyserver::*;
 pub use common::*;
+pub use duration::GoDuration;
 pub use financebee::*;
 pub use keyrotation::*;
 pub use maintenancewindow::*;

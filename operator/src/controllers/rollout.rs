@@ -22,7 +22,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::api::{ImageHistoryEntry, RollbackSpec, RolloutOutcome};
-use crate::duration::parse_go_duration;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RolloutPolicy {
@@ -80,8 +79,8 @@ impl RolloutPolicy {
     pub fn from_spec(spec: &RollbackSpec) -> Self {
         Self {
             automatic: spec.automatic,
-            progress_deadline: parse_go_duration(&spec.progress_deadline).unwrap_or(Duration::from_secs(600)),
-            stable_after: parse_go_duration(&spec.stable_after).unwrap_or(Duration::from_secs(300)),
+            progress_deadline: spec.progress_deadline.get(),
+            stable_after: spec.stable_after.get(),
             history_limit: spec.history_limit.max(1) as usize,
         }
     }

@@ -153,9 +153,7 @@ pub fn deployment(cs: &ColonyServer, inputs: &ServerInputs) -> Result<Deployment
             config_hash: inputs.config_hash.clone(),
             overrides: spec.pod_template.clone().unwrap_or_default(),
             pod_security: PodSecurityContext::default(),
-            progress_deadline_seconds: crate::duration::parse_go_duration(&spec.rollback.progress_deadline)
-                .ok()
-                .map(|d| d.as_secs().clamp(1, i32::MAX as u64) as i32),
+            progress_deadline_seconds: Some(spec.rollback.progress_deadline.get().as_secs().min(i32::MAX as u64) as i32),
         },
     )
 }

@@ -29,7 +29,6 @@ use crate::controllers::common::{
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout::{self, RolloutPolicy};
 use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
-use crate::duration::parse_go_duration;
 use crate::health::{ApiCheck, HealthThresholds, Prober, SloLimits};
 use crate::operator::Shutdown;
 use crate::runtime::{Context, Error, Result, apply_status, fresh};
@@ -154,23 +153,19 @@ struct Durations {
 
 fn durations(cs: &ColonyServer) -> std::result::Result<Durations, String> {
     cs.spec.check(&cs.name_any())?;
-    let p = |field: &str, v: &str| parse_go_duration(v).map_err(|e| format!("{field}: {e}"));
     let spec = &cs.spec;
     Ok(Durations {
-        interval: p("spec.health.interval", &spec.health.interval)?.max(Duration::from_secs(1)),
-        timeout: p("spec.health.timeout", &spec.health.timeout)?,
+        interval: spec.health.interval.get(),
+        timeout: spec.health.timeout.get(),
         policy: FallbackPolicy {
-            recover_after: p("spec.fallback.recoverAfter", &spec.fallback.recover_after)?,
-            min_hold: p("spec.fallback.minHold", &spec.fallback.min_hold)?,
+            recover_after: spec.fallback.recover_after.get(),
+            min_hold: spec.fallback.min_hold.get(),
             max_flips_per_hour: spec.fallback.max_flips_per_hour.max(1) as u32,
         },
-        slo_for: match &spec.slo {
-            Some(s) => p("spec.slo.for", &s.for_)?,
-            None => Duration::ZERO,
-        },
-        slo_interval: match spec.slo.as_ref().and_then(|s| s.interval.as_deref()) {
-            Some(i) => p("spec.slo.interval", i)?.max(Duration::from_secs(1)),
-            None => p("spec.health.interval", &spec.health.interval)?.max(Duration::from_secs(1)),
+        slo_for: spec.slo.as_ref().map_or(Duration::ZERO, |s| s.for_.get()),
+        slo_interval: match spec.slo.as_ref().and_then(|s| s.interval.as_ref()) {
+            Some(i) => i.get(),
+            None => spec.health.interval.get(),
         },
     })
 }
@@ -526,10 +521,7 @@ async fn notify_flip(
         "reason": reason,
         "time": now.to_rfc3339(),
     });
-    let policy = RetryPolicy {
-        retries: spec.retries.max(0) as u32,
-        backoff: parse_go_duration(&spec.backoff).unwrap_or(Duration::from_secs(1)),
-    };
+    let policy = RetryPolicy { retries: spec.retries.max(0) as u32, backoff: spec.backoff.get() };
     let key = format!("{ns}/{}", cs.name_any());
     let sctx2 = sctx.clone();
     let cs = cs.clone();

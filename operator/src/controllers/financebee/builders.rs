@@ -63,7 +63,7 @@ pub fn bee_env(fb: &FinanceBee, inputs: &BeeInputs) -> Vec<EnvVar> {
         }),
         ..Default::default()
     };
-    let poll_secs = crate::duration::parse_go_duration(&spec.poll_timeout).map(|d| d.as_secs().max(1)).unwrap_or(10);
+    let poll_secs = spec.poll_timeout.get().as_secs().max(1);
     let executor_name = spec.effective_executor_name(&name);
     let mut out = vec![
         env("COLONIES_SERVER_HOST", inputs.server_host.clone()),
@@ -117,9 +117,7 @@ pub fn deployment(fb: &FinanceBee, inputs: &BeeInputs) -> Result<Deployment> {
                 run_as_user: Some(10001),
                 ..Default::default()
             },
-            progress_deadline_seconds: crate::duration::parse_go_duration(&spec.rollback.progress_deadline)
-                .ok()
-                .map(|d| d.as_secs().clamp(1, i32::MAX as u64) as i32),
+            progress_deadline_seconds: Some(spec.rollback.progress_deadline.get().as_secs().min(i32::MAX as u64) as i32),
         },
     )
 }

@@ -22,7 +22,6 @@ use crate::api::{ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, 
 use crate::controllers::common::{ConfigHasher, Converged, converge_over, owned_by, pod_selector, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout;
-use crate::duration::parse_go_duration;
 use crate::runtime::conditions::find;
 use crate::runtime::metrics::{DeliveryLabels, EscalationLabels, ObjectLabels, RestartLabels};
 use crate::runtime::{Context, Error, Result, apply_status, fresh};
@@ -122,13 +121,6 @@ fn decide_rollout(
     // A bee has no health endpoint: availability and crash loops judge its image.
     let observation = rollout::observe(live, &memory, pods, None, None);
     rollout::decide(&rollout::RolloutPolicy::from_spec(&fb.spec.rollback), &fb.spec.image, &observation, &memory, now)
-}
-
-fn parse_delta(field: &str, v: &str) -> std::result::Result<TimeDelta, String> {
-    parse_go_duration(v)
-        .ok()
-        .and_then(|d| TimeDelta::from_std(d).ok())
-        .ok_or_else(|| format!("{field}: invalid duration {v:?}"))
 }
 
 fn object_labels(fb: &FinanceBee) -> ObjectLabels {
@@ -234,7 +226,7 @@ async fn cleanup(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
         transition: Transition::Resolve,
         since,
         unavailable_since: previous.unavailable_since,
-        after: fb.spec.escalation.after.clone(),
+        after: fb.spec.escalation.after.to_string(),
         detail: "FinanceBee deleted".into(),
     };
     let outcome = send(&bctx, &fb, &incident).await;
@@ -247,7 +239,7 @@ async fn cleanup(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
             // Recorded before the finalizer goes: a retry after a failed removal resends nothing.
             let mut status = previous.clone();
             status.escalation = Some(resolved.clone());
-            let condition = escalation::condition(Some(&resolved), &delivery, &fb.spec.escalation.after);
+            let condition = escalation::condition(Some(&resolved), &delivery, fb.spec.escalation.after.as_str());
             status.conditions =
                 crate::runtime::conditions::merge(&previous.conditions, &[condition], fb.metadata.generation, now);
             let api: Api<FinanceBee> = ctx.api(&ns);
@@ -309,7 +301,7 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
     let replicas = if pause.is_some() { 0 } else { fb.spec.replicas };
     let policy = RestartPolicy::from_spec(&fb.spec.restart);
     // The spec's own check first: values admitted before the schema's rules existed.
-    let after = fb.spec.check(&name).and_then(|()| parse_delta("spec.escalation.after", &fb.spec.escalation.after));
+    let after = fb.spec.check(&name).map(|()| fb.spec.escalation.after.time_delta());
     let mut problem: Option<(String, String)> = match (&policy, &after) {
         (Err(m), _) | (_, Err(m)) => Some(("InvalidSpec".into(), m.clone())),
         _ => None,
@@ -420,7 +412,7 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
         available_replicas,
         restart: &restart,
         escalation: esc.status.clone(),
-        escalated: escalation::condition(esc.status.as_ref(), &delivery, &fb.spec.escalation.after),
+        escalated: escalation::condition(esc.status.as_ref(), &delivery, fb.spec.escalation.after.as_str()),
         rollout: rollout_decision.as_ref(),
     });
     apply_status(&api, fb.as_ref(), NAME, fb.status.as_ref(), &new_status).await?;
@@ -433,7 +425,7 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
         .get_or_create(&labels)
         .set(i64::from(esc.status.as_ref().is_some_and(|s| s.state == EscalationState::Triggered)));
     if let Some(tr) = esc.transition {
-        announce_transition(ctx, &fb, tr, &fb.spec.escalation.after).await;
+        announce_transition(ctx, &fb, tr, fb.spec.escalation.after.as_str()).await;
     }
     let mut retry_after = None;
     match (&next, &job) {
@@ -445,7 +437,7 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
                 transition: job.transition,
                 since: job.since,
                 unavailable_since,
-                after: fb.spec.escalation.after.clone(),
+                after: fb.spec.escalation.after.to_string(),
                 detail: format!("{available_replicas}/{} replicas available", fb.spec.replicas),
             };
             bctx.deliveries.begin(&key, job);
@@ -601,10 +593,7 @@ async fn send(bctx: &BeeContext, fb: &FinanceBee, incident: &Incident) -> Outcom
     };
     let mut outcome = Vec::new();
     if let Some(w) = &fb.spec.escalation.webhook {
-        let policy = RetryPolicy {
-            retries: w.retries.max(0) as u32,
-            backoff: parse_go_duration(&w.backoff).unwrap_or(Duration::from_secs(5)),
-        };
+        let policy = RetryPolicy { retries: w.retries.max(0) as u32, backoff: w.backoff.get() };
         let result = match read(w.url_secret_ref.clone()).await {
             Ok(url) => notify::deliver(&bctx.http, &url, &incident.webhook_body(), policy)
                 .await

@@ -18,7 +18,6 @@ use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::api::{RestartRecord, RestartSpec, RestartStatus};
-use crate::duration::parse_go_duration;
 use crate::runtime::conditions::from_time;
 
 /// `spec.restart` with its durations parsed.
@@ -32,17 +31,12 @@ pub struct RestartPolicy {
 
 impl RestartPolicy {
     pub fn from_spec(spec: &RestartSpec) -> Result<Self, String> {
-        let parse = |field: &str, v: &str| {
-            parse_go_duration(v)
-                .ok()
-                .and_then(|d| TimeDelta::from_std(d).ok())
-                .ok_or_else(|| format!("spec.restart.{field}: invalid duration {v:?}"))
-        };
         Ok(Self {
             max_restarts: spec.max_restarts.max(0) as u32,
-            window: parse("window", &spec.window)?,
+            window: TimeDelta::from_std(spec.window.check("spec.restart.window")?).unwrap_or(TimeDelta::MAX),
             crash_loop_threshold: spec.crash_loop_threshold.max(1),
-            stuck_after: parse("stuckAfter", &spec.stuck_after)?,
+            stuck_after: TimeDelta::from_std(spec.stuck_after.check("spec.restart.stuckAfter")?)
+                .unwrap_or(TimeDelta::MAX),
         })
     }
 }

@@ -16,7 +16,7 @@ pub fn next_rotation(spec: &KeyRotationSpec, last: DateTime<Utc>) -> Result<Date
             .next_after(last)
             .ok_or_else(|| "spec.schedule never fires".to_string()),
         RotationCadence::Interval(i) => {
-            let d = crate::api::duration_at_least("spec.interval", i, crate::api::MIN_ROTATION_INTERVAL)?;
+            let d = i.check("spec.interval")?;
             Ok(last + chrono::Duration::from_std(d).map_err(|_| "spec.interval is too long".to_string())?)
         }
     }

@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use crate::api::{
     MaintenanceWindowSpec, MaintenanceWindowStatus, OnFailure, ScheduleForm, WindowBounds, WindowOutcome, WindowPhase,
 };
-use crate::duration::parse_go_duration;
 use crate::schedule::{CronSchedule, Window, WindowState, one_off, recurring};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -41,9 +40,7 @@ fn window_state(spec: &MaintenanceWindowSpec, now: DateTime<Utc>) -> Result<Wind
         Some(ScheduleForm::OneOff { start, end }) => Ok(one_off(start, end, now)),
         Some(ScheduleForm::Recurring { cron, duration, time_zone }) => {
             let schedule = CronSchedule::parse(cron, time_zone).map_err(|e| format!("spec.schedule.cron: {e}"))?;
-            let d = parse_go_duration(duration).map_err(|e| format!("spec.schedule.duration: {e}"))?;
-            let d = chrono::Duration::from_std(d).map_err(|_| "spec.schedule.duration is too long".to_string())?;
-            Ok(recurring(&schedule, d, now))
+            Ok(recurring(&schedule, duration.time_delta(), now))
         }
         None => Err("spec.schedule needs either start and end, or cron and duration".into()),
     }
@@ -130,8 +127,7 @@ pub fn decide(i: &Inputs) -> Decision {
 /// After a window: Verifying until the server is healthy (Completed) or the verification
 /// timeout passes (Failed). The fallback stays on while verifying.
 fn verify(i: &Inputs, mut d: Decision, w: Window) -> Decision {
-    let timeout = parse_go_duration(&i.spec.verify.timeout).unwrap_or(Duration::from_secs(600));
-    let deadline = w.end + chrono::Duration::from_std(timeout).unwrap_or_default();
+    let deadline = w.end + i.spec.verify.timeout.time_delta();
     d.current_window = Some(bounds(w));
     if i.server_healthy == Some(true) {
         d.phase = WindowPhase::Completed;
