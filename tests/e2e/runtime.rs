@@ -30,7 +30,12 @@ async fn admin_endpoints_metrics_and_graceful_shutdown() {
     let client = client().await;
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "e2e-runtime").await;
-    let mut op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name, "--log-format", "json"]).await;
+    let mut op = OperatorProcess::start_with_env(
+        &ns.name,
+        &["--namespace", &ns.name, "--log-format", "json"],
+        &[("RUST_LOG", "info,kube=warn,colony_operator::controllers=debug")],
+    )
+    .await;
     op.wait_ready().await;
     assert_eq!(op.get("/healthz").await.map(|r| r.0), Some(200));
 
@@ -49,12 +54,26 @@ async fn admin_endpoints_metrics_and_graceful_shutdown() {
     assert!(text.contains("colony_operator_reconcile_duration_seconds_bucket"), "{text}");
     assert_eq!(metric(&text, "colony_operator_leader "), Some(1.0), "without leader election the process acts");
 
-    // JSON logs: every line is a JSON object.
-    let logs = op.logs();
-    assert!(!logs.is_empty());
-    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
-    }
+    // JSON logs: every line is a JSON object, and a line logged inside a reconcile names its
+    // object through the reconcile's span (the metric counts a reconcile when it starts: wait
+    // for the line of one that finished).
+    let reconciled = wait_for("a JSON log line of the reconcile of weekly", DEADLINE, || async {
+        let logs = op.logs();
+        let mut found = None;
+        for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e}): {line}"))?;
+            let first_span = v["spans"].as_array().and_then(|s| s.first()).cloned();
+            if v["message"] == "reconciled" && first_span.is_some_and(|s| s["object"] == "weekly") {
+                found.get_or_insert(v);
+            }
+        }
+        found.ok_or_else(|| "no such line yet".to_string())
+    })
+    .await;
+    let span = &reconciled["spans"][0];
+    assert_eq!(span["name"], "reconcile", "{reconciled}");
+    assert_eq!(span["controller"], "maintenancewindow", "{reconciled}");
+    assert_eq!(span["namespace"], ns.name.as_str(), "{reconciled}");
     assert_eq!(op.terminate().await, Some(0), "SIGTERM stops cleanly (log: {})", op.log_path.display());
     ns.cleanup().await;
 }

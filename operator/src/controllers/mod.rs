@@ -11,6 +11,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::operator::Shutdown;
 use crate::runtime::leader;
@@ -52,6 +53,13 @@ where
     let instrumented = move |obj: Arc<K>, ctx: Arc<C>| {
         let reconcile = reconcile.clone();
         let stop = stop.clone();
+        // Every line logged by a reconcile, and by the tasks it spawns, names its object.
+        let span = tracing::info_span!(
+            "reconcile",
+            controller = name,
+            namespace = %obj.namespace().unwrap_or_default(),
+            object = %obj.name_any(),
+        );
         async move {
             // A standby keeps its cache warm and holds the reconcile here until it leads
             // (or shuts down); a reconcile in flight is cancelled the moment the lease's
@@ -68,11 +76,16 @@ where
                 r = reconcile(obj, ctx.clone()) => r,
                 _ = gate.lost() => Err(Error::NotLeader),
             };
-            if result.is_ok() {
-                (*ctx).as_ref().succeeded(&key);
+            match &result {
+                Ok(action) => {
+                    (*ctx).as_ref().succeeded(&key);
+                    tracing::debug!(?action, "reconciled");
+                }
+                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
             }
             result
         }
+        .instrument(span)
     };
     let handle = tokio::spawn(
         controller.graceful_shutdown_on(shutdown.wait()).run(instrumented, error_policy::<K, C>(name), ctx).for_each(

@@ -10,9 +10,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::runtime::http;
 
@@ -85,8 +87,10 @@ pub struct Ordered {
 }
 
 impl Ordered {
-    /// Runs `job` after every job queued before it under `key`.
+    /// Runs `job` after every job queued before it under `key`, in the span of the caller
+    /// (the reconcile that queued it).
     pub fn push(&self, key: String, job: BoxFuture<'static, ()>) {
+        let job = job.in_current_span().boxed();
         let mut queues = self.queues.lock().expect("notification queues poisoned");
         let job = match queues.get(&key) {
             Some(tx) => match tx.send(job) {

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::api::ColonyServer;
 use crate::health::{
@@ -112,15 +113,25 @@ impl Monitor {
             Some(pem) => Prober::with_ca(Some(pem)).unwrap_or_else(|_| self.prober.clone()),
             None => self.prober.clone(),
         };
-        let task = tokio::spawn(probe_loop(
-            key.clone(),
-            config.clone(),
-            state.clone(),
-            prober,
-            self.metrics.clone(),
-            self.wake.clone(),
-            self.servers.clone(),
-        ));
+        // The probe loop outlives the reconcile that started it: a span of its own.
+        let span = tracing::info_span!(
+            parent: None,
+            "probe",
+            namespace = %key.namespace.as_deref().unwrap_or_default(),
+            object = %key.name,
+        );
+        let task = tokio::spawn(
+            probe_loop(
+                key.clone(),
+                config.clone(),
+                state.clone(),
+                prober,
+                self.metrics.clone(),
+                self.wake.clone(),
+                self.servers.clone(),
+            )
+            .instrument(span),
+        );
         entries.insert(key, Entry { config, state: state.clone(), task });
 
         state.lock().expect("snapshot poisoned").clone()
@@ -164,13 +175,13 @@ async fn probe_loop(
             _ = slo_ticker.tick(), if config.slo.is_some() => true,
         };
         if servers.get(&key).is_none() {
-            tracing::debug!(server = %key.name, "server deleted; probing stops");
+            tracing::debug!("server deleted; probing stops");
             return;
         }
         let changed = match (&config.slo, slo_turn) {
             (Some(slo), true) => {
                 let started = std::time::Instant::now();
-                let counts = sample(slo, &prober, &rpc_http, config.timeout, &key.name).await;
+                let counts = sample(slo, &prober, &rpc_http, config.timeout).await;
                 let latency = started.elapsed();
                 if servers.get(&key).is_none() {
                     return;
@@ -235,13 +246,12 @@ async fn sample(
     prober: &Prober,
     rpc_http: &reqwest::Client,
     timeout: Duration,
-    server: &str,
 ) -> Option<crate::health::ProcessCounts> {
     match &slo.source {
         SloSource::Metrics(url) => match prober.fetch_text(url, timeout, 1 << 20).await {
             Ok(text) => Some(parse_prometheus_text(&text)),
             Err(e) => {
-                tracing::debug!(server = %server, error = %e, "SLO scrape failed");
+                tracing::debug!(error = %e, "SLO scrape failed");
                 None
             }
         },
@@ -249,12 +259,12 @@ async fn sample(
             Ok(reply) => {
                 let counts = counts_from_statistics(&reply);
                 if counts.is_none() {
-                    tracing::debug!(server = %server, "SLO statistics reply holds no process counts");
+                    tracing::debug!("SLO statistics reply holds no process counts");
                 }
                 counts
             }
             Err(e) => {
-                tracing::debug!(server = %server, error = %e, "SLO statistics call failed");
+                tracing::debug!(error = %e, "SLO statistics call failed");
                 None
             }
         },

@@ -103,7 +103,7 @@ fn forget(sctx: &ServerContext, cs: &ColonyServer) {
     sctx.base.metrics.forget_server(&ns, &name);
     sctx.base.forget(NAME, &ns, &name);
     sctx.notifications.forget(&format!("{ns}/{name}"));
-    tracing::info!(server = %name, "server deleted: probes stopped, metric series dropped");
+    tracing::info!("server deleted: probes stopped, metric series dropped");
 }
 
 /// Names of the Secrets a server's pods read.
@@ -251,9 +251,9 @@ fn not_owned_problem(kind: &str, name: &str, hint: &str) -> (String, String) {
 }
 
 /// Logs a write to the server's workload, naming the fields that differed.
-fn log_written<K: kube::Resource<DynamicType = ()>>(server: &str, c: &Converged<K>, image: &str) {
+fn log_written<K: kube::Resource<DynamicType = ()>>(c: &Converged<K>, image: &str) {
     if let Converged::Written { fields, .. } = c {
-        tracing::info!(server = %server, kind = %K::kind(&()), image = %image, ?fields, "applied");
+        tracing::info!(kind = %K::kind(&()), image = %image, ?fields, "applied");
     }
 }
 
@@ -294,7 +294,7 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
     let durations = durations(&cs);
     let (override_, bad_override) = override_from(&cs);
     if let Some(msg) = &bad_override {
-        tracing::warn!(server = %name, "{msg}; treating it as auto");
+        tracing::warn!("{msg}; treating it as auto");
     }
 
     let ca = match &cs.spec.tls.ca_ref {
@@ -368,9 +368,9 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
                         Ok(inputs) => {
                             let desired = builders::deployment(&cs, &inputs)?;
                             let converged = converge_over(&deployments, live, desired, NAME).await?;
-                            log_written(&name, &converged, &decision.image);
+                            log_written(&converged, &decision.image);
                             let service = converge(&ctx.api::<Service>(&ns), builders::service(&cs)?, NAME).await?;
-                            log_written(&name, &service, &decision.image);
+                            log_written(&service, &decision.image);
                             if matches!(service, Converged::NotOwned) {
                                 not_owned = Some(not_owned_problem("Service", &name, RENAME_SERVER));
                             }
@@ -378,7 +378,7 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
                             current_image = Some(decision.image.clone());
                             if decision.newly_rolled_back {
                                 let rb = decision.rolled_back.clone().expect("a rollback");
-                                tracing::warn!(server = %name, failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
+                                tracing::warn!(failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
                                 ctx.event(
                                     cs.as_ref(),
                                     EventType::Warning,
@@ -423,7 +423,7 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
             not_owned.get_or_insert(not_owned_problem("ConfigMap", &cm_name, hint));
         }
         Converged::Written { fields, .. } => {
-            tracing::info!(server = %name, configmap = %cm_name, value = fallback::configmap_value(decision.active), ?fields, "applied fallback ConfigMap");
+            tracing::info!(configmap = %cm_name, value = fallback::configmap_value(decision.active), ?fields, "applied fallback ConfigMap");
         }
         Converged::InSync(_) => {}
     }
@@ -431,7 +431,7 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
     ctx.metrics.fallback_active.get_or_create(&metric_labels).set(i64::from(decision.active));
     if decision.flipped {
         let state = if decision.active { "on" } else { "off" };
-        tracing::info!(server = %name, state, reason = %decision.reason, "fallback flipped");
+        tracing::info!(state, reason = %decision.reason, "fallback flipped");
         ctx.metrics
             .fallback_flips
             .get_or_create(&crate::runtime::metrics::FlipLabels {
@@ -532,7 +532,7 @@ async fn notify_flip(
             if let Err(e) = notify::deliver(&sctx.http, &url, &body, policy).await {
                 let labels = crate::runtime::metrics::ObjectLabels { namespace: ns, name: cs.name_any() };
                 sctx.base.metrics.notifications_failed.get_or_create(&labels).inc();
-                tracing::warn!(server = %cs.name_any(), error = %e, "fallback notification failed");
+                tracing::warn!(error = %e, "fallback notification failed");
                 sctx.base.event(cs.as_ref(), EventType::Warning, "NotificationFailed", "Notify", e.to_string()).await;
             }
         }),

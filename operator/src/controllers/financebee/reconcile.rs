@@ -18,6 +18,8 @@ use super::escalation::{self, Delivery, Incident, Job, Next, OnDelete, Outcome, 
 use super::restart::{self, Hold, PodView, RestartDecision, RestartInputs, RestartPolicy};
 use super::status::{self, Observed, Pause};
 use super::{BeeContext, NAME, selector_matches};
+use tracing::Instrument;
+
 use crate::api::{ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, MaintenanceWindow, STALLED};
 use crate::controllers::common::{ConfigHasher, Converged, converge_over, owned_by, pod_selector, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
@@ -244,14 +246,14 @@ async fn cleanup(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
                 crate::runtime::conditions::merge(&previous.conditions, &[condition], fb.metadata.generation, now);
             let api: Api<FinanceBee> = ctx.api(&ns);
             apply_status(&api, fb.as_ref(), NAME, fb.status.as_ref(), &status).await?;
-            tracing::info!(bee = %name, "deleted with an open escalation: resolved it");
+            tracing::info!("deleted with an open escalation: resolved it");
             let note = "FinanceBee deleted: its open escalation was resolved".to_string();
             ctx.event(fb.as_ref(), EventType::Normal, "EscalationResolved", "Escalate", note).await;
             Ok(Action::await_change())
         }
         OnDelete::GiveUp => {
             let Delivery::Failed(why) = delivery else { unreachable!("only a failed resolve is given up") };
-            tracing::warn!(bee = %name, error = %why, "could not resolve the escalation of a deleted bee: giving up");
+            tracing::warn!(error = %why, "could not resolve the escalation of a deleted bee: giving up");
             let note = format!(
                 "FinanceBee deleted, but its open escalation could not be resolved ({failed} attempts in {}s; {why}): resolve the incident by hand",
                 deleting_for.as_secs()
@@ -274,7 +276,7 @@ pub fn forget(bctx: &BeeContext, namespace: &str, name: &str) {
     bctx.deliveries.forget(&format!("{namespace}/{name}"));
     bctx.base.metrics.forget_bee(namespace, name);
     bctx.base.forget(NAME, namespace, name);
-    tracing::info!(bee = %name, "bee deleted: its notifications and metric series are dropped");
+    tracing::info!("bee deleted: its notifications and metric series are dropped");
 }
 
 async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
@@ -345,11 +347,11 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
                     let desired = builders::deployment(&fb, &inputs)?;
                     let converged = converge_over(&deployments, live, desired, NAME).await?;
                     if let Converged::Written { fields, .. } = &converged {
-                        tracing::info!(bee = %name, replicas, image = %decision.image, ?fields, "applied Deployment");
+                        tracing::info!(replicas, image = %decision.image, ?fields, "applied Deployment");
                     }
                     deployment_status = converged.object().and_then(|d| d.status);
                     if let Some(rb) = decision.rolled_back.as_ref().filter(|_| decision.newly_rolled_back) {
-                        tracing::warn!(bee = %name, failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
+                        tracing::warn!(failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
                         ctx.event(fb.as_ref(), EventType::Warning, "RolledBack", "Rollback", rollout::event_note(rb))
                             .await;
                     }
@@ -474,7 +476,7 @@ async fn act_on_restart(
             Err(e) => return Err(e.into()),
         }
         let count = d.status.as_ref().map(|s| s.count).unwrap_or(0);
-        tracing::info!(bee = %fb.name_any(), pod = %c.pod, reason = %c.reason, count, "restarted pod");
+        tracing::info!(pod = %c.pod, reason = %c.reason, count, "restarted pod");
         if d.counted {
             ctx.metrics
                 .finance_bee_restarts
@@ -495,14 +497,14 @@ async fn act_on_restart(
     if let Some(m) = status::exhausted_message(d, policy.max_restarts)
         && !was(STALLED, status::reason::RESTART_BUDGET_EXHAUSTED)
     {
-        tracing::warn!(bee = %fb.name_any(), "{m}");
+        tracing::warn!("{m}");
         let reason = "RestartBudgetExhausted";
         ctx.event(fb, EventType::Warning, reason, "Restart", m).await;
     }
     if let Some(m) = status::server_hold_message(d)
         && !was(crate::api::READY, status::reason::SERVER_UNHEALTHY)
     {
-        tracing::info!(bee = %fb.name_any(), "{m}");
+        tracing::info!("{m}");
         ctx.event(fb, EventType::Warning, "RestartHeld", "Restart", m).await;
     }
     Ok(())
@@ -523,8 +525,8 @@ async fn announce_transition(ctx: &Context, fb: &FinanceBee, tr: Transition, aft
         }
     };
     match tr {
-        Transition::Trigger => tracing::warn!(bee = %fb.name_any(), transition = tr.as_str(), "{note}"),
-        Transition::Resolve => tracing::info!(bee = %fb.name_any(), transition = tr.as_str(), "{note}"),
+        Transition::Trigger => tracing::warn!(transition = tr.as_str(), "{note}"),
+        Transition::Resolve => tracing::info!(transition = tr.as_str(), "{note}"),
     }
     ctx.event(fb, type_, reason, "Escalate", note).await;
 }
@@ -532,6 +534,7 @@ async fn announce_transition(ctx: &Context, fb: &FinanceBee, tr: Transition, aft
 /// Sends one notification in the background; when it is done (after its retries), the
 /// outcome is handed to the reconciler, which records it in status.
 fn spawn_delivery(bctx: Arc<BeeContext>, fb: Arc<FinanceBee>, key: String, job: Job, incident: Incident) {
+    let span = tracing::info_span!("deliver", action = job.transition.as_str());
     tokio::spawn(async move {
         let outcome = send(&bctx, &fb, &incident).await;
         let ctx = &bctx.base;
@@ -549,7 +552,7 @@ fn spawn_delivery(bctx: Arc<BeeContext>, fb: Arc<FinanceBee>, key: String, job: 
                 .inc();
             match result {
                 Ok(()) => {
-                    tracing::info!(bee = %labels.name, target = target.label(), action = job.transition.as_str(), "escalation delivered");
+                    tracing::info!(target = target.label(), action = job.transition.as_str(), "escalation delivered");
                     ctx.event(
                         fb.as_ref(),
                         EventType::Normal,
@@ -561,7 +564,7 @@ fn spawn_delivery(bctx: Arc<BeeContext>, fb: Arc<FinanceBee>, key: String, job: 
                 }
                 Err(e) => {
                     ctx.metrics.notifications_failed.get_or_create(&labels).inc();
-                    tracing::warn!(bee = %labels.name, target = target.label(), action = job.transition.as_str(), error = %e, "escalation delivery failed");
+                    tracing::warn!(target = target.label(), action = job.transition.as_str(), error = %e, "escalation delivery failed");
                     ctx.event(
                         fb.as_ref(),
                         EventType::Warning,
@@ -575,7 +578,8 @@ fn spawn_delivery(bctx: Arc<BeeContext>, fb: Arc<FinanceBee>, key: String, job: 
         }
         bctx.deliveries.finish(&key, &job, outcome);
         let _ = bctx.wake.send(ObjectRef::from_obj(fb.as_ref()));
-    });
+    }
+    .instrument(span));
 }
 
 /// Delivers `incident` to every configured target. Errors name the target and what failed,

@@ -71,7 +71,7 @@ async fn roll_targets(ctx: &Context, kr: &KeyRotation, at: DateTime<Utc>) -> Res
                 match api.patch(&t.name, &PatchParams::apply(&field_manager(NAME)), &Patch::Apply(&patch)).await {
                     Ok(_) => rolled.push(t.key()),
                     Err(e) => {
-                        tracing::warn!(rotation = %kr.name_any(), target = %t.key(), error = %e, "could not roll target");
+                        tracing::warn!(target = %t.key(), error = %e, "could not roll target");
                         pending.push(t.key());
                     }
                 }
@@ -106,7 +106,7 @@ async fn rotate(
         match register::register(ctx, kr, reg, secrets, s, &data, &key, old, &SecretRecord::of(status)).await {
             Ok(written) => current = Some(written),
             Err(message) => {
-                tracing::warn!(rotation = %kr.name_any(), error = %message, "could not register the new key");
+                tracing::warn!(error = %message, "could not register the new key");
                 ctx.event(kr, EventType::Warning, "RegistrationFailed", "Register", message.clone()).await;
                 return Ok(Outcome::RegistrationFailed(message));
             }
@@ -126,7 +126,7 @@ async fn rotate(
     secret::write(secrets, kr, current, new_data, &SecretRecord::of(&next)).await?;
     next.targets = Some(roll_targets(ctx, kr, now).await?);
     *status = next;
-    tracing::info!(rotation = %kr.name_any(), revision = status.revision, key_id = %key.id, "rotated key");
+    tracing::info!(revision = status.revision, key_id = %key.id, "rotated key");
     let note = format!("revision {}, new key id {} ({due:?})", status.revision, key.id);
     ctx.event(kr, EventType::Normal, "KeyRotated", "Rotate", note).await;
     Ok(Outcome::Rotated)
@@ -226,7 +226,7 @@ pub async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Ac
     if let Outcome::Tampered(t) = &outcome
         && find(&previous.conditions, STALLED).map(|c| c.reason.as_str()) != Some(t.reason())
     {
-        tracing::warn!(rotation = %kr.name_any(), reason = t.reason(), "key Secret changed behind the operator's back");
+        tracing::warn!(reason = t.reason(), "key Secret changed behind the operator's back");
         let note = find(&status.conditions, STALLED).map(|c| c.message.clone()).unwrap_or_default();
         ctx.event(&kr, EventType::Warning, t.reason(), "Check", note).await;
     }

@@ -104,7 +104,7 @@ pub async fn ensure_ownership(api: &Api<Secret>, kr: &KeyRotation, secret: Secre
     if !apply_ownership(kr, &mut s.metadata)? {
         return Ok(s);
     }
-    tracing::info!(rotation = %kr.name_any(), policy = ?kr.spec.secret_deletion_policy, "updating the key Secret's owner");
+    tracing::info!(policy = ?kr.spec.secret_deletion_policy, "updating the key Secret's owner");
     api.replace(&kr.spec.secret_name, &params(), &s).await.map_err(Error::Kube)
 }
 
