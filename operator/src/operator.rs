@@ -16,7 +16,7 @@ use crate::controllers;
 use crate::runtime::admin::{self, AdminState};
 use crate::runtime::leader::{self, Gate, GuardLayer, LeaderSettings};
 use crate::runtime::metrics::Metrics;
-use crate::runtime::{Context, Settings};
+use crate::runtime::{Context, Settings, Shutdown};
 
 pub struct RunOptions {
     pub namespace: Option<String>,
@@ -28,21 +28,6 @@ pub struct RunOptions {
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 pub const USER_AGENT: &str = concat!("colony-operator/", env!("CARGO_PKG_VERSION"));
-
-/// A clonable shutdown signal.
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    /// Whether shutdown has been asked for.
-    pub fn requested(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    pub async fn wait(mut self) {
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-}
 
 /// The user agent of every request to the API server: `colony-operator/<version>`, and with
 /// leader election ` (<identity>)`, so that the audit log tells replicas apart.
@@ -111,7 +96,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let healthy = Arc::new(AtomicBool::new(true));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let shutdown = Shutdown(stop_rx);
+    let shutdown = Shutdown::new(stop_rx);
 
     let signal_tx = stop_tx.clone();
     tokio::spawn(async move {

@@ -203,6 +203,22 @@ pub struct PodOverrides {
 
 // ---- schema helpers ----
 
+// ---- selectors ----
+
+/// Whether `selector` (None or empty: everything) matches `labels`, by kube's own label
+/// selector semantics; a selector with an unknown operator (which the API server would
+/// reject) matches nothing.
+pub fn selector_matches(
+    selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    use kube::core::{Selector, SelectorExt};
+    match selector {
+        None => true,
+        Some(s) => Selector::try_from(s.clone()).is_ok_and(|s| s.matches(labels)),
+    }
+}
+
 // ---- names ----
 
 /// Longest label value. The operator labels what it creates with the owner's name
@@ -285,6 +301,7 @@ pub(crate) fn default_true() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
     #[test]
     fn fallback_override_parses() {
@@ -351,5 +368,31 @@ mod tests {
         a.insert(FALLBACK_ANNOTATION.to_string(), "sideways".to_string());
         let err = FallbackOverride::from_annotations(Some(&a)).unwrap_err();
         assert!(err.to_string().contains("sideways"));
+    }
+
+    #[test]
+    fn selector_semantics() {
+        let labels = BTreeMap::from([("tier".to_string(), "finance".to_string())]);
+        assert!(selector_matches(None, &labels));
+        assert!(selector_matches(Some(&LabelSelector::default()), &labels), "empty selects everything");
+        let by_label = LabelSelector {
+            match_labels: Some(BTreeMap::from([("tier".into(), "finance".into())])),
+            ..Default::default()
+        };
+        assert!(selector_matches(Some(&by_label), &labels));
+        assert!(!selector_matches(Some(&by_label), &BTreeMap::new()));
+        let expr = |op: &str, values: &[&str]| LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: op.into(),
+                values: Some(values.iter().map(|v| v.to_string()).collect()),
+            }]),
+            ..Default::default()
+        };
+        assert!(selector_matches(Some(&expr("In", &["finance", "x"])), &labels));
+        assert!(!selector_matches(Some(&expr("NotIn", &["finance"])), &labels));
+        assert!(selector_matches(Some(&expr("Exists", &[])), &labels));
+        assert!(!selector_matches(Some(&expr("DoesNotExist", &[])), &labels));
+        assert!(!selector_matches(Some(&expr("Bogus", &[])), &labels));
     }
 }

@@ -341,9 +341,79 @@ pub struct WindowOutcome {
     pub message: Option<String>,
 }
 
+impl MaintenanceWindow {
+    /// The phase of the window, as its controller last recorded it.
+    fn phase(&self) -> Option<WindowPhase> {
+        self.status.as_ref().and_then(|s| s.phase)
+    }
+
+    /// Whether the window, by its recorded phase, keeps an action (`enable_fallback`,
+    /// `stop_finance_bees`) in force: while open, while verifying the server, and after a
+    /// failed verification with `onFailure: keepFallback` until a human acts
+    /// (`onFailure: restore`, `suspend: true`, or deleting the window).
+    fn keeps(&self, action: bool) -> bool {
+        if !action || self.spec.suspend {
+            return false;
+        }
+        match self.phase() {
+            Some(WindowPhase::Active | WindowPhase::Verifying) => true,
+            Some(WindowPhase::Failed) => self.spec.verify.on_failure == OnFailure::KeepFallback,
+            _ => false,
+        }
+    }
+
+    /// Whether the window asks its ColonyServer to keep the fallback on.
+    pub fn holds_fallback(&self) -> bool {
+        self.keeps(self.spec.actions.enable_fallback)
+    }
+
+    /// Whether the window keeps its FinanceBees at 0 replicas.
+    pub fn stops_bees(&self) -> bool {
+        self.keeps(self.spec.actions.stop_finance_bees)
+    }
+
+    /// Whether the window is open (a key rotation waiting for it may run).
+    pub fn is_open(&self) -> bool {
+        !self.spec.suspend && self.phase() == Some(WindowPhase::Active)
+    }
+}
+
+/// What the open windows require of one ColonyServer (and its bees): the one rule every
+/// controller asks, over the windows of the server's namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowDemand<'a> {
+    /// The server's fallback stays on.
+    Fallback,
+    /// The bee with these labels is stopped.
+    StopBee(&'a std::collections::BTreeMap<String, String>),
+}
+
+/// Names (sorted) of the windows among `windows` that target the server `server` and demand
+/// `demand` now.
+pub fn windows_demanding<'a>(
+    windows: impl IntoIterator<Item = &'a MaintenanceWindow>,
+    server: &str,
+    demand: WindowDemand<'_>,
+) -> Vec<String> {
+    let mut names: Vec<String> = windows
+        .into_iter()
+        .filter(|w| w.spec.colony_server_ref.name == server)
+        .filter(|w| match demand {
+            WindowDemand::Fallback => w.holds_fallback(),
+            WindowDemand::StopBee(labels) => {
+                w.stops_bees() && super::selector_matches(w.spec.finance_bees.as_ref(), labels)
+            }
+        })
+        .map(|w| w.metadata.name.clone().unwrap_or_default())
+        .collect();
+    names.sort();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -489,5 +559,82 @@ mod tests {
         assert_eq!(json["currentWindow"]["end"], "2026-03-01T04:00:00Z");
         assert_eq!(json["lastOutcome"]["result"], "Completed");
         assert_eq!(serde_json::from_value::<MaintenanceWindowStatus>(json).unwrap(), status);
+    }
+
+    fn window_spec(server: &str) -> MaintenanceWindowSpec {
+        serde_yaml::from_str(&format!(
+            "schedule: {{cron: '0 2 * * 0', duration: 1h}}\ncolonyServerRef: {{name: {server}}}\n"
+        ))
+        .unwrap()
+    }
+
+    fn window(name: &str, server: &str, phase: WindowPhase) -> MaintenanceWindow {
+        let mut mw = MaintenanceWindow::new(name, window_spec(server));
+        mw.status = Some(MaintenanceWindowStatus { phase: Some(phase), ..Default::default() });
+        mw
+    }
+
+    #[test]
+    fn windows_demanding_picks_the_windows_of_the_server_that_demand_it_now() {
+        let mut tier = window("b-tier", "prod", WindowPhase::Active);
+        tier.spec.finance_bees = Some(LabelSelector {
+            match_labels: Some([("tier".to_string(), "finance".to_string())].into()),
+            ..Default::default()
+        });
+        let mut no_fallback = window("c-bees-only", "prod", WindowPhase::Verifying);
+        no_fallback.spec.actions.enable_fallback = false;
+        let windows = [
+            window("z-active", "prod", WindowPhase::Active),
+            tier,
+            no_fallback,
+            window("a-other-server", "staging", WindowPhase::Active),
+            window("d-scheduled", "prod", WindowPhase::Scheduled),
+            window("e-completed", "prod", WindowPhase::Completed),
+        ];
+        assert_eq!(windows_demanding(&windows, "prod", WindowDemand::Fallback), ["b-tier", "z-active"]);
+        let finance = [("tier".to_string(), "finance".to_string())].into();
+        assert_eq!(
+            windows_demanding(&windows, "prod", WindowDemand::StopBee(&finance)),
+            ["b-tier", "c-bees-only", "z-active"]
+        );
+        assert_eq!(
+            windows_demanding(&windows, "prod", WindowDemand::StopBee(&BTreeMap::new())),
+            ["c-bees-only", "z-active"]
+        );
+        assert!(windows_demanding(&windows, "nowhere", WindowDemand::Fallback).is_empty());
+    }
+
+    #[test]
+    fn only_an_active_unsuspended_window_is_open() {
+        for phase in [WindowPhase::Scheduled, WindowPhase::Verifying, WindowPhase::Completed, WindowPhase::Failed] {
+            assert!(!window("w", "prod", phase).is_open(), "{phase:?}");
+        }
+        let mut active = window("w", "prod", WindowPhase::Active);
+        assert!(active.is_open());
+        active.spec.suspend = true;
+        assert!(!active.is_open());
+    }
+
+    #[test]
+    fn bees_stay_stopped_while_verifying_and_after_a_kept_failure() {
+        let mut mw = MaintenanceWindow::new("w", window_spec("prod"));
+        for (phase, stops) in [
+            (WindowPhase::Scheduled, false),
+            (WindowPhase::Active, true),
+            (WindowPhase::Verifying, true),
+            (WindowPhase::Completed, false),
+            (WindowPhase::Failed, true),
+        ] {
+            mw.status = Some(MaintenanceWindowStatus { phase: Some(phase), ..Default::default() });
+            assert_eq!(mw.stops_bees(), stops, "{phase:?}");
+        }
+        mw.spec.verify.on_failure = OnFailure::Restore;
+        assert!(!mw.stops_bees(), "restore lets them run after a failure");
+        mw.spec.verify.on_failure = OnFailure::KeepFallback;
+        mw.spec.suspend = true;
+        assert!(!mw.stops_bees(), "suspending the window lets them run");
+        mw.spec.suspend = false;
+        mw.spec.actions.stop_finance_bees = false;
+        assert!(!mw.stops_bees());
     }
 }

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::operator::Shutdown;
+use crate::runtime::Shutdown;
 use crate::runtime::leader;
 use crate::runtime::{Context, Error, Result, error_policy};
 

@@ -7,7 +7,9 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod shutdown;
 pub mod telemetry;
 
 pub use context::{Context, Settings, apply_status, error_policy, field_manager, fresh};
 pub use error::{Error, Result};
+pub use shutdown::Shutdown;

@@ -22,6 +22,7 @@ use super::fallback::{self, FallbackInputs, FallbackPolicy};
 use super::monitor::{Monitor, ProbeConfig, SloConfig, SloSource};
 use super::status::{self, Observed, Workload};
 use crate::api::{ApiCheckSpec, ColonyServer, FallbackOverride, MaintenanceWindow};
+use crate::api::{WindowDemand, windows_demanding};
 use crate::colonyos::rpc::Identity;
 use crate::controllers::common::{
     ConfigHasher, Converged, converge, converge_over, owned_by, pod_selector, secret_value,
@@ -30,7 +31,7 @@ use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout::{self, RolloutPolicy};
 use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
 use crate::health::{ApiCheck, HealthThresholds, Prober, SloLimits};
-use crate::operator::Shutdown;
+use crate::runtime::Shutdown;
 use crate::runtime::{Context, Error, Result, apply_status, fresh};
 
 pub struct ServerContext {
@@ -174,15 +175,7 @@ fn durations(cs: &ColonyServer) -> std::result::Result<Durations, String> {
 async fn active_windows(ctx: &Context, cs: &ColonyServer) -> Result<Vec<String>> {
     let ns = cs.namespace().unwrap_or_default();
     let windows = ctx.api::<MaintenanceWindow>(&ns).list(&Default::default()).await?;
-    let mut names: Vec<String> = windows
-        .items
-        .into_iter()
-        .filter(|w| w.spec.colony_server_ref.name == cs.name_any())
-        .filter(crate::controllers::maintenancewindow::holds_fallback)
-        .map(|w| w.name_any())
-        .collect();
-    names.sort();
-    Ok(names)
+    Ok(windows_demanding(&windows.items, &cs.name_any(), WindowDemand::Fallback))
 }
 
 /// Resolves the Secrets the server references: their hash (rolls the pods on change) and

@@ -11,12 +11,10 @@ pub mod reconcile;
 pub mod restart;
 pub mod status;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -28,8 +26,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::api::{ColonyServer, FinanceBee, MaintenanceWindow};
 use crate::controllers::common::{MANAGED_BY, OPERATOR};
 use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
-use crate::operator::Shutdown;
 use crate::runtime::Context;
+use crate::runtime::Shutdown;
 
 pub const NAME: &str = "financebee";
 
@@ -210,54 +208,9 @@ impl WindowPhases {
     }
 }
 
-/// Whether `selector` (None or empty: everything) matches `labels`.
-pub fn selector_matches(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
-    let Some(sel) = selector else { return true };
-    let labels_ok = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
-    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.clone().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-    use std::collections::BTreeMap;
-
-    #[test]
-    fn selector_semantics() {
-        let labels = BTreeMap::from([("tier".to_string(), "finance".to_string())]);
-        assert!(selector_matches(None, &labels));
-        assert!(selector_matches(Some(&LabelSelector::default()), &labels), "empty selects everything");
-        let by_label = LabelSelector {
-            match_labels: Some(BTreeMap::from([("tier".into(), "finance".into())])),
-            ..Default::default()
-        };
-        assert!(selector_matches(Some(&by_label), &labels));
-        assert!(!selector_matches(Some(&by_label), &BTreeMap::new()));
-        let expr = |op: &str, values: &[&str]| LabelSelector {
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: "tier".into(),
-                operator: op.into(),
-                values: Some(values.iter().map(|v| v.to_string()).collect()),
-            }]),
-            ..Default::default()
-        };
-        assert!(selector_matches(Some(&expr("In", &["finance", "x"])), &labels));
-        assert!(!selector_matches(Some(&expr("NotIn", &["finance"])), &labels));
-        assert!(selector_matches(Some(&expr("Exists", &[])), &labels));
-        assert!(!selector_matches(Some(&expr("DoesNotExist", &[])), &labels));
-        assert!(!selector_matches(Some(&expr("Bogus", &[])), &labels));
-    }
 
     fn bee(spec_yaml: &str) -> FinanceBee {
         let spec = serde_yaml::from_str(spec_yaml).unwrap();

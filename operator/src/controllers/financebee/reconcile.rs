@@ -17,10 +17,11 @@ use super::builders::{self, BeeInputs};
 use super::escalation::{self, Delivery, Incident, Job, Next, OnDelete, Outcome, Target, Transition};
 use super::restart::{self, Hold, PodView, RestartDecision, RestartInputs, RestartPolicy};
 use super::status::{self, Observed, Pause};
-use super::{BeeContext, NAME, selector_matches};
+use super::{BeeContext, NAME};
 use tracing::Instrument;
 
 use crate::api::{ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, MaintenanceWindow, STALLED};
+use crate::api::{WindowDemand, windows_demanding};
 use crate::controllers::common::{ConfigHasher, Converged, converge_over, owned_by, pod_selector, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout;
@@ -35,14 +36,7 @@ const PAGERDUTY_RETRY: RetryPolicy = RetryPolicy { retries: 3, backoff: Duration
 async fn stopping_windows(ctx: &Context, fb: &FinanceBee) -> Result<Vec<String>> {
     let ns = fb.namespace().unwrap_or_default();
     let windows = ctx.api::<MaintenanceWindow>(&ns).list(&Default::default()).await?;
-    Ok(windows
-        .items
-        .into_iter()
-        .filter(|w| w.spec.colony_server_ref.name == fb.spec.colony_server_ref.name && w.spec.actions.stop_finance_bees)
-        .filter(crate::controllers::maintenancewindow::stops_bees)
-        .filter(|w| selector_matches(w.spec.finance_bees.as_ref(), fb.labels()))
-        .map(|w| w.name_any())
-        .collect())
+    Ok(windows_demanding(&windows.items, &fb.spec.colony_server_ref.name, WindowDemand::StopBee(fb.labels())))
 }
 
 /// Hash of everything the pod reads from Secrets and ConfigMaps.

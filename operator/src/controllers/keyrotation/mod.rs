@@ -26,8 +26,8 @@ use kube::runtime::watcher;
 
 use crate::api::KeyRotation;
 use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
-use crate::operator::Shutdown;
 use crate::runtime::Context;
+use crate::runtime::Shutdown;
 
 pub use decide::{Due, due, next_rotation};
 pub use secret::REVISION_ANNOTATION;

@@ -40,7 +40,7 @@ pub fn window_gate(name: Option<&str>, window: Option<&MaintenanceWindow>) -> st
     match (name, window) {
         (None, _) => Ok(true),
         (Some(n), None) => Err(format!("MaintenanceWindow {n:?} not found")),
-        (Some(_), Some(mw)) => Ok(crate::controllers::maintenancewindow::is_open(mw)),
+        (Some(_), Some(mw)) => Ok(mw.is_open()),
     }
 }
 

@@ -18,8 +18,6 @@ pub struct Decision {
     pub handled_end_now: Option<String>,
     /// Reconcile again after this long (a boundary or a verification deadline).
     pub requeue_after: Option<Duration>,
-    /// Whether the ColonyServer's fallback must be on because of this window.
-    pub holds_fallback: bool,
     /// Set when the spec cannot be evaluated.
     pub invalid: Option<String>,
 }
@@ -63,7 +61,6 @@ pub fn decide(i: &Inputs) -> Decision {
         last_outcome: prev.last_outcome.clone(),
         handled_end_now: prev.handled_end_now.clone(),
         requeue_after: None,
-        holds_fallback: false,
         invalid: None,
     };
     let state = match window_state(i.spec, i.now) {
@@ -87,7 +84,6 @@ pub fn decide(i: &Inputs) -> Decision {
         if !end_requested {
             d.phase = WindowPhase::Active;
             d.current_window = Some(bounds(w));
-            d.holds_fallback = i.spec.actions.enable_fallback;
             d.requeue_after = Some(until(i.now, w.end));
             return d;
         }
@@ -117,9 +113,6 @@ pub fn decide(i: &Inputs) -> Decision {
         Some(WindowPhase::Completed) if state.next_start.is_none() => WindowPhase::Completed,
         _ => WindowPhase::Scheduled,
     };
-    d.holds_fallback = d.phase == WindowPhase::Failed
-        && i.spec.verify.on_failure == OnFailure::KeepFallback
-        && i.spec.actions.enable_fallback;
     d.requeue_after = state.next_start.map(|t| until(i.now, t));
     d
 }
@@ -153,12 +146,10 @@ fn verify(i: &Inputs, mut d: Decision, w: Window) -> Decision {
             result: WindowPhase::Failed,
             message: Some(format!("server not healthy within {} after the window", i.spec.verify.timeout)),
         });
-        d.holds_fallback = i.spec.verify.on_failure == OnFailure::KeepFallback && i.spec.actions.enable_fallback;
         d.requeue_after = d.next_start.map(|t| until(i.now, t));
         return d;
     }
     d.phase = WindowPhase::Verifying;
-    d.holds_fallback = i.spec.actions.enable_fallback;
     d.requeue_after = Some(until(i.now, deadline).min(Duration::from_secs(5)));
     d
 }
@@ -193,6 +184,14 @@ mod tests {
         step_end_now(spec, prev, healthy, None, now)
     }
 
+    /// Whether a window in the phase `d` decided keeps the fallback on: the rule that runs
+    /// (`MaintenanceWindow::holds_fallback`, read from the recorded phase).
+    fn holds(spec: &MaintenanceWindowSpec, d: &Decision) -> bool {
+        let mut mw = crate::api::MaintenanceWindow::new("w", spec.clone());
+        mw.status = Some(MaintenanceWindowStatus { phase: Some(d.phase), ..Default::default() });
+        mw.holds_fallback()
+    }
+
     fn step_end_now(
         spec: &MaintenanceWindowSpec,
         prev: Option<&MaintenanceWindowStatus>,
@@ -218,17 +217,17 @@ mod tests {
         let (d, s) = step(&spec, None, Some(true), t(1, 0));
         assert_eq!(d.phase, WindowPhase::Scheduled);
         assert_eq!(d.next_start, Some(t(2, 0)));
-        assert!(!d.holds_fallback);
+        assert!(!holds(&spec, &d));
         assert_eq!(d.requeue_after, Some(Duration::from_secs(3601)));
         let (d, s) = step(&spec, Some(&s), Some(true), t(2, 0));
         assert_eq!(d.phase, WindowPhase::Active);
-        assert!(d.holds_fallback);
+        assert!(holds(&spec, &d));
         let (d, s) = step(&spec, Some(&s), Some(false), t(4, 0));
         assert_eq!(d.phase, WindowPhase::Verifying, "server not healthy yet");
-        assert!(d.holds_fallback, "fallback stays on while verifying");
+        assert!(holds(&spec, &d), "fallback stays on while verifying");
         let (d, _) = step(&spec, Some(&s), Some(true), t(4, 1));
         assert_eq!(d.phase, WindowPhase::Completed);
-        assert!(!d.holds_fallback);
+        assert!(!holds(&spec, &d));
         assert_eq!(d.last_outcome.unwrap().result, WindowPhase::Completed);
     }
 
@@ -240,14 +239,14 @@ mod tests {
         assert_eq!(d.phase, WindowPhase::Verifying);
         let (d, s) = step(&spec, Some(&s), Some(false), t(4, 10));
         assert_eq!(d.phase, WindowPhase::Failed);
-        assert!(d.holds_fallback);
+        assert!(holds(&spec, &d));
         let (d2, _) = step(&spec, Some(&s), Some(false), t(5, 0));
         assert_eq!(d2.phase, WindowPhase::Failed, "stays failed");
-        assert!(d2.holds_fallback);
+        assert!(holds(&spec, &d2));
         let mut restore = spec.clone();
         restore.verify.on_failure = OnFailure::Restore;
         let (d3, _) = step(&restore, Some(&s), Some(false), t(5, 0));
-        assert!(!d3.holds_fallback, "restore gives traffic back to Colony OS");
+        assert!(!holds(&restore, &d3), "restore gives traffic back to Colony OS");
     }
 
     #[test]
@@ -259,7 +258,7 @@ mod tests {
         assert_eq!(d.handled_end_now.as_deref(), Some("1"));
         let (d, _) = step_end_now(&spec, Some(&s), Some(true), Some("1"), t(2, 50));
         assert_eq!(d.phase, WindowPhase::Completed, "the same annotation value does not reopen the window");
-        assert!(!d.holds_fallback);
+        assert!(!holds(&spec, &d));
     }
 
     #[test]
@@ -287,7 +286,7 @@ mod tests {
         assert_eq!(d.phase, WindowPhase::Failed);
         let (d, s) = step(&spec, Some(&s), Some(true), t(5, 0));
         assert_eq!(d.phase, WindowPhase::Failed, "kept for a human, even once the server is healthy");
-        assert!(d.holds_fallback);
+        assert!(holds(&spec, &d));
         let next = Utc.with_ymd_and_hms(2026, 12, 6, 2, 0, 0).unwrap();
         assert_eq!(d.next_start, Some(next));
         let (d, _) = step(&spec, Some(&s), Some(true), next);
@@ -296,7 +295,7 @@ mod tests {
         restore.verify.on_failure = OnFailure::Restore;
         let (d, _) = step(&restore, Some(&s), Some(false), t(5, 0));
         assert_eq!(d.phase, WindowPhase::Scheduled, "restore: back to the schedule");
-        assert!(!d.holds_fallback);
+        assert!(!holds(&spec, &d));
     }
 
     #[test]
@@ -305,7 +304,7 @@ mod tests {
         spec.suspend = true;
         let (d, _) = step(&spec, None, Some(true), t(3, 0));
         assert_eq!(d.phase, WindowPhase::Scheduled);
-        assert!(!d.holds_fallback);
+        assert!(!holds(&spec, &d));
     }
 
     #[test]
@@ -322,7 +321,7 @@ mod tests {
         let spec = one_off_spec();
         let (d, s) = step(&spec, None, Some(false), t(6, 0));
         assert_eq!(d.phase, WindowPhase::Scheduled, "a window that passed before the resource existed is ignored");
-        assert!(!d.holds_fallback);
+        assert!(!holds(&spec, &d));
         let (d, _) = step(&spec, Some(&s), Some(false), t(6, 1));
         assert_eq!(d.phase, WindowPhase::Scheduled, "on every later look too");
         // The same for a recurring window (its last occurrence ended before the resource).

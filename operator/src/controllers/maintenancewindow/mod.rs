@@ -16,7 +16,7 @@ use crate::api::{
     MaintenanceWindowStatus, OnFailure, READY, RECONCILING, STALLED, WindowPhase,
 };
 use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
-use crate::operator::Shutdown;
+use crate::runtime::Shutdown;
 use crate::runtime::conditions::{Desired, is_true, merge};
 use crate::runtime::{Context, Result, apply_status, fresh};
 
@@ -29,38 +29,6 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
             for_hook.forget(NAME, &mw.namespace().unwrap_or_default(), &mw.name_any())
         });
     spawn_controller(NAME, controller, synced, reconcile, ctx, shutdown)
-}
-
-/// Whether a window's status asks its ColonyServer to keep the fallback on: while open,
-/// while verifying, and after a failed verification unless `onFailure: restore`.
-pub fn holds_fallback(mw: &MaintenanceWindow) -> bool {
-    if !mw.spec.actions.enable_fallback || mw.spec.suspend {
-        return false;
-    }
-    match mw.status.as_ref().and_then(|s| s.phase) {
-        Some(WindowPhase::Active | WindowPhase::Verifying) => true,
-        Some(WindowPhase::Failed) => mw.spec.verify.on_failure == OnFailure::KeepFallback,
-        _ => false,
-    }
-}
-
-/// Whether the window is open (a key rotation waiting for it may run).
-pub fn is_open(mw: &MaintenanceWindow) -> bool {
-    !mw.spec.suspend && mw.status.as_ref().and_then(|s| s.phase) == Some(WindowPhase::Active)
-}
-
-/// Whether the window keeps its FinanceBees at 0 replicas: while open, while verifying the
-/// server, and after a failed verification with `onFailure: keepFallback` until a human acts
-/// (`onFailure: restore`, `suspend: true`, or deleting the window).
-pub fn stops_bees(mw: &MaintenanceWindow) -> bool {
-    if !mw.spec.actions.stop_finance_bees || mw.spec.suspend {
-        return false;
-    }
-    match mw.status.as_ref().and_then(|s| s.phase) {
-        Some(WindowPhase::Active | WindowPhase::Verifying) => true,
-        Some(WindowPhase::Failed) => mw.spec.verify.on_failure == OnFailure::KeepFallback,
-        _ => false,
-    }
 }
 
 /// What a human does to end a failure kept by `keepFallback` (in messages and docs).
@@ -186,7 +154,6 @@ mod tests {
             last_outcome: None,
             handled_end_now: None,
             requeue_after: None,
-            holds_fallback: false,
             invalid: invalid.then(|| "spec.schedule.cron: bad".to_string()),
         }
     }
@@ -249,28 +216,5 @@ mod tests {
         let stalled = out.iter().find(|c| c.type_ == STALLED).unwrap();
         assert_eq!(stalled.reason, "VerificationFailed");
         assert!(stalled.message.contains(RESUME_HINT), "{}", stalled.message);
-    }
-
-    #[test]
-    fn bees_stay_stopped_while_verifying_and_after_a_kept_failure() {
-        let mut mw = MaintenanceWindow::new("w", spec(OnFailure::KeepFallback));
-        for (phase, stops) in [
-            (WindowPhase::Scheduled, false),
-            (WindowPhase::Active, true),
-            (WindowPhase::Verifying, true),
-            (WindowPhase::Completed, false),
-            (WindowPhase::Failed, true),
-        ] {
-            mw.status = Some(MaintenanceWindowStatus { phase: Some(phase), ..Default::default() });
-            assert_eq!(stops_bees(&mw), stops, "{phase:?}");
-        }
-        mw.spec.verify.on_failure = OnFailure::Restore;
-        assert!(!stops_bees(&mw), "restore lets them run after a failure");
-        mw.spec.verify.on_failure = OnFailure::KeepFallback;
-        mw.spec.suspend = true;
-        assert!(!stops_bees(&mw), "suspending the window lets them run");
-        mw.spec.suspend = false;
-        mw.spec.actions.stop_finance_bees = false;
-        assert!(!stops_bees(&mw));
     }
 }
