@@ -129,8 +129,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     });
 
-    let ctx = Arc::new(Context::new(client, metrics.clone(), Settings { namespace: opts.namespace.clone() }));
-    let (mut controllers, synced) = controllers::start_all(ctx, shutdown.clone());
+    let (windows, window_feed) = controllers::windows::view();
+    let ctx = Arc::new(Context::new(client, metrics.clone(), Settings { namespace: opts.namespace.clone() }, windows));
+    let (mut controllers, synced) = controllers::start_all(ctx, window_feed, shutdown.clone());
     let ready_flag = ready.clone();
     tokio::spawn(async move {
         join_all(synced).await;

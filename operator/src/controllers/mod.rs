@@ -25,6 +25,7 @@ pub mod keyrotation;
 pub mod maintenancewindow;
 pub mod notify;
 pub mod rollout;
+pub mod windows;
 
 /// A running controller: its task, and a future that resolves once its cache is synced.
 pub struct Spawned {
@@ -121,7 +122,23 @@ pub fn primary_forgetting<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store();
+    primary_into(api, config, name, on_delete, reflector::store::Writer::default(), |_: &watcher::Event<K>| {})
+}
+
+/// [`primary_forgetting`], with the cache `writer` given (its readers are shared beyond this
+/// controller) and `tap` called with every event once the cache has applied it.
+pub fn primary_into<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    name: &'static str,
+    on_delete: impl Fn(&K) + Send + 'static,
+    writer: reflector::store::Writer<K>,
+    tap: impl Fn(&watcher::Event<K>) + Send + 'static,
+) -> (Controller<K>, BoxFuture<'static, ()>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let reader = writer.as_reader();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let mut tx = Some(tx);
     let events = watcher::watcher(api, config).inspect(move |event| {
@@ -133,6 +150,9 @@ where
     });
     let trigger = reflector::reflector(writer, events)
         .inspect(move |event| {
+            if let Ok(event) = event {
+                tap(event);
+            }
             if let Ok(watcher::Event::Delete(obj)) = event {
                 tracing::debug!(controller = name, object = %obj.name_any(), "deleted: forgetting its state");
                 on_delete(obj);
@@ -169,12 +189,19 @@ mod fault_injection {
 pub const NAMES: [&str; 4] = [colonyserver::NAME, financebee::NAME, keyrotation::NAME, maintenancewindow::NAME];
 
 /// Starts every controller; returns their tasks and their cache-synced signals.
-pub fn start_all(ctx: Arc<Context>, shutdown: Shutdown) -> (Vec<JoinHandle<()>>, Vec<BoxFuture<'static, ()>>) {
+/// `windows` fills the view of MaintenanceWindows in `ctx`; the MaintenanceWindow controller
+/// starts last, so that every other controller subscribed to the view's events before its
+/// watch begins.
+pub fn start_all(
+    ctx: Arc<Context>,
+    windows: windows::WindowFeed,
+    shutdown: Shutdown,
+) -> (Vec<JoinHandle<()>>, Vec<BoxFuture<'static, ()>>) {
     let all = [
         colonyserver::start(ctx.clone(), shutdown.clone()),
         financebee::start(ctx.clone(), shutdown.clone()),
         keyrotation::start(ctx.clone(), shutdown.clone()),
-        maintenancewindow::start(ctx, shutdown),
+        maintenancewindow::start(ctx, windows, shutdown),
     ];
     all.into_iter().map(|s| (s.handle, s.synced)).unzip()
 }

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::{Error, Result, backoff};
 use super::metrics::Metrics;
+use crate::controllers::windows::WindowView;
 
 /// Name of the reporting controller in Events and the prefix of every field manager.
 pub const OPERATOR_NAME: &str = "colony-operator";
@@ -27,6 +28,8 @@ pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// Every MaintenanceWindow, from the one watch of them.
+    pub windows: WindowView,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -43,10 +46,10 @@ impl AsRef<Context> for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, settings: Settings) -> Self {
+    pub fn new(client: Client, metrics: Arc<Metrics>, settings: Settings, windows: WindowView) -> Self {
         let reporter = Reporter { controller: OPERATOR_NAME.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, metrics, settings, recorder, failures: Mutex::new(HashMap::new()) }
+        Self { client, metrics, settings, windows, recorder, failures: Mutex::new(HashMap::new()) }
     }
 
     /// An Api for a namespaced kind: the object's namespace.

@@ -22,6 +22,9 @@ pub enum Error {
     /// The leader lease was not renewed in time: the reconcile was cancelled.
     #[error("not the leader: reconcile cancelled")]
     NotLeader,
+    /// A shared cache the decision needs has not received its first list yet.
+    #[error("cache not synced: {0}")]
+    CacheNotSynced(&'static str),
 }
 
 impl Error {
@@ -34,6 +37,7 @@ impl Error {
             Error::External(_) => "external",
             Error::Serialization(_) => "serialization",
             Error::NotLeader => "not_leader",
+            Error::CacheNotSynced(_) => "cache_not_synced",
         }
     }
 
@@ -46,6 +50,7 @@ impl Error {
             Error::External(_) => "ExternalCallFailed",
             Error::Serialization(_) => "SerializationError",
             Error::NotLeader => "NotLeader",
+            Error::CacheNotSynced(_) => "CacheNotSynced",
         }
     }
 

@@ -21,8 +21,8 @@ use super::builders::{self, ServerInputs};
 use super::fallback::{self, FallbackInputs, FallbackPolicy};
 use super::monitor::{Monitor, ProbeConfig, SloConfig, SloSource};
 use super::status::{self, Observed, Workload};
-use crate::api::{ApiCheckSpec, ColonyServer, FallbackOverride, MaintenanceWindow};
-use crate::api::{WindowDemand, windows_demanding};
+use crate::api::WindowDemand;
+use crate::api::{ApiCheckSpec, ColonyServer, FallbackOverride};
 use crate::colonyos::rpc::Identity;
 use crate::controllers::common::{
     ConfigHasher, Converged, converge, converge_over, owned_by, pod_selector, secret_value,
@@ -67,10 +67,13 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         .owns(ctx.scoped_api::<Deployment>(), owned.clone())
         .owns(ctx.scoped_api::<Service>(), owned.clone())
         .owns(ctx.scoped_api::<ConfigMap>(), owned)
-        .watches(ctx.scoped_api::<MaintenanceWindow>(), cfg, |mw: MaintenanceWindow| {
-            let ns = mw.namespace()?;
-            Some(ObjectRef::<ColonyServer>::new(&mw.spec.colony_server_ref.name).within(&ns))
-        })
+        // A window opening, closing or going away turns the fallback of its server.
+        .reconcile_on(ctx.windows.triggers(|mw| {
+            mw.namespace()
+                .map(|ns| ObjectRef::<ColonyServer>::new(&mw.spec.colony_server_ref.name).within(&ns))
+                .into_iter()
+                .collect()
+        }))
         .reconcile_on(UnboundedReceiverStream::new(wake_rx));
     // A changed Secret rolls the servers that reference it (their pod-template hash moves).
     // Metadata only: the operator never caches Secret data.
@@ -171,11 +174,10 @@ fn durations(cs: &ColonyServer) -> std::result::Result<Durations, String> {
     })
 }
 
-/// Active MaintenanceWindows in the namespace that target this server.
+/// The MaintenanceWindows that keep this server's fallback on.
 async fn active_windows(ctx: &Context, cs: &ColonyServer) -> Result<Vec<String>> {
-    let ns = cs.namespace().unwrap_or_default();
-    let windows = ctx.api::<MaintenanceWindow>(&ns).list(&Default::default()).await?;
-    Ok(windows_demanding(&windows.items, &cs.name_any(), WindowDemand::Fallback))
+    ctx.windows.ready().await?;
+    Ok(ctx.windows.demanding(&cs.namespace().unwrap_or_default(), &cs.name_any(), WindowDemand::Fallback))
 }
 
 /// Resolves the Secrets the server references: their hash (rolls the pods on change) and

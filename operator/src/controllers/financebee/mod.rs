@@ -15,16 +15,17 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::api::{ColonyServer, FinanceBee, MaintenanceWindow};
 use crate::controllers::common::{MANAGED_BY, OPERATOR};
+use crate::controllers::windows::WindowView;
 use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
 use crate::runtime::Context;
 use crate::runtime::Shutdown;
@@ -108,7 +109,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         // A window opening or closing changes the replicas of the bees it targets; which
         // bees is for the reconciler to work out (selector and server), so every bee is
         // looked at.
-        .reconcile_all_on(window_changes(ctx.scoped_api::<MaintenanceWindow>()))
+        .reconcile_all_on(window_changes(&ctx.windows))
         .reconcile_on(UnboundedReceiverStream::new(wake_rx));
     spawn_controller(NAME, controller, synced, reconcile::reconcile, bee_ctx, shutdown)
 }
@@ -154,13 +155,13 @@ pub fn references_config_map(fb: &FinanceBee, name: &str) -> bool {
     fb.spec.env_from.iter().any(|s| s.config_map_ref.as_ref().is_some_and(|r| r.name == name))
 }
 
-/// A tick whenever a MaintenanceWindow's spec or phase changes, or a window goes away.
-fn window_changes(api: Api<MaintenanceWindow>) -> impl futures::Stream<Item = ()> + Send + 'static {
+/// A tick whenever a MaintenanceWindow's spec or phase changes, or a window goes away (and
+/// after a gap in the view's events, when anything may have).
+fn window_changes(view: &WindowView) -> impl futures::Stream<Item = ()> + Send + 'static {
     use futures::StreamExt;
-    watcher::watcher(api, watcher::Config::default())
-        .filter_map(|r| async move { r.ok() })
+    view.events()
         .scan(WindowPhases::default(), |phases, event| {
-            let changed = phases.observe(event);
+            let changed = event.is_none_or(|e| phases.observe(&e));
             async move { Some(changed) }
         })
         .filter_map(|changed| async move { changed.then_some(()) })
@@ -179,22 +180,22 @@ struct WindowPhases {
 
 impl WindowPhases {
     /// Whether `event` changes which bees windows stop.
-    fn observe(&mut self, event: watcher::Event<MaintenanceWindow>) -> bool {
+    fn observe(&mut self, event: &watcher::Event<MaintenanceWindow>) -> bool {
         let entry = |mw: &MaintenanceWindow| {
             (mw.uid().unwrap_or_default(), (mw.metadata.generation, mw.status.as_ref().and_then(|s| s.phase)))
         };
         match event {
             watcher::Event::Apply(mw) => {
-                let (uid, phase) = entry(&mw);
+                let (uid, phase) = entry(mw);
                 self.seen.insert(uid, phase) != Some(phase)
             }
-            watcher::Event::Delete(mw) => self.seen.remove(&entry(&mw).0).is_some(),
+            watcher::Event::Delete(mw) => self.seen.remove(&entry(mw).0).is_some(),
             watcher::Event::Init => {
                 self.relisting = Some(Default::default());
                 false
             }
             watcher::Event::InitApply(mw) => {
-                let (uid, phase) = entry(&mw);
+                let (uid, phase) = entry(mw);
                 self.relisting.get_or_insert_with(Default::default).insert(uid, phase);
                 false
             }
@@ -237,20 +238,20 @@ mod tests {
             mw
         };
         let mut p = WindowPhases::default();
-        assert!(!p.observe(watcher::Event::Init));
-        assert!(!p.observe(watcher::Event::InitApply(window("a", WindowPhase::Scheduled))));
-        assert!(p.observe(watcher::Event::InitDone), "first list");
-        assert!(!p.observe(watcher::Event::Apply(window("a", WindowPhase::Scheduled))), "same phase");
-        assert!(p.observe(watcher::Event::Apply(window("a", WindowPhase::Active))));
-        assert!(p.observe(watcher::Event::Apply(window("b", WindowPhase::Failed))));
+        assert!(!p.observe(&watcher::Event::Init));
+        assert!(!p.observe(&watcher::Event::InitApply(window("a", WindowPhase::Scheduled))));
+        assert!(p.observe(&watcher::Event::InitDone), "first list");
+        assert!(!p.observe(&watcher::Event::Apply(window("a", WindowPhase::Scheduled))), "same phase");
+        assert!(p.observe(&watcher::Event::Apply(window("a", WindowPhase::Active))));
+        assert!(p.observe(&watcher::Event::Apply(window("b", WindowPhase::Failed))));
         let mut changed = window("b", WindowPhase::Failed);
         changed.metadata.generation = Some(2);
-        assert!(p.observe(watcher::Event::Apply(changed)), "a spec change (onFailure: restore, say)");
-        assert!(p.observe(watcher::Event::Delete(window("b", WindowPhase::Failed))), "a window gone frees bees");
+        assert!(p.observe(&watcher::Event::Apply(changed)), "a spec change (onFailure: restore, say)");
+        assert!(p.observe(&watcher::Event::Delete(window("b", WindowPhase::Failed))), "a window gone frees bees");
         assert_eq!(p.seen.len(), 1, "and is forgotten");
         // Deleted while the watch was down: the re-list forgets it and ticks.
-        assert!(!p.observe(watcher::Event::Init));
-        assert!(p.observe(watcher::Event::InitDone));
+        assert!(!p.observe(&watcher::Event::Init));
+        assert!(p.observe(&watcher::Event::InitDone));
         assert!(p.seen.is_empty());
     }
 

@@ -20,8 +20,8 @@ use super::status::{self, Observed, Pause};
 use super::{BeeContext, NAME};
 use tracing::Instrument;
 
-use crate::api::{ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, MaintenanceWindow, STALLED};
-use crate::api::{WindowDemand, windows_demanding};
+use crate::api::WindowDemand;
+use crate::api::{ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, STALLED};
 use crate::controllers::common::{ConfigHasher, Converged, converge_over, owned_by, pod_selector, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout;
@@ -34,9 +34,9 @@ const PAGERDUTY_RETRY: RetryPolicy = RetryPolicy { retries: 3, backoff: Duration
 
 /// Names of the MaintenanceWindows that stop this bee (open, verifying, or failed and kept).
 async fn stopping_windows(ctx: &Context, fb: &FinanceBee) -> Result<Vec<String>> {
+    ctx.windows.ready().await?;
     let ns = fb.namespace().unwrap_or_default();
-    let windows = ctx.api::<MaintenanceWindow>(&ns).list(&Default::default()).await?;
-    Ok(windows_demanding(&windows.items, &fb.spec.colony_server_ref.name, WindowDemand::StopBee(fb.labels())))
+    Ok(ctx.windows.demanding(&ns, &fb.spec.colony_server_ref.name, WindowDemand::StopBee(fb.labels())))
 }
 
 /// Hash of everything the pod reads from Secrets and ConfigMaps.

@@ -43,6 +43,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
             for_hook.forget(NAME, &kr.namespace().unwrap_or_default(), &kr.name_any())
         });
     let rotations = controller.store();
+    let waiting = rotations.clone();
     // A key Secret changed or deleted by someone else is looked at at once (metadata only:
     // the key stays out of the watch); the KeyRotations using it come from the cache.
     let controller = controller.watches(
@@ -58,5 +59,17 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
                 .collect::<Vec<_>>()
         },
     );
+    // A rotation held for its maintenance window runs when the window opens.
+    let controller = controller.reconcile_on(ctx.windows.triggers(move |mw| {
+        waiting
+            .state()
+            .iter()
+            .filter(|kr| {
+                kr.namespace() == mw.namespace()
+                    && kr.spec.maintenance_window_ref.as_ref().is_some_and(|r| r.name == mw.name_any())
+            })
+            .map(|kr| ObjectRef::from_obj(kr.as_ref()))
+            .collect()
+    }));
     spawn_controller(NAME, controller, synced, reconcile::reconcile, ctx, shutdown)
 }

@@ -47,10 +47,13 @@ pub fn window_gate(name: Option<&str>, window: Option<&MaintenanceWindow>) -> st
 async fn window_open(ctx: &Context, kr: &KeyRotation) -> Result<std::result::Result<bool, String>> {
     let name = kr.spec.maintenance_window_ref.as_ref().map(|r| r.name.as_str());
     let mw = match name {
-        Some(n) => ctx.api::<MaintenanceWindow>(&kr.namespace().unwrap_or_default()).get_opt(n).await?,
+        Some(n) => {
+            ctx.windows.ready().await?;
+            ctx.windows.get(&kr.namespace().unwrap_or_default(), n)
+        }
         None => None,
     };
-    Ok(window_gate(name, mw.as_ref()))
+    Ok(window_gate(name, mw.as_deref()))
 }
 
 /// Rolls the targets: owned kinds roll through their controller (the Secret hash in their pod

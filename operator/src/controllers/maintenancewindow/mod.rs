@@ -15,19 +15,26 @@ use crate::api::{
     ACTIVE, ColonyServer, END_NOW_ANNOTATION, HEALTHY, MaintenanceWindow, MaintenanceWindowSpec,
     MaintenanceWindowStatus, OnFailure, READY, RECONCILING, STALLED, WindowPhase,
 };
-use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
+use crate::controllers::windows::WindowFeed;
+use crate::controllers::{Spawned, primary_into, spawn_controller};
 use crate::runtime::Shutdown;
 use crate::runtime::conditions::{Desired, is_true, merge};
 use crate::runtime::{Context, Result, apply_status, fresh};
 
 pub const NAME: &str = "maintenancewindow";
 
-pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
+/// The controller's watch also fills `feed`: the view of windows the other controllers read.
+pub fn start(ctx: Arc<Context>, feed: WindowFeed, shutdown: Shutdown) -> Spawned {
     let for_hook = ctx.clone();
-    let (controller, synced) =
-        primary_forgetting(ctx.scoped_api::<MaintenanceWindow>(), watcher::Config::default(), NAME, move |mw| {
-            for_hook.forget(NAME, &mw.namespace().unwrap_or_default(), &mw.name_any())
-        });
+    let (writer, tap) = feed.into_parts();
+    let (controller, synced) = primary_into(
+        ctx.scoped_api::<MaintenanceWindow>(),
+        watcher::Config::default(),
+        NAME,
+        move |mw| for_hook.forget(NAME, &mw.namespace().unwrap_or_default(), &mw.name_any()),
+        writer,
+        tap,
+    );
     spawn_controller(NAME, controller, synced, reconcile, ctx, shutdown)
 }
 
