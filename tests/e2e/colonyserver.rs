@@ -202,7 +202,12 @@ async fn override_annotation_wins() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Three more failed probes, each of which would turn the fallback on without the override.
+    let failed = endpoint.failures();
+    wait_for("three more failed probes", DEADLINE, || async {
+        if endpoint.failures() >= failed + 3 { Ok(()) } else { Err(format!("{}", endpoint.failures())) }
+    })
+    .await;
     assert_eq!(use_colony_os(&cms, "ovr").await.as_deref(), Some("true"), "the override keeps winning");
     // Back to auto: the failing health decides.
     annotate("auto").await;

@@ -609,8 +609,10 @@ stringData:
     assert_eq!(format!("{:?}", esc.state), "Triggered");
     assert!((esc.since - unavailable_since).num_seconds() >= 3);
 
-    // Exactly one trigger each, and it stays one while the bee stays down.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Exactly one trigger each, and it stays one while the bee stays down (and the operator
+    // keeps looking at it: its restart count grows every 2 s).
+    let seen = s.op.reconciles("financebee").await;
+    s.op.wait_reconciles("financebee", seen, 3).await;
     assert_eq!(rx.count("/v2/enqueue", "event_action", "trigger"), 1, "{:?}", rx.bodies("/v2/enqueue"));
     assert_eq!(rx.count("/hook", "event", "trigger"), 1, "{:?}", rx.bodies("/hook"));
     assert_eq!(rx.count("/v2/enqueue", "event_action", "resolve"), 0);
@@ -638,7 +640,7 @@ stringData:
     s.op.kill().await;
     s.op = OperatorProcess::start(&format!("{}-2", s.ns.name), &["--namespace", &s.ns.name]).await;
     s.op.wait_ready().await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    s.op.wait_reconciles("financebee", 0, 2).await;
     assert_eq!(rx.requests.lock().unwrap().len(), 2, "nothing resent: {:?}", rx.requests.lock().unwrap());
     let (_, metrics) = s.op.get("/metrics").await.unwrap();
     assert!(!metrics.contains("action=\"trigger\""), "the new process triggered nothing");
@@ -649,7 +651,8 @@ stringData:
     let fb = wait_bee(&bees, "bee", "Escalated", "False", Some("ResolveSent")).await;
     println!("resolved {:?} after the fix: {:?}", recovering.elapsed(), condition(&fb, "Escalated"));
     assert_eq!(format!("{:?}", fb.status.as_ref().unwrap().escalation.as_ref().unwrap().state), "Resolved");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let seen = s.op.reconciles("financebee").await;
+    s.op.wait_reconciles("financebee", seen, 2).await;
     assert_eq!(rx.count("/v2/enqueue", "event_action", "resolve"), 1);
     assert_eq!(rx.count("/hook", "event", "resolve"), 1);
     let resolve = rx.bodies("/v2/enqueue").into_iter().find(|b| b["event_action"] == "resolve").unwrap();

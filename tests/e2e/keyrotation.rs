@@ -103,8 +103,12 @@ spec:
     let ann = d.spec.template.metadata.unwrap().annotations.unwrap_or_default();
     assert!(ann.contains_key("colony.zyeute.io/key-rotated-at"), "the target Deployment rolls: {ann:?}");
 
-    // The same annotation value is handled once.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The same annotation value is handled once, however often the operator looks again (a
+    // label change makes it look).
+    let seen = op.reconciles("keyrotation").await;
+    let touch = serde_json::json!({ "metadata": { "labels": { "touched": "yes" } } });
+    rotations.patch("bee-key", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
+    op.wait_reconciles("keyrotation", seen, 1).await;
     assert_eq!(rotations.get("bee-key").await.unwrap().status.unwrap().revision, 2);
 
     // No key material outside the Secret.

@@ -76,6 +76,27 @@ impl OperatorProcess {
         .await
     }
 
+    /// Reconciles `controller` has started so far, from the operator's own counter (0 before
+    /// the first).
+    pub async fn reconciles(&self, controller: &str) -> u64 {
+        let series = format!("colony_operator_reconciliations_total{{controller=\"{controller}\"}} ");
+        let (_, body) = self.get("/metrics").await.unwrap_or_default();
+        body.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
+            as u64
+    }
+
+    /// Waits until `controller` has started `more` reconciles beyond `since` (a value of
+    /// [`OperatorProcess::reconciles`]): the proof that the operator looked, before a test
+    /// asserts that nothing happened.
+    pub async fn wait_reconciles(&self, controller: &str, since: u64, more: u64) {
+        let what = format!("{more} more {controller} reconciles after {since}");
+        wait_for(&what, crate::DEADLINE, || async {
+            let now = self.reconciles(controller).await;
+            if now >= since + more { Ok(()) } else { Err(format!("{now}")) }
+        })
+        .await
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
