@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KUBECONFIG_PATH := $(CURDIR)/target/cluster/kubeconfig
 BIN_DIR = $(shell bash -c '. tests/cluster/lib.sh && echo $$BIN_DIR')
 
-.PHONY: help build unit-test e2e-test test chaos image dev crds cluster-build cluster-up cluster-down fmt lint
+.PHONY: help build unit-test e2e-test test chaos image dev crds cluster-build tools-build cluster-up cluster-down fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ unit-test: ## Unit tests only (no cluster)
 cluster-build: ## Build the local control plane binaries into the cache (only what is missing)
 	tests/cluster/build.sh
 
+tools-build: ## Build promtool and actionlint into the cache (only what is missing)
+	tests/tools/build.sh
+
 cluster-up: ## Start the local control plane (reuses a running one)
 	tests/cluster/up.sh
 
@@ -31,7 +34,7 @@ cluster-down: ## Stop and delete the local control plane
 
 e2e-test: cluster-up ## End-to-end tests against the running local control plane
 	cargo build -p colony-operator -p kubectl-colony
-	KUBECONFIG=$(KUBECONFIG_PATH) PATH="$(BIN_DIR):$$PATH" cargo test -p colony-e2e -- --test-threads=4
+	tools_bin=$$(tests/tools/build.sh) && KUBECONFIG=$(KUBECONFIG_PATH) PATH="$(BIN_DIR):$$tools_bin:$$PATH" cargo test -p colony-e2e -- --test-threads=4
 
 test: ## Every test: unit, then end-to-end on a fresh local control plane (taken down at the end)
 	tests/run-all.sh

@@ -19,8 +19,11 @@ echo "== local control plane"
 tests/cluster/up.sh
 trap 'tests/cluster/down.sh; rm -f "$log"' EXIT
 
+echo "== checking tools (promtool, actionlint)"
+tools_bin=$(tests/tools/build.sh)
+
 echo "== end-to-end tests"
-export KUBECONFIG="$KUBECONFIG_PATH" PATH="$BIN_DIR:$PATH"
+export KUBECONFIG="$KUBECONFIG_PATH" PATH="$BIN_DIR:$tools_bin:$PATH"
 rm -rf "$REPO_ROOT/target/chaos"
 cargo test -p colony-e2e -- --test-threads=4 2>&1 | tee -a "$log"
 

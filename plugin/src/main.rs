@@ -32,6 +32,12 @@ struct Cli {
     /// Namespace (default: the kubeconfig context's namespace).
     #[arg(short, long, global = true)]
     namespace: Option<String>,
+    /// The kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster).
+    #[arg(long, global = true, value_name = "PATH")]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    context: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,6 +45,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Servers, Finance Bees, key rotations and maintenance windows on one screen.
+    #[command(long_about = "Servers, Finance Bees, key rotations and maintenance windows on one screen.
+
+Replaces the runbook's \"Morning Health Check\" (check-health.py, systemctl status), \"Monitor Task \
+Queue\" (queue depth, completion and error rate), step 1 of \"Finance Bee Down\" (systemctl status) \
+and of \"Colony Server Down\" (docker-compose ps), and \"Planned Maintenance\" step 5 and After \
+(verify health).")]
     Status {
         /// Every namespace.
         #[arg(short = 'A', long)]
@@ -46,9 +58,20 @@ enum Command {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// Keep watching and redraw whenever an object changes (Ctrl-C to stop). With -o json
+        /// or -o yaml, one document per change (JSON: one line each; YAML: `---` between).
+        #[arg(short, long)]
+        watch: bool,
     },
     /// Override a ColonyServer's direct-processing fallback: on, off, or auto (the operator
     /// decides; removes the override).
+    #[command(long_about = "Override a ColonyServer's direct-processing fallback: on, off, or auto (the \
+operator decides; removes the override).
+
+`on` replaces the runbook's \"Enable direct processing fallback\" (step 5 of \"Finance Bee Down\" and \
+of \"Colony Server Down\", step 2 of \"Planned Maintenance\") and \"Disable Colony OS (Emergency)\" \
+(USE_COLONY_OS=false in the Netlify dashboard); `auto` (or `off`) replaces \"Re-enable Colony OS \
+processing\" (step 6 of \"Planned Maintenance\").")]
     Fallback {
         #[arg(value_enum)]
         mode: FallbackMode,
@@ -56,16 +79,31 @@ enum Command {
         server: String,
     },
     /// Force one rotation of a KeyRotation's key now.
+    #[command(long_about = "Force one rotation of a KeyRotation's key now.
+
+Replaces the runbook's \"Rotate Cryptographic Keys\" (generate-keys.sh, store-keys.sh, redeploy the \
+Finance Bee): the operator generates the key, stores it in the Secret, registers it and rolls the \
+targets.")]
     RotateNow {
         /// The KeyRotation.
         keyrotation: String,
     },
     /// Start or end maintenance of a ColonyServer.
+    #[command(long_about = "Start or end maintenance of a ColonyServer.
+
+Replaces the runbook's \"Planned Maintenance\": `start` does Before steps 2 and 3 (enable the \
+fallback, stop the Finance Bee with --stop-bees), `end` steps 5 and 6 (verify health, re-enable \
+Colony OS processing).")]
     Maintenance {
         #[command(subcommand)]
         action: Maintenance,
     },
     /// Why an object is not Ready: its conditions, most important first, and its recent Events.
+    #[command(long_about = "Why an object is not Ready: its conditions, most important first, and its \
+recent Events.
+
+Replaces the runbook's log reviews: step 2 of \"Finance Bee Down\" (journalctl -u zyeute-finance-bee) \
+and of \"Colony Server Down\" (docker-compose logs colonies-server), as far as the operator saw it.")]
     Explain {
         /// KIND/NAME, e.g. colonyserver/prod, fb/finance-bee, kr/bee-key, mw/sunday.
         object: String,
@@ -75,6 +113,10 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum Maintenance {
     /// Create a one-off MaintenanceWindow of SERVER starting now: the fallback goes on.
+    #[command(long_about = "Create a one-off MaintenanceWindow of SERVER starting now: the fallback goes on.
+
+Replaces the runbook's \"Planned Maintenance\" Before steps 2 (enable direct processing fallback) \
+and, with --stop-bees, 3 (stop Finance Bee).")]
     Start {
         /// The ColonyServer.
         server: String,
@@ -89,6 +131,10 @@ enum Maintenance {
         name: Option<String>,
     },
     /// End a MaintenanceWindow's open window now (it is then verified as usual).
+    #[command(long_about = "End a MaintenanceWindow's open window now (it is then verified as usual).
+
+Replaces the runbook's \"Planned Maintenance\" steps 5 (verify health) and 6 (re-enable Colony OS \
+processing): the operator verifies the server, then turns the fallback off and starts the bees.")]
     End {
         /// The MaintenanceWindow.
         window: String,
@@ -121,11 +167,35 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The client for `--kubeconfig` and `--context` as kubectl reads them: without either, the
+/// usual inference ($KUBECONFIG, ~/.kube/config, in-cluster).
+async fn connect(kubeconfig: Option<&std::path::Path>, context: Option<&str>) -> anyhow::Result<Client> {
+    use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+    let options = KubeConfigOptions { context: context.map(String::from), ..Default::default() };
+    let config = match (kubeconfig, context) {
+        (Some(path), _) => {
+            let file = Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(file, &options)
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?
+        }
+        (None, Some(_)) => Config::from_kubeconfig(&options).await.context("reading the kubeconfig")?,
+        (None, None) => Config::infer().await.context("finding a kubeconfig (or an in-cluster service account)")?,
+    };
+    Client::try_from(config).context("connecting to the cluster")
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::try_default().await.context("connecting to the cluster (kubeconfig)")?;
+    let client = connect(cli.kubeconfig.as_deref(), cli.context.as_deref()).await?;
     let ns = cli.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
     match cli.command {
-        Command::Status { all_namespaces, output } => status(&client, &ns, all_namespaces, output).await,
+        Command::Status { all_namespaces, output, watch } => {
+            if watch {
+                watch_status(&client, &ns, all_namespaces, output).await
+            } else {
+                status(&client, &ns, all_namespaces, output).await
+            }
+        }
         Command::Fallback { mode, server } => fallback(&client, &ns, mode, &server).await,
         Command::RotateNow { keyrotation } => rotate_now(&client, &ns, &keyrotation).await,
         Command::Maintenance { action: Maintenance::Start { server, for_, stop_bees, name } } => {
@@ -136,9 +206,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The message when the API server does not know a kind at all.
+fn crd_missing(plural: &str) -> anyhow::Error {
+    anyhow!(
+        "the {plural}.{} CRD is not installed in this cluster: install colony-operator's CRDs \
+         (`kubectl apply --server-side -f crds/`, or the Helm chart) and check --context",
+        colony_operator::api::GROUP
+    )
+}
+
+/// Whether a 404 is about the kind (its CRD is not installed) rather than one object: the
+/// API server names the object in an object's NotFound (`colonyservers... "prod" not found`).
+fn kind_not_found(message: &str, name: &str) -> bool {
+    !message.contains(&format!("\"{name}\""))
+}
+
 /// An API error about one object, named with its kind and namespace.
 fn object_error(e: kube::Error, kind: &str, name: &str, ns: &str) -> anyhow::Error {
     match &e {
+        kube::Error::Api(s) if s.code == 404 && kind_not_found(&s.message, name) => {
+            crd_missing(&format!("{}s", kind.to_lowercase()))
+        }
         kube::Error::Api(s) if s.code == 404 => anyhow!("{kind} {name} not found in namespace {ns}"),
         kube::Error::Api(s) if s.code == 403 => {
             anyhow!("not allowed to access {kind} {name} in namespace {ns}: {}", s.message)
@@ -167,28 +255,141 @@ where
     let api = if all { Api::<K>::all(client.clone()) } else { Api::<K>::namespaced(client.clone(), ns) };
     let where_ = if all { "all namespaces".to_string() } else { format!("namespace {ns}") };
     let list = api.list(&ListParams::default()).await.map_err(|e| match &e {
-        kube::Error::Api(s) if s.code == 404 => {
-            anyhow!("the {} CRD is not installed (kubectl apply -f crds/)", K::plural(&()))
-        }
+        kube::Error::Api(s) if s.code == 404 => crd_missing(&K::plural(&())),
         _ => anyhow!("listing {} in {where_}: {e}", K::plural(&())),
     })?;
     Ok(list.items)
 }
 
-async fn status(client: &Client, ns: &str, all: bool, output: Output) -> anyhow::Result<()> {
+async fn status_report(client: &Client, ns: &str, all: bool) -> anyhow::Result<report::StatusReport> {
     let (servers, bees, keys, windows) = tokio::try_join!(
         list::<ColonyServer>(client, ns, all),
         list::<FinanceBee>(client, ns, all),
         list::<KeyRotation>(client, ns, all),
         list::<MaintenanceWindow>(client, ns, all),
     )?;
-    let report = report::build_report(&servers, &bees, &keys, &windows);
+    Ok(report::build_report(&servers, &bees, &keys, &windows))
+}
+
+async fn status(client: &Client, ns: &str, all: bool, output: Output) -> anyhow::Result<()> {
+    let report = status_report(client, ns, all).await?;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Yaml => print!("{}", serde_yaml::to_string(&report)?),
         Output::Table => print!("{}", report::render_table(&report, Utc::now(), all)),
     }
     Ok(())
+}
+
+/// The objects of a watch cache in the order of a list (the API server sorts by namespace
+/// and name).
+fn sorted<K: Resource + Clone>(objects: Vec<std::sync::Arc<K>>) -> Vec<K> {
+    let mut out: Vec<K> = objects.into_iter().map(|o| (*o).clone()).collect();
+    out.sort_by_key(|o| (o.namespace(), o.name_any()));
+    out
+}
+
+/// `status --watch`: one watch per kind feeds a cache of each; every change redraws the
+/// screen (or prints a new document) when the report differs from the last one shown.
+async fn watch_status(client: &Client, ns: &str, all: bool, output: Output) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    use std::io::{IsTerminal, Write};
+
+    fn watched<K>(
+        client: &Client,
+        ns: &str,
+        all: bool,
+    ) -> (reflector::Store<K>, futures::stream::BoxStream<'static, Result<(), watcher::Error>>)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let api = if all { Api::<K>::all(client.clone()) } else { Api::<K>::namespaced(client.clone(), ns) };
+        let (reader, writer) = reflector::store();
+        let events =
+            reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).map(|e| e.map(|_| ()));
+        (reader, events.boxed())
+    }
+
+    // A missing CRD or a forbidden list fails here, with the same message as `status`.
+    status_report(client, ns, all).await?;
+    let (servers, s1) = watched::<ColonyServer>(client, ns, all);
+    let (bees, s2) = watched::<FinanceBee>(client, ns, all);
+    let (keys, s3) = watched::<KeyRotation>(client, ns, all);
+    let (windows, s4) = watched::<MaintenanceWindow>(client, ns, all);
+    let mut events = futures::stream::select_all([s1, s2, s3, s4]);
+    let stores_ready = async {
+        tokio::try_join!(
+            servers.wait_until_ready(),
+            bees.wait_until_ready(),
+            keys.wait_until_ready(),
+            windows.wait_until_ready()
+        )
+    };
+    // The watches only make progress while polled: drive them until every cache holds its list.
+    tokio::pin!(stores_ready);
+    loop {
+        tokio::select! {
+            ready = &mut stores_ready => { ready.context("watching colony-operator's resources")?; break; }
+            event = events.next() => match event {
+                Some(Err(e)) => eprintln!("watch: {e} (retrying)"),
+                Some(Ok(())) => {}
+                None => return Err(anyhow!("the watches ended")),
+            },
+        }
+    }
+    let tty = std::io::stdout().is_terminal();
+    let mut shown: Option<String> = None;
+    loop {
+        let (s, b, k, w) =
+            (sorted(servers.state()), sorted(bees.state()), sorted(keys.state()), sorted(windows.state()));
+        let report = report::build_report(&s, &b, &k, &w);
+        let key = serde_json::to_string(&report)?;
+        if shown.as_deref() != Some(key.as_str()) {
+            let mut out = std::io::stdout().lock();
+            match output {
+                Output::Json => writeln!(out, "{key}")?,
+                Output::Yaml => write!(out, "---\n{}", serde_yaml::to_string(&report)?)?,
+                Output::Table => {
+                    let now = Utc::now();
+                    if tty {
+                        // Clear the screen and go home, as `watch` does.
+                        write!(out, "\x1b[2J\x1b[H")?;
+                    } else if shown.is_some() {
+                        writeln!(out)?;
+                    }
+                    writeln!(out, "Every change; last at {} (Ctrl-C to stop)", now.format("%H:%M:%S UTC"))?;
+                    write!(out, "{}", report::render_table(&report, now, all))?;
+                }
+            }
+            out.flush()?;
+            shown = Some(key);
+        }
+        // Wait for the next change, then let a burst of events settle before redrawing.
+        match events.next().await {
+            Some(Err(e)) => eprintln!("watch: {e} (retrying)"),
+            Some(Ok(())) => {}
+            None => return Err(anyhow!("the watches ended")),
+        }
+        let settle = tokio::time::sleep(std::time::Duration::from_millis(100));
+        tokio::pin!(settle);
+        loop {
+            tokio::select! {
+                _ = &mut settle => break,
+                event = events.next() => match event {
+                    Some(Err(e)) => eprintln!("watch: {e} (retrying)"),
+                    Some(Ok(())) => {}
+                    None => return Err(anyhow!("the watches ended")),
+                },
+            }
+        }
+    }
 }
 
 /// Sets (or, with `None`, removes) one annotation of a namespaced object by merge patch.

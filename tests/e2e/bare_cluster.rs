@@ -1,6 +1,6 @@
 //! The operator against an API server without the CRDs: it exits at once with a message
 //! that says what to install. A second, throwaway control plane (etcd and kube-apiserver
-//! only) keeps the shared one untouched.
+//! only) keeps the shared one untouched. `kubectl colony` against it says the same.
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -54,6 +54,20 @@ async fn operator_exits_with_a_clear_message_when_the_crds_are_missing() {
         .env("KUBECONFIG", &kubeconfig)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(60), run).await;
+    // kubectl colony against the same bare API server: a clear error, for a list and for
+    // one object, naming the CRD and how to install it.
+    let plugin = |args: &[&str]| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target"));
+        std::process::Command::new(target.join("debug/kubectl-colony"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl-colony (cargo build -p kubectl-colony)")
+    };
+    let plugin_runs = [plugin(&["status", "-A"]), plugin(&["fallback", "on", "prod", "-n", "default"])];
     let _ = kwokctl(&["delete", "cluster", "--name", &name]);
     let _ = std::fs::remove_file(&kubeconfig);
 
@@ -62,4 +76,18 @@ async fn operator_exits_with_a_clear_message_when_the_crds_are_missing() {
     assert!(!out.status.success(), "a missing CRD is an error");
     assert!(stderr.contains("colonyservers.colony.zyeute.io is not installed"), "{stderr}");
     assert!(stderr.contains("colony-operator crd"), "the message says how to install them: {stderr}");
+
+    // `status` lists the four kinds at once: whichever answers first is named.
+    let kinds: [&[&str]; 2] =
+        [&["colonyservers", "financebees", "keyrotations", "maintenancewindows"], &["colonyservers"]];
+    for (run, plurals) in plugin_runs.iter().zip(kinds) {
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(
+            plurals.iter().any(|p| stderr.contains(&format!("the {p}.colony.zyeute.io CRD is not installed"))),
+            "{stderr}"
+        );
+        assert!(stderr.contains("kubectl apply --server-side -f crds/"), "{stderr}");
+        assert!(!stderr.contains("prod not found"), "not an object's not-found: {stderr}");
+    }
 }

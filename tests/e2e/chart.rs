@@ -2,6 +2,8 @@
 //! - the chart's crds/ are byte-for-byte the generated crds/;
 //! - `helm lint` passes and `helm template` renders each mode (cluster-wide, one namespace,
 //!   ServiceMonitor on and off, leader election off) with the pinned RBAC and a hardened pod;
+//! - the on-call alerts and dashboard render only when asked for, with their labels, and the
+//!   schema rejects bad thresholds (tests/e2e/alerts.rs checks the rules and the dashboard);
 //! - `helm install` works on the real API server in a namespace that enforces the
 //!   `restricted` Pod Security Standard, and `kubectl auth can-i` shows the ServiceAccount can
 //!   do what the controllers do and nothing else;
@@ -298,7 +300,10 @@ async fn gitops_examples_parse_and_cover_every_kind() {
 #[tokio::test]
 async fn helm_lint_passes() {
     let chart = chart_dir();
-    for sets in [&[][..], &["--set", "watchNamespace=colony"][..], &["--set", "serviceMonitor.enabled=true"][..]] {
+    let on_call = ["--set", "serviceMonitor.enabled=true,prometheusRule.enabled=true,dashboards.enabled=true"];
+    for sets in
+        [&[][..], &["--set", "watchNamespace=colony"][..], &["--set", "serviceMonitor.enabled=true"][..], &on_call[..]]
+    {
         let mut args = vec!["lint", "--strict", "--kube-version", KUBE_VERSION, chart.to_str().unwrap()];
         args.extend(sets);
         let out = helm(&args).await;
@@ -511,6 +516,78 @@ impl Drop for DeleteOnPanic {
 }
 
 /// `kubectl auth can-i` as `user`; `resource` may be `type/name`.
+#[tokio::test]
+async fn alerts_and_dashboard_render_only_when_asked() {
+    // Off by default.
+    let docs = template(&[], &[]).await;
+    assert!(!kinds(&docs).contains("PrometheusRule"));
+    assert!(!kinds(&docs).contains("ConfigMap"), "{:?}", kinds(&docs));
+
+    let docs = template(
+        &[
+            "prometheusRule.enabled=true",
+            "prometheusRule.labels.release=kube-prometheus-stack",
+            "prometheusRule.alertLabels.team=payments",
+            "prometheusRule.fallbackOnFor=45m",
+            "dashboards.enabled=true",
+            "dashboards.annotations.grafana_folder=Colony OS",
+        ],
+        &[],
+    )
+    .await;
+    let rule = one(&docs, "PrometheusRule");
+    assert_eq!(str_at(rule, &["apiVersion"]), "monitoring.coreos.com/v1");
+    assert_eq!(str_at(rule, &["metadata", "namespace"]), "colony-system");
+    assert_eq!(str_at(rule, &["metadata", "labels", "release"]), "kube-prometheus-stack");
+    let alerts = rule["spec"]["groups"][0]["rules"].as_sequence().expect("rules");
+    assert!(alerts.len() >= 8, "{} alerts", alerts.len());
+    for alert in alerts {
+        let name = str_at(alert, &["alert"]);
+        assert_eq!(str_at(alert, &["labels", "team"]), "payments", "{name}");
+        assert!(str_at(alert, &["expr"]).contains("colony_operator_"), "{name}");
+    }
+    let too_long = alerts.iter().find(|a| str_at(a, &["alert"]) == "ColonyFallbackOnTooLong").expect("fallback alert");
+    assert_eq!(str_at(too_long, &["for"]), "45m");
+
+    let config_map = one(&docs, "ConfigMap");
+    assert_eq!(str_at(config_map, &["metadata", "labels", "grafana_dashboard"]), "1");
+    assert_eq!(str_at(config_map, &["metadata", "annotations", "grafana_folder"]), "Colony OS");
+    let json = str_at(config_map, &["data", "colony-operator.json"]);
+    let board: serde_json::Value = serde_json::from_str(json).expect("the dashboard is JSON");
+    assert_eq!(board["title"], "Colony operator");
+    // The ConfigMap is a valid object for the API server (a server-side dry run).
+    let yaml = serde_yaml::to_string(config_map).unwrap().replace("namespace: colony-system", "namespace: default");
+    let out = kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&yaml)).await.unwrap();
+    assert!(out.status.success(), "dry run: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Another sidecar label, and another namespace for the dashboard.
+    let docs = template(
+        &["dashboards.enabled=true", "dashboards.label=my_dashboards", "dashboards.namespace=monitoring"],
+        &[],
+    )
+    .await;
+    let config_map = one(&docs, "ConfigMap");
+    assert_eq!(str_at(config_map, &["metadata", "labels", "my_dashboards"]), "1");
+    assert!(get(config_map, &["metadata", "labels", "grafana_dashboard"]).is_none());
+    assert_eq!(str_at(config_map, &["metadata", "namespace"]), "monitoring");
+
+    // The schema rejects a threshold that is no Prometheus duration.
+    let chart = chart_dir();
+    let out = helm(&[
+        "template",
+        "x",
+        chart.to_str().unwrap(),
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "prometheusRule.fallbackOnFor=30 minutes",
+    ])
+    .await;
+    assert!(!out.ok && out.stderr.contains("fallbackOnFor"), "{}", out.stderr);
+}
+
 async fn can_i(user: &str, verb: &str, resource: &str, subresource: Option<&str>, namespace: &str) -> bool {
     let mut args = vec!["auth", "can-i", verb, resource, "--namespace", namespace, "--as", user];
     if let Some(s) = subresource {

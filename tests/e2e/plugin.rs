@@ -1,7 +1,9 @@
 //! `kubectl colony` (the plugin binary) against the local control plane: `status` reports what
 //! the objects hold, the write commands set what the operator reads (and, with the operator
 //! running, the fallback ConfigMap follows), `explain` shows conditions and Events, and an
-//! unknown name fails with a message that names it.
+//! unknown name fails with a message that names it. `status --watch` redraws on a change;
+//! `--kubeconfig` and `--context` work as kubectl's; each `--help` names its runbook step.
+//! (Missing CRDs: tests/e2e/bare_cluster.rs.)
 use std::path::PathBuf;
 use std::process::Output;
 
@@ -463,4 +465,133 @@ spec:
     assert!(events.contains("REASON") && events.lines().count() >= 2, "{out}");
     drop(op);
     ns.cleanup().await;
+}
+
+/// The next line `status --watch -o json` prints, as JSON.
+async fn next_document(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    what: &str,
+) -> Value {
+    let line = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("no redraw within {DEADLINE:?}: {what}"))
+        .unwrap()
+        .unwrap_or_else(|| panic!("--watch ended: {what}"));
+    serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {line}"))
+}
+
+/// `status --watch`: the first document is the state at start; a status change made while it
+/// runs is redrawn (a new document) without restarting it, and nothing is redrawn while
+/// nothing changes.
+#[tokio::test]
+async fn status_watch_redraws_on_change() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-plugin-watch").await;
+    apply_yaml(&ns.name, &objects("http://127.0.0.1:1")).await;
+    let mut child = tokio::process::Command::new(plugin())
+        .args(["status", "-n", &ns.name, "--watch", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start kubectl colony status --watch");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = next_document(&mut lines, "the first document").await;
+    assert_eq!(first["servers"][0]["name"], "srv", "{first}");
+    assert_eq!(first["servers"][0]["fallback"], Value::Null, "{first}");
+
+    // The fallback goes on (as the operator would report it): one redraw shows it.
+    set_status(
+        &ns.api::<ColonyServer>(),
+        "srv",
+        json!({ "fallback": { "active": true, "since": "2026-11-29T13:40:00Z", "reason": "Override", "flipsLastHour": 1 } }),
+    )
+    .await;
+    let second = next_document(&mut lines, "after the fallback went on").await;
+    assert_eq!(second["servers"][0]["fallback"], true, "{second}");
+    assert_eq!(second["servers"][0]["fallbackReason"], "Override", "{second}");
+
+    // A new object appears in the same watch.
+    apply_yaml(
+        &ns.name,
+        "apiVersion: colony.zyeute.io/v1alpha1\nkind: MaintenanceWindow\nmetadata:\n  name: monday\nspec:\n  schedule: \
+         {cron: \"0 2 * * 1\", duration: 1h}\n  colonyServerRef: {name: srv}\n",
+    )
+    .await;
+    let third = next_document(&mut lines, "after a window was created").await;
+    let windows: Vec<&str> = third["windows"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+    assert_eq!(windows, ["monday", "sunday"], "{third}");
+
+    // A change that does not alter the report (an unrelated label) draws nothing new.
+    let out =
+        colony_e2e::kubectl(&["label", "-n", &ns.name, "colonyserver", "srv", "team=payments"], None).await.unwrap();
+    assert!(out.status.success());
+    let quiet = tokio::time::timeout(std::time::Duration::from_secs(2), lines.next_line()).await;
+    assert!(quiet.is_err(), "redrawn although nothing shown changed: {quiet:?}");
+    child.kill().await.unwrap();
+    ns.cleanup().await;
+}
+
+/// kubectl's `--kubeconfig` and `--context`: with a kubeconfig whose current context points
+/// nowhere, `--context` picks the working one; `--kubeconfig` reads that file instead of
+/// $KUBECONFIG.
+#[tokio::test]
+async fn kubeconfig_and_context_flags_work_like_kubectls() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-plugin-context").await;
+    apply_yaml(&ns.name, &objects("http://127.0.0.1:1")).await;
+    let source = std::env::var("KUBECONFIG").expect("KUBECONFIG is set for the e2e tests");
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&source).unwrap()).unwrap();
+    let working = config["current-context"].as_str().unwrap().to_string();
+    let user = config["contexts"][0]["context"]["user"].clone();
+    config["clusters"].as_sequence_mut().unwrap().push(
+        serde_yaml::from_str(
+            "{name: nowhere, cluster: {server: \"https://127.0.0.1:1\", insecure-skip-tls-verify: true}}",
+        )
+        .unwrap(),
+    );
+    let mut broken: serde_yaml::Value = serde_yaml::from_str("{name: broken, context: {cluster: nowhere}}").unwrap();
+    broken["context"]["user"] = user;
+    config["contexts"].as_sequence_mut().unwrap().push(broken);
+    config["current-context"] = "broken".into();
+    let dir = colony_e2e::repo_root().join("target/e2e-plugin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.kubeconfig", ns.name));
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let path = path.to_str().unwrap();
+
+    // The file's current context is used: it cannot connect, and says so.
+    let err = colony_fails(&["--kubeconfig", path, "status", "-n", &ns.name]).await;
+    assert!(err.contains("127.0.0.1:1") || err.to_lowercase().contains("connect"), "{err}");
+    // --context picks the working one from the same file.
+    let out = colony_ok(&["--kubeconfig", path, "--context", &working, "status", "-n", &ns.name, "-o", "json"]).await;
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["servers"][0]["name"], "srv", "{report}");
+    // A context that does not exist is an error that names it.
+    let err = colony_fails(&["--kubeconfig", path, "--context", "no-such-context", "status"]).await;
+    assert!(err.contains("no-such-context"), "{err}");
+    std::fs::remove_file(path).unwrap();
+    ns.cleanup().await;
+}
+
+/// Each command's --help names the runbook step it replaces.
+#[tokio::test]
+async fn help_names_the_runbook_step_each_command_replaces() {
+    for (args, step) in [
+        (&["status", "--help"][..], "Morning Health Check"),
+        (&["fallback", "--help"][..], "Enable direct processing fallback"),
+        (&["fallback", "--help"][..], "Disable Colony OS (Emergency)"),
+        (&["rotate-now", "--help"][..], "Rotate Cryptographic Keys"),
+        (&["maintenance", "--help"][..], "Planned Maintenance"),
+        (&["maintenance", "start", "--help"][..], "stop Finance Bee"),
+        (&["maintenance", "end", "--help"][..], "re-enable Colony OS"),
+        (&["explain", "--help"][..], "Finance Bee Down"),
+    ] {
+        let out = colony_ok(args).await;
+        assert!(out.contains("runbook"), "{args:?}: {out}");
+        assert!(out.contains(step), "{args:?} names {step:?}: {out}");
+    }
 }

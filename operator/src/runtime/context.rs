@@ -109,6 +109,7 @@ impl Context {
     /// Forgets what is kept about the deleted object `namespace/name` of `controller`: its
     /// retry backoff.
     pub fn forget(&self, controller: &str, namespace: &str, name: &str) {
+        self.metrics.forget_conditions(controller, namespace, name);
         self.failures.lock().expect("failure map poisoned").remove(&format!("{controller}/{namespace}/{name}"));
     }
 

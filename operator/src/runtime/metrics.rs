@@ -1,6 +1,9 @@
 //! Prometheus metrics, one registry for the process, served on `/metrics`.
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use std::sync::atomic::AtomicU64;
 
@@ -68,6 +71,19 @@ pub struct DeliveryLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub controller: String,
+    pub namespace: String,
+    pub name: String,
+    /// The condition's type (`type` is a Rust keyword).
+    pub condition: String,
+    pub reason: String,
+}
+
+/// A condition series of one object: its type and reason.
+type ConditionKey = (String, String);
+
 // Every value the per-object families take besides namespace and name: a deleted object's
 // series are found by these (a family cannot be listed). Tests below keep them complete.
 /// `result` of `health_probes`.
@@ -113,6 +129,11 @@ pub struct Metrics {
     pub finance_bee_escalations: Family<EscalationLabels, Counter>,
     pub finance_bee_escalated: Family<ObjectLabels, Gauge>,
     pub finance_bee_escalation_deliveries: Family<DeliveryLabels, Counter>,
+    pub conditions: Family<ConditionLabels, Gauge>,
+    pub key_rotation_next: Family<ObjectLabels, Gauge<f64, AtomicU64>>,
+    /// The condition series each object has now (controller, namespace, name), so that a
+    /// condition that went away or changed its reason is removed, not kept at its old value.
+    exported_conditions: Mutex<HashMap<(String, String, String), Vec<ConditionKey>>>,
 }
 
 impl Default for Metrics {
@@ -208,8 +229,23 @@ impl Default for Metrics {
             "Escalation notifications, by target, action and result (after retries)",
             finance_bee_escalation_deliveries.clone(),
         );
+        let conditions = Family::<ConditionLabels, Gauge>::default();
+        registry.register(
+            "condition",
+            "Status conditions of the custom resources: 1 while True, 0 while False, by controller, object, condition and reason (absent: the object does not have that condition now)",
+            conditions.clone(),
+        );
+        let key_rotation_next = Family::<ObjectLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "key_rotation_next_timestamp_seconds",
+            "When the next rotation of a KeyRotation is due (status.nextRotationTime), in Unix seconds",
+            key_rotation_next.clone(),
+        );
         Self {
             registry,
+            conditions,
+            key_rotation_next,
+            exported_conditions: Mutex::new(HashMap::new()),
             reconciliations,
             reconcile_errors,
             reconcile_duration,
@@ -394,6 +430,60 @@ impl Metrics {
         self.notifications_failed.remove(&object);
     }
 
+    /// The status conditions the reconcile of `controller` computed for `namespace/name` (on
+    /// every reconcile, written or not: a restarted operator exports them again). Series of
+    /// conditions the object no longer has, or had with another reason, are removed.
+    pub fn conditions_observed(&self, controller: &str, namespace: &str, name: &str, conditions: &[Condition]) {
+        let labels = |(condition, reason): &ConditionKey| ConditionLabels {
+            controller: controller.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            condition: condition.clone(),
+            reason: reason.clone(),
+        };
+        let now: Vec<(ConditionKey, i64)> =
+            conditions.iter().map(|c| ((c.type_.clone(), c.reason.clone()), i64::from(c.status == "True"))).collect();
+        let mut exported = self.exported_conditions.lock().expect("condition map poisoned");
+        let before = exported
+            .insert((controller.into(), namespace.into(), name.into()), now.iter().map(|(k, _)| k.clone()).collect())
+            .unwrap_or_default();
+        for gone in before.iter().filter(|k| !now.iter().any(|(n, _)| n == *k)) {
+            self.conditions.remove(&labels(gone));
+        }
+        for (key, value) in &now {
+            self.conditions.get_or_create(&labels(key)).set(*value);
+        }
+    }
+
+    /// Drops the condition series of the deleted object `namespace/name` of `controller`.
+    pub fn forget_conditions(&self, controller: &str, namespace: &str, name: &str) {
+        let mut exported = self.exported_conditions.lock().expect("condition map poisoned");
+        for (condition, reason) in
+            exported.remove(&(controller.into(), namespace.into(), name.into())).unwrap_or_default()
+        {
+            self.conditions.remove(&ConditionLabels {
+                controller: controller.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+                condition,
+                reason,
+            });
+        }
+    }
+
+    /// The next rotation time of KeyRotation `namespace/name` (None: unknown, not exported).
+    pub fn key_rotation_scheduled(&self, namespace: &str, name: &str, next: Option<chrono::DateTime<chrono::Utc>>) {
+        let object = ObjectLabels { namespace: namespace.into(), name: name.into() };
+        match next {
+            Some(t) => {
+                self.key_rotation_next.get_or_create(&object).set(t.timestamp_millis() as f64 / 1000.0);
+            }
+            None => {
+                self.key_rotation_next.remove(&object);
+            }
+        }
+    }
+
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -521,6 +611,68 @@ mod tests {
         for family in ["slo_queue_depth", "slo_error_rate", "slo_completion_rate", "slo_processes"] {
             assert!(!text.contains(&format!("colony_operator_{family}{{")), "{family} absent: {text}");
         }
+    }
+
+    fn condition(type_: &str, status: &str, reason: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: "m".into(),
+            observed_generation: None,
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+        }
+    }
+
+    #[test]
+    fn conditions_are_exported_and_a_gone_condition_or_reason_is_removed() {
+        let m = Metrics::default();
+        m.conditions_observed(
+            "maintenancewindow",
+            "ns",
+            "mw",
+            &[condition("Ready", "False", "VerificationFailed"), condition("Stalled", "True", "VerificationFailed")],
+        );
+        let text = m.render();
+        for line in [
+            r#"colony_operator_condition{controller="maintenancewindow",namespace="ns",name="mw",condition="Ready",reason="VerificationFailed"} 0"#,
+            r#"colony_operator_condition{controller="maintenancewindow",namespace="ns",name="mw",condition="Stalled",reason="VerificationFailed"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        // Resumed: Stalled is gone, Ready is True with another reason.
+        m.conditions_observed("maintenancewindow", "ns", "mw", &[condition("Ready", "True", "Completed")]);
+        let text = m.render();
+        assert!(!text.contains("VerificationFailed"), "{text}");
+        assert!(!text.contains(r#"condition="Stalled""#), "{text}");
+        assert!(
+            text.contains(r#"colony_operator_condition{controller="maintenancewindow",namespace="ns",name="mw",condition="Ready",reason="Completed"} 1"#),
+            "{text}"
+        );
+        m.conditions_observed("keyrotation", "ns", "mw", &[condition("Ready", "True", "Rotated")]);
+        m.forget_conditions("maintenancewindow", "ns", "mw");
+        let text = m.render();
+        assert!(!text.contains(r#"controller="maintenancewindow""#), "{text}");
+        assert!(
+            text.contains(r#"controller="keyrotation""#),
+            "another controller's object of the same name stays: {text}"
+        );
+    }
+
+    #[test]
+    fn next_rotation_is_unix_seconds_and_unknown_is_absent() {
+        let m = Metrics::default();
+        let t = chrono::DateTime::from_timestamp(1_800_000_000, 500_000_000).unwrap();
+        m.key_rotation_scheduled("ns", "kr", Some(t));
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"colony_operator_key_rotation_next_timestamp_seconds{namespace="ns",name="kr"} 1800000000.5"#
+            ),
+            "{text}"
+        );
+        m.key_rotation_scheduled("ns", "kr", None);
+        assert!(!m.render().contains("key_rotation_next_timestamp_seconds{"));
     }
 
     fn series_of(text: &str, ns: &str, name: &str) -> Vec<String> {

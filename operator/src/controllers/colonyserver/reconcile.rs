@@ -470,6 +470,7 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
         problem: invalid.clone().map(|m| ("InvalidSpec".to_string(), m)).or_else(|| not_owned.clone()),
         now,
     });
+    ctx.metrics.conditions_observed(NAME, &ns, &cs.name_any(), &new_status.conditions);
     apply_status(&api, cs.as_ref(), NAME, current_status.as_ref(), &new_status).await?;
 
     if invalid.is_some() {

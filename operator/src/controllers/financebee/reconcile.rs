@@ -411,6 +411,7 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
         escalated: escalation::condition(esc.status.as_ref(), &delivery, fb.spec.escalation.after.as_str()),
         rollout: rollout_decision.as_ref(),
     });
+    ctx.metrics.conditions_observed(NAME, &ns, &name, &new_status.conditions);
     apply_status(&api, fb.as_ref(), NAME, fb.status.as_ref(), &new_status).await?;
 
     // ---- act ----

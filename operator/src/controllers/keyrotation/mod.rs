@@ -40,7 +40,9 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     let for_hook = ctx.clone();
     let (controller, synced) =
         primary_forgetting(ctx.scoped_api::<KeyRotation>(), watcher::Config::default(), NAME, move |kr| {
-            for_hook.forget(NAME, &kr.namespace().unwrap_or_default(), &kr.name_any())
+            let ns = kr.namespace().unwrap_or_default();
+            for_hook.metrics.key_rotation_scheduled(&ns, &kr.name_any(), None);
+            for_hook.forget(NAME, &ns, &kr.name_any())
         });
     let rotations = controller.store();
     let waiting = rotations.clone();

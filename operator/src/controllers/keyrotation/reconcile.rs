@@ -233,6 +233,8 @@ pub async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Ac
         let note = find(&status.conditions, STALLED).map(|c| c.message.clone()).unwrap_or_default();
         ctx.event(&kr, EventType::Warning, t.reason(), "Check", note).await;
     }
+    ctx.metrics.conditions_observed(NAME, &ns, &kr.name_any(), &status.conditions);
+    ctx.metrics.key_rotation_scheduled(&ns, &kr.name_any(), status.next_rotation_time);
     apply_status(&api, &kr, NAME, current.as_ref(), &status).await?;
 
     let wait = match &outcome {

@@ -127,6 +127,7 @@ async fn reconcile(cached: Arc<MaintenanceWindow>, ctx: Arc<Context>) -> Result<
         last_outcome: d.last_outcome.clone(),
         handled_end_now: d.handled_end_now.clone(),
     };
+    ctx.metrics.conditions_observed(NAME, &ns, &mw.name_any(), &status.conditions);
     apply_status(&api, &mw, NAME, current.as_ref(), &status).await?;
     if previous_phase != Some(d.phase) && d.invalid.is_none() {
         let (type_, reason) = match d.phase {
