@@ -19,7 +19,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use super::NAME;
 use super::builders::{self, ServerInputs};
 use super::fallback::{self, FallbackInputs, FallbackPolicy};
-use super::monitor::{Monitor, ProbeConfig, SloConfig, SloSource};
+use super::monitor::{self, Monitor, ProbeConfig, SloConfig, SloSource};
 use super::status::{self, Observed, Workload};
 use crate::api::WindowDemand;
 use crate::api::{ApiCheckSpec, ColonyServer, FallbackOverride};
@@ -146,32 +146,35 @@ async fn api_check(ctx: &Context, cs: &ColonyServer, spec: &ApiCheckSpec) -> Res
     Ok(ApiCheck { endpoint: cs.spec.effective_endpoint(&cs.name_any(), &ns), colony: spec.colony_name.clone(), key })
 }
 
-struct Durations {
+/// The probe's timing, read from the spec's typed durations (each at least its minimum).
+struct Timing {
     interval: Duration,
     timeout: Duration,
-    policy: FallbackPolicy,
     slo_for: Duration,
     /// `spec.slo.interval`, else the health interval.
     slo_interval: Duration,
 }
 
-fn durations(cs: &ColonyServer) -> std::result::Result<Durations, String> {
-    cs.spec.check(&cs.name_any())?;
+fn timing(cs: &ColonyServer) -> Timing {
     let spec = &cs.spec;
-    Ok(Durations {
+    Timing {
         interval: spec.health.interval.get(),
         timeout: spec.health.timeout.get(),
-        policy: FallbackPolicy {
-            recover_after: spec.fallback.recover_after.get(),
-            min_hold: spec.fallback.min_hold.get(),
-            max_flips_per_hour: spec.fallback.max_flips_per_hour.max(1) as u32,
-        },
         slo_for: spec.slo.as_ref().map_or(Duration::ZERO, |s| s.for_.get()),
         slo_interval: match spec.slo.as_ref().and_then(|s| s.interval.as_ref()) {
             Some(i) => i.get(),
             None => spec.health.interval.get(),
         },
-    })
+    }
+}
+
+fn fallback_policy(cs: &ColonyServer) -> FallbackPolicy {
+    let f = &cs.spec.fallback;
+    FallbackPolicy {
+        recover_after: f.recover_after.get(),
+        min_hold: f.min_hold.get(),
+        max_flips_per_hour: f.max_flips_per_hour.max(1) as u32,
+    }
 }
 
 /// The MaintenanceWindows that keep this server's fallback on.
@@ -278,184 +281,30 @@ fn override_from(cs: &ColonyServer) -> (FallbackOverride, Option<String>) {
 async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Action> {
     let ctx = &sctx.base;
     let ns = cached.namespace().unwrap_or_default();
-    let name = cached.name_any();
     let now = Utc::now();
-    let key = ObjectRef::from_obj(cached.as_ref());
     let api: Api<ColonyServer> = ctx.api(&ns);
     let Some(cs) = fresh(&api, cached.as_ref()).await? else { return Ok(Action::await_change()) };
     let cs = Arc::new(cs);
-
     let current_status = cs.status.clone();
-    let durations = durations(&cs);
+
+    // Gather: the spec's own check, the override, and the probe task's verdicts.
+    let mut invalid = cs.spec.check(&cs.name_any()).err();
     let (override_, bad_override) = override_from(&cs);
     if let Some(msg) = &bad_override {
         tracing::warn!("{msg}; treating it as auto");
     }
+    let snapshot = probe(&sctx, &cs, invalid.is_none()).await?;
 
-    let ca = match &cs.spec.tls.ca_ref {
-        Some(r) => Some(crate::runtime::http::ca_bundle(&ctx.client, &ns, r).await?),
-        None => None,
-    };
-    // Health and SLO verdicts from the probe task.
-    let api_probe = match &cs.spec.health.api {
-        Some(spec) => Some(api_check(ctx, &cs, spec).await?),
-        None => None,
-    };
-    let slo_source = match cs.spec.slo.as_ref() {
-        Some(s) => match (&s.metrics_url, &s.statistics) {
-            (Some(url), _) => Some(SloSource::Metrics(url.clone())),
-            (None, Some(spec)) => Some(SloSource::Statistics(api_check(ctx, &cs, spec).await?)),
-            (None, None) => None,
-        },
-        None => None,
-    };
-    let snapshot = match &durations {
-        Ok(d) => {
-            let slo = cs.spec.slo.as_ref().zip(slo_source).map(|(s, source)| SloConfig {
-                source,
-                interval: d.slo_interval,
-                limits: SloLimits {
-                    max_queue_depth: s.max_queue_depth as f64,
-                    min_completion_rate: s.min_completion_rate,
-                    max_error_rate: s.max_error_rate,
-                },
-                for_: chrono::TimeDelta::from_std(d.slo_for).unwrap_or_default(),
-            });
-            let config = ProbeConfig {
-                health_url: cs.spec.health_url(&name, &ns),
-                interval: d.interval,
-                timeout: d.timeout,
-                thresholds: HealthThresholds {
-                    failure_threshold: cs.spec.health.failure_threshold.max(1) as u32,
-                    success_threshold: cs.spec.health.success_threshold.max(1) as u32,
-                },
-                slo,
-                api: api_probe,
-                ca,
-            };
-            sctx.monitor.ensure(key.clone(), config)
-        }
-        Err(_) => {
-            sctx.monitor.remove(&key);
-            Default::default()
-        }
-    };
-
-    // Workload, with automatic rollback.
-    let mut invalid = durations.as_ref().err().cloned();
-    let mut not_owned: Option<(String, String)> = None;
-    let mut workload = Workload::Unmanaged;
-    let mut current_image = None;
-    let mut rollout = None;
+    // Decide and apply: the workload (with automatic rollback), then the fallback.
+    let mut workload = WorkloadOutcome::default();
     if cs.spec.managed && invalid.is_none() {
-        match cs.spec.image.clone() {
-            None => invalid = Some("spec.image is required when spec.managed is true".into()),
-            Some(spec_image) => {
-                let deployments: Api<Deployment> = ctx.api(&ns);
-                let live = deployments.get_opt(&name).await?;
-                if live.as_ref().is_some_and(|d| !owned_by(cs.as_ref(), d, builders::APP_LABEL)) {
-                    not_owned = Some(not_owned_problem("Deployment", &name, RENAME_SERVER));
-                } else {
-                    let decision =
-                        decide_rollout(ctx, &cs, &spec_image, live.as_ref(), &snapshot, current_status.as_ref(), now)
-                            .await?;
-                    match server_inputs(ctx, &cs, decision.image.clone()).await {
-                        Ok(inputs) => {
-                            let desired = builders::deployment(&cs, &inputs)?;
-                            let converged = converge_over(&deployments, live, desired, NAME).await?;
-                            log_written(&converged, &decision.image);
-                            let service = converge(&ctx.api::<Service>(&ns), builders::service(&cs)?, NAME).await?;
-                            log_written(&service, &decision.image);
-                            if matches!(service, Converged::NotOwned) {
-                                not_owned = Some(not_owned_problem("Service", &name, RENAME_SERVER));
-                            }
-                            workload = workload_state(converged.object().as_ref());
-                            current_image = Some(decision.image.clone());
-                            if decision.newly_rolled_back {
-                                let rb = decision.rolled_back.clone().expect("a rollback");
-                                tracing::warn!(failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
-                                ctx.event(
-                                    cs.as_ref(),
-                                    EventType::Warning,
-                                    "RolledBack",
-                                    "Rollback",
-                                    rollout::event_note(&rb),
-                                )
-                                .await;
-                            }
-                            rollout = Some(decision);
-                        }
-                        Err(Error::InvalidSpec(msg)) | Err(Error::MissingReference(msg)) => invalid = Some(msg),
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
+        match apply_workload(ctx, &cs, &snapshot, now).await? {
+            Ok(w) => workload = w,
+            Err(why) => invalid = Some(why),
         }
     }
-
-    // The fallback decision.
-    let previous_state = status::fallback_state_from(current_status.as_ref());
-    let inputs = FallbackInputs {
-        health_failed: snapshot.health.health_failed(),
-        healthy_since: snapshot.health.healthy_since(),
-        slo_breached: snapshot.slo.breached(),
-        maintenance_active: active_windows(ctx, &cs).await?,
-        override_,
-    };
-    let policy = durations.as_ref().map(|d| d.policy).unwrap_or(FallbackPolicy {
-        recover_after: Duration::from_secs(300),
-        min_hold: Duration::from_secs(120),
-        max_flips_per_hour: 4,
-    });
-    let decision = fallback::decide(&policy, &inputs, &previous_state, now);
-    let cm_api: Api<ConfigMap> = ctx.api(&ns);
-    let fallback_cm = builders::fallback_config_map(&cs, decision.active)?;
-    let cm_name = fallback_cm.name_any();
-    match converge(&cm_api, fallback_cm, NAME).await? {
-        Converged::NotOwned => {
-            // Never adopted: the garbage collector would delete it with the server.
-            let hint = "rename spec.fallback.configMapName or delete it";
-            not_owned.get_or_insert(not_owned_problem("ConfigMap", &cm_name, hint));
-        }
-        Converged::Written { fields, .. } => {
-            tracing::info!(configmap = %cm_name, value = fallback::configmap_value(decision.active), ?fields, "applied fallback ConfigMap");
-        }
-        Converged::InSync(_) => {}
-    }
-    let metric_labels = crate::runtime::metrics::ObjectLabels { namespace: ns.clone(), name: name.clone() };
-    ctx.metrics.fallback_active.get_or_create(&metric_labels).set(i64::from(decision.active));
-    if decision.flipped {
-        let state = if decision.active { "on" } else { "off" };
-        tracing::info!(state, reason = %decision.reason, "fallback flipped");
-        ctx.metrics
-            .fallback_flips
-            .get_or_create(&crate::runtime::metrics::FlipLabels {
-                namespace: ns.clone(),
-                name: name.clone(),
-                state: state.into(),
-            })
-            .inc();
-        let (type_, reason) = if decision.active {
-            (EventType::Warning, "FallbackEnabled")
-        } else {
-            (EventType::Normal, "FallbackDisabled")
-        };
-        ctx.event(
-            cs.as_ref(),
-            type_,
-            reason,
-            "FlipFallback",
-            format!(
-                "{}={} ({}: {})",
-                cs.spec.fallback.key,
-                fallback::configmap_value(decision.active),
-                decision.reason,
-                decision.message
-            ),
-        )
-        .await;
-        notify_flip(&sctx, &cs, state, &decision.reason, now).await;
-    }
+    let (decision, config_map_not_owned) = apply_fallback(&sctx, &cs, &snapshot, override_, now).await?;
+    let not_owned = workload.not_owned.clone().or(config_map_not_owned);
 
     // Status, only when it changed.
     let new_status = status::compute(&Observed {
@@ -464,9 +313,9 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
         snapshot: &snapshot,
         decision: &decision,
         override_,
-        workload,
-        current_image,
-        rollout: rollout.as_ref(),
+        workload: workload.state,
+        current_image: workload.image,
+        rollout: workload.rollout.as_ref(),
         problem: invalid.clone().map(|m| ("InvalidSpec".to_string(), m)).or_else(|| not_owned.clone()),
         now,
     });
@@ -480,13 +329,192 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
         // The object in the way is not watched (it is not the operator's): look again.
         return Ok(Action::requeue(NOT_OWNED_RECHECK));
     }
-    let requeue = [decision.requeue_after, rollout.as_ref().and_then(|r| r.requeue_after)]
+    let requeue = [decision.requeue_after, workload.rollout.as_ref().and_then(|r| r.requeue_after)]
         .into_iter()
         .flatten()
         .min()
         .unwrap_or(Duration::from_secs(300))
         .max(Duration::from_secs(1));
     Ok(Action::requeue(requeue))
+}
+
+/// Starts, updates or (for an invalid spec) stops the server's probe task; returns its latest
+/// verdicts.
+async fn probe(sctx: &ServerContext, cs: &ColonyServer, valid: bool) -> Result<monitor::Snapshot> {
+    let ctx = &sctx.base;
+    let (ns, name) = (cs.namespace().unwrap_or_default(), cs.name_any());
+    let key = ObjectRef::from_obj(cs);
+    if !valid {
+        sctx.monitor.remove(&key);
+        return Ok(Default::default());
+    }
+    let ca = match &cs.spec.tls.ca_ref {
+        Some(r) => Some(crate::runtime::http::ca_bundle(&ctx.client, &ns, r).await?),
+        None => None,
+    };
+    let api_probe = match &cs.spec.health.api {
+        Some(spec) => Some(api_check(ctx, cs, spec).await?),
+        None => None,
+    };
+    let slo_source = match cs.spec.slo.as_ref() {
+        Some(s) => match (&s.metrics_url, &s.statistics) {
+            (Some(url), _) => Some(SloSource::Metrics(url.clone())),
+            (None, Some(spec)) => Some(SloSource::Statistics(api_check(ctx, cs, spec).await?)),
+            (None, None) => None,
+        },
+        None => None,
+    };
+    let t = timing(cs);
+    let slo = cs.spec.slo.as_ref().zip(slo_source).map(|(s, source)| SloConfig {
+        source,
+        interval: t.slo_interval,
+        limits: SloLimits {
+            max_queue_depth: s.max_queue_depth as f64,
+            min_completion_rate: s.min_completion_rate,
+            max_error_rate: s.max_error_rate,
+        },
+        for_: chrono::TimeDelta::from_std(t.slo_for).unwrap_or_default(),
+    });
+    let config = ProbeConfig {
+        health_url: cs.spec.health_url(&name, &ns),
+        interval: t.interval,
+        timeout: t.timeout,
+        thresholds: HealthThresholds {
+            failure_threshold: cs.spec.health.failure_threshold.max(1) as u32,
+            success_threshold: cs.spec.health.success_threshold.max(1) as u32,
+        },
+        slo,
+        api: api_probe,
+        ca,
+    };
+    Ok(sctx.monitor.ensure(key, config))
+}
+
+/// What applying a managed server's workload left.
+#[derive(Default)]
+struct WorkloadOutcome {
+    state: Workload,
+    image: Option<String>,
+    rollout: Option<rollout::Decision>,
+    /// (reason, message) of a Deployment or Service in the way that is not the server's.
+    not_owned: Option<(String, String)>,
+}
+
+/// Converges a managed server's Deployment and Service on the image the rollout decides.
+/// `Ok(Err(why))`: the spec or a reference it names is invalid (reported, not retried).
+async fn apply_workload(
+    ctx: &Context,
+    cs: &Arc<ColonyServer>,
+    snapshot: &monitor::Snapshot,
+    now: chrono::DateTime<Utc>,
+) -> Result<std::result::Result<WorkloadOutcome, String>> {
+    let (ns, name) = (cs.namespace().unwrap_or_default(), cs.name_any());
+    let Some(spec_image) = cs.spec.image.clone() else {
+        return Ok(Err("spec.image is required when spec.managed is true".into()));
+    };
+    let deployments: Api<Deployment> = ctx.api(&ns);
+    let live = deployments.get_opt(&name).await?;
+    if live.as_ref().is_some_and(|d| !owned_by(cs.as_ref(), d, builders::APP_LABEL)) {
+        let not_owned = Some(not_owned_problem("Deployment", &name, RENAME_SERVER));
+        return Ok(Ok(WorkloadOutcome { state: Workload::Unmanaged, not_owned, ..Default::default() }));
+    }
+    let decision = decide_rollout(ctx, cs, &spec_image, live.as_ref(), snapshot, cs.status.as_ref(), now).await?;
+    let inputs = match server_inputs(ctx, cs, decision.image.clone()).await {
+        Ok(inputs) => inputs,
+        Err(Error::InvalidSpec(msg)) | Err(Error::MissingReference(msg)) => return Ok(Err(msg)),
+        Err(e) => return Err(e),
+    };
+    let desired = builders::deployment(cs, &inputs)?;
+    let converged = converge_over(&deployments, live, desired, NAME).await?;
+    log_written(&converged, &decision.image);
+    let service = converge(&ctx.api::<Service>(&ns), builders::service(cs)?, NAME).await?;
+    log_written(&service, &decision.image);
+    let not_owned = matches!(service, Converged::NotOwned).then(|| not_owned_problem("Service", &name, RENAME_SERVER));
+    if decision.newly_rolled_back {
+        let rb = decision.rolled_back.clone().expect("a rollback");
+        tracing::warn!(failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
+        ctx.event(cs.as_ref(), EventType::Warning, "RolledBack", "Rollback", rollout::event_note(&rb)).await;
+    }
+    Ok(Ok(WorkloadOutcome {
+        state: workload_state(converged.object().as_ref()),
+        image: Some(decision.image.clone()),
+        rollout: Some(decision),
+        not_owned,
+    }))
+}
+
+/// Decides the fallback from the probe's verdicts, the open maintenance windows and the
+/// override; writes the ConfigMap when it differs and announces a flip. Also returns the
+/// problem of a ConfigMap in the way that is not the server's.
+async fn apply_fallback(
+    sctx: &Arc<ServerContext>,
+    cs: &Arc<ColonyServer>,
+    snapshot: &monitor::Snapshot,
+    override_: FallbackOverride,
+    now: chrono::DateTime<Utc>,
+) -> Result<(fallback::FallbackDecision, Option<(String, String)>)> {
+    let ctx = &sctx.base;
+    let (ns, name) = (cs.namespace().unwrap_or_default(), cs.name_any());
+    let inputs = FallbackInputs {
+        health_failed: snapshot.health.health_failed(),
+        healthy_since: snapshot.health.healthy_since(),
+        slo_breached: snapshot.slo.breached(),
+        maintenance_active: active_windows(ctx, cs).await?,
+        override_,
+    };
+    let previous_state = status::fallback_state_from(cs.status.as_ref());
+    let decision = fallback::decide(&fallback_policy(cs), &inputs, &previous_state, now);
+    let fallback_cm = builders::fallback_config_map(cs, decision.active)?;
+    let cm_name = fallback_cm.name_any();
+    let mut not_owned = None;
+    match converge(&ctx.api::<ConfigMap>(&ns), fallback_cm, NAME).await? {
+        Converged::NotOwned => {
+            // Never adopted: the garbage collector would delete it with the server.
+            let hint = "rename spec.fallback.configMapName or delete it";
+            not_owned = Some(not_owned_problem("ConfigMap", &cm_name, hint));
+        }
+        Converged::Written { fields, .. } => {
+            tracing::info!(configmap = %cm_name, value = fallback::configmap_value(decision.active), ?fields, "applied fallback ConfigMap");
+        }
+        Converged::InSync(_) => {}
+    }
+    let metric_labels = crate::runtime::metrics::ObjectLabels { namespace: ns.clone(), name: name.clone() };
+    ctx.metrics.fallback_active.get_or_create(&metric_labels).set(i64::from(decision.active));
+    if decision.flipped {
+        announce_flip(sctx, cs, &decision, now).await;
+    }
+    Ok((decision, not_owned))
+}
+
+/// A flip: log line, metric, Event and the optional notification.
+async fn announce_flip(
+    sctx: &Arc<ServerContext>,
+    cs: &Arc<ColonyServer>,
+    decision: &fallback::FallbackDecision,
+    now: chrono::DateTime<Utc>,
+) {
+    let ctx = &sctx.base;
+    let state = if decision.active { "on" } else { "off" };
+    tracing::info!(state, reason = %decision.reason, "fallback flipped");
+    ctx.metrics
+        .fallback_flips
+        .get_or_create(&crate::runtime::metrics::FlipLabels {
+            namespace: cs.namespace().unwrap_or_default(),
+            name: cs.name_any(),
+            state: state.into(),
+        })
+        .inc();
+    let (type_, reason) =
+        if decision.active { (EventType::Warning, "FallbackEnabled") } else { (EventType::Normal, "FallbackDisabled") };
+    let note = format!(
+        "{}={} ({}: {})",
+        cs.spec.fallback.key,
+        fallback::configmap_value(decision.active),
+        decision.reason,
+        decision.message
+    );
+    ctx.event(cs.as_ref(), type_, reason, "FlipFallback", note).await;
+    notify_flip(sctx, cs, state, &decision.reason, now).await;
 }
 
 /// Sends the optional flip notification in the background, after the server's earlier ones; failures are counted, logged

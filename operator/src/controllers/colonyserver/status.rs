@@ -10,9 +10,10 @@ use crate::api::{
 use crate::runtime::conditions::{Desired, merge};
 
 /// The state of the server's workload (managed servers only).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum Workload {
     /// `managed: false`: nothing to run.
+    #[default]
     Unmanaged,
     /// Rolling out (not all replicas updated and available yet).
     Progressing(String),
