@@ -14,6 +14,11 @@ KUBELET_PORT=10250
 KUBE_PROXY_HEALTHZ_PORT=10256
 KUBE_PROXY_METRICS_PORT=10249
 PAUSE_IMAGE=localhost/pause:local
+# Test images (tests/cluster/node/): a workload that logs its key's fingerprint and runs, the
+# same crashing at once (exit 1), and the real ColonyOS server.
+TESTBEE_IMAGE=localhost/colony-testbee:1
+TESTBEE_CRASH_IMAGE=localhost/colony-testbee:crash
+COLONIES_IMAGE="localhost/colonies:$COLONIES_VERSION"
 CNI_BIN_DIR="${CNI_BIN_DIR:-/usr/lib/cni}"
 # Kernel settings the kubelet (protectKernelDefaults: false), the bridge plugin (isGateway)
 # or kube-proxy may change; teardown puts back what was there.
@@ -47,10 +52,10 @@ node_running() {
   done
 }
 
-# build_image NAME CONTAINERFILE CONTEXT ARCHIVE: buildah (no Docker engine), then a
-# docker-archive for `ctr images import`.
+# build_image NAME CONTAINERFILE CONTEXT ARCHIVE [BUILDAH-ARGS...]: buildah (no Docker
+# engine), then a docker-archive for `ctr images import`.
 build_image() {
-  buildah bud --quiet --isolation chroot --layers=false -t "$1" -f "$2" "$3" >/dev/null \
+  buildah bud --quiet --isolation chroot --layers=false "${@:5}" -t "$1" -f "$2" "$3" >/dev/null \
     || die "step 'image $1': buildah bud failed"
   rm -f "$4"
   buildah push --quiet "$1" "docker-archive:$4:$1" >/dev/null || die "step 'image $1': buildah push failed"

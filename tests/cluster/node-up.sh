@@ -111,6 +111,22 @@ if [ ! -f "$images/pause.tar" ] || [ -n "$(find "$CLUSTER_DIR/node/pause" -newer
 fi
 node_import "$images/pause.tar"
 
+# --- test images, the same way (static binaries FROM scratch)
+mkdir -p "$images/testbee" "$images/colonies"
+if [ ! -f "$images/testbee.tar" ] || [ -n "$(find "$CLUSTER_DIR/node/testbee" -newer "$images/testbee.tar")" ]; then
+  (cd "$CLUSTER_DIR/node/testbee" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags '-s -w' -o "$images/testbee/testbee" .) \
+    || die "step 'testbee image': go build failed"
+  build_image "$TESTBEE_CRASH_IMAGE" "$CLUSTER_DIR/node/testbee/Containerfile" "$images/testbee" "$images/testbee-crash.tar" --build-arg BEE_EXIT_CODE=1
+  build_image "$TESTBEE_IMAGE" "$CLUSTER_DIR/node/testbee/Containerfile" "$images/testbee" "$images/testbee.tar"
+fi
+if [ ! -f "$images/colonies.tar" ] || [ "$BIN_DIR/colonies" -nt "$images/colonies.tar" ] || [ "$CLUSTER_DIR/node/colonies/Containerfile" -nt "$images/colonies.tar" ]; then
+  [ -x "$BIN_DIR/colonies" ] || die "step 'colonies image': no $BIN_DIR/colonies (tests/cluster/build.sh colonies)"
+  cp "$BIN_DIR/colonies" "$images/colonies/colonies"
+  build_image "$COLONIES_IMAGE" "$CLUSTER_DIR/node/colonies/Containerfile" "$images/colonies" "$images/colonies.tar"
+  rm -f "$images/colonies/colonies"
+fi
+for t in testbee testbee-crash colonies; do node_import "$images/$t.tar"; done
+
 # --- kubelet
 node_ip=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
 [ -n "$node_ip" ] || node_ip=$(hostname -I | awk '{print $1}')
