@@ -10,6 +10,8 @@ NODE_RUN="/run/colony-node-$CLUSTER_NAME"
 NODE_SOCK="$NODE_RUN/containerd.sock"
 NODE_BRIDGE=colnode0
 POD_CIDR=10.244.77.0/24
+# The bridge's address: the pods' gateway, and the host as the pods see it.
+NODE_GATEWAY=10.244.77.1
 KUBELET_PORT=10250
 KUBE_PROXY_HEALTHZ_PORT=10256
 KUBE_PROXY_METRICS_PORT=10249

@@ -91,6 +91,11 @@ cat > "$NODE_DIR/cni/net.d/10-colony.conflist" <<EOF
   ]
 }
 EOF
+# The bridge exists from the start, with the pods' gateway address, so host services for
+# the pods (a test's PostgreSQL) can listen on it; the bridge plugin adopts it.
+ip link add "$NODE_BRIDGE" type bridge 2>/dev/null || true
+ip addr replace "$NODE_GATEWAY/${POD_CIDR#*/}" dev "$NODE_BRIDGE"
+ip link set "$NODE_BRIDGE" up
 setsid containerd --config "$NODE_DIR/containerd/config.toml" >"$NODE_DIR/logs/containerd.log" 2>&1 < /dev/null &
 echo $! > "$NODE_DIR/containerd.pid"
 for _ in $(seq 100); do
@@ -122,6 +127,7 @@ fi
 if [ ! -f "$images/colonies.tar" ] || [ "$BIN_DIR/colonies" -nt "$images/colonies.tar" ] || [ "$CLUSTER_DIR/node/colonies/Containerfile" -nt "$images/colonies.tar" ]; then
   [ -x "$BIN_DIR/colonies" ] || die "step 'colonies image': no $BIN_DIR/colonies (tests/cluster/build.sh colonies)"
   cp "$BIN_DIR/colonies" "$images/colonies/colonies"
+  mkdir -p "$images/colonies/tmp"
   build_image "$COLONIES_IMAGE" "$CLUSTER_DIR/node/colonies/Containerfile" "$images/colonies" "$images/colonies.tar"
   rm -f "$images/colonies/colonies"
 fi

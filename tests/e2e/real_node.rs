@@ -706,3 +706,180 @@ spec:
     drop(op);
     ns.cleanup().await;
 }
+
+// ------------------------------------------------------------------------------------
+// A managed ColonyServer: the real colonies server in a pod
+// ------------------------------------------------------------------------------------
+
+/// The bridge's address on the host (tests/cluster/node-lib.sh NODE_GATEWAY): the pods reach
+/// the host's PostgreSQL there.
+const NODE_GATEWAY: &str = "10.244.77.1";
+const POD_CIDR: &str = "10.244.77.0/24";
+
+fn colonies_image() -> String {
+    let versions = std::fs::read_to_string(repo_root().join("tests/cluster/versions.env")).unwrap();
+    let version = versions.lines().find_map(|l| l.strip_prefix("COLONIES_VERSION=")).expect("COLONIES_VERSION");
+    format!("localhost/colonies:{}", version.trim())
+}
+
+#[tokio::test]
+async fn managed_colonies_server_on_the_real_node_survives_a_killed_container() {
+    use colony_e2e::colonyos::{Options, RealColonyOs};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let client = client().await;
+    require_real_node(&client).await;
+    install_crds(&client).await.unwrap();
+    // PostgreSQL on the host, also on the bridge; the database is set up (tables, a colony)
+    // by the same server version on the host, which then stops: the pod's server takes over.
+    let options = Options { db_also_listen: Some((NODE_GATEWAY.into(), POD_CIDR.into())), ..Options::default() };
+    let mut colonyos = RealColonyOs::start("real-node-server", options).await;
+    colonyos.stop_server().await;
+    let ns = TestNamespace::new(&client, "e2e-real-server").await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    op.wait_ready().await;
+    let pg = &colonyos.postgres;
+    let server_yaml = |endpoint: &str| {
+        format!(
+            r#"apiVersion: colony.zyeute.io/v1alpha1
+kind: ColonyServer
+metadata:
+  name: srv
+spec:
+  managed: true
+  image: {image}
+  port: 50080
+  {endpoint}
+  database:
+    host: {NODE_GATEWAY}
+    port: {port}
+    user: {{name: db, key: username}}
+    password: {{name: db, key: password}}
+  serverKeySecretRef: {{name: server-key, key: prvkey}}
+  podTemplate: {ON_REAL_NODE}
+  health: {{interval: 1s, timeout: 1s, failureThreshold: 2, successThreshold: 1}}
+  fallback: {{recoverAfter: 3s, minHold: 1s, maxFlipsPerHour: 10}}
+"#,
+            image = colonies_image(),
+            port = pg.port,
+        )
+    };
+    apply_yaml(
+        &ns.name,
+        &format!(
+            r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+stringData:
+  username: "{user}"
+  password: "{password}"
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: server-key
+stringData:
+  prvkey: "{key}"
+"#,
+            user = pg.user,
+            password = pg.password,
+            key = colonyos.server_key.prvkey
+        ),
+    )
+    .await;
+    apply_yaml(&ns.name, &server_yaml("")).await;
+
+    // The server's pod runs on the real node; the operator probes it at its pod IP.
+    let pods: Api<Pod> = ns.api();
+    let pod = wait_for("the server's pod Ready on the real node", LONG, || async {
+        let all = pods_with(&pods, "app.kubernetes.io/instance=srv").await;
+        match all.iter().find(|p| is_ready(p)) {
+            Some(p) => Ok(p.clone()),
+            None => Err(format!(
+                "{:?}",
+                all.iter().map(|p| (p.name_any(), container(p).2, container(p).1)).collect::<Vec<_>>()
+            )),
+        }
+    })
+    .await;
+    assert_eq!(node_of(&pod), NODE);
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("a pod IP");
+    assert!(ip.starts_with("10.244.77."), "a real pod IP from the bridge network: {ip}");
+    apply_yaml(&ns.name, &server_yaml(&format!("endpoint: http://{ip}:50080"))).await;
+    let servers: Api<ColonyServer> = ns.api();
+    let cms: Api<ConfigMap> = ns.api();
+    let healthy = |want: &'static str| {
+        let servers = servers.clone();
+        async move {
+            wait_for(&format!("srv Healthy={want}"), LONG, || async {
+                let cs = servers.get("srv").await.map_err(|e| e.to_string())?;
+                let c = cs.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy").cloned());
+                match c {
+                    Some(c) if c.status == want => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await
+        }
+    };
+    let use_colony_os = |want: &'static str| {
+        let cms = cms.clone();
+        async move {
+            wait_for(&format!("USE_COLONY_OS={want}"), LONG, || async {
+                let v = cms
+                    .get_opt("srv-fallback")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .and_then(|c| c.data)
+                    .and_then(|d| d.get("USE_COLONY_OS").cloned());
+                if v.as_deref() == Some(want) { Ok(()) } else { Err(format!("{v:?}")) }
+            })
+            .await
+        }
+    };
+    healthy("True").await;
+    use_colony_os("true").await;
+    // The server really serves its API from the pod, on the shared database: the CLI on the
+    // host, at the pod IP, lists the executor the host's setup registered.
+    let executor_key = colonyos.executor_key.prvkey.clone();
+    let env = [
+        ("COLONIES_SERVER_HOST", ip.as_str()),
+        ("COLONIES_SERVER_PORT", "50080"),
+        ("COLONIES_SERVER_HTTP_PORT", "50080"),
+        ("COLONIES_PRVKEY", executor_key.as_str()),
+    ];
+    let out = colonyos.cli(&env, &["executor", "ls"]).await;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("finance-bee"), "colonies CLI against the pod: {text}");
+
+    // Kill the server's container (SIGKILL through containerd): the fallback flips on, the
+    // kubelet restarts the container in the same pod, the fallback recovers.
+    let (container_id, restarts_before, ..) = container(&pods.get(&pod.name_any()).await.unwrap());
+    let id = container_id.trim_start_matches("containerd://").to_string();
+    let node_lib = repo_root().join("tests/cluster/node-lib.sh");
+    let kill = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(". {} && ctr --address \"$NODE_SOCK\" -n k8s.io tasks kill -s SIGKILL {id}", node_lib.display()))
+        .output()
+        .await
+        .unwrap();
+    assert!(kill.status.success(), "ctr tasks kill: {}", String::from_utf8_lossy(&kill.stderr));
+    let killed = Instant::now();
+    use_colony_os("false").await;
+    let flipped = killed.elapsed();
+    let p = wait_for("the kubelet to restart the container", LONG, || async {
+        let p = pods.get(&pod.name_any()).await.map_err(|e| e.to_string())?;
+        let (new_id, restarts, ..) = container(&p);
+        if restarts > restarts_before && new_id != container_id { Ok(p) } else { Err(format!("{new_id} {restarts}")) }
+    })
+    .await;
+    assert_eq!(p.status.as_ref().and_then(|s| s.pod_ip.clone()).as_deref(), Some(ip.as_str()), "same pod");
+    let (_, _, _, exit, _) = container(&p);
+    assert_eq!(exit, Some(137), "the killed container's exit code");
+    use_colony_os("true").await;
+    healthy("True").await;
+    println!("fallback on {flipped:?} after the server's container was killed; off again {:?} after", killed.elapsed());
+    drop(op);
+    ns.cleanup().await;
+    drop(colonyos);
+}
