@@ -26,10 +26,10 @@ cluster-build: ## Build the local control plane binaries into the cache (only wh
 tools-build: ## Build promtool and actionlint into the cache (only what is missing)
 	tests/tools/build.sh
 
-cluster-up: ## Start the local control plane (reuses a running one)
+cluster-up: ## Start the local control plane (reuses a running one); REAL_NODE=1 adds a real node (containerd + kubelet)
 	tests/cluster/up.sh
 
-cluster-down: ## Stop and delete the local control plane
+cluster-down: ## Stop and delete the local control plane and the real node; the host is left as it was
 	tests/cluster/down.sh
 
 e2e-test: cluster-up ## End-to-end tests against the running local control plane

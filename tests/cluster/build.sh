@@ -10,9 +10,10 @@ export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 need() { for b in "$@"; do [ -x "$BIN_DIR/$b" ] || return 0; done; return 1; }
 
+# build_kubernetes BINARY...: builds the named commands of k8s.io/kubernetes (cmd/<name>).
 build_kubernetes() {
-  need kube-apiserver kube-controller-manager kube-scheduler kubectl || return 0
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $KUBERNETES_VERSION"
+  need "$@" || return 0
+  log "building $* $KUBERNETES_VERSION"
   local dir="$SRC_DIR/kubernetes" minor="${KUBERNETES_VERSION#v1.}"
   local staging_version="v0.${minor}"
   mkdir -p "$dir" && cd "$dir"
@@ -34,6 +35,8 @@ build_kubernetes() {
     sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\t\1 => \1 '"$staging_version"'#p' "$gomod"
     echo ")"
   } > go.mod
+  # Every command this script builds, so one `go mod tidy` serves the control plane and the
+  # real node's kubelet and kube-proxy alike.
   cat > tools.go <<'GO'
 //go:build tools
 
@@ -42,8 +45,10 @@ package tools
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
   go mod tidy >tidy.log 2>&1 || { tail -20 tidy.log >&2; die "step 'kubernetes go mod tidy' failed (see $dir/tidy.log)"; }
@@ -53,10 +58,10 @@ GO
     flags="$flags -X $p.gitVersion=$KUBERNETES_VERSION -X $p.gitMajor=1 -X $p.gitMinor=${minor%%.*}"
     flags="$flags -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
   done
-  go build -trimpath -ldflags "$flags" -o "$BIN_DIR/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
-    || die "step 'kubernetes build' failed for $KUBERNETES_VERSION"
+  local pkgs=() b
+  for b in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  go build -trimpath -ldflags "$flags" -o "$BIN_DIR/" "${pkgs[@]}" \
+    || die "step 'kubernetes build' failed for $* $KUBERNETES_VERSION"
 }
 
 build_etcd() {
@@ -96,19 +101,21 @@ build_colonies() {
   log "colonies built in $((SECONDS - start))s"
 }
 
-# Arguments name the components to build (kubernetes, etcd, kwok, helm, colonies); none
-# means all of them.
+# Arguments name the components to build (kubernetes, etcd, kwok, helm, colonies, node); none
+# means all of them but `node` (the real node's kubelet and kube-proxy, which
+# `up.sh` builds only with REAL_NODE=1).
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(kubernetes etcd kwok helm colonies)
 for c in "${components[@]}"; do
   case "$c" in
-    kubernetes) build_kubernetes ;;
+    kubernetes) build_kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl ;;
+    node) build_kubernetes kubelet kube-proxy ;;
     etcd) build_etcd ;;
     kwok) go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
           go_install kwokctl "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION" ;;
     helm) go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ;;
     colonies) build_colonies ;;
-    *) die "unknown component '$c' (kubernetes, etcd, kwok, helm, colonies)" ;;
+    *) die "unknown component '$c' (kubernetes, etcd, kwok, helm, colonies, node)" ;;
   esac
 done
 log "binaries ready in $BIN_DIR"

@@ -415,7 +415,7 @@ async fn chaos_sigkill_during_rotation_against_the_real_server() {
 async fn api_check_sees_a_hung_api_behind_a_healthy_health_endpoint() {
     let client = client().await;
     install_crds(&client).await.unwrap();
-    let options = Options { max_connections: 20, db_max_open_conns: Some(6) };
+    let options = Options { max_connections: 20, db_max_open_conns: Some(6), ..Options::default() };
     let mut colonyos = RealColonyOs::start("api-hang", options).await;
     let ns = TestNamespace::new(&client, "e2e-real-api").await;
     let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;

@@ -35,11 +35,14 @@ pub struct Options {
     pub max_connections: u32,
     /// `COLONIES_DB_MAX_OPEN_CONNS` of the server (unset: the server's default, 100).
     pub db_max_open_conns: Option<u32>,
+    /// PostgreSQL also listens on this address and lets clients of this CIDR in with the
+    /// password (a server in a pod on the real node reaches it over the node's bridge).
+    pub db_also_listen: Option<(String, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { max_connections: 150, db_max_open_conns: None }
+        Self { max_connections: 150, db_max_open_conns: None, db_also_listen: None }
     }
 }
 
@@ -146,6 +149,11 @@ pub struct Postgres {
 impl Postgres {
     /// initdb in `dir`/data and start it with `max_connections`.
     pub fn start(dir: &Path, max_connections: u32) -> Self {
+        Self::start_listening(dir, max_connections, None)
+    }
+
+    /// [`Postgres::start`], also listening on `also` = (address, client CIDR).
+    pub fn start_listening(dir: &Path, max_connections: u32, also: Option<&(String, String)>) -> Self {
         let bin = postgres_bin_dir();
         // The `postgres` user must reach its data: under target/ when every parent directory
         // lets it through (not the case for a checkout under a private /root), else under /tmp.
@@ -179,8 +187,16 @@ impl Postgres {
             "initdb",
         );
         let port = free_port();
+        let mut listen = "127.0.0.1".to_string();
+        if let Some((address, cidr)) = also {
+            listen = format!("127.0.0.1,{address}");
+            let hba = data.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).unwrap();
+            text.push_str(&format!("host all all {cidr} scram-sha-256\n"));
+            std::fs::write(&hba, text).unwrap();
+        }
         let options = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c max_connections={max_connections} -c fsync=off \
+            "-p {port} -c listen_addresses={listen} -k {} -c max_connections={max_connections} -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off",
             home.display()
         );
@@ -251,7 +267,7 @@ impl RealColonyOs {
         std::fs::create_dir_all(&dir).unwrap();
 
         let t = Instant::now();
-        let postgres = Postgres::start(&dir, options.max_connections);
+        let postgres = Postgres::start_listening(&dir, options.max_connections, options.db_also_listen.as_ref());
         let postgres_time = t.elapsed();
 
         let server_key = generate_key(&colonies);

@@ -99,13 +99,17 @@ pub fn progress_deadline_exceeded(d: &Deployment) -> bool {
     })
 }
 
-/// Every replica updated and available, for the Deployment's current generation.
+/// Every replica updated and available, for the Deployment's current generation. During a
+/// rolling update the old template's pods still count as available, so the rollout must also
+/// be over: no pod beyond the wanted count (no old one left) and none unavailable.
 pub fn fully_available(d: &Deployment) -> bool {
     let status = d.status.clone().unwrap_or_default();
     let want = d.spec.replicas.unwrap_or(1);
     status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
         && status.updated_replicas.unwrap_or(0) >= want
         && status.available_replicas.unwrap_or(0) >= want
+        && status.replicas.unwrap_or(0) <= want
+        && status.unavailable_replicas.unwrap_or(0) == 0
 }
 
 /// A pod with a container waiting in CrashLoopBackOff.
@@ -316,6 +320,27 @@ mod tests {
             d3.memory,
             "steady state changes nothing"
         );
+    }
+
+    #[test]
+    fn a_rollout_in_progress_is_not_fully_available() {
+        use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+        let d = |replicas, updated, available, unavailable| Deployment {
+            metadata: kube::api::ObjectMeta { generation: Some(2), ..Default::default() },
+            spec: DeploymentSpec { replicas: Some(1), ..Default::default() },
+            status: Some(DeploymentStatus {
+                observed_generation: Some(2),
+                replicas: Some(replicas),
+                updated_replicas: Some(updated),
+                available_replicas: Some(available),
+                unavailable_replicas: Some(unavailable),
+                ..Default::default()
+            }),
+        };
+        // The new pod cannot start (image missing, crashing); the old one still serves.
+        assert!(!fully_available(&d(2, 1, 1, 1)));
+        assert!(!fully_available(&d(1, 1, 0, 1)));
+        assert!(fully_available(&d(1, 1, 1, 0)));
     }
 
     #[test]

@@ -1,0 +1,3 @@
+module colony-operator/node/pause
+
+go 1.22

@@ -1,0 +1,3 @@
+module colony-operator/node/testbee
+
+go 1.22
