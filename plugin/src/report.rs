@@ -554,7 +554,7 @@ mod tests {
         fb.status = Some(FinanceBeeStatus {
             ready_replicas: Some(1),
             restarts: Some(RestartStatus { count: 3, window_start: Some(t("2026-11-29T13:30:00Z")), last: None }),
-            escalation: Some(EscalationStatus { state: EscalationState::Triggered, since: t("2026-11-29T13:45:00Z") }),
+            escalation: Some(EscalationStatus::new(EscalationState::Triggered, t("2026-11-29T13:45:00Z"))),
             ..Default::default()
         });
         let b = bee_summary(&fb);

@@ -607,6 +607,10 @@ stringData:
     );
     let esc = fb.status.as_ref().unwrap().escalation.clone().unwrap();
     assert_eq!(format!("{:?}", esc.state), "Triggered");
+    // Status is the record of the delivery (what a restarted operator reads).
+    let delivery = esc.delivery.clone().expect("the delivery is recorded in status");
+    assert_eq!(format!("{:?}", delivery.result), "Sent");
+    assert!(delivery.detail.contains("PagerDuty") && delivery.detail.contains("webhook"), "{delivery:?}");
     assert!((esc.since - unavailable_since).num_seconds() >= 3);
 
     // Exactly one trigger each, and it stays one while the bee stays down (and the operator

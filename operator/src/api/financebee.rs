@@ -370,6 +370,37 @@ pub struct EscalationStatus {
     /// When the state was entered.
     #[schemars(with = "Time")]
     pub since: DateTime<Utc>,
+    /// Where the notification of this state stands: the record a restarted operator reads, so
+    /// that a notification recorded as sent is never sent again. Absent in status written
+    /// before the field existed (the Escalated condition's reason is read once instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<EscalationDelivery>,
+}
+
+impl EscalationStatus {
+    /// A state entered at `since`, its notification not recorded yet.
+    pub fn new(state: EscalationState, since: DateTime<Utc>) -> Self {
+        Self { state, since, delivery: None }
+    }
+}
+
+/// Where the notification of an escalation state stands.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EscalationDelivery {
+    /// `Pending` (not sent yet, or sent and not recorded before a restart), `Sent` or `Failed`.
+    pub result: DeliveryResult,
+    /// Who was notified, or which target failed and why (never a URL or a key).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// Result of the notification of an escalation state.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeliveryResult {
+    Pending,
+    Sent,
+    Failed,
 }
 
 /// State of an escalation.
@@ -465,7 +496,7 @@ mod tests {
                 window_start: Some(t),
                 last: Some(RestartRecord { pod: "bee-0".into(), reason: "CrashLoopBackOff".into(), time: t }),
             }),
-            escalation: Some(EscalationStatus { state: EscalationState::Triggered, since: t }),
+            escalation: Some(EscalationStatus::new(EscalationState::Triggered, t)),
             ..Default::default()
         };
         let json = serde_json::to_value(&status).unwrap();

@@ -16,7 +16,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::{Value, json};
 
-use crate::api::{ESCALATED, EscalationState, EscalationStatus, FinanceBeeStatus, PagerDutySeverity};
+use crate::api::{
+    DeliveryResult, ESCALATED, EscalationDelivery, EscalationState, EscalationStatus, FinanceBeeStatus,
+    PagerDutySeverity,
+};
 use crate::runtime::conditions::Desired;
 
 /// Condition reasons of `Escalated`: the delivery record.
@@ -78,13 +81,13 @@ pub fn decide(
     match (triggered, unavailable_since) {
         (true, Some(_)) => keep,
         (true, None) => EscalationDecision {
-            status: Some(EscalationStatus { state: EscalationState::Resolved, since: now }),
+            status: Some(EscalationStatus::new(EscalationState::Resolved, now)),
             transition: Some(Transition::Resolve),
             requeue_after: None,
         },
         (false, None) => keep,
         (false, Some(since)) if now >= since + after => EscalationDecision {
-            status: Some(EscalationStatus { state: EscalationState::Triggered, since: now }),
+            status: Some(EscalationStatus::new(EscalationState::Triggered, now)),
             transition: Some(Transition::Trigger),
             requeue_after: None,
         },
@@ -106,10 +109,45 @@ pub enum Delivery {
     Failed(String),
 }
 
-/// What the previous Escalated condition records about the notification of `status`
-/// (None: nothing recorded for this state, i.e. it has to be sent).
+impl Delivery {
+    /// The record of this delivery in status.
+    pub fn record(&self) -> EscalationDelivery {
+        let (result, detail) = match self {
+            Self::Pending => (DeliveryResult::Pending, String::new()),
+            Self::Sent(d) => (DeliveryResult::Sent, d.clone()),
+            Self::Failed(d) => (DeliveryResult::Failed, d.clone()),
+        };
+        EscalationDelivery { result, detail }
+    }
+
+    /// The delivery a status record holds.
+    pub fn from_record(r: &EscalationDelivery) -> Self {
+        match r.result {
+            DeliveryResult::Pending => Self::Pending,
+            DeliveryResult::Sent => Self::Sent(r.detail.clone()),
+            DeliveryResult::Failed => Self::Failed(r.detail.clone()),
+        }
+    }
+}
+
+/// `status` with its delivery recorded.
+pub fn with_delivery(status: Option<EscalationStatus>, delivery: &Delivery) -> Option<EscalationStatus> {
+    status.map(|s| EscalationStatus { delivery: Some(delivery.record()), ..s })
+}
+
+/// What status records about the notification of `status` (None: nothing recorded for this
+/// state, i.e. it has to be sent). Status written before `escalation.delivery` existed kept
+/// it in the Escalated `condition` only: that is read instead, so an upgrade resends nothing.
 pub fn recorded_delivery(condition: Option<&Condition>, status: Option<&EscalationStatus>) -> Option<Delivery> {
-    let (c, s) = (condition?, status?);
+    let s = status?;
+    if let Some(record) = &s.delivery {
+        return Some(Delivery::from_record(record));
+    }
+    legacy_delivery(condition?, s)
+}
+
+/// The delivery recorded in the Escalated condition by versions before `escalation.delivery`.
+fn legacy_delivery(c: &Condition, s: &EscalationStatus) -> Option<Delivery> {
     use reason::*;
     let matches_state = match s.state {
         EscalationState::Triggered => [TRIGGER_PENDING, TRIGGER_SENT, TRIGGER_FAILED].contains(&c.reason.as_str()),
@@ -490,7 +528,7 @@ mod tests {
     }
 
     fn st(state: EscalationState, since: i64) -> EscalationStatus {
-        EscalationStatus { state, since: t(since) }
+        EscalationStatus::new(state, t(since))
     }
 
     const AFTER: i64 = 900;
@@ -620,6 +658,47 @@ mod tests {
     }
 
     #[test]
+    fn status_records_the_delivery_and_the_record_wins_over_the_condition() {
+        use EscalationState::*;
+        for d in [
+            Delivery::Pending,
+            Delivery::Sent("notified webhook and PagerDuty".into()),
+            Delivery::Failed("delivery failed: PagerDuty: HTTP 500".into()),
+        ] {
+            let recorded = with_delivery(Some(st(Triggered, 5)), &d).unwrap();
+            assert_eq!(recorded_delivery(None, Some(&recorded)), Some(d.clone()), "no condition needed");
+            // A condition that says otherwise (written by hand, or stale) does not count.
+            let stale = condition(Some(&st(Triggered, 5)), &Delivery::Pending, "15m");
+            assert_eq!(recorded_delivery(Some(&cond(&stale.reason, &stale.message)), Some(&recorded)), Some(d.clone()));
+            let json = serde_json::to_value(&recorded).unwrap();
+            let back: EscalationStatus = serde_json::from_value(json).unwrap();
+            assert_eq!(back, recorded, "the record survives the API server");
+        }
+    }
+
+    #[test]
+    fn an_upgrade_reads_the_delivery_from_the_condition_once() {
+        use EscalationState::*;
+        // Status as versions before `escalation.delivery` wrote it: the page was sent, and
+        // only the condition says so. The upgraded operator must not page again.
+        let old: EscalationStatus =
+            serde_json::from_value(serde_json::json!({"state": "Triggered", "since": "2026-11-29T10:00:00Z"})).unwrap();
+        assert_eq!(old.delivery, None);
+        let sent = Delivery::Sent("notified PagerDuty".into());
+        let c = condition(Some(&old), &sent, "15m");
+        assert_eq!(recorded_delivery(Some(&cond(&c.reason, &c.message)), Some(&old)), Some(sent.clone()));
+        let status = FinanceBeeStatus {
+            escalation: Some(EscalationStatus::new(Resolved, t(9))),
+            conditions: vec![cond(
+                &condition(Some(&st(Resolved, 9)), &sent, "15m").reason,
+                &condition(Some(&st(Resolved, 9)), &sent, "15m").message,
+            )],
+            ..Default::default()
+        };
+        assert!(!page_open(Some(&status), true), "a resolve recorded as sent before the upgrade leaves no page open");
+    }
+
+    #[test]
     fn the_condition_records_the_delivery_and_reads_back() {
         use EscalationState::*;
         let cases = [
@@ -640,8 +719,7 @@ mod tests {
                 _ => assert_eq!(back.as_ref(), Some(&d), "{}", desired.message),
             }
             // A record of the other state does not count for this one.
-            let other =
-                EscalationStatus { state: if s.state == Triggered { Resolved } else { Triggered }, since: s.since };
+            let other = EscalationStatus::new(if s.state == Triggered { Resolved } else { Triggered }, s.since);
             assert_eq!(recorded_delivery(Some(&c), Some(&other)), None);
         }
         let none = condition(None, &Delivery::Pending, "15m");

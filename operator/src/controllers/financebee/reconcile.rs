@@ -214,7 +214,7 @@ async fn cleanup(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
         Some(e) if e.state == EscalationState::Resolved => e.since,
         _ => now,
     };
-    let resolved = crate::api::EscalationStatus { state: EscalationState::Resolved, since };
+    let resolved = crate::api::EscalationStatus::new(EscalationState::Resolved, since);
     let incident = Incident {
         namespace: ns.clone(),
         name: name.clone(),
@@ -234,7 +234,7 @@ async fn cleanup(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
         OnDelete::Release => {
             // Recorded before the finalizer goes: a retry after a failed removal resends nothing.
             let mut status = previous.clone();
-            status.escalation = Some(resolved.clone());
+            status.escalation = escalation::with_delivery(Some(resolved.clone()), &delivery);
             let condition = escalation::condition(Some(&resolved), &delivery, fb.spec.escalation.after.as_str());
             status.conditions =
                 crate::runtime::conditions::merge(&previous.conditions, &[condition], fb.metadata.generation, now);
@@ -407,7 +407,7 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
         ready_replicas,
         available_replicas,
         restart: &restart,
-        escalation: esc.status.clone(),
+        escalation: escalation::with_delivery(esc.status.clone(), &delivery),
         escalated: escalation::condition(esc.status.as_ref(), &delivery, fb.spec.escalation.after.as_str()),
         rollout: rollout_decision.as_ref(),
     });

@@ -341,7 +341,7 @@ mod tests {
         let prev = FinanceBeeStatus::default();
         let r = quiet();
         let mut o = observed(&prev, &r);
-        let esc = EscalationStatus { state: crate::api::EscalationState::Triggered, since: t(90) };
+        let esc = EscalationStatus::new(crate::api::EscalationState::Triggered, t(90));
         o.escalation = Some(esc.clone());
         o.escalated = escalated_condition(Some(&esc), &Delivery::Sent("notified PagerDuty".into()), "3s");
         let s = compute(&o);
