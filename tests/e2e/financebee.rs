@@ -135,30 +135,7 @@ async fn setup(prefix: &str) -> Setup {
     let ns = TestNamespace::new(&client, prefix).await;
     let server = TestEndpoint::start().await;
     let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
-    apply_yaml(
-        &ns.name,
-        &format!(
-            r#"apiVersion: colony.zyeute.io/v1alpha1
-kind: ColonyServer
-metadata:
-  name: srv
-spec:
-  managed: false
-  endpoint: {url}
-  health: {{interval: 1s, timeout: 1s, failureThreshold: 2, successThreshold: 1}}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: bee-key
-stringData:
-  prvkey: "{key}"
-"#,
-            url = server.url(),
-            key = "1".repeat(64)
-        ),
-    )
-    .await;
+    apply_yaml(&ns.name, &colony_e2e::fixtures::bee_surroundings(&server.url())).await;
     op.wait_ready().await;
     wait_server_healthy(&ns, "True").await;
     Setup { ns, op, server }

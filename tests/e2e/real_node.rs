@@ -164,17 +164,7 @@ async fn helm(args: &[&str]) -> std::process::Output {
 
 /// An unmanaged ColonyServer whose status shows that an operator reconciled it.
 fn server_yaml(name: &str) -> String {
-    format!(
-        r#"apiVersion: colony.zyeute.io/v1alpha1
-kind: ColonyServer
-metadata:
-  name: {name}
-spec:
-  managed: false
-  endpoint: http://127.0.0.1:9
-  health: {{interval: 1s, timeout: 1s, failureThreshold: 1, successThreshold: 1}}
-"#
-    )
+    colony_e2e::fixtures::unmanaged_server(name, "http://127.0.0.1:9", colony_e2e::fixtures::FAST_HEALTH, "")
 }
 
 async fn wait_reconciled(servers: &Api<ColonyServer>, name: &str) {
@@ -342,30 +332,7 @@ async fn bee_setup(prefix: &str) -> BeeSetup {
     let ns = TestNamespace::new(&client, prefix).await;
     let server = TestEndpoint::start().await;
     let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
-    apply_yaml(
-        &ns.name,
-        &format!(
-            r#"apiVersion: colony.zyeute.io/v1alpha1
-kind: ColonyServer
-metadata:
-  name: srv
-spec:
-  managed: false
-  endpoint: {url}
-  health: {{interval: 1s, timeout: 1s, failureThreshold: 2, successThreshold: 1}}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: bee-key
-stringData:
-  prvkey: "{key}"
-"#,
-            url = server.url(),
-            key = "1".repeat(64)
-        ),
-    )
-    .await;
+    apply_yaml(&ns.name, &colony_e2e::fixtures::bee_surroundings(&server.url())).await;
     op.wait_ready().await;
     let servers: Api<ColonyServer> = ns.api();
     wait_for("srv Healthy", DEADLINE, || async {
