@@ -46,7 +46,9 @@ pub fn fallback_state_from(status: Option<&ColonyServerStatus>) -> FallbackState
         since: f.since,
         reason: f.reason.clone(),
         flips: f.recent_flips.clone(),
-        stalled: status.is_some_and(|s| crate::runtime::conditions::is_true(&s.conditions, STALLED)),
+        // An output of the decision (recomputed from the flips every time), never read back
+        // from the Stalled condition.
+        stalled: false,
     }
 }
 
