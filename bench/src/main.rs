@@ -413,10 +413,7 @@ pub fn reconcile_histograms(metrics: &str) -> BTreeMap<String, Vec<(f64, f64)>> 
 
 /// Reconcile counts per controller.
 fn reconcile_counts(metrics: &str) -> BTreeMap<String, f64> {
-    reconcile_histograms(metrics)
-        .into_iter()
-        .map(|(c, b)| (c, b.last().map(|x| x.1).unwrap_or(0.0)))
-        .collect()
+    reconcile_histograms(metrics).into_iter().map(|(c, b)| (c, b.last().map(|x| x.1).unwrap_or(0.0))).collect()
 }
 
 /// The `q` quantile of a cumulative histogram, interpolated linearly inside its bucket (as
@@ -455,12 +452,27 @@ pub struct Request {
 /// Every request by the operator's user agent in the audit log (each request once), and
 /// whether the log records reads at all.
 fn operator_requests() -> anyhow::Result<(Vec<Request>, bool)> {
+    // The API server rotates its audit log (audit-<time>.log beside audit.log): read them all.
     let path = colony_e2e::audit_log_path();
-    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let dir = path.parent().context("audit log directory")?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("audit") && n.ends_with(".log"))
+        })
+        .collect();
+    files.sort();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     let mut reads_logged = false;
-    for line in std::io::BufRead::lines(std::io::BufReader::new(file)) {
+    let lines = files
+        .iter()
+        .map(std::fs::File::open)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flat_map(|f| std::io::BufRead::lines(std::io::BufReader::new(f)));
+    for line in lines {
         let line = line?;
         if !reads_logged && (line.contains("\"verb\":\"list\"") || line.contains("\"verb\":\"watch\"")) {
             reads_logged = true;
@@ -528,6 +540,8 @@ pub struct Results {
     pub floor_ready_s: f64,
     pub floor_curve: Vec<(f64, usize)>,
     pub fleet_ready_s: f64,
+    /// From all Ready until the operator reconciled nothing for 15 s.
+    pub settle_s: f64,
     pub fleet_curve: Vec<(f64, usize)>,
     pub samples: Vec<Sample>,
     pub phases: Vec<(String, f64, f64)>,
@@ -609,8 +623,10 @@ impl Bench {
             .map(|i| {
                 (
                     n(i),
-                    obj::<Secret>(json!({"metadata": {"name": format!("other-{i:05}"), "labels": {"app": "unrelated"}},
-                    "stringData": {"token": format!("{i:064}"), "config.yaml": "a: 1\nb: [1, 2, 3]\n".repeat(8)}})),
+                    obj::<Secret>(
+                        json!({"metadata": {"name": format!("other-{i:05}"), "labels": {"app": "unrelated"}},
+                    "stringData": {"token": format!("{i:064}"), "config.yaml": "a: 1\nb: [1, 2, 3]\n".repeat(8)}}),
+                    ),
                 )
             })
             .collect();
@@ -619,8 +635,10 @@ impl Bench {
             .map(|i| {
                 (
                     n(i),
-                    obj::<ConfigMap>(json!({"metadata": {"name": format!("other-{i:05}"), "labels": {"app": "unrelated"}},
-                    "data": {"settings.json": format!("{{\"id\": {i}, \"pad\": \"{}\"}}", "x".repeat(512))}})),
+                    obj::<ConfigMap>(
+                        json!({"metadata": {"name": format!("other-{i:05}"), "labels": {"app": "unrelated"}},
+                    "data": {"settings.json": format!("{{\"id\": {i}, \"pad\": \"{}\"}}", "x".repeat(512))}}),
+                    ),
                 )
             })
             .collect();
@@ -736,8 +754,12 @@ impl Bench {
         let servers: Api<ColonyServer> = Api::all(self.client.clone());
         let bees: Api<FinanceBee> = Api::all(self.client.clone());
         let total = s.servers + s.bees;
-        res.fleet_curve =
-            wait_all_ready("ColonyServers and FinanceBees", start, Duration::from_secs(1200), &self.progress, || async {
+        res.fleet_curve = wait_all_ready(
+            "ColonyServers and FinanceBees",
+            start,
+            Duration::from_secs(1200),
+            &self.progress,
+            || async {
                 let cs = servers.list(&ListParams::default()).await?;
                 let fb = bees.list(&ListParams::default()).await?;
                 let ready = cs
@@ -750,8 +772,9 @@ impl Bench {
                         .filter(|b| b.status.as_ref().is_some_and(|st| condition_true(&st.conditions, "Ready")))
                         .count();
                 Ok((ready, total))
-            })
-            .await?;
+            },
+        )
+        .await?;
         res.fleet_ready_s = start.elapsed().as_secs_f64();
         Ok(())
     }
@@ -771,7 +794,9 @@ impl Bench {
                     match ev {
                         Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
                             let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
-                            seen.lock().unwrap().insert(key, (o.resource_version().unwrap_or_default(), Instant::now()));
+                            seen.lock()
+                                .unwrap()
+                                .insert(key, (o.resource_version().unwrap_or_default(), Instant::now()));
                         }
                         Ok(watcher::Event::InitDone) => {
                             let _ = tx.send(());
@@ -932,15 +957,21 @@ impl Bench {
         }
         let servers: Api<ColonyServer> = Api::all(self.client.clone());
         let total = self.scale.servers;
-        wait_all_ready("ColonyServers healthy again", Instant::now(), Duration::from_secs(300), &self.progress, || async {
-            let cs = servers.list(&ListParams::default()).await?;
-            let ready = cs
-                .items
-                .iter()
-                .filter(|c| c.status.as_ref().is_some_and(|st| condition_true(&st.conditions, "Healthy")))
-                .count();
-            Ok((ready, total))
-        })
+        wait_all_ready(
+            "ColonyServers healthy again",
+            Instant::now(),
+            Duration::from_secs(300),
+            &self.progress,
+            || async {
+                let cs = servers.list(&ListParams::default()).await?;
+                let ready = cs
+                    .items
+                    .iter()
+                    .filter(|c| c.status.as_ref().is_some_and(|st| condition_true(&st.conditions, "Healthy")))
+                    .count();
+                Ok((ready, total))
+            },
+        )
         .await?;
         Ok(())
     }
@@ -980,7 +1011,9 @@ impl Bench {
                             let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
                             let mut map = seen.lock().unwrap();
                             let e = map.entry(key).or_default();
-                            if e.failed.is_none() && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed") {
+                            if e.failed.is_none()
+                                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+                            {
                                 e.failed = Some(now);
                             }
                             if e.deleted.is_none() && p.metadata.deletion_timestamp.is_some() {
@@ -1022,8 +1055,12 @@ impl Bench {
             .map(|(ns, name)| {
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
                 async move {
-                    api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {FAIL_LABEL: "true"}}})))
-                        .await
+                    api.patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"metadata": {"labels": {FAIL_LABEL: "true"}}})),
+                    )
+                    .await
                 }
             })
             .buffer_unordered(50)
@@ -1223,8 +1260,28 @@ async fn run() -> anyhow::Result<bool> {
     phase_mark(&mut res, "fleet", t);
 
     let t = Instant::now();
-    progress.phase("at rest (settling 15 s, then measuring)");
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    progress.phase("settling: until the operator has reconciled nothing for 15 s");
+    // All Ready is not the end of the operator's work: statuses catch up after the pods.
+    let settle_start = Instant::now();
+    let mut last = (reconcile_counts(&scrape(admin_port).await?).values().sum::<f64>(), Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let n: f64 = reconcile_counts(&scrape(admin_port).await?).values().sum();
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        progress.detail(format!("{n:.0} reconciles so far; quiet for {:.0} s", last.1.elapsed().as_secs_f64()));
+        if last.1.elapsed() >= Duration::from_secs(15) {
+            break;
+        }
+        if settle_start.elapsed() > Duration::from_secs(600) {
+            bail!("the operator did not settle within 10 min after the fleet was Ready");
+        }
+    }
+    res.settle_s = settle_start.elapsed().as_secs_f64();
+    phase_mark(&mut res, "settling", t);
+    let t = Instant::now();
+    progress.phase("at rest: measuring");
     let metrics_settled = scrape(admin_port).await?;
     let fleet_to = SystemTime::now();
     let rest_from = SystemTime::now();
@@ -1233,8 +1290,7 @@ async fn run() -> anyhow::Result<bool> {
     tokio::time::sleep(scale.rest_window).await;
     let (rss_rest, _, ticks) = proc_stats(pid).context("operator stats")?;
     let rest_to = SystemTime::now();
-    res.cpu_rest_pct =
-        (ticks - rest_ticks) as f64 / clock_ticks() / rest_start.elapsed().as_secs_f64() * 100.0;
+    res.cpu_rest_pct = (ticks - rest_ticks) as f64 / clock_ticks() / rest_start.elapsed().as_secs_f64() * 100.0;
     res.rss_rest_mib = rss_rest as f64 / 1024.0;
     phase_mark(&mut res, "at rest", t);
 
@@ -1262,7 +1318,8 @@ async fn run() -> anyhow::Result<bool> {
     progress.phase("reading the audit log and the metrics");
     for (controller, buckets) in reconcile_histograms(&metrics_end) {
         let count = buckets.last().map(|b| b.1).unwrap_or(0.0);
-        res.reconcile.insert(controller, (histogram_quantile(&buckets, 0.5), histogram_quantile(&buckets, 0.99), count));
+        res.reconcile
+            .insert(controller, (histogram_quantile(&buckets, 0.5), histogram_quantile(&buckets, 0.99), count));
     }
     let (requests, reads_logged) = operator_requests()?;
     let in_window = |a: SystemTime, b: SystemTime| requests.iter().filter(move |r| r.at >= a && r.at < b);

@@ -96,7 +96,13 @@ fn ready(path: &Path, r: &Results) -> AnyResult {
             .label(label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).border_style(BLACK).background_style(WHITE).draw().map_err(err)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
 }
@@ -124,11 +130,9 @@ fn latency(path: &Path, r: &Results) -> AnyResult {
         ("pod Failed → pod deleted (CDF)", vec![("operator", &r.restart_latency_ms, BLUE)], None),
     ];
     for (area, (title, series, mark)) in areas.iter().zip(panels) {
-        let x_max = series
-            .iter()
-            .flat_map(|(_, v, _)| v.iter().copied())
-            .fold(mark.map(|m| m.0).unwrap_or(1.0), f64::max)
-            * 1.1;
+        let x_max =
+            series.iter().flat_map(|(_, v, _)| v.iter().copied()).fold(mark.map(|m| m.0).unwrap_or(1.0), f64::max)
+                * 1.1;
         let mut chart = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 18))
             .margin(10)
@@ -154,7 +158,13 @@ fn latency(path: &Path, r: &Results) -> AnyResult {
                 .label(label)
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).border_style(BLACK).background_style(WHITE).draw().map_err(err)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()
+            .map_err(err)?;
     }
     root.present().map_err(err)?;
     Ok(())

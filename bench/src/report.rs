@@ -44,6 +44,13 @@ pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
         format!("{:.1} s (controller-manager alone, {} Deployments)", r.floor_ready_s, s.bees),
         None,
     ));
+    rows.push(row(
+        "operator settled after all Ready (no reconcile for 15 s)",
+        format!("{:.1} s", r.settle_s),
+        "—",
+        "—".into(),
+        None,
+    ));
     rows.push(row("operator RSS, peak", format!("{:.1} MiB", r.rss_peak_mib), "—", "—".into(), None));
     rows.push(row(
         "operator RSS at rest",
