@@ -1342,6 +1342,12 @@ async fn run() -> anyhow::Result<bool> {
         by_verb.iter().map(|(k, v)| format!("{v:>7} {k}\n")).collect::<String>(),
     )?;
 
+    std::fs::write(
+        out_dir.join("samples.csv"),
+        std::iter::once("seconds,rss_mib,cpu_percent_of_a_core\n".to_string())
+            .chain(res.samples.iter().map(|s| format!("{:.1},{:.2},{:.2}\n", s.t, s.rss_mib, s.cpu_pct)))
+            .collect::<String>(),
+    )?;
     plots::write_all(&out_dir, &res)?;
     let (table, all_pass) = report::write(&out_dir, &res)?;
     eprintln!("\r\x1b[K\n{table}");

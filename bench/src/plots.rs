@@ -107,13 +107,16 @@ fn ready(path: &Path, r: &Results) -> AnyResult {
     Ok(())
 }
 
+/// One latency panel: title, (label, values in ms, colour) per series, and a marked value.
+type Panel<'a> = (&'a str, Vec<(&'a str, &'a Vec<f64>, RGBColor)>, Option<(f64, &'a str)>);
+
 /// Cumulative distributions of the three latencies.
 fn latency(path: &Path, r: &Results) -> AnyResult {
     let root = SVGBackend::new(path, (1000, 960)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let areas = root.split_evenly((3, 1));
     let due = FAILURE_THRESHOLD as f64 * INTERVAL_S * 1000.0;
-    let panels: [(&str, Vec<(&str, &Vec<f64>, RGBColor)>, Option<(f64, &str)>); 3] = [
+    let panels: [Panel; 3] = [
         (
             "Secret change → new pod template (CDF)",
             vec![

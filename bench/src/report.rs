@@ -161,7 +161,7 @@ pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
          ![Ready over time, fleet and floor](ready.svg)\n\n\
          ![latency distributions](latency.svg)\n\n\
          The operator's API requests during fleet creation, by verb and resource: \
-         [requests-fleet.txt](requests-fleet.txt); its log: [operator.log](operator.log).\n",
+         [requests-fleet.txt](requests-fleet.txt); the samples behind the first plot: [samples.csv](samples.csv); its log: [operator.log](operator.log).\n",
         s.servers,
         s.bees,
         s.namespaces,
