@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KUBECONFIG_PATH := $(CURDIR)/target/cluster/kubeconfig
 BIN_DIR = $(shell bash -c '. tests/cluster/lib.sh && echo $$BIN_DIR')
 
-.PHONY: help build unit-test e2e-test test chaos image dev crds cluster-build tools-build cluster-up cluster-down fmt lint
+.PHONY: help build unit-test e2e-test test chaos bench image dev crds cluster-build tools-build cluster-up cluster-down fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -44,6 +44,13 @@ chaos: cluster-up ## The fault suite in its long form (faults injected into the 
 	rm -rf target/chaos
 	CHAOS_LONG=1 KUBECONFIG=$(KUBECONFIG_PATH) PATH="$(BIN_DIR):$$PATH" cargo test -p colony-e2e -- --test-threads=2 chaos
 	tests/chaos-table.sh
+
+bench: ## The operator at fleet scale (release build, own cluster `bench`): target/bench/report.md; SMALL=1 for a tenth
+	cargo build --release -p colony-operator
+	cargo build -p colony-bench
+	COLONY_CLUSTER_NAME=$${COLONY_CLUSTER_NAME:-bench} COLONY_AUDIT_POLICY=$(CURDIR)/tests/cluster/audit-policy-bench.yaml tests/cluster/up.sh
+	COLONY_CLUSTER_NAME=$${COLONY_CLUSTER_NAME:-bench} KUBECONFIG=$(KUBECONFIG_PATH) PATH="$(BIN_DIR):$$PATH" SMALL=$(SMALL) \
+	  COLONY_BENCH_OPERATOR=$${CARGO_TARGET_DIR:-target}/release/colony-operator $${CARGO_TARGET_DIR:-target}/debug/colony-bench
 
 image: ## The operator's container image (buildah, no Docker engine): static binary FROM scratch
 	tests/image/build.sh

@@ -133,6 +133,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(client, metrics.clone(), Settings { namespace: opts.namespace.clone() }, windows));
     let (mut controllers, synced) = controllers::start_all(ctx, window_feed, shutdown.clone());
     let ready_flag = ready.clone();
+    // The initial lists and the first reconciles free most of what they allocate: hand it
+    // back, so that the resident set at rest follows the caches, not the startup peak.
+    tokio::spawn(crate::runtime::memory::trim_periodically());
     tokio::spawn(async move {
         join_all(synced).await;
         ready_flag.store(true, Ordering::Relaxed);

@@ -62,7 +62,7 @@ kwokctl create cluster \
   --etcd-binary "$BIN_DIR/etcd" \
   --kube-authorization \
   --kube-admission \
-  --kube-audit-policy "$CLUSTER_DIR/audit-policy.yaml" \
+  --kube-audit-policy "${COLONY_AUDIT_POLICY:-$CLUSTER_DIR/audit-policy.yaml}" \
   --wait 120s >"$STATE_DIR/kwokctl-create.log" 2>&1 \
   || { tail -20 "$STATE_DIR/kwokctl-create.log" >&2; die "step 'kwokctl create cluster' failed (logs: $KWOK_WORKDIR/clusters/$CLUSTER_NAME/logs)"; }
 

@@ -33,6 +33,14 @@ pub struct Spawned {
     pub synced: BoxFuture<'static, ()>,
 }
 
+/// Reconciles of one controller that run at once. Unbounded, a burst (a thousand bees
+/// created together, every pod turning Ready) puts hundreds of reconciles on the API server
+/// at the same time: each of their requests waits behind all the others, so every reconcile
+/// takes seconds and the API server is busiest exactly when the cluster is. Bounded, the
+/// rest wait in the controller's queue (deduplicated per object, so a waiting object is
+/// reconciled once with its latest state) and each reconcile runs at the API server's speed.
+pub const CONCURRENT_RECONCILES: u16 = 16;
+
 /// Runs `controller` with the shared instrumentation (reconcile counter and duration,
 /// per-object backoff reset on success) and error policy, until `shutdown`.
 pub fn spawn_controller<K, C, F, Fut>(
@@ -89,13 +97,15 @@ where
         .instrument(span)
     };
     let handle = tokio::spawn(
-        controller.graceful_shutdown_on(shutdown.wait()).run(instrumented, error_policy::<K, C>(name), ctx).for_each(
-            move |res| async move {
+        controller
+            .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES))
+            .graceful_shutdown_on(shutdown.wait())
+            .run(instrumented, error_policy::<K, C>(name), ctx)
+            .for_each(move |res| async move {
                 if let Err(e) = res {
                     tracing::debug!(controller = name, error = %e, "controller event");
                 }
-            },
-        ),
+            }),
     );
     Spawned { handle, synced }
 }

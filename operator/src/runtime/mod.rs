@@ -6,6 +6,7 @@ pub mod context;
 pub mod error;
 pub mod http;
 pub mod leader;
+pub mod memory;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,0 +1,177 @@
+//! target/bench/report.md: one table, every figure next to its budget and floor.
+use std::path::Path;
+
+use crate::{FAILURE_THRESHOLD, INTERVAL_S, Results, quantile, sorted};
+
+/// Budgets (also printed by `make bench` as PASS/FAIL).
+pub const RSS_REST_MIB: f64 = 48.0;
+pub const RECONCILE_P99_MS: f64 = 50.0;
+pub const WRITES_PER_MIN_REST: f64 = 0.0;
+pub const SECRET_OVER_FLOOR_MS: f64 = 100.0;
+pub const FLIP_OVER_THRESHOLD_MS: f64 = 100.0;
+pub const CPU_REST_PCT: f64 = 1.0;
+
+struct Row {
+    figure: String,
+    value: String,
+    budget: String,
+    floor: String,
+    pass: Option<bool>,
+}
+
+fn row(figure: impl Into<String>, value: String, budget: &str, floor: String, pass: Option<bool>) -> Row {
+    Row { figure: figure.into(), value, budget: budget.to_string(), floor, pass }
+}
+
+fn ms(v: f64) -> String {
+    if v.is_nan() {
+        "n/a".into()
+    } else if v.is_infinite() {
+        "> 10 s".into()
+    } else {
+        format!("{v:.0} ms")
+    }
+}
+
+/// Writes the report; the table as Markdown and whether every budget passed.
+pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
+    let s = r.scale.expect("scale");
+    let mut rows = Vec::new();
+    rows.push(row(
+        format!("all Ready: {} ColonyServers + {} FinanceBees", s.servers, s.bees),
+        format!("{:.1} s", r.fleet_ready_s),
+        "—",
+        format!("{:.1} s (controller-manager alone, {} Deployments)", r.floor_ready_s, s.bees),
+        None,
+    ));
+    rows.push(row(
+        "operator settled after all Ready (no reconcile for 15 s)",
+        format!("{:.1} s", r.settle_s),
+        "—",
+        "—".into(),
+        None,
+    ));
+    rows.push(row("operator RSS, peak", format!("{:.1} MiB", r.rss_peak_mib), "—", "—".into(), None));
+    rows.push(row(
+        "operator RSS at rest",
+        format!("{:.1} MiB", r.rss_rest_mib),
+        &format!("≤ {RSS_REST_MIB} MiB"),
+        "—".into(),
+        Some(r.rss_rest_mib <= RSS_REST_MIB),
+    ));
+    rows.push(row(
+        format!("CPU at rest ({} servers probed every {INTERVAL_S} s)", s.servers),
+        format!("{:.2} % of a core", r.cpu_rest_pct),
+        &format!("≤ {CPU_REST_PCT} %"),
+        "—".into(),
+        Some(r.cpu_rest_pct <= CPU_REST_PCT),
+    ));
+    for (controller, (p50, p99, count)) in &r.reconcile {
+        let p99_ms = p99 * 1000.0;
+        rows.push(row(
+            format!("reconcile p50 / p99, {controller} ({count:.0} reconciles)"),
+            format!("{} / {}", ms(p50 * 1000.0), ms(p99_ms)),
+            &format!("p99 ≤ {RECONCILE_P99_MS} ms"),
+            "—".into(),
+            (*count > 0.0).then_some(p99_ms <= RECONCILE_P99_MS),
+        ));
+    }
+    rows.push(row(
+        "API requests per reconcile (fleet creation until settled)",
+        match r.requests_per_reconcile {
+            Some(v) => format!("{v:.2} ({} requests / {:.0} reconciles)", r.requests_fleet, r.reconciles_fleet),
+            None => "n/a: the cluster's audit policy logs no reads (recreate it with `make bench`)".into(),
+        },
+        "—",
+        "—".into(),
+        None,
+    ));
+    if let Some(n) = r.requests_rest {
+        rows.push(row(
+            format!("API requests at rest ({} s, reads included)", s.rest_window.as_secs()),
+            n.to_string(),
+            "—",
+            "—".into(),
+            None,
+        ));
+    }
+    rows.push(row(
+        "API writes per minute at rest",
+        format!("{:.1}", r.writes_per_min_rest),
+        "0",
+        "—".into(),
+        Some(r.writes_per_min_rest <= WRITES_PER_MIN_REST),
+    ));
+    let lat = sorted(r.secret_latency_ms.clone());
+    let floor = sorted(r.secret_floor_ms.clone());
+    rows.push(row(
+        format!("Secret change → new pod template, p50 ({} Secrets one by one)", lat.len()),
+        ms(quantile(&lat, 0.5)),
+        &format!("≤ floor + {SECRET_OVER_FLOOR_MS} ms"),
+        format!("{} (bare watch client sees the Secret)", ms(quantile(&floor, 0.5))),
+        Some(quantile(&lat, 0.5) <= quantile(&floor, 0.5) + SECRET_OVER_FLOOR_MS),
+    ));
+    rows.push(row(
+        "Secret change → new pod template, p99",
+        ms(quantile(&lat, 0.99)),
+        "—",
+        ms(quantile(&floor, 0.99)),
+        None,
+    ));
+    let flip = sorted(r.flip_latency_ms.clone());
+    let due_ms = FAILURE_THRESHOLD as f64 * INTERVAL_S * 1000.0;
+    rows.push(row(
+        format!("first failed probe → fallback flip, p50 / p99 ({} servers at once)", flip.len()),
+        format!("{} / {}", ms(quantile(&flip, 0.5)), ms(quantile(&flip, 0.99))),
+        &format!("p99 ≤ {} ms", due_ms + FLIP_OVER_THRESHOLD_MS),
+        format!("{due_ms:.0} ms (failureThreshold {FAILURE_THRESHOLD} × interval {INTERVAL_S} s)"),
+        Some(quantile(&flip, 0.99) <= due_ms + FLIP_OVER_THRESHOLD_MS),
+    ));
+    let restart = sorted(r.restart_latency_ms.clone());
+    rows.push(row(
+        format!("pod Failed → deleted, p50 / p99 ({} pods at once)", restart.len()),
+        format!("{} / {}", ms(quantile(&restart, 0.5)), ms(quantile(&restart, 0.99))),
+        "—",
+        "—".into(),
+        None,
+    ));
+
+    let mut table = String::from("| figure | value | budget | floor | result |\n|---|---|---|---|---|\n");
+    for r in &rows {
+        let result = match r.pass {
+            Some(true) => "PASS",
+            Some(false) => "FAIL",
+            None => "",
+        };
+        table.push_str(&format!("| {} | {} | {} | {} | {result} |\n", r.figure, r.value, r.budget, r.floor));
+    }
+    let all_pass = rows.iter().all(|r| r.pass != Some(false));
+    let writes = if r.writes_rest.is_empty() {
+        String::new()
+    } else {
+        format!("\nWrites at rest: {}\n", r.writes_rest.join(", "))
+    };
+    let text = format!(
+        "# colony-operator at fleet scale\n\n\
+         Fleet: {} ColonyServers (unmanaged, probed every {INTERVAL_S} s), {} FinanceBees with their Secrets \
+         in {} namespaces; unrelated: {} Secrets, {} ConfigMaps, {} pods. {} kwok nodes. \
+         Load average when the run started: {:.2} (2 cores, shared).\n\n{table}\n\
+         Budgets: {}.{writes}\n\n\
+         ![operator RSS and CPU over the run](resources.svg)\n\n\
+         ![Ready over time, fleet and floor](ready.svg)\n\n\
+         ![latency distributions](latency.svg)\n\n\
+         The operator's API requests during fleet creation, by verb and resource: \
+         [requests-fleet.txt](requests-fleet.txt); the samples behind the first plot: [samples.csv](samples.csv); its log: [operator.log](operator.log).\n",
+        s.servers,
+        s.bees,
+        s.namespaces,
+        s.unrelated_secrets,
+        s.unrelated_config_maps,
+        s.unrelated_pods,
+        r.nodes,
+        r.busy_load,
+        if all_pass { "all met" } else { "NOT all met" }
+    );
+    std::fs::write(dir.join("report.md"), text)?;
+    Ok((table, all_pass))
+}
