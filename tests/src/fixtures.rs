@@ -56,6 +56,27 @@ spec:
     )
 }
 
+/// Health of the server the bees' tests share: a probe a second, two failures decide.
+pub const BEE_SERVER_HEALTH: &str = "{interval: 1s, timeout: 1s, failureThreshold: 2, successThreshold: 1}";
+
+/// What a FinanceBee test needs around its bee: the unmanaged ColonyServer `srv` probed at
+/// `url`, and the executor key Secret `bee-key` (a fixed test key).
+pub fn bee_surroundings(url: &str) -> String {
+    format!(
+        r#"{server}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: bee-key
+stringData:
+  prvkey: "{key}"
+"#,
+        server = unmanaged_server("srv", url, BEE_SERVER_HEALTH, ""),
+        key = "1".repeat(64)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,25 +101,4 @@ mod tests {
         assert_eq!(docs[2]["spec"]["image"].as_str(), Some("img:1"));
         assert_eq!(docs[2]["spec"]["serverKeySecretRef"]["name"].as_str(), Some("b-key"));
     }
-}
-
-/// Health of the server the bees' tests share: a probe a second, two failures decide.
-pub const BEE_SERVER_HEALTH: &str = "{interval: 1s, timeout: 1s, failureThreshold: 2, successThreshold: 1}";
-
-/// What a FinanceBee test needs around its bee: the unmanaged ColonyServer `srv` probed at
-/// `url`, and the executor key Secret `bee-key` (a fixed test key).
-pub fn bee_surroundings(url: &str) -> String {
-    format!(
-        r#"{server}
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: bee-key
-stringData:
-  prvkey: "{key}"
-"#,
-        server = unmanaged_server("srv", url, BEE_SERVER_HEALTH, ""),
-        key = "1".repeat(64)
-    )
 }
