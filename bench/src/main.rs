@@ -488,7 +488,7 @@ fn operator_requests() -> anyhow::Result<(Vec<Request>, bool)> {
         if !seen.insert(id) {
             continue;
         }
-        let Some(at) = e["requestReceivedTimestamp"].as_str().and_then(parse_time) else { continue };
+        let Some(at) = e["requestReceivedTimestamp"].as_str().and_then(colony_e2e::parse_audit_time) else { continue };
         out.push(Request {
             at,
             verb: e["verb"].as_str().unwrap_or_default().to_string(),
@@ -501,30 +501,6 @@ fn operator_requests() -> anyhow::Result<(Vec<Request>, bool)> {
 
 fn is_write(verb: &str) -> bool {
     matches!(verb, "create" | "update" | "patch" | "delete" | "deletecollection")
-}
-
-fn parse_time(s: &str) -> Option<SystemTime> {
-    let dt = chrono_parse(s)?;
-    Some(SystemTime::UNIX_EPOCH + dt)
-}
-
-/// RFC 3339 UTC (`2026-11-27T21:20:00.123456Z`) as a duration since the epoch.
-fn chrono_parse(s: &str) -> Option<Duration> {
-    let (date, time) = s.trim_end_matches('Z').split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
-    let nanos: u32 = format!("{:0<9}", &frac[..frac.len().min(9)]).parse().ok()?;
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(Duration::new((days * 86400 + h * 3600 + mi * 60 + sec) as u64, nanos))
 }
 
 // ------------------------------------------------------------------------------------

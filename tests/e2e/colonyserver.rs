@@ -18,12 +18,7 @@ fn unmanaged(name: &str, endpoint: &TestEndpoint, fallback: &str, health: &str) 
 }
 
 async fn use_colony_os(cms: &Api<ConfigMap>, name: &str) -> Option<String> {
-    cms.get_opt(&format!("{name}-fallback"))
-        .await
-        .ok()
-        .flatten()
-        .and_then(|c| c.data)
-        .and_then(|d| d.get("USE_COLONY_OS").cloned())
+    colony_e2e::use_colony_os(cms, &format!("{name}-fallback")).await
 }
 
 fn condition(cs: &ColonyServer, type_: &str) -> Option<String> {

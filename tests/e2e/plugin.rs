@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use chrono::{DateTime, Utc};
-use colony_e2e::{DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, client, install_crds, wait_for};
+use colony_e2e::{
+    DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, client, install_crds, wait_for,
+    wait_use_colony_os,
+};
 use colony_operator::api::{
     ColonyServer, END_NOW_ANNOTATION, FALLBACK_ANNOTATION, FinanceBee, KeyRotation, MaintenanceWindow,
     ROTATE_NOW_ANNOTATION, RotationPhase, WindowPhase,
@@ -359,30 +362,12 @@ spec:
     )
     .await;
     let cms: Api<ConfigMap> = ns.api();
-    let use_colony_os = || async {
-        cms.get_opt("srv-fallback")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|c| c.data)
-            .and_then(|d| d.get("USE_COLONY_OS").cloned())
-    };
+    let use_colony_os = || colony_e2e::use_colony_os(&cms, "srv-fallback");
     let n = ns.name.as_str();
-    wait_for("fallback ConfigMap published (healthy: USE_COLONY_OS=true)", DEADLINE, || async {
-        match use_colony_os().await.as_deref() {
-            Some("true") => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_use_colony_os(&cms, "srv-fallback", "true", "fallback ConfigMap published (healthy: USE_COLONY_OS=true)")
+        .await;
     colony_ok(&["fallback", "on", "srv", "-n", n]).await;
-    wait_for("fallback on by override (USE_COLONY_OS=false)", DEADLINE, || async {
-        match use_colony_os().await.as_deref() {
-            Some("false") => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_use_colony_os(&cms, "srv-fallback", "false", "fallback on by override (USE_COLONY_OS=false)").await;
     let status: Value = wait_for("status reports the override", DEADLINE, || async {
         let report: Value = serde_json::from_str(&colony_ok(&["status", "-n", n, "-o", "json"]).await).unwrap();
         let s = &report["servers"][0];
@@ -391,13 +376,7 @@ spec:
     .await;
     assert_eq!(status["healthy"], "True", "{status}");
     colony_ok(&["fallback", "auto", "srv", "-n", n]).await;
-    wait_for("auto: healthy server, fallback off again", DEADLINE, || async {
-        match use_colony_os().await.as_deref() {
-            Some("true") => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_use_colony_os(&cms, "srv-fallback", "true", "auto: healthy server, fallback off again").await;
 
     // maintenance start: the operator opens the window (fallback on); end: it closes it early,
     // verifies the healthy server and turns the fallback off again.

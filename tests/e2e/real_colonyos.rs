@@ -34,7 +34,7 @@ fn condition(cs: &ColonyServer, type_: &str) -> Option<String> {
 }
 
 async fn use_colony_os(cms: &Api<ConfigMap>) -> Option<String> {
-    cms.get_opt("srv-fallback").await.ok().flatten().and_then(|c| c.data).and_then(|d| d.get("USE_COLONY_OS").cloned())
+    colony_e2e::use_colony_os(cms, "srv-fallback").await
 }
 
 /// `colony_operator_health_probes_total` of server `srv` with `result`, from the operator's

@@ -177,14 +177,13 @@ pub fn audit_log_path() -> PathBuf {
 pub fn operator_writes(namespace: &str, since: std::time::SystemTime) -> Vec<String> {
     let path = audit_log_path();
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let since: chrono_lite::Instant = since;
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["userAgent"].as_str().is_some_and(|ua| ua.starts_with("colony-operator/")))
         .filter(|e| e["objectRef"]["namespace"].as_str() == Some(namespace))
         .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
         .filter(|e| e["stage"].as_str() == Some("ResponseComplete"))
-        .filter(|e| e["requestReceivedTimestamp"].as_str().and_then(chrono_lite::parse).is_some_and(|t| t >= since))
+        .filter(|e| e["requestReceivedTimestamp"].as_str().and_then(parse_audit_time).is_some_and(|t| t >= since))
         .map(|e| {
             format!(
                 "{} {}/{}{}",
@@ -220,7 +219,7 @@ pub fn audit_writes(namespace: &str) -> Vec<AuditWrite> {
         .filter(|e| e["stage"].as_str() == Some("ResponseComplete"))
         .filter_map(|e| {
             Some(AuditWrite {
-                at: e["requestReceivedTimestamp"].as_str().and_then(chrono_lite::parse)?,
+                at: e["requestReceivedTimestamp"].as_str().and_then(parse_audit_time)?,
                 user_agent: e["userAgent"].as_str().unwrap_or("").to_string(),
                 verb: e["verb"].as_str().unwrap_or("").to_string(),
                 object: format!(
@@ -237,30 +236,29 @@ pub fn audit_writes(namespace: &str) -> Vec<AuditWrite> {
     out
 }
 
-/// Just enough RFC 3339 parsing for audit timestamps (UTC, `Z`).
-mod chrono_lite {
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+/// An audit log timestamp (RFC 3339, e.g. `2026-11-27T21:20:00.123456Z`).
+pub fn parse_audit_time(s: &str) -> Option<std::time::SystemTime> {
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(std::time::SystemTime::from)
+}
 
-    pub type Instant = SystemTime;
+/// The `USE_COLONY_OS` value the fallback ConfigMap `config_map` publishes (None: no such
+/// ConfigMap or key yet).
+pub async fn use_colony_os(cms: &Api<k8s_openapi::api::core::v1::ConfigMap>, config_map: &str) -> Option<String> {
+    cms.get_opt(config_map).await.ok().flatten().and_then(|c| c.data).and_then(|d| d.get("USE_COLONY_OS").cloned())
+}
 
-    pub fn parse(s: &str) -> Option<SystemTime> {
-        // 2026-11-27T21:20:00.123456Z
-        let (date, time) = s.trim_end_matches('Z').split_once('T')?;
-        let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-        let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-        let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-        let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
-        let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
-        let nanos: u32 = format!("{:0<9}", &frac[..frac.len().min(9)]).parse().ok()?;
-        // Days from civil (Howard Hinnant's algorithm).
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = if y >= 0 { y } else { y - 399 } / 400;
-        let yoe = y - era * 400;
-        let mp = (m + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + day - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146097 + doe - 719468;
-        let secs = days * 86400 + h * 3600 + mi * 60 + sec;
-        Some(UNIX_EPOCH + Duration::new(secs as u64, nanos))
-    }
+/// Waits until the fallback ConfigMap `config_map` publishes `USE_COLONY_OS=want`.
+pub async fn wait_use_colony_os(
+    cms: &Api<k8s_openapi::api::core::v1::ConfigMap>,
+    config_map: &str,
+    want: &str,
+    what: &str,
+) {
+    wait_for(what, DEADLINE, || async {
+        match use_colony_os(cms, config_map).await {
+            Some(v) if v == want => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
 }
