@@ -404,3 +404,77 @@ spec:
     drop(op);
     ns.cleanup().await;
 }
+
+/// A rotation held for its maintenance window runs as soon as the window opens: the window's
+/// change wakes the KeyRotation (a held rotation otherwise looks again only hourly).
+#[tokio::test]
+async fn a_rotation_held_for_its_window_runs_when_the_window_opens() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-kr-window").await;
+    let _op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    let at = |minutes: i64| (chrono::Utc::now() + chrono::Duration::minutes(minutes)).to_rfc3339();
+    apply_yaml(
+        &ns.name,
+        &format!(
+            r#"apiVersion: colony.zyeute.io/v1alpha1
+kind: MaintenanceWindow
+metadata:
+  name: later
+spec:
+  schedule: {{start: "{start}", end: "{end}"}}
+  colonyServerRef: {{name: srv}}
+---
+apiVersion: colony.zyeute.io/v1alpha1
+kind: KeyRotation
+metadata:
+  name: held
+spec:
+  interval: 720h
+  secretName: held-key
+  keyType: random
+  length: 32
+  maintenanceWindowRef: {{name: later}}
+"#,
+            start = at(120),
+            end = at(180)
+        ),
+    )
+    .await;
+    let rotations: Api<KeyRotation> = ns.api();
+    let revision = || async { rotations.get("held").await.ok().and_then(|k| k.status).map(|s| s.revision) };
+    wait_for("the first key (not held by the window)", DEADLINE, || async {
+        match revision().await {
+            Some(1) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // Due now, but the window is closed: held.
+    let patch = serde_json::json!({ "metadata": { "annotations": { "colony.zyeute.io/rotate-now": "1" } } });
+    rotations.patch("held", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_for("the rotation held for the window", DEADLINE, || async {
+        let kr = rotations.get("held").await.map_err(|e| e.to_string())?;
+        let ready = kr.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+        match ready {
+            Some(c) if c.reason == "WaitingForWindow" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(revision().await, Some(1), "nothing rotated while the window is closed");
+
+    // The window opens now: the rotation runs.
+    let windows: Api<colony_operator::api::MaintenanceWindow> = ns.api();
+    let open = serde_json::json!({ "spec": { "schedule": { "start": at(-1), "end": at(60) } } });
+    windows.patch("later", &PatchParams::default(), &Patch::Merge(&open)).await.unwrap();
+    wait_for("the rotation once the window opened", DEADLINE, || async {
+        match revision().await {
+            Some(2) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    ns.cleanup().await;
+}

@@ -239,11 +239,10 @@ pub async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Ac
 
     let wait = match &outcome {
         Outcome::Invalid(_) => return Ok(Action::await_change()),
-        // The Secret is not watched: look again for a restored Secret.
-        Outcome::Tampered(_)
-        | Outcome::Held(Hold::WaitingForWindow)
-        | Outcome::RegistrationFailed(_)
-        | Outcome::WindowNotFound(_) => Duration::from_secs(30),
+        // The window view wakes a rotation when its window opens, appears or changes: the
+        // hourly look is only a safety net.
+        Outcome::Held(Hold::WaitingForWindow) => Duration::from_secs(3600),
+        Outcome::Tampered(_) | Outcome::RegistrationFailed(_) | Outcome::WindowNotFound(_) => Duration::from_secs(30),
         _ if status.targets.as_ref().is_some_and(|t| !t.pending.is_empty()) => Duration::from_secs(30),
         _ => status
             .next_rotation_time
