@@ -346,7 +346,11 @@ async fn bad_image_rolls_back_to_the_last_known_good_one() {
     // Healthy again, spec unchanged: the failed image is not retried.
     endpoint.set_failing(false);
     wait_condition(&servers, "rb", "Healthy", "True").await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let probed = endpoint.successes();
+    wait_for("three more healthy probes", DEADLINE, || async {
+        if endpoint.successes() >= probed + 3 { Ok(()) } else { Err(format!("{}", endpoint.successes())) }
+    })
+    .await;
     assert_eq!(image_of(&deployments.get("rb").await.unwrap()), "colonyos/colonies:v1.9.12");
 
     // A new spec image is tried.
@@ -432,7 +436,11 @@ async fn slo_breach_turns_the_fallback_on_and_recovery_off() {
     let servers: Api<ColonyServer> = ns.api();
     let cms: Api<ConfigMap> = ns.api();
     wait_condition(&servers, "slo", "Healthy", "True").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let probed = endpoint.successes();
+    wait_for("three more probes within the SLOs", DEADLINE, || async {
+        if endpoint.successes() >= probed + 3 { Ok(()) } else { Err(format!("{}", endpoint.successes())) }
+    })
+    .await;
     assert_eq!(use_colony_os(&cms, "slo").await.as_deref(), Some("true"), "within the SLOs");
 
     // The queue backs up: a breach once it lasts `for`, although /health stays 200.

@@ -666,7 +666,7 @@ stringData:
     s.op.kill().await;
     s.op = OperatorProcess::start(&format!("{}-3", s.ns.name), &["--namespace", &s.ns.name]).await;
     s.op.wait_ready().await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    s.op.wait_reconciles("financebee", 0, 2).await;
     let total = rx.requests.lock().unwrap().len();
     assert_eq!(total, 4, "2 triggers + 2 resolves in all: {:?}", rx.requests.lock().unwrap());
     println!("per incident: 1 trigger and 1 resolve per target ({total} requests in all, 2 operator restarts)");
@@ -748,8 +748,14 @@ async fn executor_key_change_rolls_the_bee() {
     let old_pod = ready_pod(&pods, "bee").await;
 
     // Steady state is silent: no writes by the operator to the bee, its Deployment or pods.
+    // The operator looks again during the window (a label change makes it look): a reconcile
+    // that finds nothing changed writes nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let quiet_from = std::time::SystemTime::now();
+    let seen = s.op.reconciles("financebee").await;
+    let touch = json!({"metadata": {"labels": {"touched": "yes"}}});
+    bees.patch("bee", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
+    s.op.wait_reconciles("financebee", seen, 1).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let writes: Vec<String> = colony_e2e::operator_writes(&s.ns.name, quiet_from)
         .into_iter()
@@ -784,7 +790,11 @@ async fn executor_key_change_rolls_the_bee() {
     // An unrelated Secret changes nothing.
     apply_yaml(&s.ns.name, "apiVersion: v1\nkind: Secret\nmetadata:\n  name: unrelated\nstringData:\n  x: \"y\"\n")
         .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The operator looks at the bee again with the unrelated Secret there, and rolls nothing.
+    let seen = s.op.reconciles("financebee").await;
+    let touch = json!({"metadata": {"labels": {"touched": "again"}}});
+    bees.patch("bee", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
+    s.op.wait_reconciles("financebee", seen, 1).await;
     assert_eq!(hash(&deployments.get("bee").await.unwrap()), Some(after));
     s.ns.cleanup().await;
 }
