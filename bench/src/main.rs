@@ -39,6 +39,9 @@ const FAIL_LABEL: &str = "colony.zyeute.io/test-fail";
 /// first failure.
 const FAILURE_THRESHOLD: u32 = 3;
 const INTERVAL_S: f64 = 1.0;
+/// `rollback.stableAfter` of every bee: its last timed status write (the image recorded as
+/// known good) is due this long after it is available.
+const STABLE_AFTER: &str = "30s";
 
 /// The fleet; `SMALL=1` takes a tenth of it.
 #[derive(Clone, Copy, Debug)]
@@ -720,6 +723,9 @@ impl Bench {
                             "colonyServerRef": {"name": Self::server_name(self.bee_server(i))},
                             "colonyName": "zyeute",
                             "executorKeySecretRef": {"name": format!("{name}-key"), "key": "prvkey"},
+                            // The image is recorded as known good this long after it is
+                            // available: a status write per bee that "at rest" waits out.
+                            "rollback": {"stableAfter": STABLE_AFTER},
                             "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
                         }
                     })),
@@ -1236,18 +1242,33 @@ async fn run() -> anyhow::Result<bool> {
     phase_mark(&mut res, "fleet", t);
 
     let t = Instant::now();
-    progress.phase("settling: until the operator has reconciled nothing for 15 s");
-    // All Ready is not the end of the operator's work: statuses catch up after the pods.
+    progress.phase("settling: every image recorded as known good, then no reconcile for 15 s");
+    // All Ready is not the end of the operator's work: statuses catch up after the pods, and
+    // each bee records its image as known good `stableAfter` after it is available (a timed
+    // write that is work, not noise): at rest starts once none is left to do.
     let settle_start = Instant::now();
     let mut last = (reconcile_counts(&scrape(admin_port).await?).values().sum::<f64>(), Instant::now());
+    let bees: Api<FinanceBee> = Api::all(bench.client.clone());
+    let mut pending = usize::MAX;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let n: f64 = reconcile_counts(&scrape(admin_port).await?).values().sum();
         if n != last.0 {
             last = (n, Instant::now());
         }
-        progress.detail(format!("{n:.0} reconciles so far; quiet for {:.0} s", last.1.elapsed().as_secs_f64()));
-        if last.1.elapsed() >= Duration::from_secs(15) {
+        if pending > 0 && last.1.elapsed() >= Duration::from_secs(5) {
+            let listed = bees.list(&ListParams::default()).await?;
+            pending = listed
+                .iter()
+                .filter(|b| b.status.as_ref().and_then(|s| s.last_known_good_image.as_ref()).is_none())
+                .count();
+        }
+        progress.detail(format!(
+            "{n:.0} reconciles so far; quiet for {:.0} s; {} bees still to record a known-good image",
+            last.1.elapsed().as_secs_f64(),
+            if pending == usize::MAX { "?".to_string() } else { pending.to_string() }
+        ));
+        if pending == 0 && last.1.elapsed() >= Duration::from_secs(15) {
             break;
         }
         if settle_start.elapsed() > Duration::from_secs(600) {

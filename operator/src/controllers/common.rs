@@ -263,6 +263,76 @@ where
     Ok(Converged::Written { object, fields: found.fields })
 }
 
+/// The live object `name` that the controller owns and keeps in `store`, for
+/// [`converge_recorded`]: the cached one, unless this controller wrote it since and the cache
+/// does not show that write yet (then, and when the cache has no such object, it is read from
+/// the API server). So a reconcile that finds everything in place makes no request at all.
+pub async fn cached_live<K>(
+    api: &Api<K>,
+    store: &kube::runtime::reflector::Store<K>,
+    versions: &crate::runtime::versions::Versions,
+    owner_key: &str,
+    name: &str,
+) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let known = versions.take(&owned_key::<K>(owner_key, name));
+    let ns = api.namespace().unwrap_or_default();
+    let cached = store
+        .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+        .filter(|c| crate::runtime::versions::owned_cache_usable(known.as_deref(), c.resource_version().as_deref()));
+    match cached {
+        Some(c) => Ok(Some(c.as_ref().clone())),
+        None => Ok(api.get_opt(name).await?),
+    }
+}
+
+/// [`converge_over`], recording the version it leaves the object at for [`cached_live`].
+pub async fn converge_recorded<K>(
+    api: &Api<K>,
+    versions: &crate::runtime::versions::Versions,
+    owner_key: &str,
+    live: Option<K>,
+    desired: K,
+    controller: &str,
+) -> Result<Converged<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let key = owned_key::<K>(owner_key, &desired.name_any());
+    // Until the write returns, its outcome is unknown: no cached version is trusted.
+    versions.writing(&key);
+    let converged = converge_over(api, live, desired, controller).await?;
+    match &converged {
+        Converged::InSync(o) | Converged::Written { object: o, .. } => versions.remember(&key, o.resource_version()),
+        Converged::NotOwned => versions.remember(&key, None),
+    }
+    Ok(converged)
+}
+
+/// [`cached_live`], then [`converge_recorded`].
+pub async fn converge_cached<K>(
+    api: &Api<K>,
+    store: &kube::runtime::reflector::Store<K>,
+    versions: &crate::runtime::versions::Versions,
+    owner_key: &str,
+    desired: K,
+    controller: &str,
+) -> Result<Converged<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let live = cached_live(api, store, versions, owner_key, &desired.name_any()).await?;
+    converge_recorded(api, versions, owner_key, live, desired, controller).await
+}
+
+/// The record key of an object of kind `K` named `name` owned by the object `owner_key`
+/// (forgotten with it).
+fn owned_key<K: Resource<DynamicType = ()>>(owner_key: &str, name: &str) -> String {
+    format!("{owner_key}/{}/{name}", K::kind(&()))
+}
+
 /// The label selector (as a query string) of `owner_name`'s pods of kind `app_label`.
 pub fn pod_selector(app_label: &str, owner_name: &str) -> String {
     selector_labels(app_label, owner_name).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")

@@ -151,7 +151,8 @@ where
     let reader = writer.as_reader();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let mut tx = Some(tx);
-    let events = watcher::watcher(api, config).inspect(move |event| {
+    // The cache holds what reconciles read, not the API server's bookkeeping.
+    let events = watcher::watcher(api, config).modify(strip_object::<K>).inspect(move |event| {
         if let Ok(watcher::Event::InitDone) = event
             && let Some(tx) = tx.take()
         {
@@ -214,4 +215,45 @@ pub fn start_all(
         maintenancewindow::start(ctx, windows, shutdown),
     ];
     all.into_iter().map(|s| (s.handle, s.synced)).unzip()
+}
+
+/// What a cached copy never needs: who wrote which field (`managedFields`, often the larger
+/// part of an object) and kubectl's copy of the last applied manifest.
+pub fn strip_bookkeeping(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// [`strip_bookkeeping`] of any object, for [`cached_watch`].
+pub fn strip_object<K: Resource>(obj: &mut K) {
+    strip_bookkeeping(obj.meta_mut());
+}
+
+/// A watch of `K` kept in a store that a controller reads instead of the API server, with
+/// `strip` applied to every object before it is stored; the stream of touched objects
+/// triggers the controller (`owns_stream`, `watches_stream`), each after the store has it.
+pub fn cached_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    strip: fn(&mut K),
+) -> (reflector::Store<K>, impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher::watcher(api, config).modify(strip)).touched_objects();
+    (reader, stream)
+}
+
+/// Waits (up to 30 s) until `store` holds its first list: before that, "absent" is unknown.
+pub async fn store_ready<K>(store: &reflector::Store<K>, what: &'static str) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    match tokio::time::timeout(windows::READY_WAIT, store.wait_until_ready()).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Error::CacheNotSynced(what)),
+    }
 }

@@ -30,6 +30,8 @@ pub struct Context {
     pub settings: Settings,
     /// Every MaintenanceWindow, from the one watch of them.
     pub windows: WindowView,
+    /// Per object, the version known to hold its controller's last write.
+    pub versions: super::versions::Versions,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -49,7 +51,15 @@ impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, settings: Settings, windows: WindowView) -> Self {
         let reporter = Reporter { controller: OPERATOR_NAME.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, metrics, settings, windows, recorder, failures: Mutex::new(HashMap::new()) }
+        Self {
+            client,
+            metrics,
+            settings,
+            windows,
+            versions: Default::default(),
+            recorder,
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     /// An Api for a namespaced kind: the object's namespace.
@@ -110,7 +120,9 @@ impl Context {
     /// retry backoff.
     pub fn forget(&self, controller: &str, namespace: &str, name: &str) {
         self.metrics.forget_conditions(controller, namespace, name);
-        self.failures.lock().expect("failure map poisoned").remove(&format!("{controller}/{namespace}/{name}"));
+        let key = format!("{controller}/{namespace}/{name}");
+        self.versions.forget(&key);
+        self.failures.lock().expect("failure map poisoned").remove(&key);
     }
 
     /// How many objects have a retry backoff on record (for tests of deletion).
@@ -155,20 +167,21 @@ where
 }
 
 /// Writes `status` to the status subresource with server-side apply, only when it differs
-/// from `current` (steady state must produce no writes). Returns whether it wrote.
+/// from `current` (steady state must produce no writes). Returns the object's new
+/// resourceVersion when it wrote, None when there was nothing to write.
 pub async fn apply_status<K, S>(
     api: &Api<K>,
     obj: &K,
     controller: &str,
     current: Option<&S>,
     status: &S,
-) -> Result<bool>
+) -> Result<Option<String>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
     if current == Some(status) {
-        return Ok(false);
+        return Ok(None);
     }
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -176,8 +189,8 @@ where
         "status": status,
     });
     let params = PatchParams::apply(&field_manager(controller)).force();
-    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch)).await.map_err(Error::Kube)?;
-    Ok(true)
+    let written = api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch)).await.map_err(Error::Kube)?;
+    Ok(Some(written.resource_version().unwrap_or_default()))
 }
 
 #[cfg(test)]

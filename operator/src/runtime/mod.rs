@@ -10,6 +10,7 @@ pub mod memory;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
+pub mod versions;
 
 pub use context::{Context, Settings, apply_status, error_policy, field_manager, fresh};
 pub use error::{Error, Result};

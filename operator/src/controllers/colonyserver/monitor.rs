@@ -162,9 +162,10 @@ async fn probe_loop(
 ) {
     let namespace = key.namespace.clone().unwrap_or_default();
     let mut previous_sample: Option<SloSample> = None;
-    // The API check is a signed POST: its own client, which never follows a redirect.
-    let rpc_http = crate::runtime::http::client(crate::runtime::http::Purpose::Rpc, config.ca.as_deref())
-        .unwrap_or_else(|_| crate::runtime::http::default_client(crate::runtime::http::Purpose::Rpc));
+    // The API check is a signed POST: its own client, which never follows a redirect. Built
+    // only for a server that is called that way, and shared unless the server has its own CA
+    // (a client holds its own copy of the trusted roots).
+    let rpc_http = rpc_client(&config);
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut slo_ticker = tokio::time::interval(config.slo.as_ref().map_or(config.interval, |s| s.interval));
@@ -235,6 +236,19 @@ async fn probe_loop(
         if changed && wake.send(key.clone()).is_err() {
             return;
         }
+    }
+}
+
+/// The RPC client of a server's probe loop (a cheap handle; see [`probe_loop`]).
+fn rpc_client(config: &ProbeConfig) -> reqwest::Client {
+    use crate::runtime::http::{Purpose, client};
+    static SHARED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let shared = || SHARED.get_or_init(|| crate::runtime::http::default_client(Purpose::Rpc)).clone();
+    let calls_rpc =
+        config.api.is_some() || matches!(config.slo.as_ref().map(|s| &s.source), Some(SloSource::Statistics(_)));
+    match config.ca.as_deref() {
+        Some(pem) if calls_rpc => client(Purpose::Rpc, Some(pem)).unwrap_or_else(|_| shared()),
+        _ => shared(),
     }
 }
 

@@ -9,7 +9,7 @@ use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -25,14 +25,14 @@ use crate::api::WindowDemand;
 use crate::api::{ApiCheckSpec, ColonyServer, FallbackOverride};
 use crate::colonyos::rpc::Identity;
 use crate::controllers::common::{
-    ConfigHasher, Converged, converge, converge_over, owned_by, pod_selector, secret_value,
+    ConfigHasher, Converged, cached_live, converge_cached, converge_recorded, owned_by, pod_selector, secret_value,
 };
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout::{self, RolloutPolicy};
-use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
+use crate::controllers::{Spawned, cached_watch, primary_forgetting, spawn_controller, strip_object};
 use crate::health::{ApiCheck, HealthThresholds, Prober, SloLimits};
 use crate::runtime::Shutdown;
-use crate::runtime::{Context, Error, Result, apply_status, fresh};
+use crate::runtime::{Context, Error, Result, apply_status};
 
 pub struct ServerContext {
     pub base: Arc<Context>,
@@ -40,6 +40,20 @@ pub struct ServerContext {
     pub http: reqwest::Client,
     /// Flip notifications, in order per server.
     pub notifications: notify::Ordered,
+    /// What the servers own, as watched: read instead of the API server.
+    pub owned: Owned,
+}
+
+/// The caches of what servers own (by the operator's label).
+pub struct Owned {
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub config_maps: Store<ConfigMap>,
+}
+
+/// The key under which a server's own version, and those of what it owns, are recorded.
+fn version_key(cs: &ColonyServer) -> String {
+    format!("{NAME}/{}/{}", cs.namespace().unwrap_or_default(), cs.name_any())
 }
 
 impl AsRef<Context> for ServerContext {
@@ -63,10 +77,15 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
             forget(sctx, cs);
         }
     });
+    let (deployments, deployment_events) =
+        cached_watch(ctx.scoped_api::<Deployment>(), owned.clone(), strip_object::<Deployment>);
+    let (services, service_events) = cached_watch(ctx.scoped_api::<Service>(), owned.clone(), strip_object::<Service>);
+    let (config_maps, config_map_events) =
+        cached_watch(ctx.scoped_api::<ConfigMap>(), owned, strip_object::<ConfigMap>);
     let controller = controller
-        .owns(ctx.scoped_api::<Deployment>(), owned.clone())
-        .owns(ctx.scoped_api::<Service>(), owned.clone())
-        .owns(ctx.scoped_api::<ConfigMap>(), owned)
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        .owns_stream(config_map_events)
         // A window opening, closing or going away turns the fallback of its server.
         .reconcile_on(ctx.windows.triggers(|mw| {
             mw.namespace()
@@ -94,6 +113,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         monitor: Monitor::new(prober, ctx.metrics.clone(), wake_tx, controller.store()),
         http: crate::runtime::http::default_client(crate::runtime::http::Purpose::Webhook),
         notifications: notify::Ordered::default(),
+        owned: Owned { deployments, services, config_maps },
         base: ctx.clone(),
     });
     let _ = for_hook.set(server_ctx.clone());
@@ -283,7 +303,12 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
     let ns = cached.namespace().unwrap_or_default();
     let now = Utc::now();
     let api: Api<ColonyServer> = ctx.api(&ns);
-    let Some(cs) = fresh(&api, cached.as_ref()).await? else { return Ok(Action::await_change()) };
+    // Flips are counted in status: start from an object that holds this controller's last
+    // write (the cache when it is known to, else the API server's).
+    let key = version_key(&cached);
+    let Some((cs, _)) = ctx.versions.latest(&api, &key, cached.as_ref()).await? else {
+        return Ok(Action::await_change());
+    };
     let cs = Arc::new(cs);
     let current_status = cs.status.clone();
 
@@ -298,7 +323,7 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
     // Decide and apply: the workload (with automatic rollback), then the fallback.
     let mut workload = WorkloadOutcome::default();
     if cs.spec.managed && invalid.is_none() {
-        match apply_workload(ctx, &cs, &snapshot, now).await? {
+        match apply_workload(&sctx, &cs, &snapshot, now).await? {
             Ok(w) => workload = w,
             Err(why) => invalid = Some(why),
         }
@@ -320,7 +345,8 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
         now,
     });
     ctx.metrics.conditions_observed(NAME, &ns, &cs.name_any(), &new_status.conditions);
-    apply_status(&api, cs.as_ref(), NAME, current_status.as_ref(), &new_status).await?;
+    let written = apply_status(&api, cs.as_ref(), NAME, current_status.as_ref(), &new_status).await?;
+    ctx.versions.remember(&key, written.or(cs.resource_version()));
 
     if invalid.is_some() {
         return Ok(Action::await_change());
@@ -403,17 +429,19 @@ struct WorkloadOutcome {
 /// Converges a managed server's Deployment and Service on the image the rollout decides.
 /// `Ok(Err(why))`: the spec or a reference it names is invalid (reported, not retried).
 async fn apply_workload(
-    ctx: &Context,
+    sctx: &ServerContext,
     cs: &Arc<ColonyServer>,
     snapshot: &monitor::Snapshot,
     now: chrono::DateTime<Utc>,
 ) -> Result<std::result::Result<WorkloadOutcome, String>> {
+    let ctx = &sctx.base;
     let (ns, name) = (cs.namespace().unwrap_or_default(), cs.name_any());
     let Some(spec_image) = cs.spec.image.clone() else {
         return Ok(Err("spec.image is required when spec.managed is true".into()));
     };
     let deployments: Api<Deployment> = ctx.api(&ns);
-    let live = deployments.get_opt(&name).await?;
+    let key = version_key(cs);
+    let live = cached_live(&deployments, &sctx.owned.deployments, &ctx.versions, &key, &name).await?;
     if live.as_ref().is_some_and(|d| !owned_by(cs.as_ref(), d, builders::APP_LABEL)) {
         let not_owned = Some(not_owned_problem("Deployment", &name, RENAME_SERVER));
         return Ok(Ok(WorkloadOutcome { state: Workload::Unmanaged, not_owned, ..Default::default() }));
@@ -425,9 +453,11 @@ async fn apply_workload(
         Err(e) => return Err(e),
     };
     let desired = builders::deployment(cs, &inputs)?;
-    let converged = converge_over(&deployments, live, desired, NAME).await?;
+    let converged = converge_recorded(&deployments, &ctx.versions, &key, live, desired, NAME).await?;
     log_written(&converged, &decision.image);
-    let service = converge(&ctx.api::<Service>(&ns), builders::service(cs)?, NAME).await?;
+    let services = ctx.api::<Service>(&ns);
+    let service =
+        converge_cached(&services, &sctx.owned.services, &ctx.versions, &key, builders::service(cs)?, NAME).await?;
     log_written(&service, &decision.image);
     let not_owned = matches!(service, Converged::NotOwned).then(|| not_owned_problem("Service", &name, RENAME_SERVER));
     if decision.newly_rolled_back {
@@ -467,7 +497,9 @@ async fn apply_fallback(
     let fallback_cm = builders::fallback_config_map(cs, decision.active)?;
     let cm_name = fallback_cm.name_any();
     let mut not_owned = None;
-    match converge(&ctx.api::<ConfigMap>(&ns), fallback_cm, NAME).await? {
+    let config_maps = ctx.api::<ConfigMap>(&ns);
+    let store = &sctx.owned.config_maps;
+    match converge_cached(&config_maps, store, &ctx.versions, &version_key(cs), fallback_cm, NAME).await? {
         Converged::NotOwned => {
             // Never adopted: the garbage collector would delete it with the server.
             let hint = "rename spec.fallback.configMapName or delete it";

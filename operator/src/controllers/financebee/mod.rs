@@ -7,6 +7,7 @@
 //! only on change) → act (delete the chosen pod, send the page) → requeue at the next timer.
 pub mod builders;
 pub mod escalation;
+pub mod gather;
 pub mod reconcile;
 pub mod restart;
 pub mod status;
@@ -39,6 +40,8 @@ pub struct BeeContext {
     pub http: reqwest::Client,
     pub deliveries: escalation::Deliveries,
     pub wake: mpsc::UnboundedSender<ObjectRef<FinanceBee>>,
+    /// What a reconcile reads: Deployments, pods, servers, Secret and ConfigMap versions.
+    pub caches: gather::Caches,
 }
 
 impl BeeContext {
@@ -68,15 +71,34 @@ pub fn bee_pod_selector() -> String {
 }
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
+    use crate::controllers::{cached_watch, strip_object};
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+    let cfg = watcher::Config::default();
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY}={OPERATOR}"));
+    // Every watch below also fills a cache the reconcile reads (pods belong to ReplicaSets,
+    // not to the bee: they are mapped back by their instance label). Secrets and ConfigMaps
+    // are watched by metadata only, kept as name and version: the bees that reference one
+    // come from the controller's own cache, and their data is read only when it changed.
+    let (deployments, deployment_events) =
+        cached_watch(ctx.scoped_api::<Deployment>(), owned, strip_object::<Deployment>);
+    let (pods, pod_events) = cached_watch(
+        ctx.scoped_api::<Pod>(),
+        watcher::Config::default().labels(&bee_pod_selector()),
+        gather::strip_pod,
+    );
+    let (servers, server_events) =
+        cached_watch(ctx.scoped_api::<ColonyServer>(), cfg.clone(), strip_object::<ColonyServer>);
+    let (secrets, secret_events) =
+        cached_watch(ctx.scoped_api::<PartialObjectMeta<Secret>>(), cfg.clone(), gather::strip_to_version);
+    let (config_maps, config_map_events) =
+        cached_watch(ctx.scoped_api::<PartialObjectMeta<ConfigMap>>(), cfg.clone(), gather::strip_to_version);
     let bee_ctx = Arc::new(BeeContext {
         base: ctx.clone(),
         http: crate::runtime::http::default_client(crate::runtime::http::Purpose::Webhook),
         deliveries: Default::default(),
         wake: wake_tx,
+        caches: gather::Caches::new(deployments, pods, servers, secrets, config_maps),
     });
-    let cfg = watcher::Config::default();
-    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY}={OPERATOR}"));
     let for_hook = bee_ctx.clone();
     let (controller, synced) =
         primary_forgetting(ctx.scoped_api::<FinanceBee>(), cfg.clone(), NAME, move |fb: &FinanceBee| {
@@ -84,28 +106,19 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         });
     let bees = controller.store();
     let (by_server, by_secret, by_config_map) = (bees.clone(), bees.clone(), bees);
-    // Pods belong to ReplicaSets, not to the bee: they are mapped back by their instance
-    // label. Secrets and ConfigMaps only need their name (metadata-only watches); the bees
-    // that reference one come from the controller's own cache.
     let controller = controller
-        .owns(ctx.scoped_api::<Deployment>(), owned)
-        .watches(ctx.scoped_api::<Pod>(), watcher::Config::default().labels(&bee_pod_selector()), |pod: Pod| {
-            bee_of_pod(&pod)
-        })
+        .owns_stream(deployment_events)
+        .watches_stream(pod_events, |pod: Pod| bee_of_pod(&pod))
         // A server turning Healthy lifts a restart hold; turning unhealthy explains one.
-        .watches(ctx.scoped_api::<ColonyServer>(), cfg.clone(), move |cs: ColonyServer| {
+        .watches_stream(server_events, move |cs: ColonyServer| {
             bees_where(&by_server, &cs, |fb| fb.spec.colony_server_ref.name == cs.name_any())
         })
-        .watches(ctx.scoped_api::<PartialObjectMeta<Secret>>(), cfg.clone(), move |s: PartialObjectMeta<Secret>| {
+        .watches_stream(secret_events, move |s: PartialObjectMeta<Secret>| {
             bees_where(&by_secret, &s, |fb| references_secret(fb, &s.name_any()))
         })
-        .watches(
-            ctx.scoped_api::<PartialObjectMeta<ConfigMap>>(),
-            cfg.clone(),
-            move |c: PartialObjectMeta<ConfigMap>| {
-                bees_where(&by_config_map, &c, |fb| references_config_map(fb, &c.name_any()))
-            },
-        )
+        .watches_stream(config_map_events, move |c: PartialObjectMeta<ConfigMap>| {
+            bees_where(&by_config_map, &c, |fb| references_config_map(fb, &c.name_any()))
+        })
         // A window opening or closing changes the replicas of the bees it targets; which
         // bees is for the reconciler to work out (selector and server), so every bee is
         // looked at.

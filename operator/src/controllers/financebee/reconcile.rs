@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
@@ -22,12 +22,12 @@ use tracing::Instrument;
 
 use crate::api::WindowDemand;
 use crate::api::{ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, STALLED};
-use crate::controllers::common::{ConfigHasher, Converged, converge_over, owned_by, pod_selector, secret_value};
+use crate::controllers::common::{Converged, cached_live, converge_recorded, owned_by, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout;
 use crate::runtime::conditions::find;
 use crate::runtime::metrics::{DeliveryLabels, EscalationLabels, ObjectLabels, RestartLabels};
-use crate::runtime::{Context, Error, Result, apply_status, fresh};
+use crate::runtime::{Context, Error, Result, apply_status};
 
 /// Retries of a PagerDuty delivery (the spec has no knob for it; the webhook has).
 const PAGERDUTY_RETRY: RetryPolicy = RetryPolicy { retries: 3, backoff: Duration::from_secs(2) };
@@ -37,49 +37,6 @@ async fn stopping_windows(ctx: &Context, fb: &FinanceBee) -> Result<Vec<String>>
     ctx.windows.ready().await?;
     let ns = fb.namespace().unwrap_or_default();
     Ok(ctx.windows.demanding(&ns, &fb.spec.colony_server_ref.name, WindowDemand::StopBee(fb.labels())))
-}
-
-/// Hash of everything the pod reads from Secrets and ConfigMaps.
-async fn config_hash(ctx: &Context, fb: &FinanceBee) -> Result<String> {
-    let ns = fb.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = ctx.api(&ns);
-    let config_maps: Api<ConfigMap> = ctx.api(&ns);
-    let mut h = ConfigHasher::default();
-    let key = &fb.spec.executor_key_secret_ref;
-    h.add(&format!("secret/{}", key.name), &key.key, &secret_value(&secrets, key).await?);
-    for e in &fb.spec.env {
-        if let Some(r) = e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()) {
-            let sel = crate::api::SecretKeySelector::new(r.name.clone(), r.key.clone());
-            match secret_value(&secrets, &sel).await {
-                Ok(v) => h.add(&format!("secret/{}", r.name), &r.key, &v),
-                Err(e) if r.optional == Some(true) => {
-                    tracing::debug!(error = %e, "optional secret missing")
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    for src in &fb.spec.env_from {
-        if let Some(r) = &src.secret_ref {
-            match secrets.get_opt(&r.name).await? {
-                Some(s) => h.add_secret(&s),
-                None if r.optional == Some(true) => {}
-                None => {
-                    return Err(Error::MissingReference(format!("Secret {:?} not found", r.name)));
-                }
-            }
-        }
-        if let Some(r) = &src.config_map_ref {
-            match config_maps.get_opt(&r.name).await? {
-                Some(c) => h.add_config_map(&c),
-                None if r.optional == Some(true) => {}
-                None => {
-                    return Err(Error::MissingReference(format!("ConfigMap {:?} not found", r.name)));
-                }
-            }
-        }
-    }
-    Ok(h.finish())
 }
 
 /// A Deployment of the bee's name that is someone else's: never taken over (nor judged by
@@ -135,10 +92,12 @@ fn has_targets(fb: &FinanceBee) -> bool {
 }
 
 pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
-    let api: Api<FinanceBee> = bctx.base.api(&cached.namespace().unwrap_or_default());
-    // Restarts and pages are counted in status: start from the API server's latest, not a
-    // cache that may not hold this controller's last write yet (it would count twice).
-    let Some(fb) = fresh(&api, cached.as_ref()).await? else {
+    let ns = cached.namespace().unwrap_or_default();
+    let api: Api<FinanceBee> = bctx.base.api(&ns);
+    // Restarts and pages are counted in status: start from an object that holds this
+    // controller's last write (the cache when it is known to, else the API server's).
+    let version_key = format!("{NAME}/{ns}/{}", cached.name_any());
+    let Some((fb, _)) = bctx.base.versions.latest(&api, &version_key, cached.as_ref()).await? else {
         return Ok(Action::await_change());
     };
     let open = escalation::page_open(fb.status.as_ref(), has_targets(&fb));
@@ -153,7 +112,7 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
         }
         return finalizer(&api, FINALIZER, Arc::new(fb), |event| async move {
             match event {
-                FinalizerEvent::Apply(fb) => apply(fb, bctx2).await,
+                FinalizerEvent::Apply(fb) => apply(fb, bctx2).await.map(|(action, _)| action),
                 FinalizerEvent::Cleanup(fb) => cleanup(fb, bctx2).await,
             }
         })
@@ -167,7 +126,9 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     if deleting {
         return Ok(Action::await_change());
     }
-    apply(Arc::new(fb), bctx).await
+    let (action, version) = apply(Arc::new(fb), bctx.clone()).await?;
+    bctx.base.versions.remember(&version_key, version);
+    Ok(action)
 }
 
 /// Removes the finalizer once nothing is left to resolve. The merge patch carries the
@@ -268,12 +229,15 @@ async fn cleanup(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
 /// series and retry backoff.
 pub fn forget(bctx: &BeeContext, namespace: &str, name: &str) {
     bctx.deliveries.forget(&format!("{namespace}/{name}"));
+    bctx.caches.forget(namespace, name);
     bctx.base.metrics.forget_bee(namespace, name);
     bctx.base.forget(NAME, namespace, name);
     tracing::info!("bee deleted: its notifications and metric series are dropped");
 }
 
-async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
+/// Reconciles a live bee; returns the action and the bee's resourceVersion as this
+/// reconcile left it.
+async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Option<String>)> {
     let ctx = &bctx.base;
     let ns = fb.namespace().unwrap_or_default();
     let name = fb.name_any();
@@ -282,10 +246,11 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
     let previous = fb.status.clone().unwrap_or_default();
 
     // ---- gather and apply the Deployment ----
-    // The bee's pods, listed once: they judge a new image (rollback) and need restarts.
-    let listed_pods =
-        ctx.api::<Pod>(&ns).list(&ListParams::default().labels(&pod_selector(builders::APP_LABEL, &name))).await?.items;
-    let server = ctx.api::<ColonyServer>(&ns).get_opt(&fb.spec.colony_server_ref.name).await?;
+    let caches = &bctx.caches;
+    caches.ready().await?;
+    // The bee's pods, as cached: they judge a new image (rollback) and need restarts.
+    let listed_pods = caches.pods(&ns, &name);
+    let server = caches.server(ctx, &ns, &fb.spec.colony_server_ref.name).await?;
     let windows = stopping_windows(ctx, &fb).await?;
     let pause = if fb.spec.suspend {
         Some(Pause::Suspended)
@@ -313,8 +278,9 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
         Some(cs) => {
             let endpoint = cs.spec.effective_endpoint(&cs.name_any(), &ns);
             let deployments: Api<Deployment> = ctx.api(&ns);
-            let live = deployments.get_opt(&name).await?;
-            match (builders::host_port(&endpoint), config_hash(ctx, &fb).await) {
+            let version_key = format!("{NAME}/{ns}/{name}");
+            let live = cached_live(&deployments, &caches.deployments, &ctx.versions, &version_key, &name).await?;
+            match (builders::host_port(&endpoint), caches.config_hash(ctx, &fb).await) {
                 (None, _) => {
                     problem = Some(("InvalidServerEndpoint".into(), "the ColonyServer endpoint is not a URL".into()))
                 }
@@ -339,7 +305,8 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
                         config_hash: hash,
                     };
                     let desired = builders::deployment(&fb, &inputs)?;
-                    let converged = converge_over(&deployments, live, desired, NAME).await?;
+                    let converged =
+                        converge_recorded(&deployments, &ctx.versions, &version_key, live, desired, NAME).await?;
                     if let Converged::Written { fields, .. } = &converged {
                         tracing::info!(replicas, image = %decision.image, ?fields, "applied Deployment");
                     }
@@ -412,7 +379,8 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
         rollout: rollout_decision.as_ref(),
     });
     ctx.metrics.conditions_observed(NAME, &ns, &name, &new_status.conditions);
-    apply_status(&api, fb.as_ref(), NAME, fb.status.as_ref(), &new_status).await?;
+    let version =
+        apply_status(&api, fb.as_ref(), NAME, fb.status.as_ref(), &new_status).await?.or(fb.resource_version());
 
     // ---- act ----
     act_on_restart(&bctx, &fb, &restart, &previous, &policy).await?;
@@ -449,7 +417,7 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<Action> {
         [restart.requeue_after, esc.requeue_after, retry_after, rollout_decision.and_then(|d| d.requeue_after)];
     let default = if problem.is_some() { Duration::from_secs(30) } else { Duration::from_secs(300) };
     let requeue = timers.into_iter().flatten().min().unwrap_or(default).min(default);
-    Ok(Action::requeue(requeue.max(Duration::from_secs(1))))
+    Ok((Action::requeue(requeue.max(Duration::from_secs(1))), version))
 }
 
 /// Deletes the pod the decision chose (its restart is already in status), and publishes
