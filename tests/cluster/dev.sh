@@ -145,7 +145,10 @@ if ! cli COLONIES_PRVKEY="$user_key" colonies executor ls >/dev/null 2>&1; then
     || die "step 'colony setup': adding the user failed"
 fi
 wait_until "Ready FinanceBee" 120 condition_true financebee finance-bee Ready
-log "a healthy Colony OS in $((SECONDS - start))s: colony '$colony' on http://$ip:$port, FinanceBee finance-bee Ready. In another shell:"
+# The fallback went on while the server was starting; it goes off after spec.fallback.recoverAfter.
+use_colony_os() { [ "$(kubectl get configmap colonies-server-fallback -o jsonpath='{.data.USE_COLONY_OS}')" = true ]; }
+wait_until "USE_COLONY_OS=true (fallback off)" 120 use_colony_os
+log "a healthy Colony OS in $((SECONDS - start))s: colony '$colony' on http://$ip:$port, FinanceBee finance-bee Ready, USE_COLONY_OS=true. In another shell:"
 log "  eval \"\$(tests/cluster/dev-env.sh)\"   # KUBECONFIG, PATH, and the colonies CLI as the colony's dev user"
 log "  kubectl get colony   # then README.md, 'make dev': submit work to the bee, and break it"
 wait "$op_pid"
