@@ -71,13 +71,18 @@ func main() {
 	c := client.CreateColoniesClient(host, port, !tls, false)
 	done, failures, listening := 0, 0, false
 	for ctx.Err() == nil {
-		p, err := c.AssignWithContext(colony, poll, ctx, "", "", key)
+		// A request stuck on a server that went away (a connection to a deleted pod gets no
+		// answer at all) gives up a little after the long poll would have ended.
+		call, cancel := context.WithTimeout(ctx, time.Duration(poll+5)*time.Second)
+		p, err := c.AssignWithContext(colony, poll, call, "", "", key)
+		cancel()
 		if ctx.Err() != nil {
 			break
 		}
 		if err != nil {
 			msg := err.Error()
-			if strings.Contains(msg, "No process available") || strings.Contains(msg, "timeout") {
+			// The server's answers when no process came within the long poll.
+			if strings.Contains(msg, "No process available") || strings.Contains(msg, "Assignment timeout") {
 				// The server accepted the executor: nothing to do yet.
 				if !listening {
 					logf("registered with colony %s: waiting for processes of type %s", colony, executorType)
