@@ -115,8 +115,13 @@ wait_until "Service colonies-server" 60 kubectl get service colonies-server
 ip=$(kubectl get service colonies-server -o jsonpath='{.spec.clusterIP}')
 port=$(kubectl get colonyserver colonies-server -o jsonpath='{.spec.port}')
 kubectl patch colonyserver colonies-server --type merge -p "{\"spec\":{\"endpoint\":\"http://$ip:$port\"}}" >/dev/null
-wait_until "healthy ColonyServer" 180 condition_true colonyserver colonies-server Healthy
-log "ColonyServer colonies-server Healthy at http://$ip:$port after $((SECONDS - start))s"
+# The server answers (its pod is Ready: /health); the operator's probes, which also call the
+# API as a colony user, pass only once the colony is set up below.
+server_ready() {
+  kubectl get pods -l app.kubernetes.io/instance=colonies-server \
+    -o jsonpath='{.items[*].status.conditions[?(@.type=="Ready")].status}' | grep -qw True
+}
+wait_until "Ready pod of the colonies server" 180 server_ready
 
 # The colony, the bee's executor and a user, as the runbook's setup does: signed by the
 # server owner and the colony owner (keys from examples/real-node/secrets.yaml). Each is
@@ -144,6 +149,8 @@ if ! cli COLONIES_PRVKEY="$user_key" colonies executor ls >/dev/null 2>&1; then
     --email dev@localhost --phone 0 --userid "$(id_of "$user_key")" >/dev/null \
     || die "step 'colony setup': adding the user failed"
 fi
+wait_until "healthy ColonyServer" 120 condition_true colonyserver colonies-server Healthy
+log "ColonyServer colonies-server Healthy at http://$ip:$port after $((SECONDS - start))s"
 wait_until "Ready FinanceBee" 120 condition_true financebee finance-bee Ready
 # The fallback went on while the server was starting; it goes off after spec.fallback.recoverAfter.
 use_colony_os() { [ "$(kubectl get configmap colonies-server-fallback -o jsonpath='{.data.USE_COLONY_OS}')" = true ]; }
