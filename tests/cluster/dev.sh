@@ -91,7 +91,7 @@ kubectl apply --server-side --force-conflicts -f "$REPO_ROOT/examples/real-node/
 log "examples/real-node applied; starting the operator (log below)"
 "${operator[@]}" &
 op_pid=$!
-trap 'kill "$op_pid" 2>/dev/null; wait "$op_pid" 2>/dev/null' EXIT
+trap 'kill "$op_pid" 2>/dev/null || true; wait "$op_pid" 2>/dev/null || true' EXIT
 trap 'exit 130' INT TERM
 
 wait_until() { # DESCRIPTION SECONDS COMMAND...: polls COMMAND every second
