@@ -55,12 +55,8 @@ bench: ## The operator at fleet scale (release build, own cluster `bench`): targ
 image: ## The operator's container image (buildah, no Docker engine): static binary FROM scratch
 	tests/image/build.sh
 
-dev: cluster-up ## Local control plane + CRDs + examples, operator in the foreground
-	cargo build -p colony-operator
-	PATH="$(BIN_DIR):$$PATH" KUBECONFIG=$(KUBECONFIG_PATH) kubectl apply --server-side --force-conflicts -f crds/
-	PATH="$(BIN_DIR):$$PATH" KUBECONFIG=$(KUBECONFIG_PATH) kubectl wait --for=condition=Established -f crds/ --timeout=60s
-	PATH="$(BIN_DIR):$$PATH" KUBECONFIG=$(KUBECONFIG_PATH) kubectl apply --server-side --force-conflicts -f examples/
-	KUBECONFIG=$(KUBECONFIG_PATH) RUST_LOG=$${RUST_LOG:-info,kube=warn} cargo run -q -p colony-operator -- run --admin-addr 127.0.0.1:8080
+dev: ## A real Colony OS on the real node (server, PostgreSQL, a working bee) + the operator in the foreground; the kwok tier where the real node cannot run (or REAL_NODE=0)
+	tests/cluster/dev.sh
 
 fmt: ## Format the code
 	cargo fmt --all

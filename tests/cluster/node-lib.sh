@@ -21,6 +21,9 @@ PAUSE_IMAGE=localhost/pause:local
 TESTBEE_IMAGE=localhost/colony-testbee:1
 TESTBEE_CRASH_IMAGE=localhost/colony-testbee:crash
 COLONIES_IMAGE="localhost/colonies:$COLONIES_VERSION"
+# A real ColonyOS executor (node/bee: the colonies Go SDK at COLONIES_VERSION) that assigns
+# processes and closes them successful: the FinanceBee of `make dev` and of the e2e tests.
+BEE_IMAGE=localhost/colony-bee:1
 CNI_BIN_DIR="${CNI_BIN_DIR:-/usr/lib/cni}"
 # Kernel settings the kubelet (protectKernelDefaults: false), the bridge plugin (isGateway)
 # or kube-proxy may change; teardown puts back what was there.
@@ -29,21 +32,26 @@ NODE_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_
   net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables)
 NODE_FIXED_PATHS=(/var/lib/kubelet /var/lib/cni /run/containerd /opt/cni /etc/cni/net.d /var/log/pods /var/log/containers)
 
-# Names everything the real node needs that this machine lacks, and stops.
-node_preflight() {
-  local missing=()
-  [ "$(id -u)" = 0 ] || missing+=("root (the real node runs containerd, runc and a kubelet as root)")
+# Prints, one a line, what the real node needs that this machine lacks.
+node_missing() {
+  [ "$(id -u)" = 0 ] || echo "root (the real node runs containerd, runc and a kubelet as root)"
   for c in containerd ctr runc iptables iptables-save ip buildah go; do
-    command -v "$c" >/dev/null || missing+=("$c")
+    command -v "$c" >/dev/null || echo "$c"
   done
   for p in bridge host-local loopback portmap; do
-    [ -x "$CNI_BIN_DIR/$p" ] || missing+=("CNI plugin $CNI_BIN_DIR/$p")
+    [ -x "$CNI_BIN_DIR/$p" ] || echo "CNI plugin $CNI_BIN_DIR/$p"
   done
   for b in kubelet kube-proxy; do
-    [ -x "$BIN_DIR/$b" ] || missing+=("$BIN_DIR/$b (tests/cluster/build.sh node)")
+    [ -x "$BIN_DIR/$b" ] || echo "$BIN_DIR/$b (tests/cluster/build.sh node)"
   done
-  if [ ${#missing[@]} -gt 0 ]; then
-    die "the real node cannot run on this machine; missing: $(IFS=,; echo "${missing[*]}" | sed 's/,/, /g'). Debian packages: apt-get install -y containerd runc containernetworking-plugins iptables iproute2 buildah"
+}
+
+# Names everything the real node needs that this machine lacks, and stops.
+node_preflight() {
+  local missing
+  missing=$(node_missing | paste -sd, - | sed 's/,/, /g')
+  if [ -n "$missing" ]; then
+    die "the real node cannot run on this machine; missing: $missing. Debian packages: apt-get install -y containerd runc containernetworking-plugins iptables iproute2 buildah"
   fi
 }
 

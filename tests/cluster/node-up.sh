@@ -124,6 +124,12 @@ if [ ! -f "$images/testbee.tar" ] || [ -n "$(find "$CLUSTER_DIR/node/testbee" -n
   build_image "$TESTBEE_CRASH_IMAGE" "$CLUSTER_DIR/node/testbee/Containerfile" "$images/testbee" "$images/testbee-crash.tar" --build-arg BEE_EXIT_CODE=1
   build_image "$TESTBEE_IMAGE" "$CLUSTER_DIR/node/testbee/Containerfile" "$images/testbee" "$images/testbee.tar"
 fi
+if [ ! -f "$images/bee.tar" ] || [ -n "$(find "$CLUSTER_DIR/node/bee" -newer "$images/bee.tar")" ]; then
+  mkdir -p "$images/bee"
+  (cd "$CLUSTER_DIR/node/bee" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags '-s -w' -o "$images/bee/bee" .) \
+    || die "step 'bee image': go build failed (the colonies Go module at $COLONIES_VERSION must be in the Go module cache or reachable through the module proxy)"
+  build_image "$BEE_IMAGE" "$CLUSTER_DIR/node/bee/Containerfile" "$images/bee" "$images/bee.tar"
+fi
 if [ ! -f "$images/colonies.tar" ] || [ "$BIN_DIR/colonies" -nt "$images/colonies.tar" ] || [ "$CLUSTER_DIR/node/colonies/Containerfile" -nt "$images/colonies.tar" ]; then
   [ -x "$BIN_DIR/colonies" ] || die "step 'colonies image': no $BIN_DIR/colonies (tests/cluster/build.sh colonies)"
   cp "$BIN_DIR/colonies" "$images/colonies/colonies"
@@ -131,7 +137,7 @@ if [ ! -f "$images/colonies.tar" ] || [ "$BIN_DIR/colonies" -nt "$images/colonie
   build_image "$COLONIES_IMAGE" "$CLUSTER_DIR/node/colonies/Containerfile" "$images/colonies" "$images/colonies.tar"
   rm -f "$images/colonies/colonies"
 fi
-for t in testbee testbee-crash colonies; do node_import "$images/$t.tar"; done
+for t in testbee testbee-crash bee colonies; do node_import "$images/$t.tar"; done
 
 # --- kubelet
 node_ip=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')

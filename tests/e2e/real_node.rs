@@ -9,6 +9,9 @@
 //!   operator's restart budget acts and stalls it. A release whose image does not exist, or
 //!   whose container crashes, rolls back to the last known good image.
 //! - A key rotation rolls real pods, and the new pods log the fingerprint of the new key.
+//! - A FinanceBee of the real executor image (`localhost/colony-bee:1`, the colonies Go SDK)
+//!   executes a process submitted to the real server: the server records it successful, by
+//!   the bee's executor.
 //!
 //! These tests never skip: without the real node they fail and say how to get one.
 use std::collections::{BTreeMap, BTreeSet};
@@ -904,6 +907,103 @@ stringData:
         "fallback on {flipped:?} after the server's container was killed ({kills} kill(s)); off again {:?} after the first",
         killed.elapsed()
     );
+    drop(op);
+    ns.cleanup().await;
+    drop(colonyos);
+}
+
+// ------------------------------------------------------------------------------------
+// A FinanceBee that really works: the colony-bee executor against the real server
+// ------------------------------------------------------------------------------------
+
+/// The real ColonyOS executor built from the colonies Go SDK (tests/cluster/node/bee).
+const BEE: &str = "localhost/colony-bee:1";
+
+#[tokio::test]
+async fn finance_bee_of_the_executor_image_executes_a_submitted_process() {
+    use colony_e2e::colonyos::{Options, RealColonyOs};
+    let client = client().await;
+    require_real_node(&client).await;
+    install_crds(&client).await.unwrap();
+    // The real server on the host, with its own PostgreSQL, the colony `zyeute`, the executor
+    // `finance-bee` (type finance-worker, added and approved by the colony owner) and a user.
+    // It listens on every address: the operator probes it, and the bee's pod reaches it, at the
+    // bridge's address.
+    let colonyos = RealColonyOs::start("real-node-bee", Options::default()).await;
+    let ns = TestNamespace::new(&client, "e2e-real-work").await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    op.wait_ready().await;
+    let endpoint = format!("http://{NODE_GATEWAY}:{}", colonyos.port);
+    let executor = colonyos.executor_key.clone();
+    apply_yaml(
+        &ns.name,
+        &format!(
+            r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: bee-key
+stringData:
+  prvkey: "{key}"
+---
+{server}
+---
+apiVersion: colony.zyeute.io/v1alpha1
+kind: FinanceBee
+metadata:
+  name: bee
+spec:
+  image: {BEE}
+  colonyServerRef: {{name: srv}}
+  colonyName: {colony}
+  executorType: finance-worker
+  executorKeySecretRef: {{name: bee-key, key: prvkey}}
+  pollTimeout: 2s
+  podTemplate: {ON_REAL_NODE}
+"#,
+            key = executor.prvkey,
+            server = colony_e2e::fixtures::unmanaged_server("srv", &endpoint, colony_e2e::fixtures::FAST_HEALTH, ""),
+            colony = colonyos.colony_name,
+        ),
+    )
+    .await;
+
+    // The bee's real container, on the real node, started with the executor's identity from
+    // the environment the operator gave it.
+    let pods: Api<Pod> = ns.api();
+    let pod = wait_for("the bee's pod Ready on the real node, logging its executor ID", LONG, || async {
+        let all = pods_with(&pods, "app.kubernetes.io/instance=bee").await;
+        let Some(p) = all.iter().find(|p| is_ready(p)) else {
+            return Err(format!("{:?}", all.iter().map(|p| (p.name_any(), container(p).2)).collect::<Vec<_>>()));
+        };
+        let out = kubectl(&["logs", "-n", &ns.name, &p.name_any()], None).await.map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains(&format!("executor ID {}", executor.id)) { Ok(p.clone()) } else { Err(text) }
+    })
+    .await;
+    assert_eq!(node_of(&pod), NODE);
+
+    // A user submits a process; the bee assigns it and closes it successful: the server says
+    // so, and names the bee's executor.
+    let submitted = Instant::now();
+    colonyos.submit("pay").await;
+    let user = colonyos.user_key.prvkey.clone();
+    let process = wait_for("the submitted process successful, executed by the bee's executor", LONG, || async {
+        let out = colonyos.cli(&[("COLONIES_PRVKEY", user.as_str())], &["process", "pss", "--json"]).await;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let list: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+        list.into_iter()
+            .find(|p| p["state"] == 2 && p["spec"]["funcname"] == "pay")
+            .ok_or(format!("no successful process yet: {text} {}", String::from_utf8_lossy(&out.stderr)))
+    })
+    .await;
+    let elapsed = submitted.elapsed();
+    assert_eq!(process["assignedexecutorid"].as_str(), Some(executor.id.as_str()), "{process}");
+    let id = process["processid"].as_str().expect("a process ID").to_string();
+    let log = logs(&ns.name, &pod.name_any()).await;
+    assert!(log.contains(&format!("assigned process {id}: func \"pay\"")), "{log}");
+    assert!(log.contains(&format!("closed process {id} successful")), "{log}");
+    assert!(!log.contains(&executor.prvkey), "the bee never logs its key");
+    println!("the bee executed process {id} {elapsed:?} after it was submitted");
     drop(op);
     ns.cleanup().await;
     drop(colonyos);

@@ -1,0 +1,3 @@
+module colony-operator/node/postgres
+
+go 1.22
