@@ -327,6 +327,62 @@ where
     converge_recorded(api, versions, owner_key, live, desired, controller).await
 }
 
+/// [`converge_over`] an object the controller caches as a summary (its metadata and status,
+/// not the whole spec): `view` is the cached summary (or the object read whole when the
+/// cache has none). In sync straight from the summary, with no request, when the object is
+/// at the generation this controller's last converge left it (any edit of the spec moves the
+/// generation), still carries the hash of the same desired state, and its labels,
+/// annotations and controller still hold (edits of those may not move it). Otherwise the
+/// object is read whole and converged as usual.
+pub async fn converge_summarized<K>(
+    api: &Api<K>,
+    versions: &crate::runtime::versions::Versions,
+    owner_key: &str,
+    view: Option<K>,
+    desired: K,
+    controller: &str,
+) -> Result<Converged<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let name = desired.name_any();
+    let key = format!("{}#generation", owned_key::<K>(owner_key, &name));
+    let known = versions.take(&key);
+    let hash = hash_of(&desired)?;
+    if let Some(v) = view.filter(|v| summary_in_sync(v.meta(), known.as_deref(), desired.meta(), &hash)) {
+        versions.remember(&key, known);
+        return Ok(Converged::InSync(v));
+    }
+    let live = api.get_opt(&name).await?;
+    // Until the write returns, its outcome is unknown: no summary is trusted.
+    versions.writing(&key);
+    let converged = converge_over(api, live, desired, controller).await?;
+    match &converged {
+        Converged::InSync(o) | Converged::Written { object: o, .. } => {
+            versions.remember(&key, o.meta().generation.map(|g| g.to_string()))
+        }
+        Converged::NotOwned => versions.remember(&key, None),
+    }
+    Ok(converged)
+}
+
+/// The rule of [`converge_summarized`]: whether a summary shows the object as this
+/// controller left it, for the same desired state.
+pub fn summary_in_sync(view: &ObjectMeta, known_generation: Option<&str>, desired: &ObjectMeta, hash: &str) -> bool {
+    let generation = view.generation.map(|g| g.to_string());
+    let holds = |want: &Option<BTreeMap<String, String>>, have: &Option<BTreeMap<String, String>>| {
+        want.iter().flatten().all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    };
+    let controller = |m: &ObjectMeta| {
+        m.owner_references.iter().flatten().find(|r| r.controller == Some(true)).map(|r| r.uid.clone())
+    };
+    known_generation.is_some_and(|k| !k.is_empty() && Some(k) == generation.as_deref())
+        && view.annotations.as_ref().and_then(|a| a.get(DESIRED_HASH_ANNOTATION)).map(String::as_str) == Some(hash)
+        && holds(&desired.labels, &view.labels)
+        && holds(&desired.annotations, &view.annotations)
+        && controller(desired) == controller(view)
+}
+
 /// The record key of an object of kind `K` named `name` owned by the object `owner_key`
 /// (forgotten with it).
 fn owned_key<K: Resource<DynamicType = ()>>(owner_key: &str, name: &str) -> String {
@@ -366,6 +422,41 @@ mod tests {
         let mut g = ConfigHasher::default();
         g.add("s", "a", b"bc");
         assert_ne!(f.finish(), g.finish());
+    }
+
+    #[test]
+    fn a_summary_is_in_sync_only_as_this_controller_left_it() {
+        let owner = |uid: &str| OwnerReference { uid: uid.into(), controller: Some(true), ..Default::default() };
+        let desired = ObjectMeta {
+            labels: Some(BTreeMap::from([("app".to_string(), "bee".to_string())])),
+            owner_references: Some(vec![owner("u1")]),
+            ..Default::default()
+        };
+        let view = ObjectMeta {
+            generation: Some(4),
+            labels: Some(BTreeMap::from([
+                ("app".to_string(), "bee".to_string()),
+                ("extra".to_string(), "x".to_string()),
+            ])),
+            annotations: Some(BTreeMap::from([(DESIRED_HASH_ANNOTATION.to_string(), "h1".to_string())])),
+            owner_references: Some(vec![owner("u1")]),
+            ..Default::default()
+        };
+        assert!(summary_in_sync(&view, Some("4"), &desired, "h1"));
+        // Never written here (a restart), or a write of unknown outcome: read it whole.
+        assert!(!summary_in_sync(&view, None, &desired, "h1"));
+        assert!(!summary_in_sync(&view, Some(""), &desired, "h1"));
+        // The spec was edited since (the generation moved), or the desired state changed.
+        assert!(!summary_in_sync(&view, Some("3"), &desired, "h1"));
+        assert!(!summary_in_sync(&view, Some("4"), &desired, "h2"));
+        // A label of ours edited by hand (labels do not move the generation).
+        let mut edited = view.clone();
+        edited.labels.as_mut().unwrap().insert("app".into(), "other".into());
+        assert!(!summary_in_sync(&edited, Some("4"), &desired, "h1"));
+        // Another controller now.
+        let mut adopted = view.clone();
+        adopted.owner_references = Some(vec![owner("u2")]);
+        assert!(!summary_in_sync(&adopted, Some("4"), &desired, "h1"));
     }
 
     #[test]

@@ -257,3 +257,135 @@ where
         _ => Err(Error::CacheNotSynced(what)),
     }
 }
+
+/// The resourceVersion of every object of a kind, by namespace and name: all a controller
+/// needs to keep of objects it watches only to notice changes (Secrets, ConfigMaps), at a
+/// fraction of a store's memory (a string pair per object, not a whole metadata).
+#[derive(Clone, Default)]
+pub struct VersionIndex {
+    versions: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
+}
+
+impl VersionIndex {
+    /// The version of `namespace/name`, if the watch has seen it.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<String> {
+        self.versions.read().expect("version index poisoned").get(&index_key(namespace, name)).cloned()
+    }
+
+    /// Objects indexed.
+    pub fn len(&self) -> usize {
+        self.versions.read().expect("version index poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies one watch event; a re-list replaces the index whole once it is complete.
+    fn apply<K: Resource>(
+        &self,
+        event: &watcher::Event<K>,
+        relisting: &mut Option<std::collections::HashMap<String, String>>,
+    ) {
+        let entry = |o: &K| {
+            let m = o.meta();
+            (
+                index_key(m.namespace.as_deref().unwrap_or_default(), m.name.as_deref().unwrap_or_default()),
+                m.resource_version.clone().unwrap_or_default(),
+            )
+        };
+        let mut versions = self.versions.write().expect("version index poisoned");
+        match event {
+            watcher::Event::Apply(o) => {
+                let (k, v) = entry(o);
+                versions.insert(k, v);
+            }
+            watcher::Event::Delete(o) => {
+                versions.remove(&entry(o).0);
+            }
+            watcher::Event::Init => *relisting = Some(Default::default()),
+            watcher::Event::InitApply(o) => {
+                let (k, v) = entry(o);
+                relisting.get_or_insert_with(Default::default).insert(k, v);
+            }
+            watcher::Event::InitDone => *versions = relisting.take().unwrap_or_default(),
+        }
+    }
+}
+
+fn index_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// A metadata-only watch of `K` that fills a [`VersionIndex`]; its stream of touched objects
+/// (each after the index has it, with nothing but name and namespace kept) triggers a
+/// controller (`watches_stream`).
+pub fn indexed_watch<K>(
+    api: Api<kube::core::PartialObjectMeta<K>>,
+    config: watcher::Config,
+) -> (
+    VersionIndex,
+    impl futures::Stream<Item = std::result::Result<kube::core::PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+    kube::core::PartialObjectMeta<K>: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug + Send,
+{
+    let index = VersionIndex::default();
+    let writer = index.clone();
+    let mut relisting = None;
+    let stream = watcher::watcher(api, config)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                writer.apply(event, &mut relisting);
+            }
+        })
+        .modify(|o: &mut kube::core::PartialObjectMeta<K>| {
+            let m = &mut o.metadata;
+            *m = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: m.name.take(),
+                namespace: m.namespace.take(),
+                ..Default::default()
+            };
+        })
+        .touched_objects();
+    (index, stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::core::PartialObjectMeta;
+
+    fn meta(ns: &str, name: &str, rv: &str) -> PartialObjectMeta<Secret> {
+        let mut m = PartialObjectMeta::<Secret>::default();
+        m.metadata.namespace = Some(ns.into());
+        m.metadata.name = Some(name.into());
+        m.metadata.resource_version = Some(rv.into());
+        m
+    }
+
+    #[test]
+    fn the_version_index_follows_changes_deletes_and_relists() {
+        let index = VersionIndex::default();
+        let mut relisting = None;
+        let mut apply = |e: watcher::Event<PartialObjectMeta<Secret>>| index.apply(&e, &mut relisting);
+        apply(watcher::Event::Init);
+        apply(watcher::Event::InitApply(meta("a", "key", "1")));
+        apply(watcher::Event::InitApply(meta("b", "key", "2")));
+        assert_eq!(index.get("a", "key"), None, "nothing is known before the list is complete");
+        apply(watcher::Event::InitDone);
+        assert_eq!((index.get("a", "key"), index.get("b", "key")), (Some("1".into()), Some("2".into())));
+        apply(watcher::Event::Apply(meta("a", "key", "3")));
+        apply(watcher::Event::Delete(meta("b", "key", "2")));
+        assert_eq!((index.get("a", "key"), index.get("b", "key")), (Some("3".into()), None));
+        // A re-list after a gap: what it no longer returns is gone (deleted while unwatched).
+        apply(watcher::Event::Init);
+        apply(watcher::Event::InitApply(meta("c", "key", "9")));
+        assert_eq!(index.get("a", "key"), Some("3".into()), "the old index serves until the list is complete");
+        apply(watcher::Event::InitDone);
+        assert_eq!((index.get("a", "key"), index.get("c", "key")), (None, Some("9".into())));
+        assert_eq!(index.len(), 1);
+    }
+}

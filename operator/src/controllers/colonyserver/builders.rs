@@ -19,6 +19,8 @@ use crate::controllers::common::{self, WorkloadParts, labels, owner_ref, workloa
 use crate::runtime::Result;
 
 pub const APP_LABEL: &str = "colony-server";
+/// `app.kubernetes.io/name` of a server's fallback ConfigMap.
+pub const FALLBACK_APP_LABEL: &str = "colony-fallback";
 pub const CONTAINER: &str = "colonies";
 const TLS_DIR: &str = "/etc/colonies/tls";
 
@@ -191,7 +193,7 @@ pub fn fallback_config_map(cs: &ColonyServer, active: bool) -> Result<ConfigMap>
         metadata: ObjectMeta {
             name: Some(spec.effective_config_map_name(&name)),
             namespace: cs.namespace(),
-            labels: Some(labels("colony-fallback", &name)),
+            labels: Some(labels(FALLBACK_APP_LABEL, &name)),
             owner_references: Some(vec![owner_ref(cs)?]),
             ..Default::default()
         },

@@ -25,7 +25,8 @@ use crate::api::WindowDemand;
 use crate::api::{ApiCheckSpec, ColonyServer, FallbackOverride};
 use crate::colonyos::rpc::Identity;
 use crate::controllers::common::{
-    ConfigHasher, Converged, cached_live, converge_cached, converge_recorded, owned_by, pod_selector, secret_value,
+    ConfigHasher, Converged, MANAGED_BY, OPERATOR, cached_live, converge_cached, converge_recorded, owned_by,
+    pod_selector, secret_value,
 };
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout::{self, RolloutPolicy};
@@ -66,9 +67,11 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let api: Api<ColonyServer> = ctx.scoped_api();
     let cfg = watcher::Config::default();
-    // What the server owns is watched, so that a hand edit or a deletion is put back at
-    // once; by label, so that the cluster's other ConfigMaps are never cached.
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=colony-operator");
+    // What the server owns is watched (and cached), so that a hand edit or a deletion is put
+    // back at once; by its labels, so that neither the cluster's other objects nor the bees'
+    // Deployments are delivered here.
+    let owned =
+        |app: &str| watcher::Config::default().labels(&format!("app.kubernetes.io/name={app},{MANAGED_BY}={OPERATOR}"));
     // The delete hook needs the context, which needs the controller's cache: it is set below.
     let for_hook: Arc<OnceLock<Arc<ServerContext>>> = Default::default();
     let hook = for_hook.clone();
@@ -78,10 +81,11 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         }
     });
     let (deployments, deployment_events) =
-        cached_watch(ctx.scoped_api::<Deployment>(), owned.clone(), strip_object::<Deployment>);
-    let (services, service_events) = cached_watch(ctx.scoped_api::<Service>(), owned.clone(), strip_object::<Service>);
+        cached_watch(ctx.scoped_api::<Deployment>(), owned(builders::APP_LABEL), strip_object::<Deployment>);
+    let (services, service_events) =
+        cached_watch(ctx.scoped_api::<Service>(), owned(builders::APP_LABEL), strip_object::<Service>);
     let (config_maps, config_map_events) =
-        cached_watch(ctx.scoped_api::<ConfigMap>(), owned, strip_object::<ConfigMap>);
+        cached_watch(ctx.scoped_api::<ConfigMap>(), owned(builders::FALLBACK_APP_LABEL), strip_object::<ConfigMap>);
     let controller = controller
         .owns_stream(deployment_events)
         .owns_stream(service_events)

@@ -9,15 +9,14 @@ use std::sync::Mutex;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::ResourceExt;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Resource, ResourceExt};
 
 use super::builders;
 use crate::api::{ColonyServer, FinanceBee};
 use crate::controllers::common::{ConfigHasher, secret_value};
-use crate::controllers::store_ready;
+use crate::controllers::{VersionIndex, store_ready};
 use crate::runtime::{Context, Error, Result};
 
 /// The controller's caches, shared by its reconciles.
@@ -25,9 +24,9 @@ pub struct Caches {
     pub deployments: Store<Deployment>,
     pub pods: Store<Pod>,
     pub servers: Store<ColonyServer>,
-    /// Metadata only (name and resourceVersion): which version of each is current.
-    pub secrets: Store<PartialObjectMeta<Secret>>,
-    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    /// Which version of each Secret and ConfigMap is current (their data is never kept).
+    pub secrets: VersionIndex,
+    pub config_maps: VersionIndex,
     /// Per bee, the config hash last computed and the versions of what it was computed from.
     hashes: Mutex<HashMap<String, Hashed>>,
 }
@@ -44,8 +43,8 @@ impl Caches {
         deployments: Store<Deployment>,
         pods: Store<Pod>,
         servers: Store<ColonyServer>,
-        secrets: Store<PartialObjectMeta<Secret>>,
-        config_maps: Store<PartialObjectMeta<ConfigMap>>,
+        secrets: VersionIndex,
+        config_maps: VersionIndex,
     ) -> Self {
         Self { deployments, pods, servers, secrets, config_maps, hashes: Default::default() }
     }
@@ -96,14 +95,11 @@ impl Caches {
 
     /// The cached resourceVersion of each source (None: not in the cache).
     fn versions_of(&self, ns: &str, sources: &[Source]) -> Vec<(String, Option<String>)> {
-        fn version<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, ns: &str, name: &str) -> Option<String> {
-            store.get(&ObjectRef::new(name).within(ns)).and_then(|o| o.meta().resource_version.clone())
-        }
         sources
             .iter()
             .map(|s| match s {
-                Source::Secret(n) => (format!("secret/{n}"), version(&self.secrets, ns, n)),
-                Source::ConfigMap(n) => (format!("configmap/{n}"), version(&self.config_maps, ns, n)),
+                Source::Secret(n) => (format!("secret/{n}"), self.secrets.get(ns, n)),
+                Source::ConfigMap(n) => (format!("configmap/{n}"), self.config_maps.get(ns, n)),
             })
             .collect()
     }
@@ -188,28 +184,75 @@ async fn read_config_hash(ctx: &Context, fb: &FinanceBee) -> Result<String> {
     Ok(h.finish())
 }
 
-/// Keeps of a cached pod what the reconcile reads: its labels, spec (images) and status.
-pub fn strip_pod(pod: &mut Pod) {
-    crate::controllers::strip_bookkeeping(&mut pod.metadata);
-    pod.metadata.annotations = None;
-    if let Some(spec) = pod.spec.as_mut() {
-        spec.volumes = None;
-        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
-            c.env = None;
-            c.env_from = None;
-            c.volume_mounts = None;
-        }
-    }
+/// Keeps of a cached bee Deployment its summary: metadata, replicas, the containers' names
+/// and images, and status (what the rollout rules and availability read). Whether the rest of
+/// the spec is as the operator left it is answered by its generation
+/// ([`crate::controllers::common::converge_summarized`]).
+pub fn strip_deployment(d: &mut Deployment) {
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+    crate::controllers::strip_bookkeeping(&mut d.metadata);
+    let containers = d
+        .spec
+        .template
+        .spec
+        .take()
+        .map(|p| {
+            p.containers.into_iter().map(|c| Container { name: c.name, image: c.image, ..Default::default() }).collect()
+        })
+        .unwrap_or_default();
+    d.spec = k8s_openapi::api::apps::v1::DeploymentSpec {
+        replicas: d.spec.replicas,
+        template: PodTemplateSpec { metadata: None, spec: Some(PodSpec { containers, ..Default::default() }) },
+        ..Default::default()
+    };
 }
 
-/// Keeps of a Secret's or ConfigMap's metadata what the cache is for: name and version.
-pub fn strip_to_version<K>(obj: &mut PartialObjectMeta<K>) {
-    let m = &mut obj.metadata;
-    m.managed_fields = None;
+/// Keeps of a cached pod what the reconcile reads (`PodView::from_pod`,
+/// `rollout::crash_looping`): its name, labels and timestamps; its phase and reason, the
+/// Ready condition's status and time, and each container's restart count and waiting reason.
+/// The rest (the spec, the other conditions, images, addresses) is dropped: a thousand pods
+/// cost a tenth of what they would whole.
+pub fn strip_pod(pod: &mut Pod) {
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus};
+    let m = &mut pod.metadata;
+    crate::controllers::strip_bookkeeping(m);
     m.annotations = None;
-    m.labels = None;
     m.owner_references = None;
     m.finalizers = None;
+    pod.spec = None;
+    let Some(status) = pod.status.take() else { return };
+    let conditions = status.conditions.map(|cs| {
+        cs.into_iter()
+            .filter(|c| c.type_ == "Ready")
+            .map(|c| PodCondition {
+                type_: c.type_,
+                status: c.status,
+                last_transition_time: c.last_transition_time,
+                ..Default::default()
+            })
+            .collect()
+    });
+    let container_statuses = status.container_statuses.map(|cs| {
+        cs.into_iter()
+            .map(|c| ContainerStatus {
+                name: c.name,
+                ready: c.ready,
+                restart_count: c.restart_count,
+                state: c.state.and_then(|s| s.waiting).map(|w| ContainerState {
+                    waiting: Some(ContainerStateWaiting { reason: w.reason, message: None }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect()
+    });
+    pod.status = Some(PodStatus {
+        phase: status.phase,
+        reason: status.reason,
+        conditions,
+        container_statuses,
+        ..Default::default()
+    });
 }
 
 #[cfg(test)]
@@ -252,23 +295,73 @@ spec:
     }
 
     #[test]
+    fn a_stripped_deployment_answers_what_the_rollout_rules_and_availability_ask() {
+        use crate::controllers::rollout::{fully_available, progress_deadline_exceeded, running_image};
+        let d: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "b", "namespace": "ns", "generation": 3, "labels": {"app": "bee"},
+                         "annotations": {"colony.zyeute.io/desired-hash": "h"},
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "FinanceBee", "name": "b", "uid": "u", "controller": true}],
+                         "managedFields": [{"manager": "kube-controller-manager"}]},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "bee"}},
+                     "template": {"metadata": {"labels": {"app": "bee"}},
+                                  "spec": {"containers": [{"name": "bee", "image": "img:2", "env": [{"name": "A", "value": "1"}]}],
+                                           "dnsPolicy": "ClusterFirst"}}},
+            "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2, "readyReplicas": 2,
+                       "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}
+        }))
+        .unwrap();
+        let mut s = d.clone();
+        strip_deployment(&mut s);
+        assert_eq!(running_image(&s), running_image(&d));
+        assert_eq!(running_image(&s).as_deref(), Some("img:2"));
+        assert_eq!(fully_available(&s), fully_available(&d));
+        assert!(fully_available(&s));
+        assert_eq!(progress_deadline_exceeded(&s), progress_deadline_exceeded(&d));
+        assert_eq!(s.metadata.generation, Some(3));
+        assert_eq!(s.metadata.owner_references, d.metadata.owner_references);
+        assert_eq!(s.metadata.managed_fields, None);
+        let containers = &s.spec.template.spec.as_ref().unwrap().containers;
+        assert_eq!(containers[0].env, None, "the rest of the spec is not kept");
+    }
+
+    #[test]
     fn stripped_pods_keep_what_restarts_and_rollbacks_read() {
-        let mut pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p", "labels": {"a": "b"}, "annotations": {"x": "y"},
+        use super::super::restart::PodView;
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}, "annotations": {"x": "y"},
+                         "creationTimestamp": "2026-11-29T10:00:00Z",
                          "managedFields": [{"manager": "kubelet"}]},
             "spec": {"containers": [{"name": "c", "image": "img:1", "env": [{"name": "K", "value": "v"}]}],
                      "volumes": [{"name": "v", "emptyDir": {}}]},
-            "status": {"phase": "Failed"}
+            "status": {
+                "phase": "Running", "reason": "Evicted", "podIP": "10.0.0.1",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Ready", "status": "False", "lastTransitionTime": "2026-11-29T10:01:00Z", "message": "m"}
+                ],
+                "containerStatuses": [{"name": "c", "image": "img:1", "imageID": "sha", "ready": false, "restartCount": 4,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                    "lastState": {"terminated": {"exitCode": 1}}}]
+            }
         }))
         .unwrap();
-        strip_pod(&mut pod);
-        assert_eq!(pod.metadata.managed_fields, None);
-        assert_eq!(pod.metadata.annotations, None);
-        assert_eq!(pod.labels().get("a").map(String::as_str), Some("b"));
-        let spec = pod.spec.as_ref().unwrap();
-        assert_eq!(spec.containers[0].image.as_deref(), Some("img:1"));
-        assert_eq!(spec.containers[0].env, None);
-        assert_eq!(spec.volumes, None);
-        assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Failed"));
+        let mut stripped = pod.clone();
+        strip_pod(&mut stripped);
+        // What the decisions read is the same, whole or stripped.
+        assert_eq!(PodView::from_pod(&stripped), PodView::from_pod(&pod));
+        assert_eq!(
+            crate::controllers::rollout::crash_looping(&stripped),
+            crate::controllers::rollout::crash_looping(&pod)
+        );
+        assert!(crate::controllers::rollout::crash_looping(&stripped));
+        assert_eq!(stripped.labels().get("a").map(String::as_str), Some("b"));
+        // The rest is gone.
+        assert_eq!(stripped.metadata.managed_fields, None);
+        assert_eq!(stripped.metadata.annotations, None);
+        assert_eq!(stripped.spec, None);
+        let status = stripped.status.unwrap();
+        assert_eq!(status.pod_ip, None);
+        assert_eq!(status.conditions.as_ref().map(Vec::len), Some(1));
+        assert_eq!(status.container_statuses.unwrap()[0].image, "");
     }
 }

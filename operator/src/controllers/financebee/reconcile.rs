@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::api::WindowDemand;
 use crate::api::{ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, STALLED};
-use crate::controllers::common::{Converged, cached_live, converge_recorded, owned_by, secret_value};
+use crate::controllers::common::{Converged, converge_summarized, owned_by, secret_value};
 use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout;
 use crate::runtime::conditions::find;
@@ -235,23 +235,24 @@ pub fn forget(bctx: &BeeContext, namespace: &str, name: &str) {
     tracing::info!("bee deleted: its notifications and metric series are dropped");
 }
 
-/// Reconciles a live bee; returns the action and the bee's resourceVersion as this
-/// reconcile left it.
-async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Option<String>)> {
-    let ctx = &bctx.base;
-    let ns = fb.namespace().unwrap_or_default();
-    let name = fb.name_any();
-    let api: Api<FinanceBee> = ctx.api(&ns);
-    let now = Utc::now();
-    let previous = fb.status.clone().unwrap_or_default();
+/// What a bee's reconcile starts from: the caches, the window view and the spec's own check.
+struct Gathered {
+    /// The bee's pods: they judge a new image (rollback) and may need a restart.
+    pods: Vec<Pod>,
+    server: Option<ColonyServer>,
+    pause: Option<Pause>,
+    policy: RestartPolicy,
+    after: TimeDelta,
+    /// An invalid spec value (one admitted before the schema's rules existed).
+    invalid: Option<String>,
+}
 
-    // ---- gather and apply the Deployment ----
+async fn gather(bctx: &BeeContext, fb: &FinanceBee) -> Result<Gathered> {
+    let ctx = &bctx.base;
+    let (ns, name) = (fb.namespace().unwrap_or_default(), fb.name_any());
     let caches = &bctx.caches;
     caches.ready().await?;
-    // The bee's pods, as cached: they judge a new image (rollback) and need restarts.
-    let listed_pods = caches.pods(&ns, &name);
-    let server = caches.server(ctx, &ns, &fb.spec.colony_server_ref.name).await?;
-    let windows = stopping_windows(ctx, &fb).await?;
+    let windows = stopping_windows(ctx, fb).await?;
     let pause = if fb.spec.suspend {
         Some(Pause::Suspended)
     } else if !windows.is_empty() {
@@ -259,100 +260,131 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Op
     } else {
         None
     };
-    let replicas = if pause.is_some() { 0 } else { fb.spec.replicas };
     let policy = RestartPolicy::from_spec(&fb.spec.restart);
     // The spec's own check first: values admitted before the schema's rules existed.
     let after = fb.spec.check(&name).map(|()| fb.spec.escalation.after.time_delta());
-    let mut problem: Option<(String, String)> = match (&policy, &after) {
-        (Err(m), _) | (_, Err(m)) => Some(("InvalidSpec".into(), m.clone())),
+    let invalid = match (&policy, &after) {
+        (Err(m), _) | (_, Err(m)) => Some(m.clone()),
         _ => None,
     };
-    let mut deployment_status = None;
-    let mut rollout_decision = None;
-    match &server {
-        _ if problem.is_some() => {}
-        None => {
-            problem =
-                Some(("ServerNotFound".into(), format!("ColonyServer {:?} not found", fb.spec.colony_server_ref.name)))
-        }
-        Some(cs) => {
-            let endpoint = cs.spec.effective_endpoint(&cs.name_any(), &ns);
-            let deployments: Api<Deployment> = ctx.api(&ns);
-            let version_key = format!("{NAME}/{ns}/{name}");
-            let live = cached_live(&deployments, &caches.deployments, &ctx.versions, &version_key, &name).await?;
-            match (builders::host_port(&endpoint), caches.config_hash(ctx, &fb).await) {
-                (None, _) => {
-                    problem = Some(("InvalidServerEndpoint".into(), "the ColonyServer endpoint is not a URL".into()))
-                }
-                (_, Err(Error::MissingReference(m))) => problem = Some(("MissingReference".into(), m)),
-                (_, Err(e)) => return Err(e),
-                (_, Ok(_)) if deployment_not_owned(&live, &fb) => {
-                    problem = Some((
-                        "DeploymentNotOwned".into(),
-                        format!(
-                            "Deployment {name} exists and is not managed by this FinanceBee; delete it or give the FinanceBee another name"
-                        ),
-                    ))
-                }
-                (Some((host, port, tls)), Ok(hash)) => {
-                    let decision = decide_rollout(&fb, live.as_ref(), &listed_pods, &previous, now);
-                    let inputs = BeeInputs {
-                        image: decision.image.clone(),
-                        server_host: host,
-                        server_port: port,
-                        server_tls: tls,
-                        replicas,
-                        config_hash: hash,
-                    };
-                    let desired = builders::deployment(&fb, &inputs)?;
-                    let converged =
-                        converge_recorded(&deployments, &ctx.versions, &version_key, live, desired, NAME).await?;
-                    if let Converged::Written { fields, .. } = &converged {
-                        tracing::info!(replicas, image = %decision.image, ?fields, "applied Deployment");
-                    }
-                    deployment_status = converged.object().and_then(|d| d.status);
-                    if let Some(rb) = decision.rolled_back.as_ref().filter(|_| decision.newly_rolled_back) {
-                        tracing::warn!(failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
-                        ctx.event(fb.as_ref(), EventType::Warning, "RolledBack", "Rollback", rollout::event_note(rb))
-                            .await;
-                    }
-                    rollout_decision = Some(decision);
-                }
-            }
-        }
+    Ok(Gathered {
+        pods: caches.pods(&ns, &name),
+        server: caches.server(ctx, &ns, &fb.spec.colony_server_ref.name).await?,
+        pause,
+        policy: policy.unwrap_or_default(),
+        after: after.unwrap_or(TimeDelta::minutes(15)),
+        invalid,
+    })
+}
+
+/// What applying the bee's Deployment left.
+#[derive(Default)]
+struct Workload {
+    /// (reason, message) of what keeps the bee from running.
+    problem: Option<(String, String)>,
+    deployment: Option<k8s_openapi::api::apps::v1::DeploymentStatus>,
+    rollout: Option<rollout::Decision>,
+}
+
+impl Workload {
+    fn problem(reason: &str, message: String) -> Result<Self> {
+        Ok(Self { problem: Some((reason.into(), message)), ..Default::default() })
     }
-    let policy = policy.unwrap_or_default();
-    let after = after.unwrap_or(TimeDelta::minutes(15));
+}
 
-    // ---- restarts (pure decision over the pods as listed now) ----
-    let pods: Vec<PodView> =
-        if problem.is_none() { listed_pods.iter().map(PodView::from_pod).collect() } else { Vec::new() };
-    let hold = match &pause {
-        Some(p) => Some(p.hold()),
-        None => server.as_ref().and_then(server_hold),
+/// Converges the bee's Deployment on the image the rollout rules pick, scaled to 0 while the
+/// bee is paused; or says what stops it (an invalid spec, a missing server or reference, a
+/// Deployment of its name that is someone else's).
+async fn apply_workload(
+    bctx: &BeeContext,
+    fb: &FinanceBee,
+    g: &Gathered,
+    previous: &crate::api::FinanceBeeStatus,
+    now: chrono::DateTime<Utc>,
+) -> Result<Workload> {
+    let ctx = &bctx.base;
+    let (ns, name) = (fb.namespace().unwrap_or_default(), fb.name_any());
+    if let Some(m) = &g.invalid {
+        return Workload::problem("InvalidSpec", m.clone());
+    }
+    let Some(cs) = &g.server else {
+        return Workload::problem(
+            "ServerNotFound",
+            format!("ColonyServer {:?} not found", fb.spec.colony_server_ref.name),
+        );
     };
-    let restart = restart::decide(&RestartInputs {
-        policy: &policy,
-        pods: &pods,
-        previous: previous.restarts.as_ref(),
-        hold,
-        now,
-    });
+    let endpoint = cs.spec.effective_endpoint(&cs.name_any(), &ns);
+    let deployments: Api<Deployment> = ctx.api(&ns);
+    let version_key = format!("{NAME}/{ns}/{name}");
+    // The cached summary of the Deployment (what the decisions below read); none cached: the
+    // API server says whether there is one (perhaps someone else's).
+    let live = match bctx.caches.deployments.get(&ObjectRef::new(&name).within(&ns)) {
+        Some(d) => Some(d.as_ref().clone()),
+        None => deployments.get_opt(&name).await?,
+    };
+    let ((host, port, tls), hash) = match (builders::host_port(&endpoint), bctx.caches.config_hash(ctx, fb).await) {
+        (None, _) => {
+            return Workload::problem("InvalidServerEndpoint", "the ColonyServer endpoint is not a URL".into());
+        }
+        (_, Err(Error::MissingReference(m))) => return Workload::problem("MissingReference", m),
+        (_, Err(e)) => return Err(e),
+        (_, Ok(_)) if deployment_not_owned(&live, fb) => {
+            return Workload::problem(
+                "DeploymentNotOwned",
+                format!(
+                    "Deployment {name} exists and is not managed by this FinanceBee; delete it or give the FinanceBee another name"
+                ),
+            );
+        }
+        (Some(host_port), Ok(hash)) => (host_port, hash),
+    };
+    let decision = decide_rollout(fb, live.as_ref(), &g.pods, previous, now);
+    let replicas = if g.pause.is_some() { 0 } else { fb.spec.replicas };
+    let inputs = BeeInputs {
+        image: decision.image.clone(),
+        server_host: host,
+        server_port: port,
+        server_tls: tls,
+        replicas,
+        config_hash: hash,
+    };
+    let desired = builders::deployment(fb, &inputs)?;
+    let converged = converge_summarized(&deployments, &ctx.versions, &version_key, live, desired, NAME).await?;
+    if let Converged::Written { fields, .. } = &converged {
+        tracing::info!(replicas, image = %decision.image, ?fields, "applied Deployment");
+    }
+    if let Some(rb) = decision.rolled_back.as_ref().filter(|_| decision.newly_rolled_back) {
+        tracing::warn!(failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
+        ctx.event(fb, EventType::Warning, "RolledBack", "Rollback", rollout::event_note(rb)).await;
+    }
+    Ok(Workload { problem: None, deployment: converged.object().and_then(|d| d.status), rollout: Some(decision) })
+}
 
-    // ---- escalation (pure decision, then where its notification stands) ----
-    let ready_replicas = deployment_status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-    let available_replicas = deployment_status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
-    let available = status::is_available(fb.spec.replicas, available_replicas, problem.is_some(), pause.is_some());
-    let unavailable_since = status::unavailable_since(previous.unavailable_since, available, pause.is_some(), now);
+/// Where the bee's page stands: the escalation decision (pure), the notification it needs,
+/// and what is known of that notification's delivery.
+struct Paging {
+    esc: escalation::EscalationDecision,
+    job: Option<Job>,
+    next: Next,
+    delivery: Delivery,
+}
+
+fn paging(
+    bctx: &BeeContext,
+    key: &str,
+    after: TimeDelta,
+    unavailable_since: Option<chrono::DateTime<Utc>>,
+    previous: &crate::api::FinanceBeeStatus,
+    now: chrono::DateTime<Utc>,
+) -> Paging {
     let esc = escalation::decide(after, unavailable_since, previous.escalation.as_ref(), now);
-    let key = format!("{ns}/{name}");
     let job = esc.status.as_ref().map(Job::for_status);
     let recorded = match esc.transition {
         Some(_) => None,
         None => escalation::recorded_delivery(find(&previous.conditions, ESCALATED), esc.status.as_ref()),
     };
     let next = match &job {
-        Some(j) => bctx.deliveries.next(&key, j, recorded.as_ref()),
+        Some(j) => bctx.deliveries.next(key, j, recorded.as_ref()),
         None => Next::Idle(None),
     };
     let delivery = match (&next, &recorded) {
@@ -360,30 +392,70 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Op
         (_, Some(d)) => d.clone(),
         (_, None) => Delivery::Pending,
     };
+    Paging { esc, job, next, delivery }
+}
 
-    // ---- status, written before acting: it is the record of restarts and pages ----
+/// Reconciles a live bee: gather → apply the Deployment → decide restarts and paging (pure)
+/// → write status (only on change; it is the record of restarts and pages, so it is written
+/// before acting) → act → requeue at the next timer. Returns the action and the bee's
+/// resourceVersion as this reconcile left it.
+async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Option<String>)> {
+    let ctx = &bctx.base;
+    let (ns, name) = (fb.namespace().unwrap_or_default(), fb.name_any());
+    let now = Utc::now();
+    let previous = fb.status.clone().unwrap_or_default();
+    let g = gather(&bctx, &fb).await?;
+    let workload = apply_workload(&bctx, &fb, &g, &previous, now).await?;
+    let problem = workload.problem.clone();
+
+    // Restarts: a pure decision over the pods as cached now.
+    let pods: Vec<PodView> =
+        if problem.is_none() { g.pods.iter().map(PodView::from_pod).collect() } else { Vec::new() };
+    let hold = match &g.pause {
+        Some(p) => Some(p.hold()),
+        None => g.server.as_ref().and_then(server_hold),
+    };
+    let restart = restart::decide(&RestartInputs {
+        policy: &g.policy,
+        pods: &pods,
+        previous: previous.restarts.as_ref(),
+        hold,
+        now,
+    });
+
+    // Paging.
+    let ready_replicas = workload.deployment.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let available_replicas = workload.deployment.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+    let paused = g.pause.is_some();
+    let available = status::is_available(fb.spec.replicas, available_replicas, problem.is_some(), paused);
+    let unavailable_since = status::unavailable_since(previous.unavailable_since, available, paused, now);
+    let key = format!("{ns}/{name}");
+    let Paging { esc, job, next, delivery } = paging(&bctx, &key, g.after, unavailable_since, &previous, now);
+
+    // Status.
     let new_status = status::compute(&Observed {
         generation: fb.metadata.generation,
         previous: &previous,
         now,
         image: &fb.spec.image,
         replicas: fb.spec.replicas,
-        max_restarts: policy.max_restarts,
+        max_restarts: g.policy.max_restarts,
         problem: problem.clone(),
-        pause: pause.clone(),
+        pause: g.pause.clone(),
         ready_replicas,
         available_replicas,
         restart: &restart,
         escalation: escalation::with_delivery(esc.status.clone(), &delivery),
         escalated: escalation::condition(esc.status.as_ref(), &delivery, fb.spec.escalation.after.as_str()),
-        rollout: rollout_decision.as_ref(),
+        rollout: workload.rollout.as_ref(),
     });
     ctx.metrics.conditions_observed(NAME, &ns, &name, &new_status.conditions);
+    let api: Api<FinanceBee> = ctx.api(&ns);
     let version =
         apply_status(&api, fb.as_ref(), NAME, fb.status.as_ref(), &new_status).await?.or(fb.resource_version());
 
-    // ---- act ----
-    act_on_restart(&bctx, &fb, &restart, &previous, &policy).await?;
+    // Act.
+    act_on_restart(&bctx, &fb, &restart, &previous, &g.policy).await?;
     let labels = object_labels(&fb);
     ctx.metrics
         .finance_bee_escalated
@@ -413,8 +485,9 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Op
         _ => {}
     }
 
+    // Requeue at the next timer.
     let timers =
-        [restart.requeue_after, esc.requeue_after, retry_after, rollout_decision.and_then(|d| d.requeue_after)];
+        [restart.requeue_after, esc.requeue_after, retry_after, workload.rollout.and_then(|d| d.requeue_after)];
     let default = if problem.is_some() { Duration::from_secs(30) } else { Duration::from_secs(300) };
     let requeue = timers.into_iter().flatten().min().unwrap_or(default).min(default);
     Ok((Action::requeue(requeue.max(Duration::from_secs(1))), version))
