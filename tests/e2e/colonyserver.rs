@@ -393,7 +393,17 @@ async fn flips_are_notified_and_the_webhook_url_stays_secret() {
         if h.len() >= 2 { Ok(h) } else { Err(format!("{h:?}")) }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Proof that the operator looked again after the second flip (more probes, and a
+    // reconcile woken by a label change) before asserting that nothing more was sent.
+    let (probes, seen) = (endpoint.successes(), op.reconciles("colonyserver").await);
+    let label = serde_json::json!({"metadata": {"labels": {"example.com/touched": "after-recovery"}}});
+    servers.patch("notified", &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
+    op.wait_reconciles("colonyserver", seen, 1).await;
+    wait_for("two more probes", DEADLINE, || async {
+        let now = endpoint.successes();
+        if now >= probes + 2 { Ok(()) } else { Err(format!("{now} probes")) }
+    })
+    .await;
     assert_eq!(endpoint.hooks().len(), 2, "one notification per flip: {:?}", endpoint.hooks());
     assert_eq!(hooks[0]["server"], "notified");
     assert_eq!(hooks[0]["state"], "on");
@@ -467,11 +477,28 @@ async fn deleting_a_server_stops_its_probes_and_removes_what_it_owned() {
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "e2e-cs-delete").await;
     let endpoint = TestEndpoint::start().await;
+    // A second server, probed all along: its probes are the proof that probing went on while
+    // the deleted one's stayed silent.
+    let kept_endpoint = TestEndpoint::start().await;
     let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
-    apply_yaml(&ns.name, &unmanaged("gone", &endpoint, "{}", "{interval: 1s, timeout: 1s, successThreshold: 1}")).await;
+    let health = "{interval: 1s, timeout: 1s, successThreshold: 1}";
+    apply_yaml(&ns.name, &unmanaged("gone", &endpoint, "{}", health)).await;
+    apply_yaml(&ns.name, &unmanaged("kept", &kept_endpoint, "{}", health)).await;
     let servers: Api<ColonyServer> = ns.api();
     let cms: Api<ConfigMap> = ns.api();
     wait_condition(&servers, "gone", "Healthy", "True").await;
+    wait_condition(&servers, "kept", "Healthy", "True").await;
+    let kept_probes = |more: u64| {
+        let since = kept_endpoint.successes();
+        let kept = &kept_endpoint;
+        async move {
+            wait_for(&format!("{more} more probes of the kept server"), DEADLINE, || async {
+                let now = kept.successes();
+                if now >= since + more { Ok(()) } else { Err(format!("{now}")) }
+            })
+            .await
+        }
+    };
     servers.delete("gone", &Default::default()).await.unwrap();
     wait_for("the fallback ConfigMap to be garbage-collected", DEADLINE, || async {
         match cms.get_opt("gone-fallback").await.map_err(|e| e.to_string())? {
@@ -480,9 +507,10 @@ async fn deleting_a_server_stops_its_probes_and_removes_what_it_owned() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A probe in flight at the deletion has long ended after two more rounds of the other.
+    kept_probes(2).await;
     let probes = endpoint.successes();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    kept_probes(4).await;
     assert_eq!(endpoint.successes(), probes, "no probes after the server was deleted");
     drop(op);
     ns.cleanup().await;
