@@ -13,8 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use colony_e2e::chaos::{self, Row};
 use colony_e2e::{
-    DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, audit_log_path, client, install_crds,
-    operator_writes, wait_for,
+    DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, client, install_crds, operator_writes, wait_for,
 };
 use colony_operator::api::{ColonyServer, FinanceBee};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -204,7 +203,7 @@ impl Tally {
 /// Status codes of the operator's write requests to `object` ("deployments/prod") in
 /// `namespace` since `since`, from the audit log (a refused request, 4xx, wrote nothing).
 fn operator_write_codes(namespace: &str, since: SystemTime, object: &str) -> Vec<u64> {
-    let text = std::fs::read_to_string(audit_log_path()).unwrap_or_default();
+    let text = colony_e2e::audit_log_text();
     let since: chrono::DateTime<chrono::Utc> = since.into();
     text.lines()
         // Cheap text filters first: the log holds every test's writes.
@@ -238,7 +237,7 @@ async fn flush_audit_log(ns: &TestNamespace) {
     ns.api::<ConfigMap>().patch(&name, &PatchParams::apply("colony-e2e"), &Patch::Apply(&cm)).await.unwrap();
     let needle = format!("\"name\":\"{name}\"");
     wait_for("the audit log to hold the marker write", DEADLINE, || async {
-        let text = std::fs::read_to_string(audit_log_path()).unwrap_or_default();
+        let text = colony_e2e::audit_log_text();
         if text.contains(&needle) { Ok(()) } else { Err(format!("{} bytes, no marker", text.len())) }
     })
     .await;

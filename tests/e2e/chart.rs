@@ -956,7 +956,7 @@ async fn operator_runs_on_the_charts_namespaced_rbac_alone() {
     let text = logs();
     let refused: Vec<&str> = text.lines().filter(|l| l.to_ascii_lowercase().contains("forbidden")).collect();
     assert!(refused.is_empty(), "the operator was refused requests:\n{}", refused.join("\n"));
-    let audit = std::fs::read_to_string(colony_e2e::audit_log_path()).unwrap_or_default();
+    let audit = colony_e2e::audit_log_text();
     let denied: Vec<String> = audit
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

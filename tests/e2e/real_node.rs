@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use colony_e2e::{
-    DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, audit_log_path, client, install_crds, kubectl,
-    repo_root, wait_for,
+    DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, client, install_crds, kubectl, repo_root,
+    wait_for,
 };
 use colony_operator::api::{ColonyServer, FinanceBee};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -136,7 +136,7 @@ fn fingerprint(key: &str) -> String {
 
 /// Writes to `resource` objects in `namespace` by `user`, from the API server's audit log.
 fn writes_by(user: &str, namespace: &str, resource: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(audit_log_path()).unwrap_or_default();
+    let text = colony_e2e::audit_log_text();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["user"]["username"].as_str() == Some(user))
@@ -153,6 +153,17 @@ fn writes_by(user: &str, namespace: &str, resource: &str) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Waits until the audit log holds a write of ColonyServer `what` (`name/subresource`) by
+/// `user`: the API server logs a request's completion after it has answered, so a status
+/// already visible may not be in the log yet.
+async fn wait_written_by(user: &str, namespace: &str, what: &str) {
+    wait_for(&format!("{user} to have written {what}"), DEADLINE, || async {
+        let writes = writes_by(user, namespace, "colonyservers");
+        if writes.iter().any(|w| w == what) { Ok(()) } else { Err(format!("writes so far: {writes:?}")) }
+    })
+    .await;
 }
 
 async fn helm(args: &[&str]) -> std::process::Output {
@@ -272,8 +283,7 @@ async fn chart_runs_the_operator_image_on_the_real_node_and_leadership_hands_ove
     let servers: Api<ColonyServer> = ns.api();
     apply_yaml(&ns.name, &server_yaml("one")).await;
     wait_reconciled(&servers, "one").await;
-    let writes = writes_by(&sa, &ns.name, "colonyservers");
-    assert!(writes.iter().any(|w| w == "one/status"), "{sa} wrote the status: {writes:?}");
+    wait_written_by(&sa, &ns.name, "one/status").await;
 
     // The leader holds the Lease; deleting its pod hands over to the other replica.
     let leases: Api<Lease> = ns.api();
@@ -308,8 +318,8 @@ async fn chart_runs_the_operator_image_on_the_real_node_and_leadership_hands_ove
     );
     apply_yaml(&ns.name, &server_yaml("two")).await;
     wait_reconciled(&servers, "two").await;
-    let writes = writes_by(&sa, &ns.name, "colonyservers");
-    assert!(writes.iter().any(|w| w == "two/status"), "the new leader reconciles: {writes:?}");
+    // The new leader reconciles, as the chart's ServiceAccount.
+    wait_written_by(&sa, &ns.name, "two/status").await;
 
     let out = helm(&["uninstall", release, "--namespace", &ns.name, "--wait"]).await;
     assert!(out.status.success(), "helm uninstall: {}", String::from_utf8_lossy(&out.stderr));

@@ -172,11 +172,29 @@ pub fn audit_log_path() -> PathBuf {
     repo_root().join(format!("target/cluster/kwok/clusters/{cluster}/logs/audit.log"))
 }
 
+/// The audit log's text, the files the API server rotated away (`audit-<time>.log` beside
+/// `audit.log`) included, oldest first: a busy test run can fill and rotate `audit.log`.
+pub fn audit_log_text() -> String {
+    let path = audit_log_path();
+    let mut rotated: Vec<PathBuf> = path
+        .parent()
+        .and_then(|dir| std::fs::read_dir(dir).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("audit-") && n.ends_with(".log"))
+        })
+        .collect();
+    rotated.sort();
+    rotated.push(path);
+    rotated.iter().filter_map(|p| std::fs::read_to_string(p).ok()).collect::<Vec<_>>().join("\n")
+}
+
 /// Writes by the operator (user agent `colony-operator/...`) to objects in `namespace`, as
 /// recorded in the API server's audit log between `since` and now.
 pub fn operator_writes(namespace: &str, since: std::time::SystemTime) -> Vec<String> {
-    let path = audit_log_path();
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let text = audit_log_text();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["userAgent"].as_str().is_some_and(|ua| ua.starts_with("colony-operator/")))
@@ -210,7 +228,7 @@ pub struct AuditWrite {
 /// Every write (create, update, patch, delete) to objects in `namespace` recorded in the
 /// audit log, by any client, oldest first.
 pub fn audit_writes(namespace: &str) -> Vec<AuditWrite> {
-    let text = std::fs::read_to_string(audit_log_path()).unwrap_or_default();
+    let text = audit_log_text();
     let mut out: Vec<AuditWrite> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
