@@ -171,7 +171,7 @@ pub fn owned_by<O: Resource<DynamicType = ()>, K: Resource>(owner: &O, live: &K,
     drift::is_ours(live.meta(), owner.meta().uid.as_deref().unwrap_or_default(), &labels(app_label, &owner_name))
 }
 
-/// What [`converge`] did.
+/// What [`converge_over`] did.
 #[derive(Debug)]
 pub enum Converged<K> {
     /// The live object already held every desired field: nothing was written.
@@ -184,6 +184,14 @@ pub enum Converged<K> {
 }
 
 impl<K> Converged<K> {
+    /// The object as the converge left it, unless it is someone else's.
+    pub fn left(&self) -> Option<&K> {
+        match self {
+            Converged::InSync(o) | Converged::Written { object: o, .. } => Some(o),
+            Converged::NotOwned => None,
+        }
+    }
+
     /// The object as it now stands, unless it is someone else's.
     pub fn object(self) -> Option<K> {
         match self {
@@ -191,15 +199,6 @@ impl<K> Converged<K> {
             Converged::NotOwned => None,
         }
     }
-}
-
-/// [`converge_over`] after reading the live object.
-pub async fn converge<K>(api: &Api<K>, desired: K, controller: &str) -> Result<Converged<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-{
-    let live = api.get_opt(&desired.name_any()).await?;
-    converge_over(api, live, desired, controller).await
 }
 
 /// Makes the object `desired` names hold what `desired` holds, given `live` as just read.
@@ -304,10 +303,7 @@ where
     // Until the write returns, its outcome is unknown: no cached version is trusted.
     versions.writing(&key);
     let converged = converge_over(api, live, desired, controller).await?;
-    match &converged {
-        Converged::InSync(o) | Converged::Written { object: o, .. } => versions.remember(&key, o.resource_version()),
-        Converged::NotOwned => versions.remember(&key, None),
-    }
+    versions.remember(&key, converged.left().and_then(|o| o.resource_version()));
     Ok(converged)
 }
 
@@ -357,12 +353,7 @@ where
     // Until the write returns, its outcome is unknown: no summary is trusted.
     versions.writing(&key);
     let converged = converge_over(api, live, desired, controller).await?;
-    match &converged {
-        Converged::InSync(o) | Converged::Written { object: o, .. } => {
-            versions.remember(&key, o.meta().generation.map(|g| g.to_string()))
-        }
-        Converged::NotOwned => versions.remember(&key, None),
-    }
+    versions.remember(&key, converged.left().and_then(|o| o.meta().generation).map(|g| g.to_string()));
     Ok(converged)
 }
 

@@ -79,7 +79,7 @@ where
                 _ = stop.wait() => return Ok(Action::await_change()),
             }
             fault_injection::maybe_panic(name, &obj.name_any());
-            let key = format!("{name}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+            let key = crate::runtime::object_key(name, obj.as_ref());
             let _timer = (*ctx).as_ref().metrics.reconcile_started(name);
             let result = tokio::select! {
                 r = reconcile(obj, ctx.clone()) => r,

@@ -12,7 +12,7 @@ use kube::runtime::watcher;
 use tokio::sync::broadcast;
 
 use crate::api::{MaintenanceWindow, WindowDemand, windows_demanding};
-use crate::runtime::{Error, Result};
+use crate::runtime::Result;
 
 /// One event of the MaintenanceWindow watch.
 pub type WindowEvent = watcher::Event<MaintenanceWindow>;
@@ -50,10 +50,7 @@ impl WindowView {
     /// maintenance window). Gives up after [`READY_WAIT`] with an error, so that a watch that
     /// cannot list windows (RBAC, a missing CRD) shows as failing reconciles, not as silence.
     pub async fn ready(&self) -> Result<()> {
-        match tokio::time::timeout(READY_WAIT, self.store.wait_until_ready()).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(Error::CacheNotSynced("MaintenanceWindows")),
-        }
+        super::store_ready(&self.store, "MaintenanceWindows").await
     }
 
     /// Names (sorted) of the windows in `namespace` that target `server` and demand `demand`.

@@ -36,6 +36,16 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
 }
 
+/// The key under which a controller keeps what it knows of one object (retry backoff, the
+/// version it last left, what it owns): `<controller>/<namespace>/<name>`.
+pub fn object_key<K: ResourceExt>(controller: &str, obj: &K) -> String {
+    key_of(controller, &obj.namespace().unwrap_or_default(), &obj.name_any())
+}
+
+fn key_of(controller: &str, namespace: &str, name: &str) -> String {
+    format!("{controller}/{namespace}/{name}")
+}
+
 /// The field manager of one controller for server-side apply.
 pub fn field_manager(controller: &str) -> String {
     format!("{OPERATOR_NAME}/{controller}")
@@ -120,7 +130,7 @@ impl Context {
     /// retry backoff.
     pub fn forget(&self, controller: &str, namespace: &str, name: &str) {
         self.metrics.forget_conditions(controller, namespace, name);
-        let key = format!("{controller}/{namespace}/{name}");
+        let key = key_of(controller, namespace, name);
         self.versions.forget(&key);
         self.failures.lock().expect("failure map poisoned").remove(&key);
     }

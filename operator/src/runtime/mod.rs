@@ -12,6 +12,6 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod versions;
 
-pub use context::{Context, Settings, apply_status, error_policy, field_manager, fresh};
+pub use context::{Context, Settings, apply_status, error_policy, field_manager, fresh, object_key};
 pub use error::{Error, Result};
 pub use shutdown::Shutdown;

@@ -25,9 +25,6 @@ use super::error::Result;
 #[derive(Default)]
 pub struct Versions {
     known: Mutex<HashMap<String, String>>,
-    /// Reconciles that started from the cache, and that read the object again.
-    hits: std::sync::atomic::AtomicU64,
-    reads: std::sync::atomic::AtomicU64,
 }
 
 /// Where a reconcile's object came from.
@@ -49,10 +46,8 @@ impl Versions {
     {
         let known = self.take(key);
         if decide(known.as_deref(), cached.resource_version().as_deref()) == Source::Cache {
-            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(Some((cached.clone(), Source::Cache)));
         }
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(api.get_opt(&cached.name_any()).await?.map(|o| (o, Source::Read)))
     }
 
@@ -92,12 +87,6 @@ impl Versions {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// (reconciles started from the cache, reconciles that read the object).
-    pub fn counts(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.hits.load(Relaxed), self.reads.load(Relaxed))
     }
 }
 

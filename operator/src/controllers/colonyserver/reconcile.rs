@@ -54,7 +54,7 @@ pub struct Owned {
 
 /// The key under which a server's own version, and those of what it owns, are recorded.
 fn version_key(cs: &ColonyServer) -> String {
-    format!("{NAME}/{}/{}", cs.namespace().unwrap_or_default(), cs.name_any())
+    crate::runtime::object_key(NAME, cs)
 }
 
 impl AsRef<Context> for ServerContext {

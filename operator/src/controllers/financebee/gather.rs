@@ -108,22 +108,17 @@ impl Caches {
     pub fn forget(&self, ns: &str, name: &str) {
         self.hashes.lock().expect("hashes poisoned").remove(&format!("{ns}/{name}"));
     }
-
-    /// Bees with a hash on record (bounded by the bees that exist).
-    pub fn hashes_kept(&self) -> usize {
-        self.hashes.lock().expect("hashes poisoned").len()
-    }
 }
 
 /// A Secret or ConfigMap the bee's pods read.
 #[derive(Debug, PartialEq)]
-enum Source {
+pub enum Source {
     Secret(String),
     ConfigMap(String),
 }
 
 /// Every Secret and ConfigMap the bee's pods read, in the spec's order.
-fn sources(fb: &FinanceBee) -> Vec<Source> {
+pub fn sources(fb: &FinanceBee) -> Vec<Source> {
     let mut out = vec![Source::Secret(fb.spec.executor_key_secret_ref.name.clone())];
     for e in &fb.spec.env {
         if let Some(r) = e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()) {

@@ -154,18 +154,12 @@ fn bees_where<K: ResourceExt>(
 
 /// Whether the bee's pods read the Secret `name` (so a change must roll them).
 pub fn references_secret(fb: &FinanceBee, name: &str) -> bool {
-    fb.spec.executor_key_secret_ref.name == name
-        || fb
-            .spec
-            .env
-            .iter()
-            .any(|e| e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).is_some_and(|r| r.name == name))
-        || fb.spec.env_from.iter().any(|s| s.secret_ref.as_ref().is_some_and(|r| r.name == name))
+    gather::sources(fb).iter().any(|s| matches!(s, gather::Source::Secret(n) if n == name))
 }
 
 /// Whether the bee's pods read the ConfigMap `name`.
 pub fn references_config_map(fb: &FinanceBee, name: &str) -> bool {
-    fb.spec.env_from.iter().any(|s| s.config_map_ref.as_ref().is_some_and(|r| r.name == name))
+    gather::sources(fb).iter().any(|s| matches!(s, gather::Source::ConfigMap(n) if n == name))
 }
 
 /// A tick whenever a MaintenanceWindow's spec or phase changes, or a window goes away (and

@@ -27,7 +27,7 @@ use crate::controllers::notify::{self, RetryPolicy};
 use crate::controllers::rollout;
 use crate::runtime::conditions::find;
 use crate::runtime::metrics::{DeliveryLabels, EscalationLabels, ObjectLabels, RestartLabels};
-use crate::runtime::{Context, Error, Result, apply_status};
+use crate::runtime::{Context, Error, Result, apply_status, object_key};
 
 /// Retries of a PagerDuty delivery (the spec has no knob for it; the webhook has).
 const PAGERDUTY_RETRY: RetryPolicy = RetryPolicy { retries: 3, backoff: Duration::from_secs(2) };
@@ -96,7 +96,7 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     let api: Api<FinanceBee> = bctx.base.api(&ns);
     // Restarts and pages are counted in status: start from an object that holds this
     // controller's last write (the cache when it is known to, else the API server's).
-    let version_key = format!("{NAME}/{ns}/{}", cached.name_any());
+    let version_key = object_key(NAME, cached.as_ref());
     let Some((fb, _)) = bctx.base.versions.latest(&api, &version_key, cached.as_ref()).await? else {
         return Ok(Action::await_change());
     };
@@ -315,7 +315,7 @@ async fn apply_workload(
     };
     let endpoint = cs.spec.effective_endpoint(&cs.name_any(), &ns);
     let deployments: Api<Deployment> = ctx.api(&ns);
-    let version_key = format!("{NAME}/{ns}/{name}");
+    let version_key = object_key(NAME, fb);
     // The cached summary of the Deployment (what the decisions below read); none cached: the
     // API server says whether there is one (perhaps someone else's).
     let live = match bctx.caches.deployments.get(&ObjectRef::new(&name).within(&ns)) {
