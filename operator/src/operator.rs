@@ -129,7 +129,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     });
 
-    let (windows, window_feed) = controllers::windows::view();
+    let (windows, window_feed) = crate::runtime::windows::view();
     let ctx = Arc::new(Context::new(client, metrics.clone(), Settings { namespace: opts.namespace.clone() }, windows));
     let (mut controllers, synced) = controllers::start_all(ctx, window_feed, shutdown.clone());
     let ready_flag = ready.clone();

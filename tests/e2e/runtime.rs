@@ -33,7 +33,7 @@ async fn admin_endpoints_metrics_and_graceful_shutdown() {
     let mut op = OperatorProcess::start_with_env(
         &ns.name,
         &["--namespace", &ns.name, "--log-format", "json"],
-        &[("RUST_LOG", "info,kube=warn,colony_operator::controllers=debug")],
+        &[("RUST_LOG", "info,kube=warn,colony_operator::controllers=debug,colony_operator::runtime::controller=debug")],
     )
     .await;
     op.wait_ready().await;

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::{Error, Result, backoff};
 use super::metrics::Metrics;
-use crate::controllers::windows::WindowView;
+use super::windows::WindowView;
 
 /// Name of the reporting controller in Events and the prefix of every field manager.
 pub const OPERATOR_NAME: &str = "colony-operator";

@@ -1,16 +1,25 @@
-//! What the controllers share: context, errors, conditions, metrics, the admin server,
-//! leader election and logging.
+//! The controller runtime: what the four controllers share. How a controller runs (its
+//! watch and reconcile task, the caches it reads, the context, errors, conditions, leader
+//! election, the shutdown signal, metrics, the admin server, outbound HTTP, logging) and what
+//! they do alike (converge the objects the operator owns, roll back a failed image, deliver
+//! webhooks, read the one view of MaintenanceWindows).
 pub mod admin;
 pub mod conditions;
 pub mod context;
+pub mod controller;
 pub mod error;
 pub mod http;
 pub mod leader;
 pub mod memory;
 pub mod metrics;
+pub mod notify;
+pub mod owned;
+pub mod rollout;
 pub mod shutdown;
 pub mod telemetry;
 pub mod versions;
+pub mod watch;
+pub mod windows;
 
 pub use context::{Context, Settings, apply_status, error_policy, field_manager, fresh, object_key};
 pub use error::{Error, Result};

@@ -13,10 +13,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use crate::api::{ColonyServer, SecretKeySelector};
-#[cfg(test)]
-use crate::controllers::common::CONFIG_HASH_ANNOTATION;
-use crate::controllers::common::{self, WorkloadParts, labels, owner_ref, workload_deployment};
 use crate::runtime::Result;
+#[cfg(test)]
+use crate::runtime::owned::CONFIG_HASH_ANNOTATION;
+use crate::runtime::owned::{self, WorkloadParts, labels, owner_ref, workload_deployment};
 
 pub const APP_LABEL: &str = "colony-server";
 /// `app.kubernetes.io/name` of a server's fallback ConfigMap.
@@ -112,7 +112,7 @@ fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
 }
 
 pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
-    common::selector_labels(APP_LABEL, name)
+    owned::selector_labels(APP_LABEL, name)
 }
 
 pub fn deployment(cs: &ColonyServer, inputs: &ServerInputs) -> Result<Deployment> {

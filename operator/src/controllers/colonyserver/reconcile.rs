@@ -24,15 +24,16 @@ use super::status::{self, Observed, Workload};
 use crate::api::WindowDemand;
 use crate::api::{ApiCheckSpec, ColonyServer, FallbackOverride};
 use crate::colonyos::rpc::Identity;
-use crate::controllers::common::{
+use crate::health::{ApiCheck, HealthThresholds, Prober, SloLimits};
+use crate::runtime::Shutdown;
+use crate::runtime::controller::{Spawned, primary_forgetting, spawn_controller};
+use crate::runtime::notify::{self, RetryPolicy};
+use crate::runtime::owned::{
     ConfigHasher, Converged, MANAGED_BY, OPERATOR, cached_live, converge_cached, converge_recorded, owned_by,
     pod_selector, secret_value,
 };
-use crate::controllers::notify::{self, RetryPolicy};
-use crate::controllers::rollout::{self, RolloutPolicy};
-use crate::controllers::{Spawned, cached_watch, primary_forgetting, spawn_controller, strip_object};
-use crate::health::{ApiCheck, HealthThresholds, Prober, SloLimits};
-use crate::runtime::Shutdown;
+use crate::runtime::rollout::{self, RolloutPolicy};
+use crate::runtime::watch::{cached_watch, strip_object};
 use crate::runtime::{Context, Error, Result, apply_status};
 
 pub struct ServerContext {

@@ -29,7 +29,7 @@ pub struct Observed<'a> {
     pub override_: FallbackOverride,
     pub workload: Workload,
     pub current_image: Option<String>,
-    pub rollout: Option<&'a crate::controllers::rollout::Decision>,
+    pub rollout: Option<&'a crate::runtime::rollout::Decision>,
     /// (reason, message) of what stops the server from being reconciled: an invalid spec
     /// (`InvalidSpec`), or an object in the way that is not its own (`ConfigMapNotOwned`).
     pub problem: Option<(String, String)>,
@@ -130,7 +130,7 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
     });
     let progressing = stalled.is_none() && (matches!(o.workload, Workload::Progressing(_)) || healthy.is_none());
     desired.push(Desired::new(RECONCILING, progressing, "Progressing", "rolling out or probing"));
-    desired.extend(crate::controllers::rollout::condition(o.rollout, &prev.conditions));
+    desired.extend(crate::runtime::rollout::condition(o.rollout, &prev.conditions));
     let (stalled_reason, stalled_message) =
         stalled.clone().unwrap_or_else(|| (super::fallback::reason::FLIP_BUDGET_EXHAUSTED.to_string(), String::new()));
     desired.push(Desired::new(STALLED, stalled.is_some(), stalled_reason, stalled_message));

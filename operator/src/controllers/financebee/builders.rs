@@ -9,10 +9,10 @@ use k8s_openapi::api::core::v1::{
 use kube::ResourceExt;
 
 use crate::api::FinanceBee;
-#[cfg(test)]
-use crate::controllers::common::CONFIG_HASH_ANNOTATION;
-use crate::controllers::common::{self, WorkloadParts, workload_deployment};
 use crate::runtime::Result;
+#[cfg(test)]
+use crate::runtime::owned::CONFIG_HASH_ANNOTATION;
+use crate::runtime::owned::{self, WorkloadParts, workload_deployment};
 
 pub const APP_LABEL: &str = "finance-bee";
 pub const CONTAINER: &str = "bee";
@@ -48,7 +48,7 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 }
 
 pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
-    common::selector_labels(APP_LABEL, name)
+    owned::selector_labels(APP_LABEL, name)
 }
 
 /// The environment the bee (a pycolonies executor) reads, then the user's `env`.

@@ -15,8 +15,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::builders;
 use crate::api::{ColonyServer, FinanceBee};
-use crate::controllers::common::{ConfigHasher, secret_value};
-use crate::controllers::{VersionIndex, store_ready};
+use crate::runtime::owned::{ConfigHasher, secret_value};
+use crate::runtime::watch::{VersionIndex, store_ready};
 use crate::runtime::{Context, Error, Result};
 
 /// The controller's caches, shared by its reconciles.
@@ -58,7 +58,7 @@ impl Caches {
 
     /// The bee's pods.
     pub fn pods(&self, ns: &str, bee: &str) -> Vec<Pod> {
-        let selector = crate::controllers::common::selector_labels(builders::APP_LABEL, bee);
+        let selector = crate::runtime::owned::selector_labels(builders::APP_LABEL, bee);
         self.pods
             .state()
             .into_iter()
@@ -182,10 +182,10 @@ async fn read_config_hash(ctx: &Context, fb: &FinanceBee) -> Result<String> {
 /// Keeps of a cached bee Deployment its summary: metadata, replicas, the containers' names
 /// and images, and status (what the rollout rules and availability read). Whether the rest of
 /// the spec is as the operator left it is answered by its generation
-/// ([`crate::controllers::common::converge_summarized`]).
+/// ([`crate::runtime::owned::converge_summarized`]).
 pub fn strip_deployment(d: &mut Deployment) {
     use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
-    crate::controllers::strip_bookkeeping(&mut d.metadata);
+    crate::runtime::watch::strip_bookkeeping(&mut d.metadata);
     let containers = d
         .spec
         .template
@@ -210,7 +210,7 @@ pub fn strip_deployment(d: &mut Deployment) {
 pub fn strip_pod(pod: &mut Pod) {
     use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus};
     let m = &mut pod.metadata;
-    crate::controllers::strip_bookkeeping(m);
+    crate::runtime::watch::strip_bookkeeping(m);
     m.annotations = None;
     m.owner_references = None;
     m.finalizers = None;
@@ -291,7 +291,7 @@ spec:
 
     #[test]
     fn a_stripped_deployment_answers_what_the_rollout_rules_and_availability_ask() {
-        use crate::controllers::rollout::{fully_available, progress_deadline_exceeded, running_image};
+        use crate::runtime::rollout::{fully_available, progress_deadline_exceeded, running_image};
         let d: Deployment = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "b", "namespace": "ns", "generation": 3, "labels": {"app": "bee"},
                          "annotations": {"colony.zyeute.io/desired-hash": "h"},
@@ -344,11 +344,8 @@ spec:
         strip_pod(&mut stripped);
         // What the decisions read is the same, whole or stripped.
         assert_eq!(PodView::from_pod(&stripped), PodView::from_pod(&pod));
-        assert_eq!(
-            crate::controllers::rollout::crash_looping(&stripped),
-            crate::controllers::rollout::crash_looping(&pod)
-        );
-        assert!(crate::controllers::rollout::crash_looping(&stripped));
+        assert_eq!(crate::runtime::rollout::crash_looping(&stripped), crate::runtime::rollout::crash_looping(&pod));
+        assert!(crate::runtime::rollout::crash_looping(&stripped));
         assert_eq!(stripped.labels().get("a").map(String::as_str), Some("b"));
         // The rest is gone.
         assert_eq!(stripped.metadata.managed_fields, None);

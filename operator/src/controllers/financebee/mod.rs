@@ -25,11 +25,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::api::{ColonyServer, FinanceBee, MaintenanceWindow};
-use crate::controllers::common::{MANAGED_BY, OPERATOR};
-use crate::controllers::windows::WindowView;
-use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
 use crate::runtime::Context;
 use crate::runtime::Shutdown;
+use crate::runtime::controller::{Spawned, primary_forgetting, spawn_controller};
+use crate::runtime::owned::{MANAGED_BY, OPERATOR};
+use crate::runtime::windows::WindowView;
 
 pub const NAME: &str = "financebee";
 
@@ -71,7 +71,7 @@ pub fn bee_pod_selector() -> String {
 }
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
-    use crate::controllers::{cached_watch, indexed_watch, strip_object};
+    use crate::runtime::watch::{cached_watch, indexed_watch, strip_object};
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let cfg = watcher::Config::default();
     // The bees' Deployments only (not the servers'), by their labels.

@@ -22,11 +22,11 @@ use tracing::Instrument;
 
 use crate::api::WindowDemand;
 use crate::api::{ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, STALLED};
-use crate::controllers::common::{Converged, converge_summarized, owned_by, secret_value};
-use crate::controllers::notify::{self, RetryPolicy};
-use crate::controllers::rollout;
 use crate::runtime::conditions::find;
 use crate::runtime::metrics::{DeliveryLabels, EscalationLabels, ObjectLabels, RestartLabels};
+use crate::runtime::notify::{self, RetryPolicy};
+use crate::runtime::owned::{Converged, converge_summarized, owned_by, secret_value};
+use crate::runtime::rollout;
 use crate::runtime::{Context, Error, Result, apply_status, object_key};
 
 /// Retries of a PagerDuty delivery (the spec has no knob for it; the webhook has).
@@ -58,7 +58,7 @@ fn server_hold(cs: &ColonyServer) -> Option<Hold> {
 }
 
 /// Which image the bee runs: spec.image, or the last known good one after a failed rollout
-/// (the rules shared with ColonyServer, in `controllers::rollout`).
+/// (the rules shared with ColonyServer, in `runtime::rollout`).
 fn decide_rollout(
     fb: &FinanceBee,
     live: Option<&Deployment>,

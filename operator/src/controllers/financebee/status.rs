@@ -63,7 +63,7 @@ pub struct Observed<'a> {
     pub escalation: Option<EscalationStatus>,
     pub escalated: Desired,
     /// The rollback decision (None when no Deployment was built).
-    pub rollout: Option<&'a crate::controllers::rollout::Decision>,
+    pub rollout: Option<&'a crate::runtime::rollout::Decision>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -157,7 +157,7 @@ pub fn compute(o: &Observed) -> FinanceBeeStatus {
         o.escalated.clone(),
     ]
     .into_iter()
-    .chain(crate::controllers::rollout::condition(o.rollout, &o.previous.conditions))
+    .chain(crate::runtime::rollout::condition(o.rollout, &o.previous.conditions))
     .collect::<Vec<_>>();
     FinanceBeeStatus {
         observed_generation: o.generation,

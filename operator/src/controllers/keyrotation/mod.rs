@@ -25,9 +25,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::api::KeyRotation;
-use crate::controllers::{Spawned, primary_forgetting, spawn_controller};
 use crate::runtime::Context;
 use crate::runtime::Shutdown;
+use crate::runtime::controller::{Spawned, primary_forgetting, spawn_controller};
 
 pub use decide::{Due, due, next_rotation};
 pub use secret::REVISION_ANNOTATION;

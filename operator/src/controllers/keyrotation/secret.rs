@@ -13,7 +13,7 @@ use kube::{Api, ResourceExt};
 use super::decide::{SecretRecord, SecretView};
 use super::{NAME, keys};
 use crate::api::{KeyRotation, KeyRotationSpec, SecretDeletionPolicy};
-use crate::controllers::common::{MANAGED_BY, OPERATOR, owner_ref};
+use crate::runtime::owned::{MANAGED_BY, OPERATOR, owner_ref};
 use crate::runtime::{Error, Result, field_manager};
 
 /// On the Secret: the rotation revision it holds (crash recovery compares it with status).

@@ -15,10 +15,10 @@ use crate::api::{
     ACTIVE, ColonyServer, END_NOW_ANNOTATION, HEALTHY, MaintenanceWindow, MaintenanceWindowSpec,
     MaintenanceWindowStatus, OnFailure, READY, RECONCILING, STALLED, WindowPhase,
 };
-use crate::controllers::windows::WindowFeed;
-use crate::controllers::{Spawned, primary_into, spawn_controller};
 use crate::runtime::Shutdown;
 use crate::runtime::conditions::{Desired, is_true, merge};
+use crate::runtime::controller::{Spawned, primary_into, spawn_controller};
+use crate::runtime::windows::WindowFeed;
 use crate::runtime::{Context, Result, apply_status, fresh};
 
 pub const NAME: &str = "maintenancewindow";

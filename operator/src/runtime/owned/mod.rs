@@ -1,5 +1,6 @@
-//! Pieces every workload-owning controller uses: labels, owner references, the hash of the
-//! Secrets and ConfigMaps a pod references, and converging an owned object on what is desired.
+//! The objects the operator owns, as every controller that owns some builds and keeps them:
+//! labels, owner references, the workload Deployment, the hash of the Secrets and ConfigMaps a
+//! pod references, and converging an owned object on what is desired ([`drift`] compares).
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
@@ -13,9 +14,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use super::drift;
 use crate::api::{PodOverrides, SecretKeySelector};
 use crate::runtime::{Error, Result, field_manager};
+
+pub mod drift;
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const OPERATOR: &str = "colony-operator";

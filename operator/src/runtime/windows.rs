@@ -11,8 +11,8 @@ use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::watcher;
 use tokio::sync::broadcast;
 
+use super::error::Result;
 use crate::api::{MaintenanceWindow, WindowDemand, windows_demanding};
-use crate::runtime::Result;
 
 /// One event of the MaintenanceWindow watch.
 pub type WindowEvent = watcher::Event<MaintenanceWindow>;
@@ -20,9 +20,6 @@ pub type WindowEvent = watcher::Event<MaintenanceWindow>;
 /// Events buffered for each subscriber; one that falls further behind is told so (a gap)
 /// and treats every window as changed.
 const BUFFER: usize = 1024;
-
-/// How long a reconcile waits for the first list of windows.
-pub const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What every controller reads about MaintenanceWindows (cheap to clone).
 #[derive(Clone)]
@@ -47,10 +44,10 @@ pub fn view() -> (WindowView, WindowFeed) {
 impl WindowView {
     /// Waits until the cache holds the initial list: before that, "no window" is unknown and
     /// nothing may be decided from it (a fallback turned off at start-up in the middle of a
-    /// maintenance window). Gives up after [`READY_WAIT`] with an error, so that a watch that
+    /// maintenance window). Gives up after [`READY_WAIT`](super::watch::READY_WAIT) with an error, so that a watch that
     /// cannot list windows (RBAC, a missing CRD) shows as failing reconciles, not as silence.
     pub async fn ready(&self) -> Result<()> {
-        super::store_ready(&self.store, "MaintenanceWindows").await
+        super::watch::store_ready(&self.store, "MaintenanceWindows").await
     }
 
     /// Names (sorted) of the windows in `namespace` that target `server` and demand `demand`.

@@ -1,0 +1,187 @@
+//! The caches a controller reads instead of the API server: watches kept in stores stripped
+//! of what is never read, and the version index of objects watched only to notice changes.
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+
+use super::error::{Error, Result};
+
+/// What a cached copy never needs: who wrote which field (`managedFields`, often the larger
+/// part of an object) and kubectl's copy of the last applied manifest.
+pub fn strip_bookkeeping(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// [`strip_bookkeeping`] of any object, for [`cached_watch`].
+pub fn strip_object<K: Resource>(obj: &mut K) {
+    strip_bookkeeping(obj.meta_mut());
+}
+
+/// A watch of `K` kept in a store that a controller reads instead of the API server, with
+/// `strip` applied to every object before it is stored; the stream of touched objects
+/// triggers the controller (`owns_stream`, `watches_stream`), each after the store has it.
+pub fn cached_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    strip: fn(&mut K),
+) -> (reflector::Store<K>, impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher::watcher(api, config).modify(strip)).touched_objects();
+    (reader, stream)
+}
+
+/// How long a reconcile waits for a cache's first list (the windows' among them).
+pub const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits (up to 30 s) until `store` holds its first list: before that, "absent" is unknown.
+pub async fn store_ready<K>(store: &reflector::Store<K>, what: &'static str) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    match tokio::time::timeout(READY_WAIT, store.wait_until_ready()).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Error::CacheNotSynced(what)),
+    }
+}
+
+/// The resourceVersion of every object of a kind, by namespace and name: all a controller
+/// needs to keep of objects it watches only to notice changes (Secrets, ConfigMaps), at a
+/// fraction of a store's memory (a string pair per object, not a whole metadata).
+#[derive(Clone, Default)]
+pub struct VersionIndex {
+    versions: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
+}
+
+impl VersionIndex {
+    /// The version of `namespace/name`, if the watch has seen it.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<String> {
+        self.versions.read().expect("version index poisoned").get(&index_key(namespace, name)).cloned()
+    }
+
+    /// Objects indexed.
+    pub fn len(&self) -> usize {
+        self.versions.read().expect("version index poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies one watch event; a re-list replaces the index whole once it is complete.
+    fn apply<K: Resource>(
+        &self,
+        event: &watcher::Event<K>,
+        relisting: &mut Option<std::collections::HashMap<String, String>>,
+    ) {
+        let entry = |o: &K| {
+            let m = o.meta();
+            (
+                index_key(m.namespace.as_deref().unwrap_or_default(), m.name.as_deref().unwrap_or_default()),
+                m.resource_version.clone().unwrap_or_default(),
+            )
+        };
+        let mut versions = self.versions.write().expect("version index poisoned");
+        match event {
+            watcher::Event::Apply(o) => {
+                let (k, v) = entry(o);
+                versions.insert(k, v);
+            }
+            watcher::Event::Delete(o) => {
+                versions.remove(&entry(o).0);
+            }
+            watcher::Event::Init => *relisting = Some(Default::default()),
+            watcher::Event::InitApply(o) => {
+                let (k, v) = entry(o);
+                relisting.get_or_insert_with(Default::default).insert(k, v);
+            }
+            watcher::Event::InitDone => *versions = relisting.take().unwrap_or_default(),
+        }
+    }
+}
+
+fn index_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// A metadata-only watch of `K` that fills a [`VersionIndex`]; its stream of touched objects
+/// (each after the index has it, with nothing but name and namespace kept) triggers a
+/// controller (`watches_stream`).
+pub fn indexed_watch<K>(
+    api: Api<kube::core::PartialObjectMeta<K>>,
+    config: watcher::Config,
+) -> (
+    VersionIndex,
+    impl futures::Stream<Item = std::result::Result<kube::core::PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+    kube::core::PartialObjectMeta<K>: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug + Send,
+{
+    let index = VersionIndex::default();
+    let writer = index.clone();
+    let mut relisting = None;
+    let stream = watcher::watcher(api, config)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                writer.apply(event, &mut relisting);
+            }
+        })
+        .modify(|o: &mut kube::core::PartialObjectMeta<K>| {
+            let m = &mut o.metadata;
+            *m = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: m.name.take(),
+                namespace: m.namespace.take(),
+                ..Default::default()
+            };
+        })
+        .touched_objects();
+    (index, stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::core::PartialObjectMeta;
+
+    fn meta(ns: &str, name: &str, rv: &str) -> PartialObjectMeta<Secret> {
+        let mut m = PartialObjectMeta::<Secret>::default();
+        m.metadata.namespace = Some(ns.into());
+        m.metadata.name = Some(name.into());
+        m.metadata.resource_version = Some(rv.into());
+        m
+    }
+
+    #[test]
+    fn the_version_index_follows_changes_deletes_and_relists() {
+        let index = VersionIndex::default();
+        let mut relisting = None;
+        let mut apply = |e: watcher::Event<PartialObjectMeta<Secret>>| index.apply(&e, &mut relisting);
+        apply(watcher::Event::Init);
+        apply(watcher::Event::InitApply(meta("a", "key", "1")));
+        apply(watcher::Event::InitApply(meta("b", "key", "2")));
+        assert_eq!(index.get("a", "key"), None, "nothing is known before the list is complete");
+        apply(watcher::Event::InitDone);
+        assert_eq!((index.get("a", "key"), index.get("b", "key")), (Some("1".into()), Some("2".into())));
+        apply(watcher::Event::Apply(meta("a", "key", "3")));
+        apply(watcher::Event::Delete(meta("b", "key", "2")));
+        assert_eq!((index.get("a", "key"), index.get("b", "key")), (Some("3".into()), None));
+        // A re-list after a gap: what it no longer returns is gone (deleted while unwatched).
+        apply(watcher::Event::Init);
+        apply(watcher::Event::InitApply(meta("c", "key", "9")));
+        assert_eq!(index.get("a", "key"), Some("3".into()), "the old index serves until the list is complete");
+        apply(watcher::Event::InitDone);
+        assert_eq!((index.get("a", "key"), index.get("c", "key")), (None, Some("9".into())));
+        assert_eq!(index.len(), 1);
+    }
+}
