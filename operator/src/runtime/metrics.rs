@@ -103,6 +103,17 @@ pub const DELIVERY_TARGETS: [&str; 2] = ["webhook", "pagerduty"];
 /// `result` of `finance_bee_escalation_deliveries`.
 pub const DELIVERY_RESULTS: [&str; 2] = ["success", "failure"];
 
+/// The figures of one successful SLO sample, as they are exported: the processes in each of
+/// [`SLO_PROCESS_STATES`] (in that order), the queue depth, and the completion and error rates.
+/// `None` is unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SloFigures {
+    pub processes: [Option<f64>; 4],
+    pub queue_depth: Option<f64>,
+    pub completion_rate: Option<f64>,
+    pub error_rate: Option<f64>,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 }
@@ -299,25 +310,15 @@ impl Metrics {
     /// One SLO sample of server `namespace/name`: its latency, and its figures when it
     /// succeeded. A figure that is unknown (a failed sample, a rate without closed processes
     /// or across a shrink) is removed rather than exported as a number.
-    pub fn slo_sampled(
-        &self,
-        namespace: &str,
-        name: &str,
-        latency: Duration,
-        sample: Option<(&crate::health::ProcessCounts, &crate::health::SloEvaluation)>,
-    ) {
+    pub fn slo_sampled(&self, namespace: &str, name: &str, latency: Duration, figures: Option<&SloFigures>) {
         let object = ObjectLabels { namespace: namespace.into(), name: name.into() };
-        let result = if sample.is_some() { "success" } else { "failure" };
+        let result = if figures.is_some() { "success" } else { "failure" };
         self.slo_samples
             .get_or_create(&ProbeLabels { namespace: namespace.into(), name: name.into(), result: result.into() })
             .inc();
         self.slo_sample_duration.get_or_create(&object).observe(latency.as_secs_f64());
-        let (counts, eval) = match sample {
-            Some((c, e)) => (Some(*c), Some(e.clone())),
-            None => (None, None),
-        };
-        let states = counts.map(|c| [c.waiting, c.running, c.successful, c.failed]).unwrap_or_default();
-        for (state, value) in SLO_PROCESS_STATES.into_iter().zip(states) {
+        let figures = figures.copied().unwrap_or_default();
+        for (state, value) in SLO_PROCESS_STATES.into_iter().zip(figures.processes) {
             let labels = SloStateLabels { namespace: namespace.into(), name: name.into(), state: state.into() };
             match value {
                 Some(v) => {
@@ -328,8 +329,7 @@ impl Metrics {
                 }
             }
         }
-        let eval = eval.unwrap_or_default();
-        match eval.queue_depth {
+        match figures.queue_depth {
             Some(q) => {
                 self.slo_queue_depth.get_or_create(&object).set(q as i64);
             }
@@ -338,7 +338,7 @@ impl Metrics {
             }
         }
         for (family, value) in
-            [(&self.slo_completion_rate, eval.completion_rate), (&self.slo_error_rate, eval.error_rate)]
+            [(&self.slo_completion_rate, figures.completion_rate), (&self.slo_error_rate, figures.error_rate)]
         {
             match value {
                 Some(v) => {
@@ -534,20 +534,14 @@ mod tests {
         for healthy in [true, false] {
             m.probe_observed(ns, name, healthy, Duration::from_millis(5));
         }
-        let counts = crate::health::ProcessCounts {
-            waiting: Some(1.0),
-            running: Some(0.0),
-            successful: Some(3.0),
-            failed: Some(1.0),
-        };
-        let eval = crate::health::SloEvaluation {
+        let figures = SloFigures {
+            processes: [Some(1.0), Some(0.0), Some(3.0), Some(1.0)],
             queue_depth: Some(1.0),
             completion_rate: Some(0.75),
             error_rate: Some(0.25),
-            violations: vec![],
         };
         m.slo_sampled(ns, name, Duration::from_millis(3), None);
-        m.slo_sampled(ns, name, Duration::from_millis(3), Some((&counts, &eval)));
+        m.slo_sampled(ns, name, Duration::from_millis(3), Some(&figures));
         for state in FLIP_STATES {
             m.fallback_flips
                 .get_or_create(&FlipLabels { namespace: ns.into(), name: name.into(), state: state.into() })
@@ -581,19 +575,13 @@ mod tests {
     #[test]
     fn slo_figures_per_server_and_unknown_is_absent() {
         let m = Metrics::default();
-        let counts = crate::health::ProcessCounts {
-            waiting: Some(6.0),
-            running: Some(1.0),
-            successful: Some(4.0),
-            failed: Some(2.0),
-        };
-        let eval = crate::health::SloEvaluation {
+        let figures = SloFigures {
+            processes: [Some(6.0), Some(1.0), Some(4.0), Some(2.0)],
             queue_depth: Some(6.0),
             completion_rate: Some(2.0 / 3.0),
             error_rate: Some(1.0 / 3.0),
-            violations: vec![],
         };
-        m.slo_sampled("ns", "srv", Duration::from_millis(4), Some((&counts, &eval)));
+        m.slo_sampled("ns", "srv", Duration::from_millis(4), Some(&figures));
         let text = m.render();
         for line in [
             r#"colony_operator_slo_queue_depth{namespace="ns",name="srv"} 6"#,

@@ -13,10 +13,10 @@ use tracing::Instrument;
 
 use crate::api::ColonyServer;
 use crate::health::{
-    ApiCheck, BreachTransition, HealthCounter, HealthThresholds, Prober, SloBreachTracker, SloEvaluation, SloLimits,
-    SloSample, counts_from_statistics, evaluate, parse_prometheus_text,
+    ApiCheck, BreachTransition, HealthCounter, HealthThresholds, Prober, ProcessCounts, SloBreachTracker,
+    SloEvaluation, SloLimits, SloSample, counts_from_statistics, evaluate, parse_prometheus_text,
 };
-use crate::runtime::metrics::Metrics;
+use crate::runtime::metrics::{Metrics, SloFigures};
 
 /// Everything a probe task needs; a change restarts the task with fresh counters.
 #[derive(Clone, Debug, PartialEq)]
@@ -192,7 +192,7 @@ async fn probe_loop(
                     Some(counts) => {
                         let sample = SloSample { at: now, counts };
                         let eval = evaluate(previous_sample.as_ref(), &sample, &slo.limits);
-                        metrics.slo_sampled(&namespace, &key.name, latency, Some((&counts, &eval)));
+                        metrics.slo_sampled(&namespace, &key.name, latency, Some(&figures(&counts, &eval)));
                         let mut s = state.lock().expect("snapshot poisoned");
                         s.slo_samples += 1;
                         let t = s.slo.observe(&eval, now, slo.for_);
@@ -252,6 +252,16 @@ fn rpc_client(config: &ProbeConfig) -> reqwest::Client {
     }
 }
 
+/// What the metrics export of one successful SLO sample.
+fn figures(counts: &ProcessCounts, eval: &SloEvaluation) -> SloFigures {
+    SloFigures {
+        processes: [counts.waiting, counts.running, counts.successful, counts.failed],
+        queue_depth: eval.queue_depth,
+        completion_rate: eval.completion_rate,
+        error_rate: eval.error_rate,
+    }
+}
+
 /// One SLO sample from its source, within `timeout`; `None` when it failed (unreachable,
 /// refused, or a reply that holds no process counts). Errors are logged at debug, without
 /// URLs' secrets or key material (their `Display` has none).
@@ -260,7 +270,7 @@ async fn sample(
     prober: &Prober,
     rpc_http: &reqwest::Client,
     timeout: Duration,
-) -> Option<crate::health::ProcessCounts> {
+) -> Option<ProcessCounts> {
     match &slo.source {
         SloSource::Metrics(url) => match prober.fetch_text(url, timeout, 1 << 20).await {
             Ok(text) => Some(parse_prometheus_text(&text)),
