@@ -3,7 +3,6 @@ pub mod api;
 pub mod colonyos;
 pub mod controllers;
 pub mod duration;
-pub mod health;
 pub mod operator;
 pub mod runtime;
 pub mod schedule;

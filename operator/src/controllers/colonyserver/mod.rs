@@ -2,6 +2,7 @@
 //! SLOs, and flips the direct-processing fallback ConfigMap.
 pub mod builders;
 pub mod fallback;
+pub mod health;
 pub mod monitor;
 mod reconcile;
 pub mod status;

@@ -11,11 +11,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::api::ColonyServer;
-use crate::health::{
+use super::health::{
     ApiCheck, BreachTransition, HealthCounter, HealthThresholds, Prober, ProcessCounts, SloBreachTracker,
     SloEvaluation, SloLimits, SloSample, counts_from_statistics, evaluate, parse_prometheus_text,
 };
+use crate::api::ColonyServer;
 use crate::runtime::metrics::{Metrics, SloFigures};
 
 /// Everything a probe task needs; a change restarts the task with fresh counters.
@@ -218,7 +218,7 @@ async fn probe_loop(
                 let outcome = match &config.api {
                     Some(check) if http.healthy => {
                         let api = check.run(rpc_http.clone(), config.timeout).await;
-                        crate::health::api::combine(http, Some(api))
+                        super::health::api::combine(http, Some(api))
                     }
                     _ => http,
                 };
