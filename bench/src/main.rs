@@ -450,6 +450,9 @@ pub struct Request {
     pub at: SystemTime,
     pub verb: String,
     pub resource: String,
+    /// From the API server receiving the request to its response (the audit event's
+    /// `stageTimestamp` at ResponseComplete): what the API server took, queueing included.
+    pub latency_ms: Option<f64>,
 }
 
 /// Every request by the operator's user agent in the audit log (each request once), and
@@ -492,10 +495,12 @@ fn operator_requests() -> anyhow::Result<(Vec<Request>, bool)> {
             continue;
         }
         let Some(at) = e["requestReceivedTimestamp"].as_str().and_then(colony_e2e::parse_audit_time) else { continue };
+        let done = e["stageTimestamp"].as_str().and_then(colony_e2e::parse_audit_time);
         out.push(Request {
             at,
             verb: e["verb"].as_str().unwrap_or_default().to_string(),
             resource: e["objectRef"]["resource"].as_str().unwrap_or_default().to_string(),
+            latency_ms: done.and_then(|d| d.duration_since(at).ok()).map(|d| d.as_secs_f64() * 1000.0),
         });
     }
     out.sort_by_key(|r| r.at);
@@ -528,6 +533,12 @@ pub struct Results {
     pub rss_rest_mib: f64,
     pub cpu_rest_pct: f64,
     pub reconcile: BTreeMap<String, (f64, f64, f64)>,
+    /// The same, counting only the reconciles after the fleet settled (Secret changes,
+    /// flips, restarts).
+    pub reconcile_after_fleet: BTreeMap<String, (f64, f64, f64)>,
+    /// The API server's time for each of the operator's requests (watches excluded) during
+    /// fleet creation, sorted: a reconcile that makes one request cannot be faster.
+    pub api_latency_fleet_ms: Vec<f64>,
     pub requests_per_reconcile: Option<f64>,
     pub requests_fleet: usize,
     pub reconciles_fleet: f64,
@@ -1318,11 +1329,28 @@ async fn run() -> anyhow::Result<bool> {
         res.reconcile
             .insert(controller, (histogram_quantile(&buckets, 0.5), histogram_quantile(&buckets, 0.99), count));
     }
+    let settled_histograms = reconcile_histograms(&metrics_settled);
+    for (controller, buckets) in reconcile_histograms(&metrics_end) {
+        let before = settled_histograms.get(&controller);
+        let after: Vec<(f64, f64)> = buckets
+            .iter()
+            .map(|&(le, n)| {
+                let earlier = before.and_then(|b| b.iter().find(|x| x.0 == le)).map_or(0.0, |x| x.1);
+                (le, n - earlier)
+            })
+            .collect();
+        let count = after.last().map(|b| b.1).unwrap_or(0.0);
+        res.reconcile_after_fleet
+            .insert(controller, (histogram_quantile(&after, 0.5), histogram_quantile(&after, 0.99), count));
+    }
     let (requests, reads_logged) = operator_requests()?;
     let in_window = |a: SystemTime, b: SystemTime| requests.iter().filter(move |r| r.at >= a && r.at < b);
     let (before, settled) = (reconcile_counts(&metrics_before), reconcile_counts(&metrics_settled));
     res.reconciles_fleet = settled.iter().map(|(c, n)| n - before.get(c).copied().unwrap_or(0.0)).sum();
     res.requests_fleet = in_window(fleet_from, fleet_to).count();
+    res.api_latency_fleet_ms =
+        in_window(fleet_from, fleet_to).filter(|r| r.verb != "watch").filter_map(|r| r.latency_ms).collect();
+    res.api_latency_fleet_ms.sort_by(f64::total_cmp);
     if reads_logged && res.reconciles_fleet > 0.0 {
         res.requests_per_reconcile = Some(res.requests_fleet as f64 / res.reconciles_fleet);
         res.requests_rest = Some(in_window(rest_from, rest_to).count());
