@@ -1271,7 +1271,7 @@ async fn run() -> anyhow::Result<bool> {
             let listed = bees.list(&ListParams::default()).await?;
             pending = listed
                 .iter()
-                .filter(|b| b.status.as_ref().and_then(|s| s.last_known_good_image.as_ref()).is_none())
+                .filter(|b| b.status.as_ref().and_then(|s| s.rollout.last_known_good_image.as_ref()).is_none())
                 .count();
         }
         progress.detail(format!(

@@ -148,7 +148,7 @@ pub fn server_summary(cs: &ColonyServer) -> ServerSummary {
             completion_rate: s.completion_rate,
             error_rate: s.error_rate,
         }),
-        image: status.current_image.clone().or_else(|| cs.spec.image.clone()),
+        image: status.rollout.current_image.clone().or_else(|| cs.spec.image.clone()),
         rolled_back: is_true(conditions, ROLLED_BACK),
         stalled: stalled(conditions),
     }
@@ -456,7 +456,8 @@ pub fn render_table(report: &StatusReport, now: DateTime<Utc>, all_namespaces: b
 mod tests {
     use super::*;
     use colony_operator::api::{
-        ColonyServerSpec, ColonyServerStatus, FALLBACK_ANNOTATION, FallbackStatus, KeyRotationStatus, SloStatus,
+        ColonyServerSpec, ColonyServerStatus, FALLBACK_ANNOTATION, FallbackStatus, KeyRotationStatus, RolloutStatus,
+        SloStatus,
     };
 
     fn t(s: &str) -> DateTime<Utc> {
@@ -486,7 +487,7 @@ mod tests {
                 condition(HEALTHY, "False", "ProbeFailed"),
                 condition(FALLBACK_ACTIVE, "True", "HealthCheckFailed"),
             ],
-            current_image: Some("colonyos/colonies:v1.9.11".into()),
+            rollout: RolloutStatus { current_image: Some("colonyos/colonies:v1.9.11".into()), ..Default::default() },
             fallback: Some(FallbackStatus {
                 active: true,
                 since: Some(t("2026-11-29T13:40:00Z")),

@@ -353,7 +353,7 @@ async fn chaos_rolled_back_bee_is_degraded_like_a_rolled_back_server() {
     let image_of = |d: &Deployment| d.spec.template.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
     wait_for("v1 to become the last known good image", DEADLINE, || async {
         let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
-        let good = fb.status.and_then(|s| s.last_known_good_image);
+        let good = fb.status.and_then(|s| s.rollout.last_known_good_image);
         if good.as_deref() == Some("example.invalid/finance-bee:1") { Ok(()) } else { Err(format!("{good:?}")) }
     })
     .await;

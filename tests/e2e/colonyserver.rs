@@ -235,7 +235,7 @@ async fn managed_server_runs_and_steady_state_is_silent() {
     let services: Api<Service> = ns.api();
     let cms: Api<ConfigMap> = ns.api();
     let cs = wait_condition(&servers, "prod", "Ready", "True").await;
-    assert_eq!(cs.status.as_ref().unwrap().current_image.as_deref(), Some("colonyos/colonies:v1.9.12"));
+    assert_eq!(cs.status.as_ref().unwrap().rollout.current_image.as_deref(), Some("colonyos/colonies:v1.9.12"));
 
     let d = deployments.get("prod").await.unwrap();
     let pod = d.spec.template.spec.clone().unwrap();
@@ -324,7 +324,7 @@ async fn bad_image_rolls_back_to_the_last_known_good_one() {
 
     wait_for("v1 to become the last known good image", DEADLINE, || async {
         let cs = servers.get("rb").await.map_err(|e| e.to_string())?;
-        let good = cs.status.and_then(|s| s.last_known_good_image);
+        let good = cs.status.and_then(|s| s.rollout.last_known_good_image);
         if good.as_deref() == Some("colonyos/colonies:v1.9.12") { Ok(()) } else { Err(format!("{good:?}")) }
     })
     .await;
@@ -337,8 +337,8 @@ async fn bad_image_rolls_back_to_the_last_known_good_one() {
     wait_image("colonyos/colonies:v1.9.12").await;
     let cs = wait_condition(&servers, "rb", "RolledBack", "True").await;
     let status = cs.status.clone().unwrap();
-    assert_eq!(status.failed_images, ["colonyos/colonies:v9.9.9-bad"]);
-    assert_eq!(status.current_image.as_deref(), Some("colonyos/colonies:v1.9.12"));
+    assert_eq!(status.rollout.failed_images, ["colonyos/colonies:v9.9.9-bad"]);
+    assert_eq!(status.rollout.current_image.as_deref(), Some("colonyos/colonies:v1.9.12"));
     let message = &status.conditions.iter().find(|c| c.type_ == "RolledBack").unwrap().message;
     assert!(message.contains("v9.9.9-bad"), "the reason names the failed image: {message}");
     assert_eq!(cs.spec.image.as_deref(), Some("colonyos/colonies:v9.9.9-bad"), "the operator never writes spec");

@@ -858,7 +858,7 @@ async fn bad_image_rolls_back_to_the_last_known_good_one() {
     let image_of = |d: &Deployment| d.spec.template.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
     wait_for("v1 to become the last known good image", DEADLINE, || async {
         let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
-        let good = fb.status.and_then(|s| s.last_known_good_image);
+        let good = fb.status.and_then(|s| s.rollout.last_known_good_image);
         if good.as_deref() == Some("example.invalid/finance-bee:1") { Ok(()) } else { Err(format!("{good:?}")) }
     })
     .await;
@@ -881,8 +881,8 @@ async fn bad_image_rolls_back_to_the_last_known_good_one() {
     .await;
     let fb = wait_bee(&bees, "bee", "RolledBack", "True", Some("RolledBack")).await;
     let status = fb.status.clone().unwrap();
-    assert_eq!(status.failed_images, ["example.invalid/finance-bee:2-bad"]);
-    assert_eq!(status.current_image.as_deref(), Some("example.invalid/finance-bee:1"));
+    assert_eq!(status.rollout.failed_images, ["example.invalid/finance-bee:2-bad"]);
+    assert_eq!(status.rollout.current_image.as_deref(), Some("example.invalid/finance-bee:1"));
     let (_, _, message) = condition(&fb, "RolledBack").unwrap();
     assert!(message.contains("2-bad") && message.contains("CrashLoopBackOff"), "{message}");
     assert_eq!(fb.spec.image, "example.invalid/finance-bee:2-bad", "spec is never written");

@@ -525,7 +525,7 @@ async fn missing_image_and_crashing_release_roll_back_on_the_real_node() {
     let image_of = |d: &Deployment| d.spec.template.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
     wait_for("the good image to become the last known good", LONG, || async {
         let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
-        let good = fb.status.and_then(|s| s.last_known_good_image);
+        let good = fb.status.and_then(|s| s.rollout.last_known_good_image);
         if good.as_deref() == Some(TESTBEE) { Ok(()) } else { Err(format!("{good:?}")) }
     })
     .await;
@@ -560,7 +560,7 @@ async fn missing_image_and_crashing_release_roll_back_on_the_real_node() {
     );
     let (_, _, message) = condition(&fb, "RolledBack").unwrap();
     assert!(message.contains("ProgressDeadlineExceeded"), "{message}");
-    assert_eq!(fb.status.as_ref().unwrap().failed_images, [missing]);
+    assert_eq!(fb.status.as_ref().unwrap().rollout.failed_images, [missing]);
     assert_eq!(fb.spec.image, missing, "spec is never written");
 
     // A release whose container exits 1: a real CrashLoopBackOff, then back to the good one.
@@ -579,8 +579,8 @@ async fn missing_image_and_crashing_release_roll_back_on_the_real_node() {
     let (_, _, message) = condition(&fb, "RolledBack").unwrap();
     assert!(message.contains("CrashLoopBackOff"), "{message}");
     let status = fb.status.as_ref().unwrap();
-    assert_eq!(status.failed_images, [TESTBEE_CRASH]);
-    assert_eq!(status.last_known_good_image.as_deref(), Some(TESTBEE));
+    assert_eq!(status.rollout.failed_images, [TESTBEE_CRASH]);
+    assert_eq!(status.rollout.last_known_good_image.as_deref(), Some(TESTBEE));
     let evs = events(&s.ns, "bee").await;
     // (Events of the same reason about the same object form one series, so one is enough.)
     assert!(evs.iter().any(|(r, ..)| r == "RolledBack"), "{evs:?}");

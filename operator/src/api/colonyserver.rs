@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::GoDuration;
 use super::common::{
-    CONFIG_KEY_PATTERN, DNS_SUBDOMAIN_PATTERN, FallbackOverride, HTTP_URL_PATTERN, PodOverrides, SecretKeySelector,
-    WebhookSpec, check_name_fits_label, default_true, is_dns_1035_label, name_fits_label_message, name_fits_label_rule,
-    name_is_dns_1035_label_rule,
+    CONFIG_KEY_PATTERN, DNS_SUBDOMAIN_PATTERN, FallbackOverride, HTTP_URL_PATTERN, PodOverrides, RolloutStatus,
+    SecretKeySelector, WebhookSpec, check_name_fits_label, default_true, is_dns_1035_label, name_fits_label_message,
+    name_fits_label_rule, name_is_dns_1035_label_rule,
 };
 
 /// Default port of colonies-server (`COLONIES_SERVER_HTTP_PORT`).
@@ -580,16 +580,9 @@ pub struct ColonyServerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// Image of the server Deployment (managed only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_image: Option<String>,
-    /// Last image that stayed healthy for `rollback.stableAfter`; the rollback target.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_known_good_image: Option<String>,
-    /// Images that were rolled back; the operator does not deploy them again until
-    /// `spec.image` changes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub failed_images: Vec<String>,
+    /// The rollout memory: `currentImage`, `lastKnownGoodImage`, `failedImages`, `history`.
+    #[serde(flatten)]
+    pub rollout: RolloutStatus,
     /// Health probe state, updated when the server goes down or comes back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthStatus>,
@@ -599,9 +592,6 @@ pub struct ColonyServerStatus {
     /// State of the direct-processing fallback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackStatus>,
-    /// Most recent images deployed, newest first (at most `rollback.historyLimit`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub history: Vec<ImageHistoryEntry>,
 }
 
 /// Health probe state.
@@ -676,35 +666,10 @@ pub struct FallbackStatus {
     pub override_: Option<FallbackOverride>,
 }
 
-/// One deployed image.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ImageHistoryEntry {
-    /// The image.
-    pub image: String,
-    /// When the operator deployed it.
-    #[schemars(with = "Time")]
-    pub deployed_at: DateTime<Utc>,
-    /// What became of it.
-    pub outcome: RolloutOutcome,
-}
-
-/// What became of a deployed image.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RolloutOutcome {
-    /// Still within `progressDeadline` / `stableAfter`.
-    Progressing,
-    /// Stayed healthy for `stableAfter`; became the last known good image.
-    Stable,
-    /// Did not become healthy and was rolled back.
-    RolledBack,
-    /// Replaced by a newer image before it was judged.
-    Superseded,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{ImageHistoryEntry, RolloutOutcome};
 
     fn minimal() -> ColonyServerSpec {
         serde_yaml::from_str("image: colonyos/colonies:v1.9.12\n").unwrap()
@@ -811,7 +776,15 @@ mod tests {
         let t = DateTime::parse_from_rfc3339("2026-03-01T02:00:00Z").unwrap().with_timezone(&Utc);
         let status = ColonyServerStatus {
             observed_generation: Some(2),
-            current_image: Some("colonyos/colonies:v1.9.12".into()),
+            rollout: RolloutStatus {
+                current_image: Some("colonyos/colonies:v1.9.12".into()),
+                history: vec![ImageHistoryEntry {
+                    image: "a".into(),
+                    deployed_at: t,
+                    outcome: RolloutOutcome::RolledBack,
+                }],
+                ..Default::default()
+            },
             health: Some(HealthStatus { consecutive_failures: 3, down_since: Some(t), ..Default::default() }),
             fallback: Some(FallbackStatus {
                 active: true,
@@ -820,15 +793,61 @@ mod tests {
                 flips_last_hour: 1,
                 ..Default::default()
             }),
-            history: vec![ImageHistoryEntry { image: "a".into(), deployed_at: t, outcome: RolloutOutcome::RolledBack }],
             ..Default::default()
         };
         let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["currentImage"], "colonyos/colonies:v1.9.12", "the rollout fields sit at the top");
         assert_eq!(json["health"]["downSince"], "2026-03-01T02:00:00Z");
         assert_eq!(json["history"][0]["deployedAt"], "2026-03-01T02:00:00Z");
         assert_eq!(json["history"][0]["outcome"], "RolledBack");
         assert!(json.get("conditions").is_none(), "empty lists are omitted");
         assert_eq!(serde_json::from_value::<ColonyServerStatus>(json).unwrap(), status);
         assert_eq!(serde_json::from_str::<ColonyServerStatus>("{}").unwrap(), ColonyServerStatus::default());
+    }
+
+    /// A status as the operator wrote it before the rollout fields became one embedded
+    /// `RolloutStatus`: every field set, in that version's order.
+    const STORED_STATUS: &str = r#"{
+        "observedGeneration": 4,
+        "conditions": [{"type": "RolledBack", "status": "True", "observedGeneration": 4,
+            "lastTransitionTime": "2026-03-01T02:10:00Z", "reason": "RolledBack",
+            "message": "image colonyos/colonies:v2 failed (CrashLoopBackOff); running the last known good image colonyos/colonies:v1"}],
+        "currentImage": "colonyos/colonies:v1",
+        "lastKnownGoodImage": "colonyos/colonies:v1",
+        "failedImages": ["colonyos/colonies:v2"],
+        "health": {"consecutiveFailures": 0, "consecutiveSuccesses": 3},
+        "slo": {"breached": false, "queueDepth": 2, "completionRate": 1.0, "errorRate": 0.0},
+        "fallback": {"active": false, "since": "2026-03-01T01:00:00Z", "reason": "Recovered", "flipsLastHour": 0},
+        "history": [
+            {"image": "colonyos/colonies:v0", "deployedAt": "2026-02-01T00:00:00Z", "outcome": "Superseded"},
+            {"image": "colonyos/colonies:v1", "deployedAt": "2026-02-02T00:00:00Z", "outcome": "Stable"},
+            {"image": "colonyos/colonies:v2", "deployedAt": "2026-03-01T02:00:00Z", "outcome": "RolledBack"}
+        ]
+    }"#;
+
+    #[test]
+    fn a_stored_status_reads_into_the_embedded_rollout_status_and_writes_back_the_same() {
+        let stored: serde_json::Value = serde_json::from_str(STORED_STATUS).unwrap();
+        let status: ColonyServerStatus = serde_json::from_value(stored.clone()).unwrap();
+        let r = &status.rollout;
+        assert_eq!(r.current_image.as_deref(), Some("colonyos/colonies:v1"));
+        assert_eq!(r.last_known_good_image.as_deref(), Some("colonyos/colonies:v1"));
+        assert_eq!(r.failed_images, ["colonyos/colonies:v2"]);
+        let history: Vec<_> = r.history.iter().map(|e| (e.image.as_str(), e.outcome)).collect();
+        assert_eq!(
+            history,
+            [
+                ("colonyos/colonies:v0", RolloutOutcome::Superseded),
+                ("colonyos/colonies:v1", RolloutOutcome::Stable),
+                ("colonyos/colonies:v2", RolloutOutcome::RolledBack),
+            ],
+            "read in stored order: oldest first, newest last"
+        );
+        assert_eq!(status.observed_generation, Some(4));
+        assert_eq!(status.conditions.len(), 1);
+        assert_eq!(status.health.as_ref().map(|h| h.consecutive_successes), Some(3));
+        assert_eq!(status.slo.as_ref().and_then(|s| s.queue_depth), Some(2));
+        assert_eq!(status.fallback.as_ref().and_then(|f| f.reason.as_deref()), Some("Recovered"));
+        assert_eq!(serde_json::to_value(&status).unwrap(), stored, "written back field for field");
     }
 }

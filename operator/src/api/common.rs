@@ -1,10 +1,12 @@
 //! Types and schema helpers shared by the four kinds: references, webhooks, pod overrides,
-//! condition types and annotations.
+//! condition types, annotations and the rollout memory in status.
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
@@ -296,6 +298,56 @@ pub(crate) fn default_time_zone() -> String {
 
 pub(crate) fn default_true() -> bool {
     true
+}
+
+/// What the rollback rules remember between reconciles, the same for every workload the
+/// operator runs: embedded (flattened) in ColonyServer's and FinanceBee's status, so its fields
+/// sit at the top of `status`. Read and written as a whole by `runtime::rollout`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Image the workload's Deployment runs: `spec.image`, or the last known good image after
+    /// a rollback (on a ColonyServer, managed servers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_image: Option<String>,
+    /// Last image that stayed available (and healthy, where probed) for
+    /// `rollback.stableAfter`; the rollback target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_known_good_image: Option<String>,
+    /// Images that were rolled back; the operator does not deploy them again until
+    /// `spec.image` changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_images: Vec<String>,
+    /// The last images deployed, oldest first and newest last (at most
+    /// `rollback.historyLimit`), with when and how each rollout ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<ImageHistoryEntry>,
+}
+
+/// One deployed image.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageHistoryEntry {
+    /// The image.
+    pub image: String,
+    /// When the operator deployed it.
+    #[schemars(with = "Time")]
+    pub deployed_at: DateTime<Utc>,
+    /// What became of it.
+    pub outcome: RolloutOutcome,
+}
+
+/// What became of a deployed image.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RolloutOutcome {
+    /// Still within `progressDeadline` / `stableAfter`.
+    Progressing,
+    /// Stayed healthy for `stableAfter`; became the last known good image.
+    Stable,
+    /// Did not become healthy and was rolled back.
+    RolledBack,
+    /// Replaced by a newer image before it was judged.
+    Superseded,
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::GoDuration;
 use super::common::{
-    HTTP_URL_PATTERN, LocalObjectReference, PodOverrides, SecretKeySelector, WebhookSpec, check_name_fits_label,
-    name_fits_label_message, name_fits_label_rule,
+    HTTP_URL_PATTERN, LocalObjectReference, PodOverrides, RolloutStatus, SecretKeySelector, WebhookSpec,
+    check_name_fits_label, name_fits_label_message, name_fits_label_rule,
 };
 
 /// CPU limit applied when `spec.resources` is unset (the systemd unit's share).
@@ -317,18 +317,9 @@ pub struct FinanceBeeStatus {
     /// State of the escalation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<EscalationStatus>,
-    /// Image of the bee Deployment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_image: Option<String>,
-    /// Last image that stayed available for `spec.rollback.stableAfter`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_known_good_image: Option<String>,
-    /// Images that failed and are not run again until `spec.image` changes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub failed_images: Vec<String>,
-    /// The last images deployed, newest last, with when and how each rollout ended.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub history: Vec<super::colonyserver::ImageHistoryEntry>,
+    /// The rollout memory: `currentImage`, `lastKnownGoodImage`, `failedImages`, `history`.
+    #[serde(flatten)]
+    pub rollout: RolloutStatus,
 }
 
 /// Restarts by the operator.
@@ -413,6 +404,7 @@ pub enum EscalationState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::RolloutOutcome;
 
     const MINIMAL: &str = "image: bee:1\ncolonyServerRef: {name: colonies}\ncolonyName: zyeute\n\
                            executorKeySecretRef: {name: bee-key, key: prvkey}\n";
@@ -504,5 +496,49 @@ mod tests {
         assert_eq!(json["restarts"]["last"]["pod"], "bee-0");
         assert_eq!(json["escalation"]["state"], "Triggered");
         assert_eq!(serde_json::from_value::<FinanceBeeStatus>(json).unwrap(), status);
+    }
+
+    /// A status as the operator wrote it before the rollout fields became one embedded
+    /// `RolloutStatus`: every field set, in that version's order.
+    const STORED_STATUS: &str = r#"{
+        "observedGeneration": 7,
+        "conditions": [{"type": "Ready", "status": "True", "observedGeneration": 7,
+            "lastTransitionTime": "2026-03-01T03:00:00Z", "reason": "Available", "message": "1/1 replicas ready"}],
+        "readyReplicas": 1,
+        "restarts": {"count": 1, "windowStart": "2026-03-01T01:00:00Z",
+            "last": {"pod": "bee-0", "reason": "CrashLoopBackOff", "time": "2026-03-01T01:05:00Z"}},
+        "escalation": {"state": "Resolved", "since": "2026-03-01T02:30:00Z",
+            "delivery": {"result": "Sent", "detail": "webhook"}},
+        "currentImage": "example.invalid/finance-bee:1",
+        "lastKnownGoodImage": "example.invalid/finance-bee:1",
+        "failedImages": ["example.invalid/finance-bee:2-bad"],
+        "history": [
+            {"image": "example.invalid/finance-bee:1", "deployedAt": "2026-03-01T00:00:00Z", "outcome": "Stable"},
+            {"image": "example.invalid/finance-bee:2-bad", "deployedAt": "2026-03-01T02:00:00Z", "outcome": "RolledBack"}
+        ]
+    }"#;
+
+    #[test]
+    fn a_stored_status_reads_into_the_embedded_rollout_status_and_writes_back_the_same() {
+        let stored: serde_json::Value = serde_json::from_str(STORED_STATUS).unwrap();
+        let status: FinanceBeeStatus = serde_json::from_value(stored.clone()).unwrap();
+        let r = &status.rollout;
+        assert_eq!(r.current_image.as_deref(), Some("example.invalid/finance-bee:1"));
+        assert_eq!(r.last_known_good_image.as_deref(), Some("example.invalid/finance-bee:1"));
+        assert_eq!(r.failed_images, ["example.invalid/finance-bee:2-bad"]);
+        let history: Vec<_> = r.history.iter().map(|e| (e.image.as_str(), e.outcome)).collect();
+        assert_eq!(
+            history,
+            [
+                ("example.invalid/finance-bee:1", RolloutOutcome::Stable),
+                ("example.invalid/finance-bee:2-bad", RolloutOutcome::RolledBack),
+            ],
+            "read in stored order: oldest first, newest last"
+        );
+        assert_eq!(status.ready_replicas, Some(1));
+        assert_eq!(status.restarts.as_ref().map(|r| r.count), Some(1));
+        assert_eq!(status.escalation.as_ref().map(|e| e.state), Some(EscalationState::Resolved));
+        assert!(status.escalation.as_ref().is_some_and(|e| e.delivery.is_some()));
+        assert_eq!(serde_json::to_value(&status).unwrap(), stored, "written back field for field");
     }
 }

@@ -14,6 +14,10 @@
 //!   never written: GitOps keeps owning it;
 //! - with no last known good image (the first deploy), or `automatic: false`, nothing is
 //!   rolled back: the failure is reported and the image keeps running.
+//!
+//! What is remembered between reconciles is the status's [`RolloutStatus`] (the same struct in
+//! ColonyServer and FinanceBee): [`decide`] reads the previous one and returns the next one,
+//! which the status writes back as is. Its `history` is oldest first, newest last.
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -21,7 +25,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::api::{ImageHistoryEntry, RollbackSpec, RolloutOutcome};
+use crate::api::{ImageHistoryEntry, RollbackSpec, RolloutOutcome, RolloutStatus};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RolloutPolicy {
@@ -44,15 +48,6 @@ pub struct Observation {
     pub crash_looping: bool,
 }
 
-/// What is remembered between reconciles (kept in the resource's status).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Memory {
-    pub last_known_good: Option<String>,
-    pub failed_images: Vec<String>,
-    /// Newest last.
-    pub history: Vec<ImageHistoryEntry>,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RolledBack {
     pub failed_image: String,
@@ -64,7 +59,8 @@ pub struct RolledBack {
 pub struct Decision {
     /// The image the workload must run.
     pub image: String,
-    pub memory: Memory,
+    /// The rollout status to write: `current_image` is `image`.
+    pub status: RolloutStatus,
     /// Set on the reconcile that decides a rollback (for the Event), and while the spec
     /// image stays a failed one (for the condition).
     pub rolled_back: Option<RolledBack>,
@@ -126,7 +122,7 @@ pub fn crash_looping(pod: &Pod) -> bool {
 /// evaluation (the newest history entry) says anything about that image.
 pub fn observe(
     live: Option<&Deployment>,
-    memory: &Memory,
+    memory: &RolloutStatus,
     pods: &[Pod],
     healthy: Option<bool>,
     unhealthy_since: Option<DateTime<Utc>>,
@@ -190,11 +186,30 @@ fn failure_reason(
     }
 }
 
+/// The rollout status a reconcile writes: the decision's, or the previous one unchanged when
+/// no decision was made (the workload was not reconciled).
+pub fn next_status(decision: Option<&Decision>, previous: &RolloutStatus) -> RolloutStatus {
+    decision.map_or_else(|| previous.clone(), |d| d.status.clone())
+}
+
+/// Which image runs, and the rollout status that follows from `memory` (the previous one).
 pub fn decide(
     policy: &RolloutPolicy,
     spec_image: &str,
     obs: &Observation,
-    memory: &Memory,
+    memory: &RolloutStatus,
+    now: DateTime<Utc>,
+) -> Decision {
+    let mut d = decide_image(policy, spec_image, obs, memory, now);
+    d.status.current_image = Some(d.image.clone());
+    d
+}
+
+fn decide_image(
+    policy: &RolloutPolicy,
+    spec_image: &str,
+    obs: &Observation,
+    memory: &RolloutStatus,
     now: DateTime<Utc>,
 ) -> Decision {
     let mut m = memory.clone();
@@ -202,7 +217,7 @@ pub fn decide(
     m.failed_images.retain(|i| i == spec_image);
 
     if m.failed_images.iter().any(|i| i == spec_image)
-        && let Some(good) = m.last_known_good.clone()
+        && let Some(good) = m.last_known_good_image.clone()
     {
         return Decision {
             image: good.clone(),
@@ -211,7 +226,7 @@ pub fn decide(
                 to_image: good,
                 reason: "PreviouslyFailed".into(),
             }),
-            memory: m,
+            status: m,
             newly_rolled_back: false,
             failed_without_rollback: None,
             requeue_after: None,
@@ -239,7 +254,7 @@ pub fn decide(
     let entry = m.history.last().cloned().expect("a history entry for the spec image");
     let mut d = Decision {
         image: spec_image.into(),
-        memory: m,
+        status: m,
         rolled_back: None,
         newly_rolled_back: false,
         failed_without_rollback: None,
@@ -250,10 +265,10 @@ pub fn decide(
     }
     let age = (now - entry.deployed_at).to_std().unwrap_or_default();
     if let Some(reason) = failure_reason(obs, entry.deployed_at, policy, now) {
-        match d.memory.last_known_good.clone() {
+        match d.status.last_known_good_image.clone() {
             Some(good) if policy.automatic && good != spec_image => {
-                d.memory.failed_images.push(spec_image.into());
-                d.memory.history.last_mut().expect("entry").outcome = RolloutOutcome::RolledBack;
+                d.status.failed_images.push(spec_image.into());
+                d.status.history.last_mut().expect("entry").outcome = RolloutOutcome::RolledBack;
                 d.image = good.clone();
                 d.rolled_back = Some(RolledBack { failed_image: spec_image.into(), to_image: good, reason });
                 d.newly_rolled_back = true;
@@ -264,8 +279,8 @@ pub fn decide(
     }
     let healthy_enough = obs.healthy != Some(false);
     if obs.available && healthy_enough && age >= policy.stable_after {
-        d.memory.last_known_good = Some(spec_image.into());
-        d.memory.history.last_mut().expect("entry").outcome = RolloutOutcome::Stable;
+        d.status.last_known_good_image = Some(spec_image.into());
+        d.status.history.last_mut().expect("entry").outcome = RolloutOutcome::Stable;
     } else {
         // Time alone can make it stable or end the health-failure window.
         let next = if age < policy.stable_after { policy.stable_after - age } else { Duration::from_secs(30) };
@@ -297,27 +312,27 @@ mod tests {
     }
 
     /// Runs v1 until stable, then returns the memory.
-    fn stable_v1() -> Memory {
-        let d = decide(&policy(), "v1", &good(), &Memory::default(), t(0));
-        let d = decide(&policy(), "v1", &good(), &d.memory, t(300));
-        assert_eq!(d.memory.last_known_good.as_deref(), Some("v1"));
-        d.memory
+    fn stable_v1() -> RolloutStatus {
+        let d = decide(&policy(), "v1", &good(), &RolloutStatus::default(), t(0));
+        let d = decide(&policy(), "v1", &good(), &d.status, t(300));
+        assert_eq!(d.status.last_known_good_image.as_deref(), Some("v1"));
+        d.status
     }
 
     #[test]
     fn first_deploy_becomes_good_after_stable_after() {
-        let d = decide(&policy(), "v1", &good(), &Memory::default(), t(0));
+        let d = decide(&policy(), "v1", &good(), &RolloutStatus::default(), t(0));
         assert_eq!(d.image, "v1");
-        assert_eq!(d.memory.last_known_good, None);
+        assert_eq!(d.status.last_known_good_image, None);
         assert_eq!(d.requeue_after, Some(Duration::from_millis(300_500)));
-        let d2 = decide(&policy(), "v1", &good(), &d.memory, t(299));
-        assert_eq!(d2.memory.last_known_good, None, "not before stable_after");
-        let d3 = decide(&policy(), "v1", &good(), &d2.memory, t(300));
-        assert_eq!(d3.memory.last_known_good.as_deref(), Some("v1"));
-        assert_eq!(d3.memory.history.last().unwrap().outcome, RolloutOutcome::Stable);
+        let d2 = decide(&policy(), "v1", &good(), &d.status, t(299));
+        assert_eq!(d2.status.last_known_good_image, None, "not before stable_after");
+        let d3 = decide(&policy(), "v1", &good(), &d2.status, t(300));
+        assert_eq!(d3.status.last_known_good_image.as_deref(), Some("v1"));
+        assert_eq!(d3.status.history.last().unwrap().outcome, RolloutOutcome::Stable);
         assert_eq!(
-            decide(&policy(), "v1", &good(), &d3.memory, t(900)).memory,
-            d3.memory,
+            decide(&policy(), "v1", &good(), &d3.status, t(900)).status,
+            d3.status,
             "steady state changes nothing"
         );
     }
@@ -346,9 +361,9 @@ mod tests {
     #[test]
     fn unavailable_or_unhealthy_is_not_good_yet() {
         let unavailable = Observation { available: false, ..good() };
-        let d = decide(&policy(), "v1", &unavailable, &Memory::default(), t(0));
-        let d = decide(&policy(), "v1", &unavailable, &d.memory, t(1000));
-        assert_eq!(d.memory.last_known_good, None);
+        let d = decide(&policy(), "v1", &unavailable, &RolloutStatus::default(), t(0));
+        let d = decide(&policy(), "v1", &unavailable, &d.status, t(1000));
+        assert_eq!(d.status.last_known_good_image, None);
     }
 
     #[test]
@@ -362,22 +377,22 @@ mod tests {
             let m = stable_v1();
             let d = decide(&policy(), "v2", &good(), &m, t(1000));
             assert_eq!(d.image, "v2");
-            let d = decide(&policy(), "v2", &obs, &d.memory, t(1020));
+            let d = decide(&policy(), "v2", &obs, &d.status, t(1020));
             assert_eq!(d.image, "v1", "{reason}");
             assert!(d.newly_rolled_back);
             let rb = d.rolled_back.clone().unwrap();
             assert_eq!((rb.failed_image.as_str(), rb.to_image.as_str(), rb.reason.as_str()), ("v2", "v1", reason));
-            assert_eq!(d.memory.failed_images, ["v2"]);
-            assert_eq!(d.memory.history.last().unwrap().outcome, RolloutOutcome::RolledBack);
+            assert_eq!(d.status.failed_images, ["v2"]);
+            assert_eq!(d.status.history.last().unwrap().outcome, RolloutOutcome::RolledBack);
             // Not retried while the spec stays v2, even once healthy again.
-            let again = decide(&policy(), "v2", &good(), &d.memory, t(5000));
+            let again = decide(&policy(), "v2", &good(), &d.status, t(5000));
             assert_eq!(again.image, "v1");
             assert!(!again.newly_rolled_back);
             assert!(again.rolled_back.is_some());
             // A new spec image is tried.
-            let v3 = decide(&policy(), "v3", &good(), &again.memory, t(6000));
+            let v3 = decide(&policy(), "v3", &good(), &again.status, t(6000));
             assert_eq!(v3.image, "v3");
-            assert!(v3.memory.failed_images.is_empty());
+            assert!(v3.status.failed_images.is_empty());
         }
     }
 
@@ -386,7 +401,7 @@ mod tests {
         let m = stable_v1();
         let d = decide(&policy(), "v2", &good(), &m, t(1000));
         let obs = Observation { healthy: Some(false), unhealthy_since: Some(t(900)), ..good() };
-        let d = decide(&policy(), "v2", &obs, &d.memory, t(1010));
+        let d = decide(&policy(), "v2", &obs, &d.status, t(1010));
         assert_eq!(d.image, "v2");
         assert!(d.rolled_back.is_none());
     }
@@ -398,22 +413,22 @@ mod tests {
         let m = stable_v1();
         let d = decide(&p, "v2", &good(), &m, t(1000));
         let obs = Observation { healthy: Some(false), unhealthy_since: Some(t(1700)), ..good() };
-        let d = decide(&p, "v2", &obs, &d.memory, t(1700));
+        let d = decide(&p, "v2", &obs, &d.status, t(1700));
         assert_eq!(d.image, "v2", "600s deadline passed");
     }
 
     #[test]
     fn no_rollback_without_a_good_image_or_when_disabled() {
-        let d = decide(&policy(), "v1", &good(), &Memory::default(), t(0));
+        let d = decide(&policy(), "v1", &good(), &RolloutStatus::default(), t(0));
         let bad = Observation { crash_looping: true, ..Default::default() };
-        let d = decide(&policy(), "v1", &bad, &d.memory, t(10));
+        let d = decide(&policy(), "v1", &bad, &d.status, t(10));
         assert_eq!(d.image, "v1");
         assert_eq!(d.failed_without_rollback.as_deref(), Some("CrashLoopBackOff"));
         let mut manual = policy();
         manual.automatic = false;
         let m = stable_v1();
         let d = decide(&manual, "v2", &good(), &m, t(1000));
-        let d = decide(&manual, "v2", &bad, &d.memory, t(1010));
+        let d = decide(&manual, "v2", &bad, &d.status, t(1010));
         assert_eq!(d.image, "v2");
         assert!(d.failed_without_rollback.is_some());
     }
@@ -422,22 +437,72 @@ mod tests {
     fn rolled_back_condition_keeps_the_original_failure() {
         let m = stable_v1();
         let d = decide(&policy(), "v2", &good(), &m, t(1000));
-        let first = decide(&policy(), "v2", &Observation { crash_looping: true, ..good() }, &d.memory, t(1010));
+        let first = decide(&policy(), "v2", &Observation { crash_looping: true, ..good() }, &d.status, t(1010));
         let c1 = condition(Some(&first), &[]).unwrap();
         assert!(c1.status && c1.message.contains("CrashLoopBackOff"), "{c1:?}");
         let previous = crate::runtime::conditions::merge(&[], std::slice::from_ref(&c1), None, t(1010));
-        let later = decide(&policy(), "v2", &good(), &first.memory, t(1100));
+        let later = decide(&policy(), "v2", &good(), &first.status, t(1100));
         assert_eq!(condition(Some(&later), &previous), Some(c1), "the message does not change");
-        let fresh = decide(&policy(), "v3", &good(), &later.memory, t(1200));
+        let fresh = decide(&policy(), "v3", &good(), &later.status, t(1200));
         assert!(!condition(Some(&fresh), &previous).unwrap().status);
         assert_eq!(condition(None, &previous), None);
     }
 
+    /// The rollout part of a status written before `RolloutStatus` existed: v2 was rolled
+    /// back to v1 and `spec.image` is still v2.
+    const STORED: &str = r#"{
+        "observedGeneration": 3,
+        "currentImage": "v1",
+        "lastKnownGoodImage": "v1",
+        "failedImages": ["v2"],
+        "history": [
+            {"image": "v0", "deployedAt": "2027-01-15T08:00:00Z", "outcome": "Superseded"},
+            {"image": "v1", "deployedAt": "2027-01-15T08:10:00Z", "outcome": "Stable"},
+            {"image": "v2", "deployedAt": "2027-01-15T08:20:00Z", "outcome": "RolledBack"}
+        ]
+    }"#;
+
+    #[test]
+    fn a_stored_status_decides_as_before_the_upgrade() {
+        for stored in [
+            serde_json::from_str::<crate::api::ColonyServerStatus>(STORED).unwrap().rollout,
+            serde_json::from_str::<crate::api::FinanceBeeStatus>(STORED).unwrap().rollout,
+        ] {
+            assert_eq!(stored.history.last().map(|e| e.image.as_str()), Some("v2"), "newest last");
+            // Still on the failed spec image: v1 keeps running, nothing is rolled back again,
+            // and the status is unchanged (no write).
+            let d = decide(&policy(), "v2", &good(), &stored, t(0));
+            assert_eq!(d.image, "v1");
+            assert!(!d.newly_rolled_back);
+            assert_eq!(d.rolled_back.as_ref().map(|r| r.reason.as_str()), Some("PreviouslyFailed"));
+            assert_eq!(d.status, stored);
+            assert_eq!(next_status(Some(&d), &RolloutStatus::default()), stored);
+            // Back on v1: it is the newest entry no longer, so it is deployed as a new rollout
+            // (as before the upgrade), and the failed image is forgotten.
+            let back = decide(&policy(), "v1", &good(), &stored, t(0));
+            assert_eq!((back.image.as_str(), back.status.current_image.as_deref()), ("v1", Some("v1")));
+            assert!(back.status.failed_images.is_empty() && !back.newly_rolled_back);
+            assert_eq!(
+                back.status.history.last().map(|e| (e.image.as_str(), e.outcome)),
+                Some(("v1", RolloutOutcome::Progressing))
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_decision_the_rollout_status_is_kept() {
+        let m = stable_v1();
+        assert_eq!(next_status(None, &m), m);
+        let d = decide(&policy(), "v2", &good(), &m, t(1000));
+        assert_eq!(d.status.current_image.as_deref(), Some("v2"), "current image is the decided one");
+        assert_eq!(next_status(Some(&d), &m), d.status);
+    }
+
     #[test]
     fn history_is_bounded_and_superseded_rollouts_are_marked() {
-        let mut m = Memory::default();
+        let mut m = RolloutStatus::default();
         for (i, img) in ["a", "b", "c", "d"].iter().enumerate() {
-            m = decide(&policy(), img, &Observation::default(), &m, t(i as i64)).memory;
+            m = decide(&policy(), img, &Observation::default(), &m, t(i as i64)).status;
         }
         let images: Vec<_> = m.history.iter().map(|e| e.image.as_str()).collect();
         assert_eq!(images, ["b", "c", "d"]);

@@ -243,11 +243,7 @@ async fn decide_rollout(
     now: chrono::DateTime<Utc>,
 ) -> Result<rollout::Decision> {
     let policy = RolloutPolicy::from_spec(&cs.spec.rollback);
-    let memory = rollout::Memory {
-        last_known_good: status.and_then(|s| s.last_known_good_image.clone()),
-        failed_images: status.map(|s| s.failed_images.clone()).unwrap_or_default(),
-        history: status.map(|s| s.history.clone()).unwrap_or_default(),
-    };
+    let memory = status.map(|s| s.rollout.clone()).unwrap_or_default();
     let pods = match live {
         Some(_) => {
             ctx.api::<Pod>(&cs.namespace().unwrap_or_default())
@@ -344,7 +340,6 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
         decision: &decision,
         override_,
         workload: workload.state,
-        current_image: workload.image,
         rollout: workload.rollout.as_ref(),
         problem: invalid.clone().map(|m| ("InvalidSpec".to_string(), m)).or_else(|| not_owned.clone()),
         now,
@@ -425,7 +420,6 @@ async fn probe(sctx: &ServerContext, cs: &ColonyServer, valid: bool) -> Result<m
 #[derive(Default)]
 struct WorkloadOutcome {
     state: Workload,
-    image: Option<String>,
     rollout: Option<rollout::Decision>,
     /// (reason, message) of a Deployment or Service in the way that is not the server's.
     not_owned: Option<(String, String)>,
@@ -470,12 +464,7 @@ async fn apply_workload(
         tracing::warn!(failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
         ctx.event(cs.as_ref(), EventType::Warning, "RolledBack", "Rollback", rollout::event_note(&rb)).await;
     }
-    Ok(Ok(WorkloadOutcome {
-        state: workload_state(converged.object().as_ref()),
-        image: Some(decision.image.clone()),
-        rollout: Some(decision),
-        not_owned,
-    }))
+    Ok(Ok(WorkloadOutcome { state: workload_state(converged.object().as_ref()), rollout: Some(decision), not_owned }))
 }
 
 /// Decides the fallback from the probe's verdicts, the open maintenance windows and the

@@ -28,7 +28,8 @@ pub struct Observed<'a> {
     pub decision: &'a FallbackDecision,
     pub override_: FallbackOverride,
     pub workload: Workload,
-    pub current_image: Option<String>,
+    /// The rollout decision, when the workload was reconciled (else the rollout status is
+    /// kept as it was).
     pub rollout: Option<&'a crate::runtime::rollout::Decision>,
     /// (reason, message) of what stops the server from being reconciled: an invalid spec
     /// (`InvalidSpec`), or an object in the way that is not its own (`ConfigMapNotOwned`).
@@ -138,16 +139,10 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
     ColonyServerStatus {
         observed_generation: o.generation,
         conditions: merge(&prev.conditions, &desired, o.generation, o.now),
-        current_image: o.current_image.clone().or(prev.current_image.clone()),
-        last_known_good_image: o
-            .rollout
-            .map(|r| r.memory.last_known_good.clone())
-            .unwrap_or(prev.last_known_good_image.clone()),
-        failed_images: o.rollout.map(|r| r.memory.failed_images.clone()).unwrap_or(prev.failed_images.clone()),
+        rollout: crate::runtime::rollout::next_status(o.rollout, &prev.rollout),
         health: health_status,
         slo: slo_status,
         fallback: Some(fallback),
-        history: o.rollout.map(|r| r.memory.history.clone()).unwrap_or(prev.history.clone()),
     }
 }
 
@@ -170,7 +165,6 @@ mod tests {
             decision,
             override_: FallbackOverride::Auto,
             workload: Workload::Unmanaged,
-            current_image: None,
             rollout: None,
             problem,
             now: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
@@ -236,7 +230,6 @@ mod tests {
                                 decision: &d,
                                 override_: FallbackOverride::Auto,
                                 workload: workload.clone(),
-                                current_image: None,
                                 rollout: None,
                                 problem: invalid.clone().map(|m| ("InvalidSpec".to_string(), m)),
                                 now,

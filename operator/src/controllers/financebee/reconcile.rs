@@ -66,14 +66,10 @@ fn decide_rollout(
     previous: &crate::api::FinanceBeeStatus,
     now: chrono::DateTime<Utc>,
 ) -> rollout::Decision {
-    let memory = rollout::Memory {
-        last_known_good: previous.last_known_good_image.clone(),
-        failed_images: previous.failed_images.clone(),
-        history: previous.history.clone(),
-    };
+    let memory = &previous.rollout;
     // A bee has no health endpoint: availability and crash loops judge its image.
-    let observation = rollout::observe(live, &memory, pods, None, None);
-    rollout::decide(&rollout::RolloutPolicy::from_spec(&fb.spec.rollback), &fb.spec.image, &observation, &memory, now)
+    let observation = rollout::observe(live, memory, pods, None, None);
+    rollout::decide(&rollout::RolloutPolicy::from_spec(&fb.spec.rollback), &fb.spec.image, &observation, memory, now)
 }
 
 fn object_labels(fb: &FinanceBee) -> ObjectLabels {

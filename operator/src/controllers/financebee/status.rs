@@ -3,7 +3,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::escalation;
 use super::restart::{Hold, RestartDecision};
-use crate::api::{AVAILABLE, EscalationStatus, FinanceBeeStatus, READY, RECONCILING, STALLED, SUSPENDED};
+use crate::api::{
+    AVAILABLE, EscalationStatus, FinanceBeeStatus, READY, RECONCILING, RolloutStatus, STALLED, SUSPENDED,
+};
 use crate::runtime::conditions::{Desired, merge};
 
 pub mod reason {
@@ -166,12 +168,11 @@ pub fn compute(o: &Observed) -> FinanceBeeStatus {
         unavailable_since: unavailable_since(o.previous.unavailable_since, available, paused, o.now),
         restarts: o.restart.status.clone(),
         escalation: o.escalation.clone(),
-        current_image: Some(o.rollout.map(|r| r.image.clone()).unwrap_or_else(|| o.image.to_string())),
-        last_known_good_image: o
-            .rollout
-            .map_or(o.previous.last_known_good_image.clone(), |r| r.memory.last_known_good.clone()),
-        failed_images: o.rollout.map_or(o.previous.failed_images.clone(), |r| r.memory.failed_images.clone()),
-        history: o.rollout.map_or(o.previous.history.clone(), |r| r.memory.history.clone()),
+        rollout: match o.rollout {
+            Some(d) => d.status.clone(),
+            // Not reconciled (a problem): the bee is reported on `spec.image`, as before.
+            None => RolloutStatus { current_image: Some(o.image.to_string()), ..o.previous.rollout.clone() },
+        },
     }
 }
 
