@@ -10,6 +10,7 @@ use kube::Client;
 use kube::client::Body;
 use serde::Serialize;
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 use tower_test::mock::{self, Handle};
 
 use super::context::{Context, Settings};
@@ -22,7 +23,6 @@ const WAIT: Duration = Duration::from_secs(5);
 pub struct ApiServer(Handle<Request<Body>, Response<Body>>);
 
 /// A request the code under test made.
-#[derive(Debug)]
 pub struct Seen {
     pub method: Method,
     pub path: String,
@@ -130,7 +130,9 @@ impl ApiServer {
             body: if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") },
             raw: String::from_utf8_lossy(&bytes).to_string(),
         };
-        assert_eq!((&seen.method, seen.path.as_str()), (&method, path), "unexpected request: {seen:?}");
+        // The request's line only: a body may hold key material.
+        let line = format!("{} {}?{}", seen.method, seen.path, seen.query);
+        assert_eq!((&seen.method, seen.path.as_str()), (&method, path), "unexpected request: {line}");
         let pending = Pending { seen_body: seen.body.clone(), send };
         (seen, pending)
     }
@@ -141,6 +143,23 @@ impl ApiServer {
         let (seen, pending) = self.receive(method, path).await;
         pending.reply(reply);
         seen
+    }
+
+    /// Waits for the code under test to finish and returns its result; a request it makes
+    /// meanwhile is one the test did not expect, and fails the test (instead of hanging it).
+    pub async fn finish<T>(&mut self, run: JoinHandle<T>) -> T {
+        let outcome = tokio::time::timeout(WAIT, async {
+            tokio::pin!(run);
+            tokio::select! {
+                joined = &mut run => joined.expect("the code under test panicked"),
+                next = self.0.next_request() => match next {
+                    Some((request, _)) => panic!("unexpected request: {} {}", request.method(), request.uri()),
+                    None => run.await.expect("the code under test panicked"),
+                },
+            }
+        })
+        .await;
+        outcome.unwrap_or_else(|_| panic!("the code under test did not finish"))
     }
 
     /// Asserts that no further request comes (the code under test has finished).
