@@ -86,7 +86,7 @@ async fn first_rotation(
     let event = api.expect(Method::POST, EVENTS, Reply::Echo).await;
     let (patch, pending) = api.receive(Method::PATCH, STATUS).await;
     pending.reply(Reply::ok(&status_after(kr, &patch)));
-    let action = run.await.unwrap().expect("the reconcile succeeds");
+    let action = api.finish(run).await.expect("the reconcile succeeds");
     (create, event, patch, action)
 }
 
@@ -153,7 +153,7 @@ async fn a_requested_rotation_replaces_the_secret_guarded_by_its_resource_versio
     api.expect(Method::POST, EVENTS, Reply::Echo).await;
     let (patch, pending) = api.receive(Method::PATCH, STATUS).await;
     pending.reply(Reply::ok(&status_after(&kr, &patch)));
-    run.await.unwrap().expect("the reconcile succeeds");
+    api.finish(run).await.expect("the reconcile succeeds");
     api.done().await;
 
     assert_eq!(replace.param("fieldManager").as_deref(), Some(MANAGER));
@@ -189,7 +189,7 @@ async fn a_conflict_on_the_secret_write_fails_the_reconcile_and_announces_nothin
     api.expect(Method::GET, ROTATION, Reply::ok(&kr)).await;
     api.expect(Method::GET, SECRET, Reply::ok(&key_secret(&old, 1))).await;
     api.expect(Method::PUT, SECRET, Reply::Error(409, "Conflict")).await;
-    let result = run.await.unwrap();
+    let result = api.finish(run).await;
     api.done().await;
     match result {
         Err(Error::Kube(kube::Error::Api(s))) => assert!(s.is_conflict(), "{s:?}"),
@@ -215,7 +215,7 @@ async fn a_vanished_key_stalls_instead_of_being_replaced() {
     let event = api.expect(Method::POST, EVENTS, Reply::Echo).await;
     let (patch, pending) = api.receive(Method::PATCH, STATUS).await;
     pending.reply(Reply::ok(&status_after(&kr, &patch)));
-    let action = run.await.unwrap().expect("a stall is not an error");
+    let action = api.finish(run).await.expect("a stall is not an error");
     api.done().await;
 
     assert_eq!((&event.body["type"], &event.body["reason"]), (&"Warning".into(), &"KeyMissing".into()));
@@ -243,7 +243,7 @@ async fn a_reconcile_of_the_state_it_left_writes_nothing() {
     let run = tokio::spawn(reconcile(Arc::new(kr.clone()), ctx));
     api.expect(Method::GET, ROTATION, Reply::ok(&kr)).await;
     api.expect(Method::GET, SECRET, Reply::ok(&stored)).await;
-    let action = run.await.unwrap().expect("the reconcile succeeds");
+    let action = api.finish(run).await.expect("the reconcile succeeds");
     api.done().await;
     assert_ne!(action, Action::await_change(), "it comes back for the next rotation");
 }
@@ -267,7 +267,7 @@ async fn the_delete_policy_owns_the_secret_without_touching_its_key() {
     let replace = api.expect(Method::PUT, SECRET, Reply::Echo).await;
     let (patch, pending) = api.receive(Method::PATCH, STATUS).await;
     pending.reply(Reply::ok(&status_after(&kr, &patch)));
-    run.await.unwrap().expect("the reconcile succeeds");
+    api.finish(run).await.expect("the reconcile succeeds");
     api.done().await;
 
     assert_eq!(replace.param("fieldManager").as_deref(), Some(MANAGER));
@@ -287,7 +287,7 @@ async fn a_failed_read_of_the_secret_fails_the_reconcile_before_any_write() {
     let run = tokio::spawn(reconcile(Arc::new(kr.clone()), ctx));
     api.expect(Method::GET, ROTATION, Reply::ok(&kr)).await;
     api.expect(Method::GET, SECRET, Reply::Error(500, "InternalError")).await;
-    let result = run.await.unwrap();
+    let result = api.finish(run).await;
     api.done().await;
     assert!(matches!(result, Err(Error::Kube(kube::Error::Api(ref s))) if s.code == 500), "{result:?}");
 }
@@ -299,6 +299,6 @@ async fn a_deleted_rotation_is_left_alone() {
     let kr = rotation(None);
     let run = tokio::spawn(reconcile(Arc::new(kr), ctx));
     api.expect(Method::GET, ROTATION, Reply::not_found()).await;
-    assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(api.finish(run).await.unwrap(), Action::await_change());
     api.done().await;
 }

@@ -80,7 +80,7 @@ async fn an_opening_window_writes_active_status_then_announces_it() {
     let run = tokio::spawn(reconcile(Arc::new(mw.clone()), ctx));
     let patch = reads_then_status(&mut api, &mw).await;
     let event = api.expect(Method::POST, EVENTS, Reply::Echo).await;
-    let action = run.await.unwrap().expect("the reconcile succeeds");
+    let action = api.finish(run).await.expect("the reconcile succeeds");
     api.done().await;
 
     assert_eq!(patch.param("fieldManager").as_deref(), Some("colony-operator/maintenancewindow"));
@@ -114,7 +114,7 @@ async fn a_closed_window_goes_to_verifying_and_announces_the_close() {
     let run = tokio::spawn(reconcile(Arc::new(mw.clone()), ctx));
     let patch = reads_then_status(&mut api, &mw).await;
     let event = api.expect(Method::POST, EVENTS, Reply::Echo).await;
-    run.await.unwrap().expect("the reconcile succeeds");
+    api.finish(run).await.expect("the reconcile succeeds");
     api.done().await;
 
     let status = status_of(&patch);
@@ -135,7 +135,7 @@ async fn a_failed_status_write_fails_the_reconcile_and_announces_nothing() {
     api.expect(Method::GET, WINDOW, Reply::ok(&mw)).await;
     api.expect(Method::GET, SERVER, Reply::ok(&server())).await;
     api.expect(Method::PATCH, STATUS, Reply::Error(500, "InternalError")).await;
-    let result = run.await.unwrap();
+    let result = api.finish(run).await;
     api.done().await;
     assert!(matches!(result, Err(Error::Kube(kube::Error::Api(ref s))) if s.code == 500), "{result:?}");
 }
@@ -148,7 +148,7 @@ async fn an_open_window_with_its_status_written_writes_nothing() {
     let run = tokio::spawn(reconcile(Arc::new(mw.clone()), ctx));
     let patch = reads_then_status(&mut api, &mw).await;
     api.expect(Method::POST, EVENTS, Reply::Echo).await;
-    run.await.unwrap().expect("the reconcile succeeds");
+    api.finish(run).await.expect("the reconcile succeeds");
     api.done().await;
 
     let (ctx, mut api) = testing::context();
@@ -156,6 +156,6 @@ async fn an_open_window_with_its_status_written_writes_nothing() {
     let run = tokio::spawn(reconcile(Arc::new(mw.clone()), ctx));
     api.expect(Method::GET, WINDOW, Reply::ok(&mw)).await;
     api.expect(Method::GET, SERVER, Reply::ok(&server())).await;
-    run.await.unwrap().expect("the reconcile succeeds");
+    api.finish(run).await.expect("the reconcile succeeds");
     api.done().await;
 }
