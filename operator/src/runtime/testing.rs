@@ -64,8 +64,6 @@ fn decode(v: &str) -> String {
 pub enum Reply {
     /// 200 with this object.
     Ok(Value),
-    /// 201 with this object.
-    Created(Value),
     /// An error: a `Status` object with this code and reason (`NotFound`, `Conflict`, ...).
     Error(u16, &'static str),
     /// 200 with the request's own body (a write accepted as sent).
@@ -100,7 +98,6 @@ impl Pending {
     pub fn reply(self, reply: Reply) {
         self.send.send_response(match &reply {
             Reply::Ok(v) => response(200, v),
-            Reply::Created(v) => response(201, v),
             Reply::Echo => response(200, &self.seen_body),
             Reply::Error(code, reason) => response(
                 *code,
