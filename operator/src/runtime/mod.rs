@@ -17,6 +17,8 @@ pub mod owned;
 pub mod rollout;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(test)]
+pub mod testing;
 pub mod versions;
 pub mod watch;
 pub mod windows;

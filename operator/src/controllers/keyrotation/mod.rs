@@ -14,6 +14,8 @@ pub mod decide;
 pub mod keys;
 mod reconcile;
 mod register;
+#[cfg(test)]
+mod seams;
 pub mod secret;
 
 use std::sync::Arc;

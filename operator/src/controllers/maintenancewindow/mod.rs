@@ -1,6 +1,8 @@
 //! The MaintenanceWindow controller: opens and closes windows on schedule and verifies the
 //! server afterwards. The ColonyServer and FinanceBee controllers read its status.
 pub mod decide;
+#[cfg(test)]
+mod seams;
 
 use std::sync::Arc;
 use std::time::Duration;
