@@ -13,7 +13,7 @@ mod report;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -384,6 +384,19 @@ fn operator_binary() -> PathBuf {
     target.join("release/colony-operator")
 }
 
+/// Starts the operator binary with its admin server on `admin_port`, logging to `log`.
+fn start_operator(binary: &Path, admin_port: u16, log: &Path) -> anyhow::Result<tokio::process::Child> {
+    let log = std::fs::File::create(log)?;
+    tokio::process::Command::new(binary)
+        .args(["run", "--admin-addr", &format!("127.0.0.1:{admin_port}")])
+        .env("RUST_LOG", "info,kube=warn")
+        .stdout(std::process::Stdio::from(log.try_clone()?))
+        .stderr(std::process::Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))
+}
+
 async fn scrape(admin_port: u16) -> anyhow::Result<String> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", admin_port)).await?;
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
@@ -531,6 +544,10 @@ pub struct Results {
     pub phases: Vec<(String, f64, f64)>,
     pub rss_peak_mib: f64,
     pub rss_rest_mib: f64,
+    /// The same, of an operator started into the whole fleet once it settled.
+    pub rss_restart_rest_mib: f64,
+    /// From that start until no reconcile for 15 s.
+    pub restart_settle_s: f64,
     pub cpu_rest_pct: f64,
     pub reconcile: BTreeMap<String, (f64, f64, f64)>,
     /// The same, counting only the reconciles after the fleet settled (Secret changes,
@@ -1188,15 +1205,7 @@ async fn run() -> anyhow::Result<bool> {
     let endpoints = Endpoints::start(scale.servers).await?;
     progress.phase("starting the operator (release build)");
     let admin_port = colony_e2e::free_port();
-    let log = std::fs::File::create(out_dir.join("operator.log"))?;
-    let mut child = tokio::process::Command::new(&binary)
-        .args(["run", "--admin-addr", &format!("127.0.0.1:{admin_port}")])
-        .env("RUST_LOG", "info,kube=warn")
-        .stdout(std::process::Stdio::from(log.try_clone()?))
-        .stderr(std::process::Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
+    let mut child = start_operator(&binary, admin_port, &out_dir.join("operator.log"))?;
     let pid = child.id().context("operator pid")?;
     let samples: Arc<Mutex<Vec<Sample>>> = Default::default();
     let hwm_kib = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -1322,6 +1331,38 @@ async fn run() -> anyhow::Result<bool> {
     let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
     res.samples = samples.lock().unwrap().clone();
+
+    // An operator is restarted into its fleet (an upgrade, a new leader): it lists everything
+    // at once and reconciles every object in one burst, where the first one grew with the
+    // fleet. Its resident set at rest afterwards is the other half of "RSS at rest".
+    let t = Instant::now();
+    progress.phase("restart into the fleet: a new operator settles, then rests");
+    let admin_port = colony_e2e::free_port();
+    let mut child = start_operator(&binary, admin_port, &out_dir.join("operator-restarted.log"))?;
+    let pid = child.id().context("operator pid")?;
+    let settle_start = Instant::now();
+    let mut last = (0.0, Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Ok(metrics) = scrape(admin_port).await else { continue };
+        let n: f64 = reconcile_counts(&metrics).values().sum();
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        progress.detail(format!("{n:.0} reconciles so far; quiet for {:.0} s", last.1.elapsed().as_secs_f64()));
+        if n > 0.0 && last.1.elapsed() >= Duration::from_secs(15) {
+            break;
+        }
+        if settle_start.elapsed() > Duration::from_secs(600) {
+            bail!("the restarted operator did not settle within 10 min");
+        }
+    }
+    res.restart_settle_s = settle_start.elapsed().as_secs_f64();
+    tokio::time::sleep(scale.rest_window).await;
+    res.rss_restart_rest_mib = proc_stats(pid).context("operator stats")?.0 as f64 / 1024.0;
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    phase_mark(&mut res, "restart into the fleet", t);
 
     progress.phase("reading the audit log and the metrics");
     for (controller, buckets) in reconcile_histograms(&metrics_end) {

@@ -60,6 +60,13 @@ pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
         Some(r.rss_rest_mib <= RSS_REST_MIB),
     ));
     rows.push(row(
+        format!("operator RSS at rest after a restart into the fleet (settled in {:.0} s)", r.restart_settle_s),
+        format!("{:.1} MiB", r.rss_restart_rest_mib),
+        &format!("≤ {RSS_REST_MIB} MiB"),
+        "—".into(),
+        Some(r.rss_restart_rest_mib <= RSS_REST_MIB),
+    ));
+    rows.push(row(
         format!("CPU at rest ({} servers probed every {INTERVAL_S} s)", s.servers),
         format!("{:.2} % of a core", r.cpu_rest_pct),
         &format!("≤ {CPU_REST_PCT} %"),

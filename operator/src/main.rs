@@ -76,6 +76,7 @@ fn main() -> ExitCode {
                     renew_grace_secs: args.lease_renew_grace,
                 }),
             };
+            colony_operator::runtime::memory::limit_arenas();
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
             match rt.block_on(operator::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,

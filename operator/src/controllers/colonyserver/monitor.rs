@@ -166,8 +166,9 @@ async fn probe_loop(
     // only for a server that is called that way, and shared unless the server has its own CA
     // (a client holds its own copy of the trusted roots).
     let rpc_http = rpc_client(&config);
-    let mut ticker = GridTicker::new(config.interval);
-    let mut slo_ticker = GridTicker::new(config.slo.as_ref().map_or(config.interval, |s| s.interval));
+    let phase = phase_of(&key);
+    let mut ticker = GridTicker::new(config.interval, phase);
+    let mut slo_ticker = GridTicker::new(config.slo.as_ref().map_or(config.interval, |s| s.interval), phase);
     loop {
         let slo_turn = tokio::select! {
             _ = ticker.tick() => false,
@@ -249,23 +250,40 @@ fn next_on_grid(origin: tokio::time::Instant, now: tokio::time::Instant, period:
     origin + Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX))
 }
 
+/// How many phases of its interval the probe loops are spread over.
+pub const PROBE_PHASES: u32 = 5;
+
+/// The phase (`0..PROBE_PHASES`) of a server's probes: fixed by its name, so it is the same
+/// after a restart of the loop or of the operator.
+fn phase_of(key: &ObjectRef<ColonyServer>) -> u32 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.namespace.hash(&mut h);
+    key.name.hash(&mut h);
+    (h.finish() % u64::from(PROBE_PHASES)) as u32
+}
+
 /// A probe loop's clock: the first tick at once (a new server gets its verdict without
-/// waiting a period), then every `period` on a grid shared by every loop of the process.
+/// waiting a period), then every `period` on a grid shared by the process, at one of
+/// [`PROBE_PHASES`] phases of the period.
 ///
-/// Loops with the same interval therefore probe in the same instant: the runtime wakes once
-/// per period for all of them instead of once per server, which is most of what probing
-/// costs at rest (each wake-up is a task switch in the kernel; measured with 100 servers at
-/// 1 s, about a quarter of the CPU of spread-out ticks). A tick missed by a slow probe is
-/// skipped, not made up, so the loop stays on the grid.
+/// The loops of one phase and interval therefore probe in the same instant: the runtime wakes
+/// a few times per period for all servers instead of once per server, which is most of what
+/// probing costs at rest (each wake-up is a task switch in the kernel; measured with 100
+/// servers at 1 s, all in one instant cost a quarter of the CPU of spread-out ticks). The
+/// phases keep a failure that hits every server at once (a network partition) from waking
+/// every server's reconcile in the same instant: their fallback flips queue behind each other
+/// at the API server, and the last one comes late. A tick missed by a slow probe is skipped,
+/// not made up, so the loop stays on its grid.
 struct GridTicker {
     immediate: bool,
     interval: tokio::time::Interval,
 }
 
 impl GridTicker {
-    fn new(period: Duration) -> Self {
+    fn new(period: Duration, phase: u32) -> Self {
         let now = tokio::time::Instant::now();
-        let origin = *GRID_ORIGIN.get_or_init(|| now);
+        let origin = *GRID_ORIGIN.get_or_init(|| now) + period * phase.min(PROBE_PHASES) / PROBE_PHASES;
         let mut interval = tokio::time::interval_at(next_on_grid(origin, now, period), period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         Self { immediate: true, interval }
@@ -340,6 +358,16 @@ mod tests {
     use super::*;
     use tokio::time::Instant;
 
+    /// Whether `t` is on the grid of `period` from `origin`, to the timer's resolution (1 ms).
+    fn on_grid(t: Instant, origin: Instant, period: Duration) -> bool {
+        let off = t.duration_since(origin).as_nanos() % period.as_nanos();
+        off < 1_000_000 || period.as_nanos() - off < 1_000_000
+    }
+
+    fn about(a: Duration, b: Duration) -> bool {
+        a.abs_diff(b) < Duration::from_millis(1)
+    }
+
     #[test]
     fn next_on_grid_is_the_first_grid_instant_strictly_after_now() {
         let origin = Instant::now();
@@ -361,10 +389,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn loops_started_apart_tick_together_after_their_first_tick() {
         let period = Duration::from_secs(1);
-        let mut a = GridTicker::new(period);
+        let mut a = GridTicker::new(period, 0);
         a.tick().await; // at once
         tokio::time::advance(Duration::from_millis(300)).await;
-        let mut b = GridTicker::new(period);
+        let mut b = GridTicker::new(period, 0);
         let before = Instant::now();
         b.tick().await; // at once too: a new server does not wait for the grid
         assert_eq!(Instant::now(), before);
@@ -375,7 +403,7 @@ mod tests {
         let b_second = Instant::now();
         assert_eq!(a_second, b_second, "both loops probe in the same instant");
         let origin = *GRID_ORIGIN.get().expect("origin set");
-        assert_eq!(a_second.duration_since(origin).as_nanos() % period.as_nanos(), 0);
+        assert!(on_grid(a_second, origin, period));
 
         // A probe that overran two periods does not make the ticks up: the next one is
         // the next grid instant, not a burst.
@@ -384,7 +412,36 @@ mod tests {
         let late = Instant::now();
         a.tick().await;
         let after = Instant::now();
-        assert_eq!(after.duration_since(origin).as_nanos() % period.as_nanos(), 0);
+        assert!(on_grid(after, origin, period));
         assert!(after > late, "the missed ticks were skipped, not fired at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_phase_ticks_a_fixed_fraction_of_the_period_later() {
+        let period = Duration::from_secs(1);
+        let mut a = GridTicker::new(period, 0);
+        let mut c = GridTicker::new(period, 2);
+        a.tick().await;
+        c.tick().await;
+        a.tick().await;
+        let a_at = Instant::now();
+        c.tick().await;
+        let c_at = Instant::now();
+        assert!(about(c_at - a_at, period * 2 / PROBE_PHASES), "{:?}", c_at - a_at);
+        // And stays there.
+        a.tick().await;
+        c.tick().await;
+        assert!(about(Instant::now() - a_at, period + period * 2 / PROBE_PHASES));
+    }
+
+    #[test]
+    fn phases_are_fixed_by_the_name_and_spread_over_all_of_them() {
+        let key = |n: usize| ObjectRef::<ColonyServer>::new(&format!("srv-{n:03}")).within("ns");
+        assert_eq!(phase_of(&key(7)), phase_of(&key(7)));
+        let mut per_phase = [0usize; PROBE_PHASES as usize];
+        for n in 0..100 {
+            per_phase[phase_of(&key(n)) as usize] += 1;
+        }
+        assert!(per_phase.iter().all(|&n| n > 0), "every phase is used: {per_phase:?}");
     }
 }
