@@ -59,6 +59,18 @@ fn key_secret(key: &keys::GeneratedKey, revision: i64) -> Secret {
     }
 }
 
+/// A rotation at revision 1 holding `old`, rotated a day ago, asked to rotate now ("r1").
+fn rotate_now_requested(old: &keys::GeneratedKey) -> KeyRotation {
+    let mut kr = rotation(Some(KeyRotationStatus {
+        revision: 1,
+        current_key_id: Some(old.id.clone()),
+        last_rotation_time: Some(Utc::now() - TimeDelta::days(1)),
+        ..Default::default()
+    }));
+    kr.metadata.annotations = Some(BTreeMap::from([(ROTATE_NOW_ANNOTATION.to_string(), "r1".to_string())]));
+    kr
+}
+
 fn fixed_key(byte: u8) -> keys::GeneratedKey {
     keys::generate(KeyType::Secp256k1, 32, &mut |b: &mut [u8]| b.fill(byte))
 }
@@ -139,13 +151,7 @@ async fn the_first_key_is_created_in_its_secret_and_only_its_id_goes_further() {
 async fn a_requested_rotation_replaces_the_secret_guarded_by_its_resource_version() {
     let (ctx, mut api) = testing::context();
     let old = fixed_key(7);
-    let mut kr = rotation(Some(KeyRotationStatus {
-        revision: 1,
-        current_key_id: Some(old.id.clone()),
-        last_rotation_time: Some(Utc::now() - TimeDelta::days(1)),
-        ..Default::default()
-    }));
-    kr.metadata.annotations = Some(BTreeMap::from([(ROTATE_NOW_ANNOTATION.to_string(), "r1".to_string())]));
+    let kr = rotate_now_requested(&old);
     let run = tokio::spawn(reconcile(Arc::new(kr.clone()), ctx));
     api.expect(Method::GET, ROTATION, Reply::ok(&kr)).await;
     api.expect(Method::GET, SECRET, Reply::ok(&key_secret(&old, 1))).await;
@@ -178,13 +184,7 @@ async fn a_requested_rotation_replaces_the_secret_guarded_by_its_resource_versio
 async fn a_conflict_on_the_secret_write_fails_the_reconcile_and_announces_nothing() {
     let (ctx, mut api) = testing::context();
     let old = fixed_key(7);
-    let mut kr = rotation(Some(KeyRotationStatus {
-        revision: 1,
-        current_key_id: Some(old.id.clone()),
-        last_rotation_time: Some(Utc::now() - TimeDelta::days(1)),
-        ..Default::default()
-    }));
-    kr.metadata.annotations = Some(BTreeMap::from([(ROTATE_NOW_ANNOTATION.to_string(), "r1".to_string())]));
+    let kr = rotate_now_requested(&old);
     let run = tokio::spawn(reconcile(Arc::new(kr.clone()), ctx));
     api.expect(Method::GET, ROTATION, Reply::ok(&kr)).await;
     api.expect(Method::GET, SECRET, Reply::ok(&key_secret(&old, 1))).await;
