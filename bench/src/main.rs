@@ -384,6 +384,39 @@ fn operator_binary() -> PathBuf {
     target.join("release/colony-operator")
 }
 
+/// How long the operator has reconciled nothing, from its reconcile counters.
+struct Quiet {
+    reconciles: f64,
+    since: Instant,
+}
+
+impl Default for Quiet {
+    fn default() -> Self {
+        Self { reconciles: 0.0, since: Instant::now() }
+    }
+}
+
+impl Quiet {
+    /// Reads the counters; a change restarts the quiet time.
+    async fn observe(&mut self, admin_port: u16) -> anyhow::Result<()> {
+        let n: f64 = reconcile_counts(&scrape(admin_port).await?).values().sum();
+        if n != self.reconciles {
+            (self.reconciles, self.since) = (n, Instant::now());
+        }
+        Ok(())
+    }
+
+    fn for_(&self) -> Duration {
+        self.since.elapsed()
+    }
+}
+
+impl std::fmt::Display for Quiet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.0} reconciles so far; quiet for {:.0} s", self.reconciles, self.for_().as_secs_f64())
+    }
+}
+
 /// Starts the operator binary with its admin server on `admin_port`, logging to `log`.
 fn start_operator(binary: &Path, admin_port: u16, log: &Path) -> anyhow::Result<tokio::process::Child> {
     let log = std::fs::File::create(log)?;
@@ -1267,16 +1300,14 @@ async fn run() -> anyhow::Result<bool> {
     // each bee records its image as known good `stableAfter` after it is available (a timed
     // write that is work, not noise): at rest starts once none is left to do.
     let settle_start = Instant::now();
-    let mut last = (reconcile_counts(&scrape(admin_port).await?).values().sum::<f64>(), Instant::now());
+    let mut quiet = Quiet::default();
+    quiet.observe(admin_port).await?;
     let bees: Api<FinanceBee> = Api::all(bench.client.clone());
     let mut pending = usize::MAX;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let n: f64 = reconcile_counts(&scrape(admin_port).await?).values().sum();
-        if n != last.0 {
-            last = (n, Instant::now());
-        }
-        if pending > 0 && last.1.elapsed() >= Duration::from_secs(5) {
+        quiet.observe(admin_port).await?;
+        if pending > 0 && quiet.for_() >= Duration::from_secs(5) {
             let listed = bees.list(&ListParams::default()).await?;
             pending = listed
                 .iter()
@@ -1284,11 +1315,10 @@ async fn run() -> anyhow::Result<bool> {
                 .count();
         }
         progress.detail(format!(
-            "{n:.0} reconciles so far; quiet for {:.0} s; {} bees still to record a known-good image",
-            last.1.elapsed().as_secs_f64(),
+            "{quiet}; {} bees still to record a known-good image",
             if pending == usize::MAX { "?".to_string() } else { pending.to_string() }
         ));
-        if pending == 0 && last.1.elapsed() >= Duration::from_secs(15) {
+        if pending == 0 && quiet.for_() >= Duration::from_secs(15) {
             break;
         }
         if settle_start.elapsed() > Duration::from_secs(600) {
@@ -1341,16 +1371,15 @@ async fn run() -> anyhow::Result<bool> {
     let mut child = start_operator(&binary, admin_port, &out_dir.join("operator-restarted.log"))?;
     let pid = child.id().context("operator pid")?;
     let settle_start = Instant::now();
-    let mut last = (0.0, Instant::now());
+    let mut quiet = Quiet::default();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let Ok(metrics) = scrape(admin_port).await else { continue };
-        let n: f64 = reconcile_counts(&metrics).values().sum();
-        if n != last.0 {
-            last = (n, Instant::now());
+        // Until its admin server listens.
+        if quiet.observe(admin_port).await.is_err() {
+            continue;
         }
-        progress.detail(format!("{n:.0} reconciles so far; quiet for {:.0} s", last.1.elapsed().as_secs_f64()));
-        if n > 0.0 && last.1.elapsed() >= Duration::from_secs(15) {
+        progress.detail(quiet.to_string());
+        if quiet.reconciles > 0.0 && quiet.for_() >= Duration::from_secs(15) {
             break;
         }
         if settle_start.elapsed() > Duration::from_secs(600) {

@@ -28,10 +28,18 @@ pub const DEADLINE: Duration = Duration::from_secs(90);
 pub fn repo_root() -> PathBuf {
     // `cargo test` sets CARGO_MANIFEST_DIR when it runs a test, too: prefer that to the path
     // compiled in, which is stale when a shared target dir serves a checkout somewhere else.
-    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    manifest_dir.parent().expect("tests/ has a parent").to_path_buf()
+    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
+        return PathBuf::from(dir).parent().expect("tests/ has a parent").to_path_buf();
+    }
+    // A binary run directly (the bench, from `make bench`): the checkout it runs in, found
+    // from the working directory, before the compiled-in one.
+    let is_root = |d: &std::path::Path| d.join("crds").is_dir() && d.join("tests/src/lib.rs").is_file();
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.ancestors().find(|d| is_root(d)).map(std::path::Path::to_path_buf))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+        })
 }
 
 pub async fn client() -> Client {

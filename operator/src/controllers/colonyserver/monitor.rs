@@ -435,6 +435,21 @@ mod tests {
     }
 
     #[test]
+    fn each_process_count_is_exported_under_its_own_state() {
+        use crate::runtime::metrics::SLO_PROCESS_STATES;
+        let counts = ProcessCounts { waiting: Some(1.0), running: Some(2.0), successful: Some(3.0), failed: None };
+        let eval =
+            SloEvaluation { queue_depth: Some(1.0), completion_rate: Some(0.5), error_rate: None, violations: vec![] };
+        let f = figures(&counts, &eval);
+        let by_state: std::collections::HashMap<_, _> = SLO_PROCESS_STATES.into_iter().zip(f.processes).collect();
+        assert_eq!(by_state["waiting"], Some(1.0));
+        assert_eq!(by_state["running"], Some(2.0));
+        assert_eq!(by_state["successful"], Some(3.0));
+        assert_eq!(by_state["failed"], None);
+        assert_eq!((f.queue_depth, f.completion_rate, f.error_rate), (Some(1.0), Some(0.5), None));
+    }
+
+    #[test]
     fn phases_are_fixed_by_the_name_and_spread_over_all_of_them() {
         let key = |n: usize| ObjectRef::<ColonyServer>::new(&format!("srv-{n:03}")).within("ns");
         assert_eq!(phase_of(&key(7)), phase_of(&key(7)));
