@@ -335,6 +335,10 @@ pub struct ImageHistoryEntry {
     pub deployed_at: DateTime<Utc>,
     /// What became of it.
     pub outcome: RolloutOutcome,
+    /// Why it was rolled back (`RolledBack` only): `CrashLoopBackOff`,
+    /// `ProgressDeadlineExceeded` or `Unhealthy`. The RolledBack condition and Event show it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// What became of a deployed image.

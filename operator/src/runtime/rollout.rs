@@ -52,8 +52,14 @@ pub struct Observation {
 pub struct RolledBack {
     pub failed_image: String,
     pub to_image: String,
+    /// Why the failed image was rolled back, as recorded in its history entry;
+    /// [`PREVIOUSLY_FAILED`] for a rollback recorded before history kept the reason.
     pub reason: String,
 }
+
+/// The reason of a rollback whose history entry has no recorded failure (status written by a
+/// version before `history[].failure`).
+pub const PREVIOUSLY_FAILED: &str = "PreviouslyFailed";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -141,8 +147,10 @@ pub fn observe(
 }
 
 /// The `RolledBack` condition for a workload under rollback rules (none without a decision).
-/// A rollback stays in force on later reconciles ("PreviouslyFailed"); the message that named
-/// the original failure is kept from `previous` so that it does not change (or cause a write).
+/// Its message is computed from the decision, whose reason comes from the failed image's
+/// history entry, so it stays the same on later reconciles (no write). Only a rollback
+/// recorded before history kept the reason ([`PREVIOUSLY_FAILED`]) keeps the message of
+/// `previous`, so that an upgrade does not rewrite it.
 pub fn condition(
     decision: Option<&Decision>,
     previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
@@ -151,12 +159,12 @@ pub fn condition(
     let d = decision?;
     Some(match &d.rolled_back {
         Some(rb) => {
-            let kept = find(previous, crate::api::ROLLED_BACK)
-                .filter(|c| {
-                    c.status == "True" && rb.reason == "PreviouslyFailed" && c.message.contains(&rb.failed_image)
-                })
+            let legacy = (rb.reason == PREVIOUSLY_FAILED)
+                .then(|| find(previous, crate::api::ROLLED_BACK))
+                .flatten()
+                .filter(|c| c.status == "True" && c.message.contains(&rb.failed_image))
                 .map(|c| c.message.clone());
-            Desired::new(crate::api::ROLLED_BACK, true, "RolledBack", kept.unwrap_or_else(|| event_note(rb)))
+            Desired::new(crate::api::ROLLED_BACK, true, "RolledBack", legacy.unwrap_or_else(|| event_note(rb)))
         }
         None => Desired::new(crate::api::ROLLED_BACK, false, "NotRolledBack", "running spec.image"),
     })
@@ -219,13 +227,16 @@ fn decide_image(
     if m.failed_images.iter().any(|i| i == spec_image)
         && let Some(good) = m.last_known_good_image.clone()
     {
+        let reason = m
+            .history
+            .iter()
+            .rev()
+            .find(|e| e.image == spec_image && e.outcome == RolloutOutcome::RolledBack)
+            .and_then(|e| e.failure.clone())
+            .unwrap_or_else(|| PREVIOUSLY_FAILED.into());
         return Decision {
             image: good.clone(),
-            rolled_back: Some(RolledBack {
-                failed_image: spec_image.into(),
-                to_image: good,
-                reason: "PreviouslyFailed".into(),
-            }),
+            rolled_back: Some(RolledBack { failed_image: spec_image.into(), to_image: good, reason }),
             status: m,
             newly_rolled_back: false,
             failed_without_rollback: None,
@@ -244,6 +255,7 @@ fn decide_image(
             image: spec_image.into(),
             deployed_at: now,
             outcome: RolloutOutcome::Progressing,
+            failure: None,
         });
     }
     let limit = policy.history_limit.max(1);
@@ -268,7 +280,9 @@ fn decide_image(
         match d.status.last_known_good_image.clone() {
             Some(good) if policy.automatic && good != spec_image => {
                 d.status.failed_images.push(spec_image.into());
-                d.status.history.last_mut().expect("entry").outcome = RolloutOutcome::RolledBack;
+                let entry = d.status.history.last_mut().expect("entry");
+                entry.outcome = RolloutOutcome::RolledBack;
+                entry.failure = Some(reason.clone());
                 d.image = good.clone();
                 d.rolled_back = Some(RolledBack { failed_image: spec_image.into(), to_image: good, reason });
                 d.newly_rolled_back = true;
@@ -440,9 +454,19 @@ mod tests {
         let first = decide(&policy(), "v2", &Observation { crash_looping: true, ..good() }, &d.status, t(1010));
         let c1 = condition(Some(&first), &[]).unwrap();
         assert!(c1.status && c1.message.contains("CrashLoopBackOff"), "{c1:?}");
+        assert_eq!(
+            first.status.history.last().map(|e| (e.outcome, e.failure.as_deref())),
+            Some((RolloutOutcome::RolledBack, Some("CrashLoopBackOff"))),
+            "the reason is recorded in status"
+        );
         let previous = crate::runtime::conditions::merge(&[], std::slice::from_ref(&c1), None, t(1010));
         let later = decide(&policy(), "v2", &good(), &first.status, t(1100));
-        assert_eq!(condition(Some(&later), &previous), Some(c1), "the message does not change");
+        assert_eq!(later.rolled_back.as_ref().map(|r| r.reason.as_str()), Some("CrashLoopBackOff"));
+        assert_eq!(condition(Some(&later), &[]), Some(c1.clone()), "computed from status alone, not from the condition");
+        // A condition edited by hand is put back from status, not kept.
+        let mut edited = previous.clone();
+        edited[0].message = "image v2 failed (something else); running v1".into();
+        assert_eq!(condition(Some(&later), &edited), Some(c1), "the message does not change");
         let fresh = decide(&policy(), "v3", &good(), &later.status, t(1200));
         assert!(!condition(Some(&fresh), &previous).unwrap().status);
         assert_eq!(condition(None, &previous), None);
@@ -474,8 +498,18 @@ mod tests {
             let d = decide(&policy(), "v2", &good(), &stored, t(0));
             assert_eq!(d.image, "v1");
             assert!(!d.newly_rolled_back);
-            assert_eq!(d.rolled_back.as_ref().map(|r| r.reason.as_str()), Some("PreviouslyFailed"));
+            assert_eq!(d.rolled_back.as_ref().map(|r| r.reason.as_str()), Some(PREVIOUSLY_FAILED));
             assert_eq!(d.status, stored);
+            // The RolledBack condition the previous version wrote stays word for word: the
+            // stored history has no failure reason to compute it from.
+            let written = "image v2 failed (CrashLoopBackOff); running the last known good image v1";
+            let previous = crate::runtime::conditions::merge(
+                &[],
+                &[crate::runtime::conditions::Desired::new(crate::api::ROLLED_BACK, true, "RolledBack", written)],
+                None,
+                t(0),
+            );
+            assert_eq!(condition(Some(&d), &previous).map(|c| c.message), Some(written.to_string()));
             assert_eq!(next_status(Some(&d), &RolloutStatus::default()), stored);
             // Back on v1: it is the newest entry no longer, so it is deployed as a new rollout
             // (as before the upgrade), and the failed image is forgotten.
