@@ -50,9 +50,14 @@ pub async fn client() -> anyhow::Result<Client> {
     Client::try_from(config(None).await?).context("building the Kubernetes client")
 }
 
-/// A client whose writes pass only while `gate` is open (reads always pass).
+/// A client whose writes pass only while `gate` is open (reads always pass), and whose
+/// requests count towards the reconcile that makes them (`runtime::api_time`).
 fn guarded_client(config: Config, gate: Gate) -> anyhow::Result<Client> {
-    Ok(ClientBuilder::try_from(config).context("building the Kubernetes client")?.with_layer(&GuardLayer(gate)).build())
+    Ok(ClientBuilder::try_from(config)
+        .context("building the Kubernetes client")?
+        .with_layer(&GuardLayer(gate))
+        .with_layer(&crate::runtime::api_time::TimingLayer)
+        .build())
 }
 
 /// Fails with a clear message when a CRD is missing, before any controller starts.

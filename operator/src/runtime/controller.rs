@@ -71,11 +71,12 @@ where
             }
             fault_injection::maybe_panic(name, &obj.name_any());
             let key = crate::runtime::object_key(name, obj.as_ref());
-            let _timer = (*ctx).as_ref().metrics.reconcile_started(name);
+            let timer = (*ctx).as_ref().metrics.reconcile_started(name);
             let result = tokio::select! {
-                r = reconcile(obj, ctx.clone()) => r,
+                r = super::api_time::scope(timer.api_wait(), reconcile(obj, ctx.clone())) => r,
                 _ = gate.lost() => Err(Error::NotLeader),
             };
+            drop(timer);
             match &result {
                 Ok(action) => {
                     (*ctx).as_ref().succeeded(&key);

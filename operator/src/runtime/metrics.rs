@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use std::sync::atomic::AtomicU64;
 
+use super::api_time::ApiWait;
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
 use prometheus_client::registry::Registry;
 
@@ -124,6 +125,7 @@ pub struct Metrics {
     pub reconciliations: Family<ControllerLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    pub reconcile_self_duration: Family<ControllerLabels, Histogram>,
     pub leader: Gauge,
     pub health_probes: Family<ProbeLabels, Counter>,
     pub health_probe_duration: Family<ObjectLabels, Histogram>,
@@ -160,6 +162,12 @@ impl Default for Metrics {
         );
         let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(latency_histogram);
         registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", reconcile_duration.clone());
+        let reconcile_self_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "reconcile_self_duration_seconds",
+            "Time of one reconciliation outside its requests to the Kubernetes API server",
+            reconcile_self_duration.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -260,6 +268,7 @@ impl Default for Metrics {
             reconciliations,
             reconcile_errors,
             reconcile_duration,
+            reconcile_self_duration,
             leader,
             health_probes,
             health_probe_duration,
@@ -287,6 +296,8 @@ impl Metrics {
         self.reconciliations.get_or_create(&labels).inc();
         ReconcileTimer {
             histogram: self.reconcile_duration.get_or_create(&labels).clone(),
+            self_histogram: self.reconcile_self_duration.get_or_create(&labels).clone(),
+            api_wait: ApiWait::default(),
             start: std::time::Instant::now(),
         }
     }
@@ -492,14 +503,27 @@ impl Metrics {
     }
 }
 
+/// Observes a reconcile's duration, and its own time (the duration less the time its API
+/// requests took, gathered in [`ReconcileTimer::api_wait`]), when dropped.
 pub struct ReconcileTimer {
     histogram: Histogram,
+    self_histogram: Histogram,
+    api_wait: ApiWait,
     start: std::time::Instant,
+}
+
+impl ReconcileTimer {
+    /// Where the reconcile's API requests add their time (see [`super::api_time::scope`]).
+    pub fn api_wait(&self) -> &ApiWait {
+        &self.api_wait
+    }
 }
 
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
-        self.histogram.observe(self.start.elapsed().as_secs_f64());
+        let took = self.start.elapsed();
+        self.histogram.observe(took.as_secs_f64());
+        self.self_histogram.observe(took.saturating_sub(self.api_wait.get()).as_secs_f64());
     }
 }
 

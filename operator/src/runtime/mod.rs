@@ -4,6 +4,7 @@
 //! they do alike (converge the objects the operator owns, roll back a failed image, deliver
 //! webhooks, read the one view of MaintenanceWindows).
 pub mod admin;
+pub mod api_time;
 pub mod conditions;
 pub mod context;
 pub mod controller;

@@ -462,7 +462,11 @@ mod tests {
         let previous = crate::runtime::conditions::merge(&[], std::slice::from_ref(&c1), None, t(1010));
         let later = decide(&policy(), "v2", &good(), &first.status, t(1100));
         assert_eq!(later.rolled_back.as_ref().map(|r| r.reason.as_str()), Some("CrashLoopBackOff"));
-        assert_eq!(condition(Some(&later), &[]), Some(c1.clone()), "computed from status alone, not from the condition");
+        assert_eq!(
+            condition(Some(&later), &[]),
+            Some(c1.clone()),
+            "computed from status alone, not from the condition"
+        );
         // A condition edited by hand is put back from status, not kept.
         let mut edited = previous.clone();
         edited[0].message = "image v2 failed (something else); running v1".into();
