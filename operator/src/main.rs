@@ -50,6 +50,18 @@ struct RunArgs {
     /// long before its Lease could expire, on its own monotonic clock.
     #[arg(long, default_value_t = 5)]
     lease_renew_grace: u64,
+    /// How watches fill their caches: `streaming` (one watch sends the current objects one by
+    /// one; Kubernetes 1.32+), `paged` (paged lists, then a watch), or `auto` (streaming when
+    /// the API server serves it).
+    #[arg(long, value_enum, default_value = "auto", env = "INITIAL_LIST")]
+    initial_list: InitialListArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum InitialListArg {
+    Auto,
+    Streaming,
+    Paged,
 }
 
 fn main() -> ExitCode {
@@ -66,7 +78,13 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             telemetry::init(args.log_format);
             let identity = args.leader_elect_identity.unwrap_or_else(default_identity);
+            use colony_operator::runtime::watch::InitialList;
             let opts = RunOptions {
+                initial_list: match args.initial_list {
+                    InitialListArg::Auto => None,
+                    InitialListArg::Streaming => Some(InitialList::Streaming),
+                    InitialListArg::Paged => Some(InitialList::Paged),
+                },
                 namespace: args.namespace,
                 admin_addr: args.admin_addr,
                 leader: args.leader_elect.then_some(colony_operator::runtime::leader::LeaderSettings {

@@ -16,16 +16,23 @@ use crate::controllers;
 use crate::runtime::admin::{self, AdminState};
 use crate::runtime::leader::{self, Gate, GuardLayer, LeaderSettings};
 use crate::runtime::metrics::Metrics;
+use crate::runtime::watch::InitialList;
 use crate::runtime::{Context, Settings, Shutdown};
 
 pub struct RunOptions {
     pub namespace: Option<String>,
+    /// How watches fill their caches; None: streaming when the API server serves it.
+    pub initial_list: Option<InitialList>,
     pub admin_addr: SocketAddr,
     pub leader: Option<LeaderSettings>,
 }
 
 /// How long a graceful shutdown waits for running reconciles.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How long the API server has to end a streaming watch's initial events at start-up before
+/// the watches fall back to paged lists.
+const INITIAL_LIST_PROBE: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub const USER_AGENT: &str = concat!("colony-operator/", env!("CARGO_PKG_VERSION"));
 
@@ -96,6 +103,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let config = config(identity).await?;
     let raw = Client::try_from(config.clone()).context("building the Kubernetes client")?;
     check_crds(&raw, opts.namespace.as_deref()).await?;
+    let initial_list = match opts.initial_list {
+        Some(chosen) => chosen,
+        None => {
+            let windows: Api<MaintenanceWindow> = match opts.namespace.as_deref() {
+                Some(ns) => Api::namespaced(raw.clone(), ns),
+                None => Api::all(raw.clone()),
+            };
+            InitialList::detect(&windows, INITIAL_LIST_PROBE).await
+        }
+    };
+    tracing::info!(initial_list = ?initial_list, "watches fill their caches");
 
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
@@ -135,7 +153,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
 
     let (windows, window_feed) = crate::runtime::windows::view();
-    let ctx = Arc::new(Context::new(client, metrics.clone(), Settings { namespace: opts.namespace.clone() }, windows));
+    let ctx = Arc::new(Context::new(
+        client,
+        metrics.clone(),
+        Settings { namespace: opts.namespace.clone(), initial_list },
+        windows,
+    ));
     let (mut controllers, synced) = controllers::start_all(ctx, window_feed, shutdown.clone());
     let ready_flag = ready.clone();
     // The initial lists and the first reconciles free most of what they allocate: hand it

@@ -22,6 +22,8 @@ pub const OPERATOR_NAME: &str = "colony-operator";
 pub struct Settings {
     /// Watch only this namespace (None: all namespaces).
     pub namespace: Option<String>,
+    /// How every watch fills its cache.
+    pub initial_list: super::watch::InitialList,
 }
 
 pub struct Context {
@@ -79,6 +81,11 @@ impl Context {
         <K as Resource>::DynamicType: Default,
     {
         Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// The configuration every watch starts from (how it fills its cache).
+    pub fn watch_config(&self) -> kube::runtime::watcher::Config {
+        self.settings.initial_list.config()
     }
 
     /// An Api over every namespace the operator watches (`--namespace`, or all).

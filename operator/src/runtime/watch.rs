@@ -10,6 +10,67 @@ use serde::de::DeserializeOwned;
 
 use super::error::{Error, Result};
 
+/// How a watch fills its cache at start, and again when its watch expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InitialList {
+    /// One watch that sends every current object as its own event, then a bookmark
+    /// (`sendInitialEvents`; served by Kubernetes 1.32 and later unless the `WatchList`
+    /// feature gate is off). The objects are decoded one at a time.
+    #[default]
+    Streaming,
+    /// Paged lists of [`LIST_PAGE_SIZE`] objects, then a watch. Every page is decoded whole
+    /// before its objects are stripped: a start into a large cluster allocated tens of MiB
+    /// at once with kube's default of 500 per page.
+    Paged,
+}
+
+/// Objects per page of a paged initial list.
+pub const LIST_PAGE_SIZE: u32 = 100;
+
+impl InitialList {
+    /// The watcher configuration that every watch of the operator starts from.
+    pub fn config(self) -> watcher::Config {
+        let paged = watcher::Config::default().page_size(LIST_PAGE_SIZE);
+        match self {
+            InitialList::Streaming => paged.streaming_lists(),
+            InitialList::Paged => paged,
+        }
+    }
+
+    /// Streaming when the API server serves it, else paged: one watch of `api` asks for its
+    /// initial events and must end them with the `k8s.io/initial-events-end` bookmark within
+    /// `wait`. A server that refuses the parameter answers with an error; one that ignores
+    /// it sends no such bookmark.
+    pub async fn detect<K>(api: &Api<K>, wait: std::time::Duration) -> InitialList
+    where
+        K: Resource + Clone + DeserializeOwned + Debug,
+    {
+        use kube::api::{WatchEvent, WatchParams};
+        let params = WatchParams::streaming_lists().timeout(u32::try_from(wait.as_secs()).unwrap_or(u32::MAX).max(1));
+        let ends_initial_events = async {
+            let Ok(stream) = api.watch(&params, "0").await else { return false };
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(WatchEvent::Bookmark(b)) if b.metadata.annotations.contains_key(INITIAL_EVENTS_END) => {
+                        return true;
+                    }
+                    Ok(WatchEvent::Added(_) | WatchEvent::Bookmark(_)) => {}
+                    _ => return false,
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(wait, ends_initial_events).await {
+            Ok(true) => InitialList::Streaming,
+            _ => InitialList::Paged,
+        }
+    }
+}
+
+/// The bookmark annotation that ends a watch's initial events.
+const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
+
 /// What a cached copy never needs: who wrote which field (`managedFields`, often the larger
 /// part of an object) and kubectl's copy of the last applied manifest.
 pub fn strip_bookkeeping(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
@@ -183,5 +244,62 @@ mod tests {
         apply(watcher::Event::InitDone);
         assert_eq!((index.get("a", "key"), index.get("c", "key")), (None, Some("9".into())));
         assert_eq!(index.len(), 1);
+    }
+
+    mod initial_list {
+        use std::time::Duration;
+
+        use http::Method;
+        use kube::Api;
+        use serde_json::json;
+
+        use super::super::InitialList;
+        use crate::api::MaintenanceWindow;
+        use crate::runtime::testing::{self, Reply};
+
+        const WINDOWS: &str = "/apis/colony.zyeute.io/v1alpha1/maintenancewindows";
+
+        fn bookmark(annotations: serde_json::Value) -> serde_json::Value {
+            json!({"type": "BOOKMARK", "object": {
+                "apiVersion": "colony.zyeute.io/v1alpha1", "kind": "MaintenanceWindow",
+                "metadata": {"resourceVersion": "12", "annotations": annotations}}})
+        }
+
+        /// Runs the detection against one answer of the mocked API server; returns the
+        /// strategy and the request's query.
+        async fn detect_with(reply: Reply) -> (InitialList, String) {
+            let (client, mut api) = testing::client();
+            let windows: Api<MaintenanceWindow> = Api::all(client);
+            let run = tokio::spawn(async move { InitialList::detect(&windows, Duration::from_secs(2)).await });
+            let seen = api.expect(Method::GET, WINDOWS, reply).await;
+            (api.finish(run).await, seen.query)
+        }
+
+        #[tokio::test]
+        async fn streaming_when_the_server_ends_the_initial_events() {
+            let (chosen, query) = detect_with(Reply::Ok(bookmark(json!({"k8s.io/initial-events-end": "true"})))).await;
+            assert_eq!(chosen, InitialList::Streaming);
+            for param in ["watch=true", "sendInitialEvents=true", "resourceVersionMatch=NotOlderThan"] {
+                assert!(query.contains(param), "{param} in {query}");
+            }
+        }
+
+        #[tokio::test]
+        async fn paged_when_the_server_refuses_or_ignores_the_request() {
+            // A server with the WatchList feature gate off refuses the parameter.
+            assert_eq!(detect_with(Reply::Error(422, "Invalid")).await.0, InitialList::Paged);
+            // An older one ignores it: the watch sends no bookmark that ends initial events.
+            assert_eq!(detect_with(Reply::Ok(bookmark(json!({})))).await.0, InitialList::Paged);
+        }
+
+        #[test]
+        fn every_watch_pages_small_and_streams_only_when_chosen() {
+            use kube::runtime::watcher::InitialListStrategy;
+            let paged = InitialList::Paged.config();
+            assert_eq!(paged.page_size, Some(super::super::LIST_PAGE_SIZE));
+            assert!(matches!(paged.initial_list_strategy, InitialListStrategy::ListWatch));
+            let streaming = InitialList::Streaming.config();
+            assert!(matches!(streaming.initial_list_strategy, InitialListStrategy::StreamingList));
+        }
     }
 }

@@ -67,12 +67,11 @@ impl AsRef<Context> for ServerContext {
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let api: Api<ColonyServer> = ctx.scoped_api();
-    let cfg = watcher::Config::default();
+    let cfg = ctx.watch_config();
     // What the server owns is watched (and cached), so that a hand edit or a deletion is put
     // back at once; by its labels, so that neither the cluster's other objects nor the bees'
     // Deployments are delivered here.
-    let owned =
-        |app: &str| watcher::Config::default().labels(&format!("app.kubernetes.io/name={app},{MANAGED_BY}={OPERATOR}"));
+    let owned = |app: &str| ctx.watch_config().labels(&format!("app.kubernetes.io/name={app},{MANAGED_BY}={OPERATOR}"));
     // The delete hook needs the context, which needs the controller's cache: it is set below.
     let for_hook: Arc<OnceLock<Arc<ServerContext>>> = Default::default();
     let hook = for_hook.clone();
@@ -102,7 +101,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     // A changed Secret rolls the servers that reference it (their pod-template hash moves).
     // Metadata only: the operator never caches Secret data.
     let store = controller.store();
-    let secrets = watcher(ctx.scoped_api::<PartialObjectMeta<Secret>>(), watcher::Config::default()).touched_objects();
+    let secrets = watcher(ctx.scoped_api::<PartialObjectMeta<Secret>>(), ctx.watch_config()).touched_objects();
     let controller = controller.watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
         let ns = secret.namespace();
         let name = secret.name_any();

@@ -73,21 +73,18 @@ pub fn bee_pod_selector() -> String {
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     use crate::runtime::watch::{cached_watch, indexed_watch, strip_object};
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
-    let cfg = watcher::Config::default();
+    let cfg = ctx.watch_config();
     // The bees' Deployments only (not the servers'), by their labels.
-    let owned = watcher::Config::default()
-        .labels(&format!("app.kubernetes.io/name={},{MANAGED_BY}={OPERATOR}", builders::APP_LABEL));
+    let owned =
+        ctx.watch_config().labels(&format!("app.kubernetes.io/name={},{MANAGED_BY}={OPERATOR}", builders::APP_LABEL));
     // Every watch below also fills a cache the reconcile reads (pods belong to ReplicaSets,
     // not to the bee: they are mapped back by their instance label). Secrets and ConfigMaps
     // are watched by metadata only, kept as name and version: the bees that reference one
     // come from the controller's own cache, and their data is read only when it changed.
     let (deployments, deployment_events) =
         cached_watch(ctx.scoped_api::<Deployment>(), owned, gather::strip_deployment);
-    let (pods, pod_events) = cached_watch(
-        ctx.scoped_api::<Pod>(),
-        watcher::Config::default().labels(&bee_pod_selector()),
-        gather::strip_pod,
-    );
+    let (pods, pod_events) =
+        cached_watch(ctx.scoped_api::<Pod>(), ctx.watch_config().labels(&bee_pod_selector()), gather::strip_pod);
     let (servers, server_events) =
         cached_watch(ctx.scoped_api::<ColonyServer>(), cfg.clone(), strip_object::<ColonyServer>);
     let (secrets, secret_events) = indexed_watch(ctx.scoped_api::<PartialObjectMeta<Secret>>(), cfg.clone());

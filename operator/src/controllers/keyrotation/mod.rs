@@ -24,7 +24,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 
 use crate::api::KeyRotation;
 use crate::runtime::Context;
@@ -41,7 +40,7 @@ pub const ROTATED_AT_ANNOTATION: &str = "colony.zyeute.io/key-rotated-at";
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     let for_hook = ctx.clone();
     let (controller, synced) =
-        primary_forgetting(ctx.scoped_api::<KeyRotation>(), watcher::Config::default(), NAME, move |kr| {
+        primary_forgetting(ctx.scoped_api::<KeyRotation>(), ctx.watch_config(), NAME, move |kr| {
             let ns = kr.namespace().unwrap_or_default();
             for_hook.metrics.key_rotation_scheduled(&ns, &kr.name_any(), None);
             for_hook.forget(NAME, &ns, &kr.name_any())
@@ -52,7 +51,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     // the key stays out of the watch); the KeyRotations using it come from the cache.
     let controller = controller.watches(
         ctx.scoped_api::<PartialObjectMeta<Secret>>(),
-        watcher::Config::default(),
+        ctx.watch_config(),
         move |s: PartialObjectMeta<Secret>| {
             let (ns, name) = (s.namespace(), s.name_any());
             rotations

@@ -10,7 +10,6 @@ use std::time::Duration;
 use chrono::Utc;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use crate::api::{
@@ -31,7 +30,7 @@ pub fn start(ctx: Arc<Context>, feed: WindowFeed, shutdown: Shutdown) -> Spawned
     let (writer, tap) = feed.into_parts();
     let (controller, synced) = primary_into(
         ctx.scoped_api::<MaintenanceWindow>(),
-        watcher::Config::default(),
+        ctx.watch_config(),
         NAME,
         move |mw| for_hook.forget(NAME, &mw.namespace().unwrap_or_default(), &mw.name_any()),
         writer,
