@@ -782,7 +782,7 @@ mod tests {
                     image: "a".into(),
                     deployed_at: t,
                     outcome: RolloutOutcome::RolledBack,
-                    failure: Some("CrashLoopBackOff".into()),
+                    failure: Some(crate::api::RolloutFailure::CrashLoopBackOff),
                 }],
                 ..Default::default()
             },

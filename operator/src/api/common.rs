@@ -335,10 +335,36 @@ pub struct ImageHistoryEntry {
     pub deployed_at: DateTime<Utc>,
     /// What became of it.
     pub outcome: RolloutOutcome,
-    /// Why it was rolled back (`RolledBack` only): `CrashLoopBackOff`,
-    /// `ProgressDeadlineExceeded` or `Unhealthy`. The RolledBack condition and Event show it.
+    /// Why it was rolled back (`RolledBack` only). The RolledBack condition and Event show it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<String>,
+    pub failure: Option<RolloutFailure>,
+}
+
+/// Why a rollout failed.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RolloutFailure {
+    /// The Deployment passed `rollback.progressDeadline` without becoming available.
+    ProgressDeadlineExceeded,
+    /// Its pods crash-looped.
+    CrashLoopBackOff,
+    /// The server's health check failed within `rollback.progressDeadline` of the rollout.
+    HealthCheckFailed,
+}
+
+impl RolloutFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutFailure::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
+            RolloutFailure::CrashLoopBackOff => "CrashLoopBackOff",
+            RolloutFailure::HealthCheckFailed => "HealthCheckFailed",
+        }
+    }
+}
+
+impl std::fmt::Display for RolloutFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What became of a deployed image.

@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::api::{ImageHistoryEntry, RollbackSpec, RolloutOutcome, RolloutStatus};
+use crate::api::{ImageHistoryEntry, RollbackSpec, RolloutFailure, RolloutOutcome, RolloutStatus};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RolloutPolicy {
@@ -52,14 +52,29 @@ pub struct Observation {
 pub struct RolledBack {
     pub failed_image: String,
     pub to_image: String,
-    /// Why the failed image was rolled back, as recorded in its history entry;
-    /// [`PREVIOUSLY_FAILED`] for a rollback recorded before history kept the reason.
-    pub reason: String,
+    /// Why the failed image was rolled back, as recorded in its history entry; None for a
+    /// rollback recorded before history kept the reason.
+    pub failure: Option<RolloutFailure>,
 }
 
-/// The reason of a rollback whose history entry has no recorded failure (status written by a
+impl RolledBack {
+    /// The failure's name, or [`PREVIOUSLY_FAILED`] when it was not recorded.
+    pub fn reason(&self) -> &'static str {
+        self.failure.map_or(PREVIOUSLY_FAILED, RolloutFailure::as_str)
+    }
+}
+
+/// What a rollback shows whose history entry has no recorded failure (status written by a
 /// version before `history[].failure`).
 pub const PREVIOUSLY_FAILED: &str = "PreviouslyFailed";
+
+/// A failed rollout that was not rolled back, and why not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotRolledBack {
+    pub failed_image: String,
+    pub failure: RolloutFailure,
+    pub why: &'static str,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -72,8 +87,9 @@ pub struct Decision {
     pub rolled_back: Option<RolledBack>,
     /// True only on the reconcile that rolls back.
     pub newly_rolled_back: bool,
-    /// A rollout failed but could not be rolled back (first deploy, or automatic off).
-    pub failed_without_rollback: Option<String>,
+    /// A rollout failed but could not be rolled back (first deploy, or automatic off): the
+    /// RolledBack condition reports it.
+    pub failed_without_rollback: Option<NotRolledBack>,
     pub requeue_after: Option<Duration>,
 }
 
@@ -159,20 +175,30 @@ pub fn condition(
     let d = decision?;
     Some(match &d.rolled_back {
         Some(rb) => {
-            let legacy = (rb.reason == PREVIOUSLY_FAILED)
+            let legacy = rb
+                .failure
+                .is_none()
                 .then(|| find(previous, crate::api::ROLLED_BACK))
                 .flatten()
                 .filter(|c| c.status == "True" && c.message.contains(&rb.failed_image))
                 .map(|c| c.message.clone());
             Desired::new(crate::api::ROLLED_BACK, true, "RolledBack", legacy.unwrap_or_else(|| event_note(rb)))
         }
-        None => Desired::new(crate::api::ROLLED_BACK, false, "NotRolledBack", "running spec.image"),
+        None => match &d.failed_without_rollback {
+            Some(nr) => Desired::new(
+                crate::api::ROLLED_BACK,
+                false,
+                "RolloutFailed",
+                format!("image {} failed ({}); not rolled back: {}", nr.failed_image, nr.failure, nr.why),
+            ),
+            None => Desired::new(crate::api::ROLLED_BACK, false, "NotRolledBack", "running spec.image"),
+        },
     })
 }
 
 /// The Event text of a rollback decided now.
 pub fn event_note(rb: &RolledBack) -> String {
-    format!("image {} failed ({}); running the last known good image {}", rb.failed_image, rb.reason, rb.to_image)
+    format!("image {} failed ({}); running the last known good image {}", rb.failed_image, rb.reason(), rb.to_image)
 }
 
 fn failure_reason(
@@ -180,16 +206,18 @@ fn failure_reason(
     deployed_at: DateTime<Utc>,
     policy: &RolloutPolicy,
     now: DateTime<Utc>,
-) -> Option<String> {
+) -> Option<RolloutFailure> {
     if obs.progress_deadline_exceeded {
-        return Some("ProgressDeadlineExceeded".into());
+        return Some(RolloutFailure::ProgressDeadlineExceeded);
     }
     if obs.crash_looping {
-        return Some("CrashLoopBackOff".into());
+        return Some(RolloutFailure::CrashLoopBackOff);
     }
     let within_deadline = now - deployed_at <= chrono::Duration::from_std(policy.progress_deadline).unwrap_or_default();
     match (obs.healthy, obs.unhealthy_since) {
-        (Some(false), Some(since)) if since >= deployed_at && within_deadline => Some("HealthCheckFailed".into()),
+        (Some(false), Some(since)) if since >= deployed_at && within_deadline => {
+            Some(RolloutFailure::HealthCheckFailed)
+        }
         _ => None,
     }
 }
@@ -227,16 +255,15 @@ fn decide_image(
     if m.failed_images.iter().any(|i| i == spec_image)
         && let Some(good) = m.last_known_good_image.clone()
     {
-        let reason = m
+        let failure = m
             .history
             .iter()
             .rev()
             .find(|e| e.image == spec_image && e.outcome == RolloutOutcome::RolledBack)
-            .and_then(|e| e.failure.clone())
-            .unwrap_or_else(|| PREVIOUSLY_FAILED.into());
+            .and_then(|e| e.failure);
         return Decision {
             image: good.clone(),
-            rolled_back: Some(RolledBack { failed_image: spec_image.into(), to_image: good, reason }),
+            rolled_back: Some(RolledBack { failed_image: spec_image.into(), to_image: good, failure }),
             status: m,
             newly_rolled_back: false,
             failed_without_rollback: None,
@@ -276,18 +303,26 @@ fn decide_image(
         return d;
     }
     let age = (now - entry.deployed_at).to_std().unwrap_or_default();
-    if let Some(reason) = failure_reason(obs, entry.deployed_at, policy, now) {
+    if let Some(failure) = failure_reason(obs, entry.deployed_at, policy, now) {
         match d.status.last_known_good_image.clone() {
             Some(good) if policy.automatic && good != spec_image => {
                 d.status.failed_images.push(spec_image.into());
                 let entry = d.status.history.last_mut().expect("entry");
                 entry.outcome = RolloutOutcome::RolledBack;
-                entry.failure = Some(reason.clone());
+                entry.failure = Some(failure);
                 d.image = good.clone();
-                d.rolled_back = Some(RolledBack { failed_image: spec_image.into(), to_image: good, reason });
+                d.rolled_back =
+                    Some(RolledBack { failed_image: spec_image.into(), to_image: good, failure: Some(failure) });
                 d.newly_rolled_back = true;
             }
-            _ => d.failed_without_rollback = Some(reason),
+            good => {
+                let why = match good {
+                    _ if !policy.automatic => "rollback.automatic is false",
+                    None => "no image has been stable yet",
+                    Some(_) => "it is the last known good image",
+                };
+                d.failed_without_rollback = Some(NotRolledBack { failed_image: spec_image.into(), failure, why });
+            }
         }
         return d;
     }
@@ -395,7 +430,8 @@ mod tests {
             assert_eq!(d.image, "v1", "{reason}");
             assert!(d.newly_rolled_back);
             let rb = d.rolled_back.clone().unwrap();
-            assert_eq!((rb.failed_image.as_str(), rb.to_image.as_str(), rb.reason.as_str()), ("v2", "v1", reason));
+            assert_eq!((rb.failed_image.as_str(), rb.to_image.as_str(), rb.reason()), ("v2", "v1", reason));
+            assert_eq!(d.status.history.last().unwrap().failure.map(RolloutFailure::as_str), Some(reason));
             assert_eq!(d.status.failed_images, ["v2"]);
             assert_eq!(d.status.history.last().unwrap().outcome, RolloutOutcome::RolledBack);
             // Not retried while the spec stays v2, even once healthy again.
@@ -432,19 +468,27 @@ mod tests {
     }
 
     #[test]
-    fn no_rollback_without_a_good_image_or_when_disabled() {
+    fn no_rollback_without_a_good_image_or_when_disabled_is_reported() {
         let d = decide(&policy(), "v1", &good(), &RolloutStatus::default(), t(0));
         let bad = Observation { crash_looping: true, ..Default::default() };
         let d = decide(&policy(), "v1", &bad, &d.status, t(10));
         assert_eq!(d.image, "v1");
-        assert_eq!(d.failed_without_rollback.as_deref(), Some("CrashLoopBackOff"));
+        let nr = d.failed_without_rollback.clone().expect("reported");
+        assert_eq!((nr.failure, nr.why), (RolloutFailure::CrashLoopBackOff, "no image has been stable yet"));
+        let c = condition(Some(&d), &[]).unwrap();
+        assert_eq!((c.status, c.reason.as_str()), (false, "RolloutFailed"));
+        assert_eq!(c.message, "image v1 failed (CrashLoopBackOff); not rolled back: no image has been stable yet");
+
         let mut manual = policy();
         manual.automatic = false;
         let m = stable_v1();
         let d = decide(&manual, "v2", &good(), &m, t(1000));
         let d = decide(&manual, "v2", &bad, &d.status, t(1010));
         assert_eq!(d.image, "v2");
-        assert!(d.failed_without_rollback.is_some());
+        assert_eq!(d.failed_without_rollback.as_ref().map(|n| n.why), Some("rollback.automatic is false"));
+        // Once healthy, nothing is reported any more.
+        let healthy = decide(&manual, "v2", &good(), &d.status, t(1020));
+        assert_eq!(condition(Some(&healthy), &[]).map(|c| c.reason), Some("NotRolledBack".to_string()));
     }
 
     #[test]
@@ -455,13 +499,13 @@ mod tests {
         let c1 = condition(Some(&first), &[]).unwrap();
         assert!(c1.status && c1.message.contains("CrashLoopBackOff"), "{c1:?}");
         assert_eq!(
-            first.status.history.last().map(|e| (e.outcome, e.failure.as_deref())),
-            Some((RolloutOutcome::RolledBack, Some("CrashLoopBackOff"))),
+            first.status.history.last().map(|e| (e.outcome, e.failure)),
+            Some((RolloutOutcome::RolledBack, Some(RolloutFailure::CrashLoopBackOff))),
             "the reason is recorded in status"
         );
         let previous = crate::runtime::conditions::merge(&[], std::slice::from_ref(&c1), None, t(1010));
         let later = decide(&policy(), "v2", &good(), &first.status, t(1100));
-        assert_eq!(later.rolled_back.as_ref().map(|r| r.reason.as_str()), Some("CrashLoopBackOff"));
+        assert_eq!(later.rolled_back.as_ref().map(|r| r.reason()), Some("CrashLoopBackOff"));
         assert_eq!(
             condition(Some(&later), &[]),
             Some(c1.clone()),
@@ -502,7 +546,7 @@ mod tests {
             let d = decide(&policy(), "v2", &good(), &stored, t(0));
             assert_eq!(d.image, "v1");
             assert!(!d.newly_rolled_back);
-            assert_eq!(d.rolled_back.as_ref().map(|r| r.reason.as_str()), Some(PREVIOUSLY_FAILED));
+            assert_eq!(d.rolled_back.as_ref().map(|r| (r.failure, r.reason())), Some((None, PREVIOUSLY_FAILED)));
             assert_eq!(d.status, stored);
             // The RolledBack condition the previous version wrote stays word for word: the
             // stored history has no failure reason to compute it from.

@@ -460,7 +460,7 @@ async fn apply_workload(
     let not_owned = matches!(service, Converged::NotOwned).then(|| not_owned_problem("Service", &name, RENAME_SERVER));
     if decision.newly_rolled_back {
         let rb = decision.rolled_back.clone().expect("a rollback");
-        tracing::warn!(failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
+        tracing::warn!(failed = %rb.failed_image, to = %rb.to_image, reason = rb.reason(), "rolled back");
         ctx.event(cs.as_ref(), EventType::Warning, "RolledBack", "Rollback", rollout::event_note(&rb)).await;
     }
     Ok(Ok(WorkloadOutcome { state: workload_state(converged.object().as_ref()), rollout: Some(decision), not_owned }))

@@ -350,7 +350,7 @@ async fn apply_workload(
         tracing::info!(replicas, image = %decision.image, ?fields, "applied Deployment");
     }
     if let Some(rb) = decision.rolled_back.as_ref().filter(|_| decision.newly_rolled_back) {
-        tracing::warn!(failed = %rb.failed_image, to = %rb.to_image, reason = %rb.reason, "rolled back");
+        tracing::warn!(failed = %rb.failed_image, to = %rb.to_image, reason = rb.reason(), "rolled back");
         ctx.event(fb, EventType::Warning, "RolledBack", "Rollback", rollout::event_note(rb)).await;
     }
     Ok(Workload { problem: None, deployment: converged.object().and_then(|d| d.status), rollout: Some(decision) })
