@@ -251,7 +251,7 @@ fn next_on_grid(origin: tokio::time::Instant, now: tokio::time::Instant, period:
 }
 
 /// How many phases of its interval the probe loops are spread over.
-pub const PROBE_PHASES: u32 = 10;
+pub const PROBE_PHASES: u32 = 5;
 
 /// The phase (`0..PROBE_PHASES`) of a server's probes: fixed by its name, so it is the same
 /// after a restart of the loop or of the operator.
