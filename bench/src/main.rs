@@ -162,7 +162,8 @@ fn proc_stats(pid: u32) -> Option<(u64, u64, u64)> {
 #[derive(Default)]
 struct EndpointState {
     failing: AtomicBool,
-    first_failure: Mutex<Option<Instant>>,
+    /// When each failed probe of the current outage was served, up to `FAILURE_THRESHOLD`.
+    failures: Mutex<Vec<Instant>>,
 }
 
 struct Endpoints {
@@ -190,12 +191,17 @@ impl Endpoints {
 
     fn set_failing(&self, i: usize, failing: bool) {
         let s = &self.states[i];
-        *s.first_failure.lock().unwrap() = None;
+        s.failures.lock().unwrap().clear();
         s.failing.store(failing, Ordering::SeqCst);
     }
 
     fn first_failure(&self, i: usize) -> Option<Instant> {
-        *self.states[i].first_failure.lock().unwrap()
+        self.states[i].failures.lock().unwrap().first().copied()
+    }
+
+    /// The failed probe that makes the verdict (the `FAILURE_THRESHOLD`-th), once served.
+    fn deciding_failure(&self, i: usize) -> Option<Instant> {
+        self.states[i].failures.lock().unwrap().get(FAILURE_THRESHOLD as usize - 1).copied()
     }
 }
 
@@ -213,7 +219,10 @@ async fn serve_probe(mut stream: tokio::net::TcpStream, state: Arc<EndpointState
         let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         buf.drain(..end);
         let reply: &[u8] = if state.failing.load(Ordering::SeqCst) {
-            state.first_failure.lock().unwrap().get_or_insert_with(Instant::now);
+            let mut failures = state.failures.lock().unwrap();
+            if failures.len() < FAILURE_THRESHOLD as usize {
+                failures.push(Instant::now());
+            }
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
         } else {
             b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
@@ -607,6 +616,10 @@ pub struct Results {
     pub secret_latency_ms: Vec<f64>,
     pub secret_floor_ms: Vec<f64>,
     pub flip_latency_ms: Vec<f64>,
+    /// Of each flip: first failed probe -> the failed probe that decides (the probes' schedule).
+    pub flip_probes_ms: Vec<f64>,
+    /// Of each flip: the deciding failed probe -> the flip seen (the operator's part).
+    pub flip_decided_ms: Vec<f64>,
     pub restart_latency_ms: Vec<f64>,
 }
 
@@ -999,8 +1012,11 @@ impl Bench {
         }
         for i in 0..self.scale.servers {
             let first = endpoints.first_failure(i).context("an endpoint served no failed probe")?;
+            let deciding = endpoints.deciding_failure(i).context("an endpoint served fewer failed probes than the threshold")?;
             let at = flipped.lock().unwrap().get(&key(i)).unwrap().1;
             res.flip_latency_ms.push(at.saturating_duration_since(first).as_secs_f64() * 1000.0);
+            res.flip_probes_ms.push(deciding.saturating_duration_since(first).as_secs_f64() * 1000.0);
+            res.flip_decided_ms.push(at.saturating_duration_since(deciding).as_secs_f64() * 1000.0);
         }
         // Healthy again, and wait for the servers to be Ready before the next phase (a bee's
         // restart waits for a healthy server).

@@ -167,6 +167,23 @@ pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
         format!("{due_ms:.0} ms (failureThreshold {FAILURE_THRESHOLD} × interval {INTERVAL_S} s)"),
         Some(quantile(&flip, 0.99) <= due_ms + FLIP_OVER_THRESHOLD_MS),
     ));
+    // The flip split in two: the probes' schedule, then the operator's reaction.
+    let probes = sorted(r.flip_probes_ms.clone());
+    let decided = sorted(r.flip_decided_ms.clone());
+    rows.push(row(
+        format!("… of which first failed probe → the deciding one (failure {FAILURE_THRESHOLD}), p50 / p99"),
+        format!("{} / {}", ms(quantile(&probes, 0.5)), ms(quantile(&probes, 0.99))),
+        "—",
+        format!("{:.0} ms ({} intervals)", (FAILURE_THRESHOLD - 1) as f64 * INTERVAL_S * 1000.0, FAILURE_THRESHOLD - 1),
+        None,
+    ));
+    rows.push(row(
+        "… of which the deciding failed probe → flip seen, p50 / p99".to_string(),
+        format!("{} / {}", ms(quantile(&decided, 0.5)), ms(quantile(&decided, 0.99))),
+        "—",
+        "—".into(),
+        None,
+    ));
     let restart = sorted(r.restart_latency_ms.clone());
     rows.push(row(
         format!("pod Failed → deleted, p50 / p99 ({} pods at once)", restart.len()),

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod owned;
 pub mod rollout;
 pub mod shutdown;
+pub mod summary;
 pub mod telemetry;
 #[cfg(test)]
 pub mod testing;

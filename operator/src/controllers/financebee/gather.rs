@@ -16,13 +16,14 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::builders;
 use crate::api::{ColonyServer, FinanceBee};
 use crate::runtime::owned::{ConfigHasher, secret_value};
+use crate::runtime::summary::{DeploymentSummary, PodSummary};
 use crate::runtime::watch::{VersionIndex, store_ready};
 use crate::runtime::{Context, Error, Result};
 
 /// The controller's caches, shared by its reconciles.
 pub struct Caches {
-    pub deployments: Store<Deployment>,
-    pub pods: Store<Pod>,
+    pub deployments: Store<DeploymentSummary>,
+    pub pods: Store<PodSummary>,
     pub servers: Store<ColonyServer>,
     /// Which version of each Secret and ConfigMap is current (their data is never kept).
     pub secrets: VersionIndex,
@@ -40,8 +41,8 @@ struct Hashed {
 
 impl Caches {
     pub fn new(
-        deployments: Store<Deployment>,
-        pods: Store<Pod>,
+        deployments: Store<DeploymentSummary>,
+        pods: Store<PodSummary>,
         servers: Store<ColonyServer>,
         secrets: VersionIndex,
         config_maps: VersionIndex,
@@ -66,8 +67,13 @@ impl Caches {
                 p.namespace().as_deref() == Some(ns)
                     && selector.iter().all(|(k, v)| p.labels().get(k).is_some_and(|l| l == v))
             })
-            .map(|p| p.as_ref().clone())
+            .map(|p| p.to_pod())
             .collect()
+    }
+
+    /// The bee's Deployment as cached (its summary), if the cache has it.
+    pub fn deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
+        self.deployments.get(&ObjectRef::new(name).within(ns)).map(|d| d.to_deployment())
     }
 
     /// The bee's ColonyServer; one the cache has not seen yet is asked for.
@@ -179,77 +185,6 @@ async fn read_config_hash(ctx: &Context, fb: &FinanceBee) -> Result<String> {
     Ok(h.finish())
 }
 
-/// Keeps of a cached bee Deployment its summary: metadata, replicas, the containers' names
-/// and images, and status (what the rollout rules and availability read). Whether the rest of
-/// the spec is as the operator left it is answered by its generation
-/// ([`crate::runtime::owned::converge_summarized`]).
-pub fn strip_deployment(d: &mut Deployment) {
-    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
-    crate::runtime::watch::strip_bookkeeping(&mut d.metadata);
-    let containers = d
-        .spec
-        .template
-        .spec
-        .take()
-        .map(|p| {
-            p.containers.into_iter().map(|c| Container { name: c.name, image: c.image, ..Default::default() }).collect()
-        })
-        .unwrap_or_default();
-    d.spec = k8s_openapi::api::apps::v1::DeploymentSpec {
-        replicas: d.spec.replicas,
-        template: PodTemplateSpec { metadata: None, spec: Some(PodSpec { containers, ..Default::default() }) },
-        ..Default::default()
-    };
-}
-
-/// Keeps of a cached pod what the reconcile reads (`PodView::from_pod`,
-/// `rollout::crash_looping`): its name, labels and timestamps; its phase and reason, the
-/// Ready condition's status and time, and each container's restart count and waiting reason.
-/// The rest (the spec, the other conditions, images, addresses) is dropped: a thousand pods
-/// cost a tenth of what they would whole.
-pub fn strip_pod(pod: &mut Pod) {
-    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus};
-    let m = &mut pod.metadata;
-    crate::runtime::watch::strip_bookkeeping(m);
-    m.annotations = None;
-    m.owner_references = None;
-    m.finalizers = None;
-    pod.spec = None;
-    let Some(status) = pod.status.take() else { return };
-    let conditions = status.conditions.map(|cs| {
-        cs.into_iter()
-            .filter(|c| c.type_ == "Ready")
-            .map(|c| PodCondition {
-                type_: c.type_,
-                status: c.status,
-                last_transition_time: c.last_transition_time,
-                ..Default::default()
-            })
-            .collect()
-    });
-    let container_statuses = status.container_statuses.map(|cs| {
-        cs.into_iter()
-            .map(|c| ContainerStatus {
-                name: c.name,
-                ready: c.ready,
-                restart_count: c.restart_count,
-                state: c.state.and_then(|s| s.waiting).map(|w| ContainerState {
-                    waiting: Some(ContainerStateWaiting { reason: w.reason, message: None }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .collect()
-    });
-    pod.status = Some(PodStatus {
-        phase: status.phase,
-        reason: status.reason,
-        conditions,
-        container_statuses,
-        ..Default::default()
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,7 +227,7 @@ spec:
     #[test]
     fn a_stripped_deployment_answers_what_the_rollout_rules_and_availability_ask() {
         use crate::runtime::rollout::{fully_available, progress_deadline_exceeded, running_image};
-        let d: Deployment = serde_json::from_value(serde_json::json!({
+        let whole = serde_json::json!({
             "metadata": {"name": "b", "namespace": "ns", "generation": 3, "labels": {"app": "bee"},
                          "annotations": {"colony.zyeute.io/desired-hash": "h"},
                          "ownerReferences": [{"apiVersion": "v1", "kind": "FinanceBee", "name": "b", "uid": "u", "controller": true}],
@@ -303,10 +238,12 @@ spec:
                                            "dnsPolicy": "ClusterFirst"}}},
             "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2, "readyReplicas": 2,
                        "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}
-        }))
-        .unwrap();
-        let mut s = d.clone();
-        strip_deployment(&mut s);
+        });
+        let d: Deployment = serde_json::from_value(whole.clone()).unwrap();
+        // As the cache has it: decoded as a summary, stripped by its watch.
+        let mut summary: DeploymentSummary = serde_json::from_value(whole).unwrap();
+        crate::runtime::watch::strip_object(&mut summary);
+        let s = summary.to_deployment();
         assert_eq!(running_image(&s), running_image(&d));
         assert_eq!(running_image(&s).as_deref(), Some("img:2"));
         assert_eq!(fully_available(&s), fully_available(&d));
@@ -322,7 +259,7 @@ spec:
     #[test]
     fn stripped_pods_keep_what_restarts_and_rollbacks_read() {
         use super::super::restart::PodView;
-        let pod: Pod = serde_json::from_value(serde_json::json!({
+        let whole = serde_json::json!({
             "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}, "annotations": {"x": "y"},
                          "creationTimestamp": "2026-11-29T10:00:00Z",
                          "managedFields": [{"manager": "kubelet"}]},
@@ -338,10 +275,11 @@ spec:
                     "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
                     "lastState": {"terminated": {"exitCode": 1}}}]
             }
-        }))
-        .unwrap();
-        let mut stripped = pod.clone();
-        strip_pod(&mut stripped);
+        });
+        let pod: Pod = serde_json::from_value(whole.clone()).unwrap();
+        let mut summary: PodSummary = serde_json::from_value(whole).unwrap();
+        summary.strip();
+        let stripped = summary.to_pod();
         // What the decisions read is the same, whole or stripped.
         assert_eq!(PodView::from_pod(&stripped), PodView::from_pod(&pod));
         assert_eq!(crate::runtime::rollout::crash_looping(&stripped), crate::runtime::rollout::crash_looping(&pod));

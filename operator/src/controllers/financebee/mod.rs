@@ -14,8 +14,7 @@ pub mod status;
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
@@ -71,6 +70,7 @@ pub fn bee_pod_selector() -> String {
 }
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
+    use crate::runtime::summary::{DeploymentSummary, PodSummary};
     use crate::runtime::watch::{cached_watch, indexed_watch, strip_object};
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let cfg = ctx.watch_config();
@@ -81,10 +81,12 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     // not to the bee: they are mapped back by their instance label). Secrets and ConfigMaps
     // are watched by metadata only, kept as name and version: the bees that reference one
     // come from the controller's own cache, and their data is read only when it changed.
+    // Deployments and pods are cached as summaries (`runtime::summary`): decoded into types
+    // that hold only what the reconcile reads.
     let (deployments, deployment_events) =
-        cached_watch(ctx.scoped_api::<Deployment>(), owned, gather::strip_deployment);
+        cached_watch(ctx.scoped_api::<DeploymentSummary>(), owned, strip_object::<DeploymentSummary>);
     let (pods, pod_events) =
-        cached_watch(ctx.scoped_api::<Pod>(), ctx.watch_config().labels(&bee_pod_selector()), gather::strip_pod);
+        cached_watch(ctx.scoped_api::<PodSummary>(), ctx.watch_config().labels(&bee_pod_selector()), PodSummary::strip);
     let (servers, server_events) =
         cached_watch(ctx.scoped_api::<ColonyServer>(), cfg.clone(), strip_object::<ColonyServer>);
     let (secrets, secret_events) = indexed_watch(ctx.scoped_api::<PartialObjectMeta<Secret>>(), cfg.clone());
@@ -105,7 +107,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     let (by_server, by_secret, by_config_map) = (bees.clone(), bees.clone(), bees);
     let controller = controller
         .owns_stream(deployment_events)
-        .watches_stream(pod_events, |pod: Pod| bee_of_pod(&pod))
+        .watches_stream(pod_events, |pod: PodSummary| bee_of_pod(&pod))
         // A server turning Healthy lifts a restart hold; turning unhealthy explains one.
         .watches_stream(server_events, move |cs: ColonyServer| {
             bees_where(&by_server, &cs, |fb| fb.spec.colony_server_ref.name == cs.name_any())
@@ -125,7 +127,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
 }
 
 /// The bee a pod belongs to, from its instance label.
-pub fn bee_of_pod(pod: &Pod) -> Option<ObjectRef<FinanceBee>> {
+pub fn bee_of_pod(pod: &impl ResourceExt) -> Option<ObjectRef<FinanceBee>> {
     let labels = pod.labels();
     if labels.get("app.kubernetes.io/name").map(String::as_str) != Some(builders::APP_LABEL) {
         return None;
@@ -273,7 +275,7 @@ mod tests {
 
     #[test]
     fn pods_map_to_their_bee_by_instance_label() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
+        let pod: crate::runtime::summary::PodSummary = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "finance-7d9-abc", "namespace": "colony", "labels": {
                 "app.kubernetes.io/name": "finance-bee",
                 "app.kubernetes.io/instance": "finance",

@@ -314,8 +314,8 @@ async fn apply_workload(
     let version_key = object_key(NAME, fb);
     // The cached summary of the Deployment (what the decisions below read); none cached: the
     // API server says whether there is one (perhaps someone else's).
-    let live = match bctx.caches.deployments.get(&ObjectRef::new(&name).within(&ns)) {
-        Some(d) => Some(d.as_ref().clone()),
+    let live = match bctx.caches.deployment(&ns, &name) {
+        Some(d) => Some(d),
         None => deployments.get_opt(&name).await?,
     };
     let ((host, port, tls), hash) = match (builders::host_port(&endpoint), bctx.caches.config_hash(ctx, fb).await) {
