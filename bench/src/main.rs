@@ -1012,7 +1012,8 @@ impl Bench {
         }
         for i in 0..self.scale.servers {
             let first = endpoints.first_failure(i).context("an endpoint served no failed probe")?;
-            let deciding = endpoints.deciding_failure(i).context("an endpoint served fewer failed probes than the threshold")?;
+            let deciding =
+                endpoints.deciding_failure(i).context("an endpoint served fewer failed probes than the threshold")?;
             let at = flipped.lock().unwrap().get(&key(i)).unwrap().1;
             res.flip_latency_ms.push(at.saturating_duration_since(first).as_secs_f64() * 1000.0);
             res.flip_probes_ms.push(deciding.saturating_duration_since(first).as_secs_f64() * 1000.0);

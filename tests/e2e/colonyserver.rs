@@ -84,6 +84,8 @@ async fn fallback_follows_health_with_thresholds() {
     let status = cs.status.unwrap();
     assert!(status.health.unwrap().down_since.is_some());
     assert_eq!(status.fallback.as_ref().unwrap().reason.as_deref(), Some("HealthCheckFailed"));
+    // The flip is announced (the Event is published off the reconcile, after the write).
+    colony_e2e::wait_event(&ns, "srv", "FallbackEnabled", "USE_COLONY_OS=false (HealthCheckFailed").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!("operator writes for the flip: {:?}", operator_writes(&ns.name, writes_from));
 
@@ -103,6 +105,7 @@ async fn fallback_follows_health_with_thresholds() {
     );
     let cs = wait_condition(&servers, "srv", "FallbackActive", "False").await;
     assert_eq!(cs.status.unwrap().fallback.unwrap().flips_last_hour, 2);
+    colony_e2e::wait_event(&ns, "srv", "FallbackDisabled", "USE_COLONY_OS=true (Recovered").await;
     drop(op);
     ns.cleanup().await;
 }

@@ -13,7 +13,6 @@ use colony_e2e::{DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_y
 use colony_operator::api::FinanceBee;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
@@ -243,18 +242,7 @@ async fn label_pod(pods: &Api<Pod>, pod: &str, label: &str) {
 
 /// Reasons and notes of the Events about the bee (a series counts as many).
 async fn events(ns: &TestNamespace, bee: &str) -> Vec<(String, String)> {
-    let api: Api<Event> = ns.api();
-    api.list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(bee))
-        .flat_map(|e| {
-            let n = e.series.as_ref().map(|s| s.count).unwrap_or(1) as usize;
-            vec![(e.reason.unwrap_or_default(), e.note.unwrap_or_default()); n]
-        })
-        .collect()
+    colony_e2e::events_about(ns, bee).await
 }
 
 fn restarts(fb: &FinanceBee) -> (i32, Option<String>, Option<String>) {

@@ -273,6 +273,33 @@ pub async fn use_colony_os(cms: &Api<k8s_openapi::api::core::v1::ConfigMap>, con
     cms.get_opt(config_map).await.ok().flatten().and_then(|c| c.data).and_then(|d| d.get("USE_COLONY_OS").cloned())
 }
 
+/// Reasons and notes of the Events (events.k8s.io) about the object `name` in `ns`; a series
+/// counts as many as it holds.
+pub async fn events_about(ns: &TestNamespace, name: &str) -> Vec<(String, String)> {
+    use k8s_openapi::api::events::v1::Event;
+    let api: Api<Event> = ns.api();
+    api.list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .flat_map(|e| {
+            let n = e.series.as_ref().map(|s| s.count).unwrap_or(1) as usize;
+            vec![(e.reason.unwrap_or_default(), e.note.unwrap_or_default()); n]
+        })
+        .collect()
+}
+
+/// Waits until an Event about `name` has `reason` and a note that contains `note`.
+pub async fn wait_event(ns: &TestNamespace, name: &str, reason: &str, note: &str) {
+    wait_for(&format!("an Event {reason} about {name}"), DEADLINE, || async {
+        let events = events_about(ns, name).await;
+        if events.iter().any(|(r, n)| r == reason && n.contains(note)) { Ok(()) } else { Err(format!("{events:?}")) }
+    })
+    .await
+}
+
 /// Waits until the fallback ConfigMap `config_map` publishes `USE_COLONY_OS=want`.
 pub async fn wait_use_colony_os(
     cms: &Api<k8s_openapi::api::core::v1::ConfigMap>,

@@ -32,10 +32,21 @@ pub struct Spawned {
 /// reconciled once with its latest state) and each reconcile runs at the API server's speed.
 pub const CONCURRENT_RECONCILES: u16 = 16;
 
+/// Reconciles of the ColonyServer controller that run at once. A server's reconcile is where
+/// its fallback flips, and a partition fails every server at once: the servers of one probe
+/// phase (a fifth of them) decide in the same instant, and each flip's ConfigMap write is the
+/// first request of its reconcile. Bounded at 16, the rest of a phase waited for whole
+/// reconciles (ConfigMap, then status) of the others before their flip could even start.
+/// Servers are few (a hundred in a large fleet), so there is room for every one at once.
+pub const SERVER_CONCURRENT_RECONCILES: u16 = 128;
+
 /// Runs `controller` with the shared instrumentation (reconcile counter and duration,
-/// per-object backoff reset on success) and error policy, until `shutdown`.
+/// per-object backoff reset on success) and error policy, until `shutdown`; at most
+/// `concurrency` reconciles run at once.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_controller<K, C, F, Fut>(
     name: &'static str,
+    concurrency: u16,
     controller: Controller<K>,
     synced: BoxFuture<'static, ()>,
     reconcile: F,
@@ -90,7 +101,7 @@ where
     };
     let handle = tokio::spawn(
         controller
-            .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES))
+            .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
             .graceful_shutdown_on(shutdown.wait())
             .run(instrumented, error_policy::<K, C>(name), ctx)
             .for_each(move |res| async move {

@@ -40,7 +40,7 @@ pub struct ServerContext {
     pub base: Arc<Context>,
     pub monitor: Monitor,
     pub http: reqwest::Client,
-    /// Flip notifications, in order per server.
+    /// Flip announcements (Events, notifications), in order per server, off the reconcile.
     pub notifications: notify::Ordered,
     /// What the servers own, as watched: read instead of the API server.
     pub owned: Owned,
@@ -121,7 +121,15 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         base: ctx.clone(),
     });
     let _ = for_hook.set(server_ctx.clone());
-    spawn_controller(NAME, controller, synced, reconcile, server_ctx, shutdown)
+    spawn_controller(
+        NAME,
+        crate::runtime::controller::SERVER_CONCURRENT_RECONCILES,
+        controller,
+        synced,
+        reconcile,
+        server_ctx,
+        shutdown,
+    )
 }
 
 /// A deleted server takes its probe task, its metric series and its retry backoff with it.
@@ -511,7 +519,10 @@ async fn apply_fallback(
     Ok((decision, not_owned))
 }
 
-/// A flip: log line, metric, Event and the optional notification.
+/// A flip: log line, metric, Event and the optional notification. The Event is published in
+/// the background, in order with the server's other flip announcements: the reconcile that
+/// flipped goes on to its status write at once (in a partition, every flip's reconcile is
+/// waited for by the next flips, and the Event was a third of its requests).
 async fn announce_flip(
     sctx: &Arc<ServerContext>,
     cs: &Arc<ColonyServer>,
@@ -538,8 +549,19 @@ async fn announce_flip(
         decision.reason,
         decision.message
     );
-    ctx.event(cs.as_ref(), type_, reason, "FlipFallback", note).await;
+    let (for_event, server) = (sctx.clone(), cs.clone());
+    sctx.notifications.push(
+        notification_key(cs),
+        Box::pin(async move {
+            for_event.base.event(server.as_ref(), type_, reason, "FlipFallback", note).await;
+        }),
+    );
     notify_flip(sctx, cs, state, &decision.reason, now).await;
+}
+
+/// The queue of a server's flip announcements (Events and notifications, in order).
+fn notification_key(cs: &ColonyServer) -> String {
+    format!("{}/{}", cs.namespace().unwrap_or_default(), cs.name_any())
 }
 
 /// Sends the optional flip notification in the background, after the server's earlier ones; failures are counted, logged
@@ -571,11 +593,10 @@ async fn notify_flip(
         "time": now.to_rfc3339(),
     });
     let policy = RetryPolicy { retries: spec.retries.max(0) as u32, backoff: spec.backoff.get() };
-    let key = format!("{ns}/{}", cs.name_any());
     let sctx2 = sctx.clone();
     let cs = cs.clone();
     sctx.notifications.push(
-        key,
+        notification_key(&cs),
         Box::pin(async move {
             let sctx = sctx2;
             if let Err(e) = notify::deliver(&sctx.http, &url, &body, policy).await {
