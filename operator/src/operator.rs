@@ -76,10 +76,7 @@ async fn check_crds(client: &Client, namespace: Option<&str>) -> anyhow::Result<
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        let api: Api<K> = match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
+        let api: Api<K> = crate::runtime::context::scoped_api(client, namespace);
         match api.list_metadata(&ListParams::default().limit(1)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => bail!(
@@ -106,10 +103,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let initial_list = match opts.initial_list {
         Some(chosen) => chosen,
         None => {
-            let windows: Api<MaintenanceWindow> = match opts.namespace.as_deref() {
-                Some(ns) => Api::namespaced(raw.clone(), ns),
-                None => Api::all(raw.clone()),
-            };
+            let windows: Api<MaintenanceWindow> = crate::runtime::context::scoped_api(&raw, opts.namespace.as_deref());
             InitialList::detect(&windows, INITIAL_LIST_PROBE).await
         }
     };

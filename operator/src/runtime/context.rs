@@ -48,6 +48,18 @@ fn key_of(controller: &str, namespace: &str, name: &str) -> String {
     format!("{controller}/{namespace}/{name}")
 }
 
+/// An Api over `namespace`, or over all namespaces (the operator's scope, `--namespace`).
+pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// The field manager of one controller for server-side apply.
 pub fn field_manager(controller: &str) -> String {
     format!("{OPERATOR_NAME}/{controller}")
@@ -94,10 +106,7 @@ impl Context {
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         <K as Resource>::DynamicType: Default,
     {
-        match &self.settings.namespace {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        }
+        scoped_api(&self.client, self.settings.namespace.as_deref())
     }
 
     /// Publishes an Event about `obj`. A failure to publish is logged, never fatal: the

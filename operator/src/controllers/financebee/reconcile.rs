@@ -25,7 +25,7 @@ use crate::api::{ColonyServer, ESCALATED, EscalationState, FinanceBee, HEALTHY, 
 use crate::runtime::conditions::find;
 use crate::runtime::metrics::{DeliveryLabels, EscalationLabels, ObjectLabels, RestartLabels};
 use crate::runtime::notify::{self, RetryPolicy};
-use crate::runtime::owned::{Converged, converge_summarized, owned_by, secret_value};
+use crate::runtime::owned::{Converged, Seen, converge_summarized, owned_by, secret_value};
 use crate::runtime::rollout;
 use crate::runtime::{Context, Error, Result, apply_status, object_key};
 
@@ -41,8 +41,8 @@ async fn stopping_windows(ctx: &Context, fb: &FinanceBee) -> Result<Vec<String>>
 
 /// A Deployment of the bee's name that is someone else's: never taken over (nor judged by
 /// the rollback rules).
-fn deployment_not_owned(live: &Option<Deployment>, fb: &FinanceBee) -> bool {
-    live.as_ref().is_some_and(|d| !owned_by(fb, d, builders::APP_LABEL))
+fn deployment_not_owned(live: Option<&Deployment>, fb: &FinanceBee) -> bool {
+    live.is_some_and(|d| !owned_by(fb, d, builders::APP_LABEL))
 }
 
 /// The hold a ColonyServer's health puts on restarts: None while its Healthy condition is
@@ -314,17 +314,18 @@ async fn apply_workload(
     let version_key = object_key(NAME, fb);
     // The cached summary of the Deployment (what the decisions below read); none cached: the
     // API server says whether there is one (perhaps someone else's).
-    let live = match bctx.caches.deployment(&ns, &name) {
-        Some(d) => Some(d),
-        None => deployments.get_opt(&name).await?,
+    let seen = match bctx.caches.deployment(&ns, &name) {
+        Some(d) => Seen::Summary(Some(d)),
+        None => Seen::Whole(deployments.get_opt(&name).await?),
     };
+    let live = seen.as_ref();
     let ((host, port, tls), hash) = match (builders::host_port(&endpoint), bctx.caches.config_hash(ctx, fb).await) {
         (None, _) => {
             return Workload::problem("InvalidServerEndpoint", "the ColonyServer endpoint is not a URL".into());
         }
         (_, Err(Error::MissingReference(m))) => return Workload::problem("MissingReference", m),
         (_, Err(e)) => return Err(e),
-        (_, Ok(_)) if deployment_not_owned(&live, fb) => {
+        (_, Ok(_)) if deployment_not_owned(live, fb) => {
             return Workload::problem(
                 "DeploymentNotOwned",
                 format!(
@@ -334,7 +335,7 @@ async fn apply_workload(
         }
         (Some(host_port), Ok(hash)) => (host_port, hash),
     };
-    let decision = decide_rollout(fb, live.as_ref(), &g.pods, previous, now);
+    let decision = decide_rollout(fb, live, &g.pods, previous, now);
     let replicas = if g.pause.is_some() { 0 } else { fb.spec.replicas };
     let inputs = BeeInputs {
         image: decision.image.clone(),
@@ -345,7 +346,7 @@ async fn apply_workload(
         config_hash: hash,
     };
     let desired = builders::deployment(fb, &inputs)?;
-    let converged = converge_summarized(&deployments, &ctx.versions, &version_key, live, desired, NAME).await?;
+    let converged = converge_summarized(&deployments, &ctx.versions, &version_key, seen, desired, NAME).await?;
     if let Converged::Written { fields, .. } = &converged {
         tracing::info!(replicas, image = %decision.image, ?fields, "applied Deployment");
     }

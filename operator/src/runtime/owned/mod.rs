@@ -325,18 +325,36 @@ where
     converge_recorded(api, versions, owner_key, live, desired, controller).await
 }
 
+/// What a reconcile has seen of an object it converges with [`converge_summarized`].
+#[derive(Debug)]
+pub enum Seen<K> {
+    /// The cache's summary of it (None: the cache has none).
+    Summary(Option<K>),
+    /// The whole object, just read from the API server (None: there is none).
+    Whole(Option<K>),
+}
+
+impl<K> Seen<K> {
+    /// The object as seen, summary or whole.
+    pub fn as_ref(&self) -> Option<&K> {
+        match self {
+            Seen::Summary(o) | Seen::Whole(o) => o.as_ref(),
+        }
+    }
+}
+
 /// [`converge_over`] an object the controller caches as a summary (its metadata and status,
-/// not the whole spec): `view` is the cached summary (or the object read whole when the
-/// cache has none). In sync straight from the summary, with no request, when the object is
-/// at the generation this controller's last converge left it (any edit of the spec moves the
-/// generation), still carries the hash of the same desired state, and its labels,
+/// not the whole spec). In sync straight from what was seen, with no request, when the object
+/// is at the generation this controller's last converge left it (any edit of the spec moves
+/// the generation), still carries the hash of the same desired state, and its labels,
 /// annotations and controller still hold (edits of those may not move it). Otherwise the
-/// object is read whole and converged as usual.
+/// object is converged whole: as just read when the caller read it ([`Seen::Whole`]), else
+/// read now.
 pub async fn converge_summarized<K>(
     api: &Api<K>,
     versions: &crate::runtime::versions::Versions,
     owner_key: &str,
-    view: Option<K>,
+    seen: Seen<K>,
     desired: K,
     controller: &str,
 ) -> Result<Converged<K>>
@@ -347,11 +365,14 @@ where
     let key = format!("{}#generation", owned_key::<K>(owner_key, &name));
     let known = versions.take(&key);
     let hash = hash_of(&desired)?;
-    if let Some(v) = view.filter(|v| summary_in_sync(v.meta(), known.as_deref(), desired.meta(), &hash)) {
+    if let Some(v) = seen.as_ref().filter(|v| summary_in_sync(v.meta(), known.as_deref(), desired.meta(), &hash)) {
         versions.remember(&key, known);
-        return Ok(Converged::InSync(v));
+        return Ok(Converged::InSync(v.clone()));
     }
-    let live = api.get_opt(&name).await?;
+    let live = match seen {
+        Seen::Whole(live) => live,
+        Seen::Summary(_) => api.get_opt(&name).await?,
+    };
     // Until the write returns, its outcome is unknown: no summary is trusted.
     versions.writing(&key);
     let converged = converge_over(api, live, desired, controller).await?;
@@ -450,6 +471,42 @@ mod tests {
         let mut adopted = view.clone();
         adopted.owner_references = Some(vec![owner("u2")]);
         assert!(!summary_in_sync(&adopted, Some("4"), &desired, "h1"));
+    }
+
+    fn a_config_map(name: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("ns".into()), ..Default::default() },
+            data: Some(BTreeMap::from([("k".to_string(), "v".to_string())])),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_object_just_read_whole_is_not_read_again() {
+        use crate::runtime::testing::{Reply, client};
+        use http::Method;
+        let (c, mut server) = client();
+        let api: Api<ConfigMap> = Api::namespaced(c, "ns");
+        let versions = std::sync::Arc::new(crate::runtime::versions::Versions::default());
+        // Seen whole, and absent: created at once, with no read first.
+        let (a, v) = (api.clone(), versions.clone());
+        let run = tokio::spawn(async move {
+            converge_summarized(&a, &v, "o", Seen::Whole(None), a_config_map("cm"), "test")
+                .await
+                .map(|c| c.left().is_some())
+        });
+        let sent = server.expect(Method::PATCH, "/api/v1/namespaces/ns/configmaps/cm", Reply::Echo).await;
+        assert_eq!(sent.body["data"]["k"], "v");
+        assert!(server.finish(run).await.unwrap());
+        // Only a summary seen (here, none cached): the object is read whole first.
+        let (a, v) = (api.clone(), versions.clone());
+        let run = tokio::spawn(async move {
+            converge_summarized(&a, &v, "o", Seen::Summary(None), a_config_map("other"), "test").await.map(|_| ())
+        });
+        server.expect(Method::GET, "/api/v1/namespaces/ns/configmaps/other", Reply::Error(404, "NotFound")).await;
+        server.expect(Method::PATCH, "/api/v1/namespaces/ns/configmaps/other", Reply::Echo).await;
+        server.finish(run).await.unwrap();
+        server.done().await;
     }
 
     #[test]
