@@ -84,13 +84,25 @@ pub async fn deliver<T: Serialize>(
 #[derive(Default)]
 pub struct Ordered {
     queues: Mutex<HashMap<String, mpsc::UnboundedSender<BoxFuture<'static, ()>>>>,
+    /// Jobs queued and not finished, and a signal when that count reaches zero.
+    pending: std::sync::Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
 }
 
 impl Ordered {
     /// Runs `job` after every job queued before it under `key`, in the span of the caller
     /// (the reconcile that queued it).
     pub fn push(&self, key: String, job: BoxFuture<'static, ()>) {
-        let job = job.in_current_span().boxed();
+        use std::sync::atomic::Ordering;
+        let pending = self.pending.clone();
+        pending.0.fetch_add(1, Ordering::SeqCst);
+        let job = async move {
+            job.await;
+            if pending.0.fetch_sub(1, Ordering::SeqCst) == 1 {
+                pending.1.notify_waiters();
+            }
+        }
+        .in_current_span()
+        .boxed();
         let mut queues = self.queues.lock().expect("notification queues poisoned");
         let job = match queues.get(&key) {
             Some(tx) => match tx.send(job) {
@@ -115,6 +127,24 @@ impl Ordered {
         self.queues.lock().expect("notification queues poisoned").remove(key);
     }
 
+    /// Waits until every job queued so far has finished, for at most `limit`; whether they
+    /// all did. At shutdown: what a reconcile announced is sent before the process exits.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        let (count, idle) = &*self.pending;
+        tokio::time::timeout(limit, async {
+            loop {
+                let notified = idle.notified();
+                if count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
     /// How many keys have a queue.
     pub fn len(&self) -> usize {
         self.queues.lock().expect("notification queues poisoned").len()
@@ -131,6 +161,33 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn drain_waits_for_the_queued_jobs() {
+        let ordered = Ordered::default();
+        assert!(ordered.drain(Duration::from_millis(10)).await, "nothing queued");
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let done = Arc::new(AtomicU32::new(0));
+        let d = done.clone();
+        ordered.push(
+            "a".into(),
+            Box::pin(async move {
+                let _ = wait.await;
+                d.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        let d = done.clone();
+        ordered.push(
+            "b".into(),
+            Box::pin(async move {
+                d.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        assert!(!ordered.drain(Duration::from_millis(200)).await, "a job is still waiting");
+        release.send(()).unwrap();
+        assert!(ordered.drain(Duration::from_secs(5)).await);
+        assert_eq!(done.load(Ordering::SeqCst), 2);
+    }
 
     /// Answers the first `fail` requests with 503, then 200; counts requests.
     async fn server(fail: u32) -> (String, Arc<AtomicU32>) {

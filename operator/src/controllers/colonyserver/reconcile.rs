@@ -121,7 +121,8 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         base: ctx.clone(),
     });
     let _ = for_hook.set(server_ctx.clone());
-    spawn_controller(
+    let announcements = server_ctx.clone();
+    let spawned = spawn_controller(
         NAME,
         crate::runtime::controller::SERVER_CONCURRENT_RECONCILES,
         controller,
@@ -129,8 +130,25 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         reconcile,
         server_ctx,
         shutdown,
-    )
+    );
+    // Once the controller has stopped, the flips it announced (Events, notifications) get a
+    // bounded time to go out before the process exits; a panic is passed on at once.
+    let controller = spawned.handle;
+    let handle = tokio::spawn(async move {
+        if let Err(e) = controller.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        if !announcements.notifications.drain(ANNOUNCEMENTS_DRAIN).await {
+            tracing::warn!(limit = ?ANNOUNCEMENTS_DRAIN, "flip announcements still queued at shutdown were dropped");
+        }
+    });
+    Spawned { handle, synced: spawned.synced }
 }
+
+/// How long a stopping controller waits for its queued flip announcements.
+const ANNOUNCEMENTS_DRAIN: Duration = Duration::from_secs(5);
 
 /// A deleted server takes its probe task, its metric series and its retry backoff with it.
 fn forget(sctx: &ServerContext, cs: &ColonyServer) {
