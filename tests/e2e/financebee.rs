@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use colony_e2e::{DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, client, install_crds, wait_for};
+use colony_e2e::{
+    DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, client, events_about, install_crds, wait_for,
+};
 use colony_operator::api::FinanceBee;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -240,11 +242,6 @@ async fn label_pod(pods: &Api<Pod>, pod: &str, label: &str) {
     pods.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
 }
 
-/// Reasons and notes of the Events about the bee (a series counts as many).
-async fn events(ns: &TestNamespace, bee: &str) -> Vec<(String, String)> {
-    colony_e2e::events_about(ns, bee).await
-}
-
 fn restarts(fb: &FinanceBee) -> (i32, Option<String>, Option<String>) {
     let r = fb.status.as_ref().and_then(|s| s.restarts.clone());
     (
@@ -337,7 +334,7 @@ async fn failed_pod_is_deleted_and_replaced() {
     assert_eq!(restarts(&fb), (1, Some(doomed.clone()), Some("Failed".to_string())), "one restart recorded in status");
     assert!(condition(&fb, "Stalled").is_none(), "{:?}", fb.status.as_ref().map(|s| &s.conditions));
     let evs = wait_for("a PodRestarted Event", DEADLINE, || async {
-        let e = events(&s.ns, "bee").await;
+        let e = events_about(&s.ns, "bee").await;
         if e.iter().any(|(r, n)| r == "PodRestarted" && n.contains(&doomed)) { Ok(e) } else { Err(format!("{e:?}")) }
     })
     .await;
@@ -430,7 +427,7 @@ async fn crash_loop_is_restarted_within_budget_then_stalled() {
     // completed and the old pod is gone: the bee is down, and says why.)
     let _ = healthy;
     assert_eq!(condition(&fb, "Ready").map(|c| c.1).as_deref(), Some("RestartBudgetExhausted"));
-    let evs = events(&s.ns, "bee").await;
+    let evs = events_about(&s.ns, "bee").await;
     let restarted = evs.iter().filter(|(r, _)| r == "PodRestarted").count();
     assert_eq!(restarted, 2, "{evs:?}");
     for (pod, _) in &deleted {
@@ -485,7 +482,7 @@ async fn no_restart_while_the_server_is_unhealthy() {
     assert_eq!(restarts(&fb).0, 0, "no restart while the server is unhealthy");
     assert!(pods.get_opt(&pod).await.unwrap().is_some());
     assert!(condition(&fb, "Stalled").is_none(), "waiting on the server is not Stalled");
-    let evs = events(&s.ns, "bee").await;
+    let evs = events_about(&s.ns, "bee").await;
     assert!(evs.iter().any(|(r, n)| r == "RestartHeld" && n.contains("ColonyServer srv")), "{evs:?}");
 
     // The server recovers: the held restart happens.
@@ -712,7 +709,7 @@ stringData:
         ns = s.ns.name
     );
     assert!(metrics.contains(&line), "missing {line}");
-    let evs = events(&s.ns, "bee").await;
+    let evs = events_about(&s.ns, "bee").await;
     assert!(evs.iter().any(|(r, _)| r == "EscalationDeliveryFailed"), "{evs:?}");
     s.ns.cleanup().await;
 }
@@ -874,7 +871,7 @@ async fn bad_image_rolls_back_to_the_last_known_good_one() {
     let (_, _, message) = condition(&fb, "RolledBack").unwrap();
     assert!(message.contains("2-bad") && message.contains("CrashLoopBackOff"), "{message}");
     assert_eq!(fb.spec.image, "example.invalid/finance-bee:2-bad", "spec is never written");
-    assert!(events(&s.ns, "bee").await.iter().any(|(reason, _)| reason == "RolledBack"));
+    assert!(events_about(&s.ns, "bee").await.iter().any(|(reason, _)| reason == "RolledBack"));
     drop(s.op);
     s.ns.cleanup().await;
 }

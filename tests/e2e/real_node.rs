@@ -27,7 +27,6 @@ use colony_operator::api::{ColonyServer, FinanceBee};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -390,13 +389,9 @@ fn condition(fb: &FinanceBee, type_: &str) -> Option<(String, String, String)> {
 
 /// The Events about `name`: (reason, note, eventTime).
 async fn events(ns: &TestNamespace, name: &str) -> Vec<(String, String, Option<SystemTime>)> {
-    let api: Api<Event> = ns.api();
-    api.list(&ListParams::default())
+    colony_e2e::events_regarding(ns, name)
         .await
-        .map(|l| l.items)
-        .unwrap_or_default()
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .map(|e| {
             let at = e.event_time.as_ref().map(|t| SystemTime::from(t.0));
             (e.reason.unwrap_or_default(), e.note.unwrap_or_default(), at)

@@ -273,17 +273,24 @@ pub async fn use_colony_os(cms: &Api<k8s_openapi::api::core::v1::ConfigMap>, con
     cms.get_opt(config_map).await.ok().flatten().and_then(|c| c.data).and_then(|d| d.get("USE_COLONY_OS").cloned())
 }
 
-/// Reasons and notes of the Events (events.k8s.io) about the object `name` in `ns`; a series
-/// counts as many as it holds.
-pub async fn events_about(ns: &TestNamespace, name: &str) -> Vec<(String, String)> {
-    use k8s_openapi::api::events::v1::Event;
-    let api: Api<Event> = ns.api();
+/// The Events (events.k8s.io) about the object `name` in `ns` (none when they cannot be listed).
+pub async fn events_regarding(ns: &TestNamespace, name: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = ns.api();
     api.list(&Default::default())
         .await
         .map(|l| l.items)
         .unwrap_or_default()
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+/// Reasons and notes of the Events about the object `name` in `ns`; a series counts as many
+/// as it holds.
+pub async fn events_about(ns: &TestNamespace, name: &str) -> Vec<(String, String)> {
+    events_regarding(ns, name)
+        .await
+        .into_iter()
         .flat_map(|e| {
             let n = e.series.as_ref().map(|s| s.count).unwrap_or(1) as usize;
             vec![(e.reason.unwrap_or_default(), e.note.unwrap_or_default()); n]

@@ -121,9 +121,7 @@ summary_of!(PodSummary, Pod);
 struct PodStatusSummary {
     phase: Option<String>,
     reason: Option<String>,
-    #[serde(default)]
     conditions: Option<Vec<ConditionSummary>>,
-    #[serde(default)]
     container_statuses: Option<Vec<ContainerStatusSummary>>,
 }
 
@@ -144,7 +142,6 @@ struct ContainerStatusSummary {
     ready: bool,
     #[serde(default)]
     restart_count: i32,
-    #[serde(default)]
     state: Option<StateSummary>,
 }
 

@@ -26,7 +26,7 @@ use crate::api::WindowDemand;
 use crate::api::{ApiCheckSpec, ColonyServer, FallbackOverride};
 use crate::colonyos::rpc::Identity;
 use crate::runtime::Shutdown;
-use crate::runtime::controller::{Spawned, primary_forgetting, spawn_controller};
+use crate::runtime::controller::{Spawned, primary_forgetting, spawn_controller_bounded};
 use crate::runtime::notify::{self, RetryPolicy};
 use crate::runtime::owned::{
     ConfigHasher, Converged, MANAGED_BY, OPERATOR, cached_live, converge_cached, converge_recorded, owned_by,
@@ -122,7 +122,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     });
     let _ = for_hook.set(server_ctx.clone());
     let announcements = server_ctx.clone();
-    let spawned = spawn_controller(
+    let spawned = spawn_controller_bounded(
         NAME,
         crate::runtime::controller::SERVER_CONCURRENT_RECONCILES,
         controller,
@@ -156,7 +156,7 @@ fn forget(sctx: &ServerContext, cs: &ColonyServer) {
     sctx.monitor.remove(&ObjectRef::from_obj(cs));
     sctx.base.metrics.forget_server(&ns, &name);
     sctx.base.forget(NAME, &ns, &name);
-    sctx.notifications.forget(&format!("{ns}/{name}"));
+    sctx.notifications.forget(&notification_key(cs));
     tracing::info!("server deleted: probes stopped, metric series dropped");
 }
 

@@ -123,15 +123,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         // looked at.
         .reconcile_all_on(window_changes(&ctx.windows))
         .reconcile_on(UnboundedReceiverStream::new(wake_rx));
-    spawn_controller(
-        NAME,
-        crate::runtime::controller::CONCURRENT_RECONCILES,
-        controller,
-        synced,
-        reconcile::reconcile,
-        bee_ctx,
-        shutdown,
-    )
+    spawn_controller(NAME, controller, synced, reconcile::reconcile, bee_ctx, shutdown)
 }
 
 /// The bee a pod belongs to, from its instance label.

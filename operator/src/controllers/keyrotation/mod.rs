@@ -74,13 +74,5 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
             .map(|kr| ObjectRef::from_obj(kr.as_ref()))
             .collect()
     }));
-    spawn_controller(
-        NAME,
-        crate::runtime::controller::CONCURRENT_RECONCILES,
-        controller,
-        synced,
-        reconcile::reconcile,
-        ctx,
-        shutdown,
-    )
+    spawn_controller(NAME, controller, synced, reconcile::reconcile, ctx, shutdown)
 }

@@ -36,15 +36,7 @@ pub fn start(ctx: Arc<Context>, feed: WindowFeed, shutdown: Shutdown) -> Spawned
         writer,
         tap,
     );
-    spawn_controller(
-        NAME,
-        crate::runtime::controller::CONCURRENT_RECONCILES,
-        controller,
-        synced,
-        reconcile,
-        ctx,
-        shutdown,
-    )
+    spawn_controller(NAME, controller, synced, reconcile, ctx, shutdown)
 }
 
 /// What a human does to end a failure kept by `keepFallback` (in messages and docs).
