@@ -249,6 +249,7 @@ pub struct RealColonyOs {
     pub port: u16,
     server: Option<Child>,
     starts: u32,
+    spawns: u32,
     pub server_key: Key,
     pub colony_name: String,
     pub colony_key: Key,
@@ -278,6 +279,7 @@ impl RealColonyOs {
             port: free_port(),
             server: None,
             starts: 0,
+            spawns: 0,
             server_key,
             colony_name: "zyeute".into(),
             colony_key: generate_key(&colonies),
@@ -342,10 +344,49 @@ impl RealColonyOs {
     }
 
     /// Starts the server on the same port and database (`--initdb` the first time only) and
-    /// waits until `/health` answers 200.
+    /// waits until `/health` answers 200. A start that dies on a port another process took
+    /// in the meantime is retried with fresh etcd and relay ports (and, on the first start, a
+    /// fresh server port: later starts keep theirs, which clients already know).
     pub async fn start_server(&mut self) {
         assert!(self.server.is_none(), "the server is already running");
-        let etcd_dir = self.dir.join(format!("etcd-{}", self.starts));
+        let log_path = self.log_path();
+        for attempt in 1..=5 {
+            let logged_before = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+            self.spawn_server();
+            let url = format!("{}/health", self.url());
+            let start = Instant::now();
+            loop {
+                if let Some(status) = self.server.as_mut().unwrap().try_wait().unwrap() {
+                    self.server = None;
+                    let log = std::fs::read(&log_path).unwrap_or_default();
+                    let this_start = String::from_utf8_lossy(log.get(logged_before as usize..).unwrap_or_default());
+                    if this_start.contains("address already in use") && attempt < 5 {
+                        println!("colonies server: a port was taken before it bound it; retrying ({attempt})");
+                        if self.starts == 1 {
+                            self.port = free_port();
+                            self.starts = 0;
+                        } else {
+                            self.starts -= 1;
+                        }
+                        break;
+                    }
+                    panic!("colonies server exited ({status}); log: {}", log_path.display());
+                }
+                if http_status(&url).await == Some(200) {
+                    return;
+                }
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "colonies server did not answer /health within {DEADLINE:?}; log: {}",
+                    log_path.display()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    fn spawn_server(&mut self) {
+        let etcd_dir = self.dir.join(format!("etcd-{}", self.spawns));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut cmd = Command::new(colonies_binary());
         cmd.args(["server", "start", "--insecure"]);
@@ -375,23 +416,7 @@ impl RealColonyOs {
         }
         self.server = Some(cmd.spawn().expect("start colonies server"));
         self.starts += 1;
-        let url = format!("{}/health", self.url());
-        let log_path = self.log_path();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.server.as_mut().unwrap().try_wait().unwrap() {
-                panic!("colonies server exited ({status}); log: {}", log_path.display());
-            }
-            if http_status(&url).await == Some(200) {
-                return;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "colonies server did not answer /health within {DEADLINE:?}; log: {}",
-                log_path.display()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.spawns += 1;
     }
 
     /// Kills the server (the database keeps running) and waits until its port is closed.

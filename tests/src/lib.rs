@@ -156,8 +156,24 @@ pub async fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<std::
     Ok(child.wait_with_output().await?)
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A TCP port free on every address, below the kernel's ephemeral range: a process started
+/// later binds it, and in between no outgoing connection on the machine can be handed it (a
+/// port from `bind(0)` is an ephemeral one, and was taken that way once).
 pub fn free_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let mut rng = rand::rng();
+    if ephemeral_low > 12_000 {
+        for _ in 0..500 {
+            let port = rng.random_range(10_000..ephemeral_low);
+            let free = |host: &str| std::net::TcpListener::bind((host, port)).is_ok();
+            if free("0.0.0.0") && free("127.0.0.1") {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
