@@ -71,7 +71,7 @@ pub fn bee_pod_selector() -> String {
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     use crate::runtime::summary::{DeploymentSummary, PodSummary};
-    use crate::runtime::watch::{cached_watch, indexed_watch, strip_object};
+    use crate::runtime::watch::{cached_watch, cached_watch_relevant, indexed_watch, strip_object};
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let cfg = ctx.watch_config();
     // The bees' Deployments only (not the servers'), by their labels.
@@ -87,8 +87,13 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         cached_watch(ctx.scoped_api::<DeploymentSummary>(), owned, strip_object::<DeploymentSummary>);
     let (pods, pod_events) =
         cached_watch(ctx.scoped_api::<PodSummary>(), ctx.watch_config().labels(&bee_pod_selector()), PodSummary::strip);
-    let (servers, server_events) =
-        cached_watch(ctx.scoped_api::<ColonyServer>(), cfg.clone(), strip_object::<ColonyServer>);
+    // Servers trigger their bees only when what a bee reads of them changed.
+    let (servers, server_events) = cached_watch_relevant(
+        ctx.scoped_api::<ColonyServer>(),
+        cfg.clone(),
+        strip_object::<ColonyServer>,
+        reconcile::what_bees_read,
+    );
     let (secrets, secret_events) = indexed_watch(ctx.scoped_api::<PartialObjectMeta<Secret>>(), cfg.clone());
     let (config_maps, config_map_events) = indexed_watch(ctx.scoped_api::<PartialObjectMeta<ConfigMap>>(), cfg.clone());
     let bee_ctx = Arc::new(BeeContext {

@@ -57,6 +57,20 @@ fn server_hold(cs: &ColonyServer) -> Option<Hold> {
     Some(Hold::ServerUnhealthy { server: cs.name_any(), detail })
 }
 
+/// What a bee's reconcile reads of its ColonyServer, hashed: the endpoint its pods are given
+/// ([`apply_workload`]) and the Healthy condition its restart hold follows ([`server_hold`]). The
+/// bees' watch of servers passes on only a change of it: a server's status also changes
+/// with its fallback, its rollout and its other conditions, and each such write would
+/// otherwise reconcile every bee of the server for nothing.
+pub fn what_bees_read(cs: &ColonyServer) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let conditions = cs.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    let healthy = find(conditions, HEALTHY).map(|c| (&c.status, &c.reason, &c.message));
+    let mut h = std::hash::DefaultHasher::new();
+    (cs.spec.effective_endpoint(&cs.name_any(), &cs.namespace().unwrap_or_default()), healthy).hash(&mut h);
+    h.finish()
+}
+
 /// Which image the bee runs: spec.image, or the last known good one after a failed rollout
 /// (the rules shared with ColonyServer, in `runtime::rollout`).
 fn decide_rollout(
@@ -660,4 +674,86 @@ async fn send(bctx: &BeeContext, fb: &FinanceBee, incident: &Incident) -> Outcom
 fn delivery_error(e: &notify::DeliveryError) -> String {
     let text = e.to_string();
     text.strip_prefix("webhook ").unwrap_or(&text).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ColonyServerSpec, ColonyServerStatus, FALLBACK_ACTIVE, FallbackStatus, HealthStatus, READY};
+    use crate::runtime::conditions::to_time;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: to_time(Utc::now()),
+            observed_generation: None,
+        }
+    }
+
+    fn server(healthy: &str, message: &str) -> ColonyServer {
+        let mut cs = ColonyServer::new("prod", ColonyServerSpec::default());
+        cs.metadata.namespace = Some("team".into());
+        cs.status = Some(ColonyServerStatus {
+            conditions: vec![
+                condition(HEALTHY, healthy, "ProbeFailed", message),
+                condition(READY, "True", "Ready", "ready"),
+                condition(FALLBACK_ACTIVE, "False", "Healthy", "off"),
+            ],
+            ..Default::default()
+        });
+        cs
+    }
+
+    /// What the reconcile takes from the server: if two servers hash alike, the bee sees
+    /// them alike.
+    fn seen(cs: &ColonyServer) -> (String, Option<Hold>) {
+        (cs.spec.effective_endpoint(&cs.name_any(), "team"), server_hold(cs))
+    }
+
+    #[test]
+    fn bees_are_woken_only_by_what_they_read_of_their_server() {
+        let base = server("False", "health probe failing: connection refused");
+        let mut unread = Vec::new();
+        let mut s = base.clone();
+        s.status.as_mut().unwrap().fallback = Some(FallbackStatus { active: true, ..Default::default() });
+        unread.push(s);
+        let mut s = base.clone();
+        s.status.as_mut().unwrap().health = Some(HealthStatus { consecutive_failures: 9, ..Default::default() });
+        unread.push(s);
+        let mut s = base.clone();
+        s.status.as_mut().unwrap().conditions[1] = condition(READY, "False", "Unhealthy", "down");
+        s.status.as_mut().unwrap().conditions[2] = condition(FALLBACK_ACTIVE, "True", "HealthFailed", "on");
+        unread.push(s);
+        let mut s = base.clone();
+        s.status.as_mut().unwrap().conditions[0].last_transition_time = to_time(Utc::now() + TimeDelta::seconds(5));
+        s.metadata.resource_version = Some("99".into());
+        s.spec.health.failure_threshold = 7;
+        unread.push(s);
+        for s in &unread {
+            assert_eq!(what_bees_read(s), what_bees_read(&base), "{:?}", s.status);
+            assert_eq!(seen(s), seen(&base));
+        }
+
+        let mut read = vec![
+            server("True", "health probe failing: connection refused"),
+            server("False", "health probe failing: timeout"),
+        ];
+        let mut s = base.clone();
+        s.status = None;
+        read.push(s);
+        let mut s = base.clone();
+        s.spec.endpoint = Some("http://elsewhere:50080".into());
+        read.push(s);
+        let mut s = base.clone();
+        s.spec.port = 50081;
+        read.push(s);
+        for s in &read {
+            assert_ne!(what_bees_read(s), what_bees_read(&base), "{:?} {:?}", s.spec.endpoint, s.status);
+            assert_ne!(seen(s), seen(&base));
+        }
+    }
 }
