@@ -620,6 +620,8 @@ pub struct Results {
     pub flip_probes_ms: Vec<f64>,
     /// Of each flip: the deciding failed probe -> the flip seen (the operator's part).
     pub flip_decided_ms: Vec<f64>,
+    /// Reconciles by controller from the servers failing until they are all Healthy again.
+    pub flip_reconciles: BTreeMap<String, f64>,
     pub restart_latency_ms: Vec<f64>,
 }
 
@@ -1374,7 +1376,13 @@ async fn run() -> anyhow::Result<bool> {
 
     let t = Instant::now();
     progress.phase("health -> flip");
+    let before_flips = reconcile_counts(&scrape(admin_port).await?);
     bench.flip(&endpoints, &mut res).await?;
+    let after_flips = reconcile_counts(&scrape(admin_port).await?);
+    res.flip_reconciles = after_flips
+        .iter()
+        .map(|(c, n)| (c.clone(), n - before_flips.get(c).copied().unwrap_or(0.0)))
+        .collect();
     phase_mark(&mut res, "health flips", t);
 
     let t = Instant::now();

@@ -184,6 +184,13 @@ pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
         "—".into(),
         None,
     ));
+    rows.push(row(
+        format!("reconciles while {} servers went down and came back", flip.len()),
+        r.flip_reconciles.iter().map(|(c, n)| format!("{c} {n:.0}")).collect::<Vec<_>>().join(", "),
+        "—",
+        "—".into(),
+        None,
+    ));
     let restart = sorted(r.restart_latency_ms.clone());
     rows.push(row(
         format!("pod Failed → deleted, p50 / p99 ({} pods at once)", restart.len()),
