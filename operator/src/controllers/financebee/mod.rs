@@ -26,7 +26,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::api::{ColonyServer, FinanceBee, MaintenanceWindow};
 use crate::runtime::Context;
 use crate::runtime::Shutdown;
-use crate::runtime::controller::{Spawned, primary_forgetting, spawn_controller};
+use crate::runtime::controller::{Spawned, primary_into, spawn_controller};
 use crate::runtime::owned::{MANAGED_BY, OPERATOR};
 use crate::runtime::windows::WindowView;
 
@@ -41,6 +41,8 @@ pub struct BeeContext {
     pub wake: mpsc::UnboundedSender<ObjectRef<FinanceBee>>,
     /// What a reconcile reads: Deployments, pods, servers, Secret and ConfigMap versions.
     pub caches: gather::Caches,
+    /// The bees, as watched.
+    pub bees: Store<FinanceBee>,
 }
 
 impl BeeContext {
@@ -96,18 +98,24 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     );
     let (secrets, secret_events) = indexed_watch(ctx.scoped_api::<PartialObjectMeta<Secret>>(), cfg.clone());
     let (config_maps, config_map_events) = indexed_watch(ctx.scoped_api::<PartialObjectMeta<ConfigMap>>(), cfg.clone());
+    let bees_writer = kube::runtime::reflector::store::Writer::default();
     let bee_ctx = Arc::new(BeeContext {
         base: ctx.clone(),
         http: crate::runtime::http::default_client(crate::runtime::http::Purpose::Webhook),
         deliveries: Default::default(),
         wake: wake_tx,
         caches: gather::Caches::new(deployments, pods, servers, secrets, config_maps),
+        bees: bees_writer.as_reader(),
     });
     let for_hook = bee_ctx.clone();
-    let (controller, synced) =
-        primary_forgetting(ctx.scoped_api::<FinanceBee>(), cfg.clone(), NAME, move |fb: &FinanceBee| {
-            reconcile::forget(&for_hook, &fb.namespace().unwrap_or_default(), &fb.name_any())
-        });
+    let (controller, synced) = primary_into(
+        ctx.scoped_api::<FinanceBee>(),
+        cfg.clone(),
+        NAME,
+        move |fb: &FinanceBee| reconcile::forget(&for_hook, &fb.namespace().unwrap_or_default(), &fb.name_any()),
+        bees_writer,
+        |_: &watcher::Event<FinanceBee>| {},
+    );
     let bees = controller.store();
     let (by_server, by_secret, by_config_map) = (bees.clone(), bees.clone(), bees);
     let controller = controller

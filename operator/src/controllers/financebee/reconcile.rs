@@ -107,7 +107,7 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     // Restarts and pages are counted in status: start from an object that holds this
     // controller's last write (the cache when it is known to, else the API server's).
     let version_key = object_key(NAME, cached.as_ref());
-    let Some((fb, _)) = bctx.base.versions.latest(&api, &version_key, cached.as_ref()).await? else {
+    let Some((fb, _)) = bctx.base.versions.latest(&api, &version_key, &bctx.bees, cached.as_ref()).await? else {
         return Ok(Action::await_change());
     };
     let open = escalation::page_open(fb.status.as_ref(), has_targets(&fb));
