@@ -1379,10 +1379,8 @@ async fn run() -> anyhow::Result<bool> {
     let before_flips = reconcile_counts(&scrape(admin_port).await?);
     bench.flip(&endpoints, &mut res).await?;
     let after_flips = reconcile_counts(&scrape(admin_port).await?);
-    res.flip_reconciles = after_flips
-        .iter()
-        .map(|(c, n)| (c.clone(), n - before_flips.get(c).copied().unwrap_or(0.0)))
-        .collect();
+    res.flip_reconciles =
+        after_flips.iter().map(|(c, n)| (c.clone(), n - before_flips.get(c).copied().unwrap_or(0.0))).collect();
     phase_mark(&mut res, "health flips", t);
 
     let t = Instant::now();
