@@ -114,19 +114,10 @@ impl ApiServer {
     /// Waits for the next request and asserts its verb and path; the answer is sent with
     /// [`Pending::reply`] (when it depends on what was sent).
     pub async fn receive(&mut self, method: Method, path: &str) -> (Seen, Pending) {
-        let (seen, pending) = self.receive_any(&format!("{method} {path}")).await;
-        let line = format!("{} {}?{}", seen.method, seen.path, seen.query);
-        assert_eq!((&seen.method, seen.path.as_str()), (&method, path), "unexpected request: {line}");
-        (seen, pending)
-    }
-
-    /// Waits for the next request, whatever it is (`expected` names it in the failure), for
-    /// requests whose order is not fixed; answered with [`Pending::reply`].
-    pub async fn receive_any(&mut self, expected: &str) -> (Seen, Pending) {
         let next = tokio::time::timeout(WAIT, self.0.next_request()).await;
         let (request, send) = next
-            .unwrap_or_else(|_| panic!("no request came; expected {expected}"))
-            .unwrap_or_else(|| panic!("the client is gone; expected {expected}"));
+            .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"))
+            .unwrap_or_else(|| panic!("the client is gone; expected {method} {path}"));
         let (parts, body) = request.into_parts();
         let bytes = body.collect_bytes().await.expect("request body");
         let seen = Seen {
@@ -136,7 +127,9 @@ impl ApiServer {
             body: if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") },
             raw: String::from_utf8_lossy(&bytes).to_string(),
         };
-        // (A failure names the request's line only: a body may hold key material.)
+        // The request's line only: a body may hold key material.
+        let line = format!("{} {}?{}", seen.method, seen.path, seen.query);
+        assert_eq!((&seen.method, seen.path.as_str()), (&method, path), "unexpected request: {line}");
         let pending = Pending { seen_body: seen.body.clone(), send };
         (seen, pending)
     }

@@ -10,29 +10,16 @@
 //! takes the record out; when the cached object has exactly that version, the cache holds
 //! every write this controller made and is used as it is. Otherwise (someone else changed
 //! the object, the cache lags, the last reconcile failed or wrote something it did not
-//! record) the object is read from the API server, as before. When only the cache lags (the
-//! reconcile was triggered by an event that overtook the watch event of its own last write,
-//! such as the owned Deployment's), the reconcile waits briefly for the cache instead.
+//! record) the object is read from the API server, as before.
 //!
 //! A resourceVersion is only ever compared for equality, never ordered.
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tokio::time::{Duration, Instant};
 
 use super::error::Result;
-
-/// How long a bee's reconcile waits for its own last write to reach the cache before it reads
-/// the object instead ([`Versions::latest`]). Short: the wait holds one of the controller's
-/// reconcile slots, and under a burst (a fleet created, pods failing at once) a longer one
-/// kept other bees waiting for a slot (bench: the operator's own time at p99 rose from 5 to
-/// 223 ms for servers with 200 ms, mostly waits that ended in the read anyway).
-pub const CATCH_UP: Duration = Duration::from_millis(50);
-/// How often the cache is looked at meanwhile.
-const CATCH_UP_POLL: Duration = Duration::from_millis(5);
 
 /// Per object key, the resourceVersion known to hold the controller's last write.
 #[derive(Default)]
@@ -50,40 +37,16 @@ pub enum Source {
 }
 
 impl Versions {
-    /// The object to reconcile: the cached one when its version is the one recorded for
-    /// `key`, else the API server's (None once it is gone). `cached` is the copy the
-    /// reconcile was triggered with; when it lags the recorded version, the controller's
-    /// `store` is looked at again, and for up to `wait` (such as [`CATCH_UP`]) while the watch
-    /// brings that version in (a watch event follows its write by milliseconds; a read costs
-    /// a request). The record is taken out either way: only a reconcile that ends cleanly
-    /// puts one back ([`Versions::remember`]).
-    pub async fn latest<K>(
-        &self,
-        api: &Api<K>,
-        key: &str,
-        store: &Store<K>,
-        cached: &K,
-        wait: Duration,
-    ) -> Result<Option<(K, Source)>>
+    /// The object to reconcile: `cached` when its version is the one recorded for `key`,
+    /// else the API server's (None once it is gone). The record is taken out either way:
+    /// only a reconcile that ends cleanly puts one back ([`Versions::remember`]).
+    pub async fn latest<K>(&self, api: &Api<K>, key: &str, cached: &K) -> Result<Option<(K, Source)>>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     {
         let known = self.take(key);
         if decide(known.as_deref(), cached.resource_version().as_deref()) == Source::Cache {
             return Ok(Some((cached.clone(), Source::Cache)));
-        }
-        if known.as_deref().is_some_and(|k| !k.is_empty()) {
-            let at = ObjectRef::from_obj(cached);
-            let deadline = Instant::now() + wait;
-            while let Some(current) = store.get(&at) {
-                if decide(known.as_deref(), current.resource_version().as_deref()) == Source::Cache {
-                    return Ok(Some((current.as_ref().clone(), Source::Cache)));
-                }
-                if Instant::now() >= deadline {
-                    break;
-                }
-                tokio::time::sleep(CATCH_UP_POLL).await;
-            }
         }
         Ok(api.get_opt(&cached.name_any()).await?.map(|o| (o, Source::Read)))
     }
@@ -97,11 +60,6 @@ impl Versions {
             Some(v) => known.insert(key.to_string(), v),
             None => known.remove(key),
         };
-    }
-
-    /// Whether a version is on record for `key` (else [`Versions::latest`] reads at once).
-    pub fn is_recorded(&self, key: &str) -> bool {
-        self.known.lock().expect("versions poisoned").contains_key(key)
     }
 
     /// The version on record for `key`, taken out (see [`Versions::latest`]).
@@ -192,76 +150,6 @@ mod tests {
         assert!(!owned_cache_usable(Some("4"), Some("3")), "our write is not cached yet");
         assert!(!owned_cache_usable(Some(""), Some("3")), "a write of unknown outcome");
         assert!(!owned_cache_usable(Some(""), Some("")));
-    }
-
-    fn config_map(rv: &str) -> k8s_openapi::api::core::v1::ConfigMap {
-        let mut c = k8s_openapi::api::core::v1::ConfigMap::default();
-        c.metadata.namespace = Some("ns".into());
-        c.metadata.name = Some("a".into());
-        c.metadata.resource_version = Some(rv.into());
-        c
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_cache_behind_our_own_write_is_waited_for_not_read_around() {
-        use crate::runtime::testing::{Reply, client};
-        use kube::runtime::{reflector, watcher};
-        let (c, mut server) = client();
-        let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c, "ns");
-        let mut writer = reflector::store::Writer::default();
-        let store = writer.as_reader();
-        writer.apply_watcher_event(&watcher::Event::Apply(config_map("1")));
-        let v = std::sync::Arc::new(Versions::default());
-
-        // Our write made version 2; the reconcile starts from version 1, and the watch brings
-        // version 2 a little later: no request at all.
-        v.remember("ns/a", Some("2".into()));
-        let (a, s, vv) = (api.clone(), store.clone(), v.clone());
-        let run = tokio::spawn(async move { vv.latest(&a, "ns/a", &s, &config_map("1"), CATCH_UP).await.unwrap() });
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        writer.apply_watcher_event(&watcher::Event::Apply(config_map("2")));
-        let (obj, source) = server.finish(run).await.unwrap();
-        assert_eq!((obj.resource_version().as_deref(), source), (Some("2"), Source::Cache));
-
-        // The cache never shows our version (someone else wrote after us): read, after the wait.
-        v.remember("ns/a", Some("7".into()));
-        let (a, s, vv) = (api.clone(), store.clone(), v.clone());
-        let started = Instant::now();
-        let run = tokio::spawn(async move { vv.latest(&a, "ns/a", &s, &config_map("2"), CATCH_UP).await.unwrap() });
-        server.expect(http::Method::GET, "/api/v1/namespaces/ns/configmaps/a", Reply::ok(&config_map("9"))).await;
-        assert!(started.elapsed() >= CATCH_UP, "the cache was given its time first");
-        let (obj, source) = server.finish(run).await.unwrap();
-        assert_eq!((obj.resource_version().as_deref(), source), (Some("9"), Source::Read));
-
-        // Told not to wait: the store is looked at once, then the object read.
-        v.remember("ns/a", Some("8".into()));
-        let (a, s, vv) = (api.clone(), store.clone(), v.clone());
-        let started = Instant::now();
-        let run =
-            tokio::spawn(async move { vv.latest(&a, "ns/a", &s, &config_map("2"), Duration::ZERO).await.unwrap() });
-        server.expect(http::Method::GET, "/api/v1/namespaces/ns/configmaps/a", Reply::ok(&config_map("8"))).await;
-        assert!(started.elapsed() < CATCH_UP, "not waited for");
-        assert_eq!(server.finish(run).await.unwrap().1, Source::Read);
-        v.remember("ns/a", Some("2".into()));
-        let (a, s, vv) = (api.clone(), store.clone(), v.clone());
-        let run =
-            tokio::spawn(async move { vv.latest(&a, "ns/a", &s, &config_map("1"), Duration::ZERO).await.unwrap() });
-        assert_eq!(server.finish(run).await.unwrap().1, Source::Cache, "the store already holds it");
-
-        // Nothing recorded (a first reconcile), or a write of unknown outcome: read at once.
-        for record in [None, Some(String::new())] {
-            match &record {
-                Some(_) => v.writing("ns/a"),
-                None => v.remember("ns/a", None),
-            }
-            let (a, s, vv) = (api.clone(), store.clone(), v.clone());
-            let started = Instant::now();
-            let run = tokio::spawn(async move { vv.latest(&a, "ns/a", &s, &config_map("2"), CATCH_UP).await.unwrap() });
-            server.expect(http::Method::GET, "/api/v1/namespaces/ns/configmaps/a", Reply::ok(&config_map("2"))).await;
-            assert!(started.elapsed() < CATCH_UP, "{record:?}: not waited for");
-            assert_eq!(server.finish(run).await.unwrap().1, Source::Read);
-        }
-        server.done().await;
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! The caches a controller reads instead of the API server: watches kept in stores stripped
 //! of what is never read, and the version index of objects watched only to notice changes.
-use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -97,92 +96,9 @@ pub fn cached_watch<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let (reader, events) = reflected(api, config, strip);
-    (reader, events.touched_objects())
-}
-
-/// [`cached_watch`] whose stream triggers only on the changes a controller reads: an object
-/// is passed on when `relevant` of it changed (see [`Relevance`]). The store still gets every
-/// change.
-pub fn cached_watch_relevant<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    strip: fn(&mut K),
-    relevant: fn(&K) -> u64,
-) -> (reflector::Store<K>, impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let (reader, events) = reflected(api, config, strip);
-    let mut relevance = Relevance::default();
-    let events = events.filter(move |event| {
-        futures::future::ready(match event {
-            Ok(event) => relevance.admit(event, relevant),
-            Err(_) => true,
-        })
-    });
-    (reader, events.touched_objects())
-}
-
-/// The watch's events, each after the store has it.
-fn reflected<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    strip: fn(&mut K),
-) -> (
-    reflector::Store<K>,
-    impl futures::Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
     let (reader, writer) = reflector::store();
-    (reader, reflector::reflector(writer, watcher::watcher(api, config).modify(strip)))
-}
-
-/// Which of a watch's events carry a change that matters: the value a caller computes of an
-/// object (a hash of what its controller reads) is kept per object, and an object is passed
-/// on when it is new (by namespace and name, or a new uid), when that value changed, or when
-/// it is deleted. A re-list keeps the values of the objects it returns and drops the rest.
-#[derive(Default)]
-pub struct Relevance {
-    last: RelevantValues,
-    /// During a re-list: the values from before it.
-    before: Option<RelevantValues>,
-}
-
-/// By (namespace, name): the object's uid and its relevant value.
-type RelevantValues = HashMap<(String, String), (Option<String>, u64)>;
-
-impl Relevance {
-    pub fn admit<K: Resource>(&mut self, event: &watcher::Event<K>, relevant: fn(&K) -> u64) -> bool {
-        let key = |o: &K| (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default());
-        match event {
-            watcher::Event::Init => {
-                self.before = Some(std::mem::take(&mut self.last));
-                true
-            }
-            watcher::Event::InitDone => {
-                self.before = None;
-                true
-            }
-            watcher::Event::Delete(o) => {
-                self.last.remove(&key(o));
-                true
-            }
-            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                let k = key(o);
-                let value = (o.meta().uid.clone(), relevant(o));
-                let previous = match self.before.as_mut() {
-                    Some(before) if matches!(event, watcher::Event::InitApply(_)) => before.remove(&k),
-                    _ => self.last.get(&k).cloned(),
-                };
-                let changed = previous.as_ref() != Some(&value);
-                self.last.insert(k, value);
-                changed
-            }
-        }
-    }
+    let stream = reflector::reflector(writer, watcher::watcher(api, config).modify(strip)).touched_objects();
+    (reader, stream)
 }
 
 /// How long a reconcile waits for a cache's first list (the windows' among them).
@@ -305,53 +221,6 @@ mod tests {
         m.metadata.name = Some(name.into());
         m.metadata.resource_version = Some(rv.into());
         m
-    }
-
-    fn cm(name: &str, uid: &str, value: &str) -> k8s_openapi::api::core::v1::ConfigMap {
-        let mut c = k8s_openapi::api::core::v1::ConfigMap::default();
-        c.metadata.namespace = Some("a".into());
-        c.metadata.name = Some(name.into());
-        c.metadata.uid = Some(uid.into());
-        c.data = Some([("v".to_string(), value.to_string())].into());
-        c
-    }
-
-    /// The value the tests' controller reads: the `v` entry (not the labels).
-    fn v(c: &k8s_openapi::api::core::v1::ConfigMap) -> u64 {
-        c.data.as_ref().and_then(|d| d.get("v")).map_or(0, |v| v.parse().unwrap())
-    }
-
-    #[test]
-    fn only_relevant_changes_deletes_and_new_objects_pass() {
-        use watcher::Event::*;
-        let mut r = Relevance::default();
-        let mut admit = |e: watcher::Event<k8s_openapi::api::core::v1::ConfigMap>| r.admit(&e, v);
-        assert!(admit(Init));
-        assert!(admit(InitApply(cm("x", "u1", "1"))), "the first list passes everything");
-        assert!(admit(InitApply(cm("y", "u2", "1"))));
-        assert!(admit(InitDone));
-        let mut relabelled = cm("x", "u1", "1");
-        relabelled.metadata.labels = Some([("l".to_string(), "2".to_string())].into());
-        assert!(!admit(Apply(relabelled)), "a change of what is not read is held back");
-        assert!(!admit(Apply(cm("x", "u1", "1"))));
-        assert!(admit(Apply(cm("x", "u1", "2"))), "a change of what is read passes");
-        assert!(!admit(Apply(cm("x", "u1", "2"))));
-        assert!(admit(Delete(cm("x", "u1", "2"))), "a delete always passes");
-        assert!(admit(Apply(cm("x", "u3", "2"))), "an object made again under the name is new");
-        assert!(admit(Apply(cm("x", "u4", "2"))), "a new uid is a new object");
-        // A re-list: unchanged objects are held back, changed ones pass, and what it no
-        // longer returns is forgotten (made again later, it is new).
-        assert!(admit(Init));
-        assert!(!admit(InitApply(cm("x", "u4", "2"))));
-        assert!(admit(InitApply(cm("y", "u2", "5"))));
-        assert!(admit(InitDone));
-        assert!(admit(Apply(cm("z", "u9", "0"))));
-        assert_eq!(r.last.len(), 3);
-        let mut r2 = Relevance::default();
-        for e in [Init, InitApply(cm("gone", "g", "1")), InitDone, Init, InitDone] {
-            r2.admit(&e, v);
-        }
-        assert!(r2.last.is_empty(), "an object the re-list does not return is forgotten");
     }
 
     #[test]

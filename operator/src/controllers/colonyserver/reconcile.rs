@@ -44,8 +44,6 @@ pub struct ServerContext {
     pub notifications: notify::Ordered,
     /// What the servers own, as watched: read instead of the API server.
     pub owned: Owned,
-    /// The servers, as watched.
-    pub servers: Store<ColonyServer>,
 }
 
 /// The caches of what servers own (by the operator's label).
@@ -120,7 +118,6 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         http: crate::runtime::http::default_client(crate::runtime::http::Purpose::Webhook),
         notifications: notify::Ordered::default(),
         owned: Owned { deployments, services, config_maps },
-        servers: controller.store(),
         base: ctx.clone(),
     });
     let _ = for_hook.set(server_ctx.clone());
@@ -335,10 +332,7 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
     // Flips are counted in status: start from an object that holds this controller's last
     // write (the cache when it is known to, else the API server's).
     let key = version_key(&cached);
-    // Not waited for when the cache lags: a reconcile that waits holds one of the slots a
-    // probe phase's flips need (with a wait, the flip's p99 after the deciding probe rose
-    // from 250 to 632 ms in the bench).
-    let Some((cs, _)) = ctx.versions.latest(&api, &key, &sctx.servers, cached.as_ref(), Duration::ZERO).await? else {
+    let Some((cs, _)) = ctx.versions.latest(&api, &key, cached.as_ref()).await? else {
         return Ok(Action::await_change());
     };
     let cs = Arc::new(cs);

@@ -76,11 +76,6 @@ impl Caches {
         self.deployments.get(&ObjectRef::new(name).within(ns)).map(|d| d.to_deployment())
     }
 
-    /// Whether the cache holds a Deployment of the bee's name.
-    pub fn has_deployment(&self, ns: &str, name: &str) -> bool {
-        self.deployments.get(&ObjectRef::new(name).within(ns)).is_some()
-    }
-
     /// The bee's ColonyServer; one the cache has not seen yet is asked for.
     pub async fn server(&self, ctx: &Context, ns: &str, name: &str) -> Result<Option<ColonyServer>> {
         match self.servers.get(&ObjectRef::new(name).within(ns)) {

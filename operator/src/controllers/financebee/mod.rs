@@ -26,7 +26,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::api::{ColonyServer, FinanceBee, MaintenanceWindow};
 use crate::runtime::Context;
 use crate::runtime::Shutdown;
-use crate::runtime::controller::{Spawned, primary_into, spawn_controller};
+use crate::runtime::controller::{Spawned, primary_forgetting, spawn_controller};
 use crate::runtime::owned::{MANAGED_BY, OPERATOR};
 use crate::runtime::windows::WindowView;
 
@@ -41,8 +41,6 @@ pub struct BeeContext {
     pub wake: mpsc::UnboundedSender<ObjectRef<FinanceBee>>,
     /// What a reconcile reads: Deployments, pods, servers, Secret and ConfigMap versions.
     pub caches: gather::Caches,
-    /// The bees, as watched.
-    pub bees: Store<FinanceBee>,
 }
 
 impl BeeContext {
@@ -73,7 +71,7 @@ pub fn bee_pod_selector() -> String {
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     use crate::runtime::summary::{DeploymentSummary, PodSummary};
-    use crate::runtime::watch::{cached_watch, cached_watch_relevant, indexed_watch, strip_object};
+    use crate::runtime::watch::{cached_watch, indexed_watch, strip_object};
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let cfg = ctx.watch_config();
     // The bees' Deployments only (not the servers'), by their labels.
@@ -89,33 +87,22 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         cached_watch(ctx.scoped_api::<DeploymentSummary>(), owned, strip_object::<DeploymentSummary>);
     let (pods, pod_events) =
         cached_watch(ctx.scoped_api::<PodSummary>(), ctx.watch_config().labels(&bee_pod_selector()), PodSummary::strip);
-    // Servers trigger their bees only when what a bee reads of them changed.
-    let (servers, server_events) = cached_watch_relevant(
-        ctx.scoped_api::<ColonyServer>(),
-        cfg.clone(),
-        strip_object::<ColonyServer>,
-        reconcile::what_bees_read,
-    );
+    let (servers, server_events) =
+        cached_watch(ctx.scoped_api::<ColonyServer>(), cfg.clone(), strip_object::<ColonyServer>);
     let (secrets, secret_events) = indexed_watch(ctx.scoped_api::<PartialObjectMeta<Secret>>(), cfg.clone());
     let (config_maps, config_map_events) = indexed_watch(ctx.scoped_api::<PartialObjectMeta<ConfigMap>>(), cfg.clone());
-    let bees_writer = kube::runtime::reflector::store::Writer::default();
     let bee_ctx = Arc::new(BeeContext {
         base: ctx.clone(),
         http: crate::runtime::http::default_client(crate::runtime::http::Purpose::Webhook),
         deliveries: Default::default(),
         wake: wake_tx,
         caches: gather::Caches::new(deployments, pods, servers, secrets, config_maps),
-        bees: bees_writer.as_reader(),
     });
     let for_hook = bee_ctx.clone();
-    let (controller, synced) = primary_into(
-        ctx.scoped_api::<FinanceBee>(),
-        cfg.clone(),
-        NAME,
-        move |fb: &FinanceBee| reconcile::forget(&for_hook, &fb.namespace().unwrap_or_default(), &fb.name_any()),
-        bees_writer,
-        |_: &watcher::Event<FinanceBee>| {},
-    );
+    let (controller, synced) =
+        primary_forgetting(ctx.scoped_api::<FinanceBee>(), cfg.clone(), NAME, move |fb: &FinanceBee| {
+            reconcile::forget(&for_hook, &fb.namespace().unwrap_or_default(), &fb.name_any())
+        });
     let bees = controller.store();
     let (by_server, by_secret, by_config_map) = (bees.clone(), bees.clone(), bees);
     let controller = controller

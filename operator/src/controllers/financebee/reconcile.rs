@@ -27,7 +27,6 @@ use crate::runtime::metrics::{DeliveryLabels, EscalationLabels, ObjectLabels, Re
 use crate::runtime::notify::{self, RetryPolicy};
 use crate::runtime::owned::{Converged, Seen, converge_summarized, owned_by, secret_value};
 use crate::runtime::rollout;
-use crate::runtime::versions::CATCH_UP;
 use crate::runtime::{Context, Error, Result, apply_status, object_key};
 
 /// Retries of a PagerDuty delivery (the spec has no knob for it; the webhook has).
@@ -56,20 +55,6 @@ fn server_hold(cs: &ColonyServer) -> Option<Hold> {
         None => "no health verdict yet".to_string(),
     };
     Some(Hold::ServerUnhealthy { server: cs.name_any(), detail })
-}
-
-/// What a bee's reconcile reads of its ColonyServer, hashed: the endpoint its pods are given
-/// ([`apply_workload`]) and the Healthy condition its restart hold follows ([`server_hold`]). The
-/// bees' watch of servers passes on only a change of it: a server's status also changes
-/// with its fallback, its rollout and its other conditions, and each such write would
-/// otherwise reconcile every bee of the server for nothing.
-pub fn what_bees_read(cs: &ColonyServer) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let conditions = cs.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
-    let healthy = find(conditions, HEALTHY).map(|c| (&c.status, &c.reason, &c.message));
-    let mut h = std::hash::DefaultHasher::new();
-    (cs.spec.effective_endpoint(&cs.name_any(), &cs.namespace().unwrap_or_default()), healthy).hash(&mut h);
-    h.finish()
 }
 
 /// Which image the bee runs: spec.image, or the last known good one after a failed rollout
@@ -108,14 +93,7 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     // Restarts and pages are counted in status: start from an object that holds this
     // controller's last write (the cache when it is known to, else the API server's).
     let version_key = object_key(NAME, cached.as_ref());
-    // Nothing on record: the bee is read from the API server at once (its first reconcile
-    // here), and what its workload reads besides is read meanwhile.
-    let first = !bctx.base.versions.is_recorded(&version_key);
-    let (latest, prefetched) =
-        futures::join!(bctx.base.versions.latest(&api, &version_key, &bctx.bees, cached.as_ref(), CATCH_UP), async {
-            if first { prefetch(&bctx, cached.as_ref()).await } else { Prefetched::default() }
-        },);
-    let Some((fb, _)) = latest? else {
+    let Some((fb, _)) = bctx.base.versions.latest(&api, &version_key, cached.as_ref()).await? else {
         return Ok(Action::await_change());
     };
     let open = escalation::page_open(fb.status.as_ref(), has_targets(&fb));
@@ -130,7 +108,7 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
         }
         return finalizer(&api, FINALIZER, Arc::new(fb), |event| async move {
             match event {
-                FinalizerEvent::Apply(fb) => apply(fb, bctx2, prefetched).await.map(|(action, _)| action),
+                FinalizerEvent::Apply(fb) => apply(fb, bctx2).await.map(|(action, _)| action),
                 FinalizerEvent::Cleanup(fb) => cleanup(fb, bctx2).await,
             }
         })
@@ -144,39 +122,9 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     if deleting {
         return Ok(Action::await_change());
     }
-    let (action, version) = apply(Arc::new(fb), bctx.clone(), prefetched).await?;
+    let (action, version) = apply(Arc::new(fb), bctx.clone()).await?;
     bctx.base.versions.remember(&version_key, version);
     Ok(action)
-}
-
-/// What a bee's workload reads from the API server rather than from the caches, read side by
-/// side with the bee itself on its first reconcile (which reads the bee): its Deployment when
-/// none is cached, and the data of the Secrets and ConfigMaps its pods read (kept as the
-/// config hash, [`gather::Caches::config_hash`]). Read for the copy of the bee that triggered
-/// the reconcile; a spec that has changed since is read for again where it is used.
-#[derive(Default)]
-struct Prefetched {
-    /// The Deployment of the bee's name as the API server had it (None inside: there is none);
-    /// None when the cache had one.
-    deployment: Option<Option<Deployment>>,
-}
-
-async fn prefetch(bctx: &BeeContext, fb: &FinanceBee) -> Prefetched {
-    if fb.metadata.deletion_timestamp.is_some() {
-        return Prefetched::default();
-    }
-    let (ns, name) = (fb.namespace().unwrap_or_default(), fb.name_any());
-    let deployment = async {
-        if bctx.caches.has_deployment(&ns, &name) {
-            return None;
-        }
-        // A failed read is left to the reconcile's own read, which reports it.
-        bctx.base.api::<Deployment>(&ns).get_opt(&name).await.ok()
-    };
-    // The hash is kept by the caches; a failure here is met again (and reported) there.
-    let hash = bctx.caches.config_hash(&bctx.base, fb);
-    let (deployment, _) = futures::join!(deployment, hash);
-    Prefetched { deployment }
 }
 
 /// Removes the finalizer once nothing is left to resolve. The merge patch carries the
@@ -347,7 +295,6 @@ async fn apply_workload(
     bctx: &BeeContext,
     fb: &FinanceBee,
     g: &Gathered,
-    prefetched: Prefetched,
     previous: &crate::api::FinanceBeeStatus,
     now: chrono::DateTime<Utc>,
 ) -> Result<Workload> {
@@ -367,10 +314,9 @@ async fn apply_workload(
     let version_key = object_key(NAME, fb);
     // The cached summary of the Deployment (what the decisions below read); none cached: the
     // API server says whether there is one (perhaps someone else's).
-    let seen = match (bctx.caches.deployment(&ns, &name), prefetched.deployment) {
-        (Some(d), _) => Seen::Summary(Some(d)),
-        (None, Some(read)) => Seen::Whole(read),
-        (None, None) => Seen::Whole(deployments.get_opt(&name).await?),
+    let seen = match bctx.caches.deployment(&ns, &name) {
+        Some(d) => Seen::Summary(Some(d)),
+        None => Seen::Whole(deployments.get_opt(&name).await?),
     };
     let live = seen.as_ref();
     let ((host, port, tls), hash) = match (builders::host_port(&endpoint), bctx.caches.config_hash(ctx, fb).await) {
@@ -450,13 +396,13 @@ fn paging(
 /// → write status (only on change; it is the record of restarts and pages, so it is written
 /// before acting) → act → requeue at the next timer. Returns the action and the bee's
 /// resourceVersion as this reconcile left it.
-async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>, prefetched: Prefetched) -> Result<(Action, Option<String>)> {
+async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Option<String>)> {
     let ctx = &bctx.base;
     let (ns, name) = (fb.namespace().unwrap_or_default(), fb.name_any());
     let now = Utc::now();
     let previous = fb.status.clone().unwrap_or_default();
     let g = gather(&bctx, &fb).await?;
-    let workload = apply_workload(&bctx, &fb, &g, prefetched, &previous, now).await?;
+    let workload = apply_workload(&bctx, &fb, &g, &previous, now).await?;
     let problem = workload.problem.clone();
 
     // Restarts: a pure decision over the pods as cached now.
@@ -714,149 +660,4 @@ async fn send(bctx: &BeeContext, fb: &FinanceBee, incident: &Incident) -> Outcom
 fn delivery_error(e: &notify::DeliveryError) -> String {
     let text = e.to_string();
     text.strip_prefix("webhook ").unwrap_or(&text).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::{ColonyServerSpec, ColonyServerStatus, FALLBACK_ACTIVE, FallbackStatus, HealthStatus, READY};
-    use crate::runtime::conditions::to_time;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-
-    fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
-        Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message: message.into(),
-            last_transition_time: to_time(Utc::now()),
-            observed_generation: None,
-        }
-    }
-
-    fn server(healthy: &str, message: &str) -> ColonyServer {
-        let mut cs = ColonyServer::new("prod", ColonyServerSpec::default());
-        cs.metadata.namespace = Some("team".into());
-        cs.status = Some(ColonyServerStatus {
-            conditions: vec![
-                condition(HEALTHY, healthy, "ProbeFailed", message),
-                condition(READY, "True", "Ready", "ready"),
-                condition(FALLBACK_ACTIVE, "False", "Healthy", "off"),
-            ],
-            ..Default::default()
-        });
-        cs
-    }
-
-    /// What the reconcile takes from the server: if two servers hash alike, the bee sees
-    /// them alike.
-    fn seen(cs: &ColonyServer) -> (String, Option<Hold>) {
-        (cs.spec.effective_endpoint(&cs.name_any(), "team"), server_hold(cs))
-    }
-
-    fn bee_context(ctx: Arc<Context>) -> BeeContext {
-        use kube::runtime::reflector::store::Writer;
-        let (wake, _) = tokio::sync::mpsc::unbounded_channel();
-        BeeContext {
-            base: ctx,
-            http: reqwest::Client::new(),
-            deliveries: Default::default(),
-            wake,
-            caches: super::super::gather::Caches::new(
-                Writer::default().as_reader(),
-                Writer::default().as_reader(),
-                Writer::default().as_reader(),
-                Default::default(),
-                Default::default(),
-            ),
-            bees: Writer::default().as_reader(),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_first_reconcile_reads_the_deployment_and_the_secrets_side_by_side() {
-        use crate::api::{FinanceBeeSpec, LocalObjectReference, SecretKeySelector};
-        use crate::runtime::testing::{Reply, context};
-        let (ctx, mut server) = context();
-        let bctx = Arc::new(bee_context(ctx));
-        let mut fb = FinanceBee::new(
-            "bee",
-            FinanceBeeSpec {
-                colony_server_ref: LocalObjectReference::new("prod"),
-                executor_key_secret_ref: SecretKeySelector::new("bee-key", "prvkey"),
-                ..Default::default()
-            },
-        );
-        fb.metadata.namespace = Some("team".into());
-        let (b, f) = (bctx.clone(), fb.clone());
-        let run = tokio::spawn(async move { prefetch(&b, &f).await.deployment });
-        // Both reads are out before either is answered.
-        let (first, first_reply) = server.receive_any("two GETs").await;
-        let (second, second_reply) = server.receive_any("two GETs").await;
-        let mut paths = [first.path.clone(), second.path.clone()];
-        paths.sort();
-        assert_eq!(paths, ["/api/v1/namespaces/team/secrets/bee-key", "/apis/apps/v1/namespaces/team/deployments/bee"]);
-        let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bee-key"}, "data": {"prvkey": "a2V5"}});
-        for (seen, reply) in [(first, first_reply), (second, second_reply)] {
-            reply.reply(if seen.path.contains("/secrets/") {
-                Reply::Ok(secret.clone())
-            } else {
-                Reply::Error(404, "NotFound")
-            });
-        }
-        assert_eq!(server.finish(run).await, Some(None), "read: no Deployment of the bee's name");
-        // The hash was kept: computing it again reads nothing.
-        let (b, f) = (bctx.clone(), fb.clone());
-        let run = tokio::spawn(async move { b.caches.config_hash(&b.base, &f).await.unwrap() });
-        server.finish(run).await;
-        // Being deleted: nothing is read ahead.
-        fb.metadata.deletion_timestamp = Some(to_time(Utc::now()));
-        let (b, f) = (bctx.clone(), fb.clone());
-        let run = tokio::spawn(async move { prefetch(&b, &f).await.deployment });
-        assert_eq!(server.finish(run).await, None);
-        server.done().await;
-    }
-
-    #[test]
-    fn bees_are_woken_only_by_what_they_read_of_their_server() {
-        let base = server("False", "health probe failing: connection refused");
-        let mut unread = Vec::new();
-        let mut s = base.clone();
-        s.status.as_mut().unwrap().fallback = Some(FallbackStatus { active: true, ..Default::default() });
-        unread.push(s);
-        let mut s = base.clone();
-        s.status.as_mut().unwrap().health = Some(HealthStatus { consecutive_failures: 9, ..Default::default() });
-        unread.push(s);
-        let mut s = base.clone();
-        s.status.as_mut().unwrap().conditions[1] = condition(READY, "False", "Unhealthy", "down");
-        s.status.as_mut().unwrap().conditions[2] = condition(FALLBACK_ACTIVE, "True", "HealthFailed", "on");
-        unread.push(s);
-        let mut s = base.clone();
-        s.status.as_mut().unwrap().conditions[0].last_transition_time = to_time(Utc::now() + TimeDelta::seconds(5));
-        s.metadata.resource_version = Some("99".into());
-        s.spec.health.failure_threshold = 7;
-        unread.push(s);
-        for s in &unread {
-            assert_eq!(what_bees_read(s), what_bees_read(&base), "{:?}", s.status);
-            assert_eq!(seen(s), seen(&base));
-        }
-
-        let mut read = vec![
-            server("True", "health probe failing: connection refused"),
-            server("False", "health probe failing: timeout"),
-        ];
-        let mut s = base.clone();
-        s.status = None;
-        read.push(s);
-        let mut s = base.clone();
-        s.spec.endpoint = Some("http://elsewhere:50080".into());
-        read.push(s);
-        let mut s = base.clone();
-        s.spec.port = 50081;
-        read.push(s);
-        for s in &read {
-            assert_ne!(what_bees_read(s), what_bees_read(&base), "{:?} {:?}", s.spec.endpoint, s.status);
-            assert_ne!(seen(s), seen(&base));
-        }
-    }
 }
