@@ -372,6 +372,12 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
     ctx.metrics.conditions_observed(NAME, &ns, &cs.name_any(), &new_status.conditions);
     let written = apply_status(&api, cs.as_ref(), NAME, current_status.as_ref(), &new_status).await?;
     ctx.versions.remember(&key, written.or(cs.resource_version()));
+    // A flip is announced once status records it: a status write that fails leaves the flip
+    // to the retry, which decides it again from the unchanged status and announces it then
+    // (announced before the write, an API server restart between the two sent it twice).
+    if decision.flipped {
+        announce_flip(&sctx, &cs, &decision, now).await;
+    }
 
     if invalid.is_some() {
         return Ok(Action::await_change());
@@ -531,9 +537,6 @@ async fn apply_fallback(
     }
     let metric_labels = crate::runtime::metrics::ObjectLabels { namespace: ns.clone(), name: name.clone() };
     ctx.metrics.fallback_active.get_or_create(&metric_labels).set(i64::from(decision.active));
-    if decision.flipped {
-        announce_flip(sctx, cs, &decision, now).await;
-    }
     Ok((decision, not_owned))
 }
 
