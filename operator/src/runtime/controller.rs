@@ -45,27 +45,9 @@ pub const SERVER_CONCURRENT_RECONCILES: u16 = 32;
 
 /// Runs `controller` with the shared instrumentation (reconcile counter and duration,
 /// per-object backoff reset on success) and error policy, until `shutdown`; at most
-/// [`CONCURRENT_RECONCILES`] reconciles run at once.
-pub fn spawn_controller<K, C, F, Fut>(
-    name: &'static str,
-    controller: Controller<K>,
-    synced: BoxFuture<'static, ()>,
-    reconcile: F,
-    ctx: Arc<C>,
-    shutdown: Shutdown,
-) -> Spawned
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    C: AsRef<Context> + Send + Sync + 'static,
-    F: Fn(Arc<K>, Arc<C>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Action>> + Send + 'static,
-{
-    spawn_controller_bounded(name, CONCURRENT_RECONCILES, controller, synced, reconcile, ctx, shutdown)
-}
-
-/// [`spawn_controller`] with at most `concurrency` reconciles at once.
+/// `concurrency` reconciles run at once ([`CONCURRENT_RECONCILES`] for most controllers).
 #[allow(clippy::too_many_arguments)]
-pub fn spawn_controller_bounded<K, C, F, Fut>(
+pub fn spawn_controller<K, C, F, Fut>(
     name: &'static str,
     concurrency: u16,
     controller: Controller<K>,

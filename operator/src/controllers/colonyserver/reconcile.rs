@@ -26,7 +26,7 @@ use crate::api::WindowDemand;
 use crate::api::{ApiCheckSpec, ColonyServer, FallbackOverride};
 use crate::colonyos::rpc::Identity;
 use crate::runtime::Shutdown;
-use crate::runtime::controller::{Spawned, primary_forgetting, spawn_controller_bounded};
+use crate::runtime::controller::{Spawned, primary_forgetting, spawn_controller};
 use crate::runtime::notify::{self, RetryPolicy};
 use crate::runtime::owned::{
     ConfigHasher, Converged, MANAGED_BY, OPERATOR, cached_live, converge_cached, converge_recorded, owned_by,
@@ -122,7 +122,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     });
     let _ = for_hook.set(server_ctx.clone());
     let announcements = server_ctx.clone();
-    let spawned = spawn_controller_bounded(
+    let spawned = spawn_controller(
         NAME,
         crate::runtime::controller::SERVER_CONCURRENT_RECONCILES,
         controller,

@@ -26,7 +26,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::api::{ColonyServer, FinanceBee, MaintenanceWindow};
 use crate::runtime::Context;
 use crate::runtime::Shutdown;
-use crate::runtime::controller::{Spawned, primary_forgetting, spawn_controller};
+use crate::runtime::controller::{CONCURRENT_RECONCILES, Spawned, primary_forgetting, spawn_controller};
 use crate::runtime::owned::{MANAGED_BY, OPERATOR};
 use crate::runtime::windows::WindowView;
 
@@ -123,7 +123,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         // looked at.
         .reconcile_all_on(window_changes(&ctx.windows))
         .reconcile_on(UnboundedReceiverStream::new(wake_rx));
-    spawn_controller(NAME, controller, synced, reconcile::reconcile, bee_ctx, shutdown)
+    spawn_controller(NAME, CONCURRENT_RECONCILES, controller, synced, reconcile::reconcile, bee_ctx, shutdown)
 }
 
 /// The bee a pod belongs to, from its instance label.

@@ -28,7 +28,7 @@ use kube::runtime::reflector::ObjectRef;
 use crate::api::KeyRotation;
 use crate::runtime::Context;
 use crate::runtime::Shutdown;
-use crate::runtime::controller::{Spawned, primary_forgetting, spawn_controller};
+use crate::runtime::controller::{CONCURRENT_RECONCILES, Spawned, primary_forgetting, spawn_controller};
 
 pub use decide::{Due, due, next_rotation};
 pub use secret::REVISION_ANNOTATION;
@@ -74,5 +74,5 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
             .map(|kr| ObjectRef::from_obj(kr.as_ref()))
             .collect()
     }));
-    spawn_controller(NAME, controller, synced, reconcile::reconcile, ctx, shutdown)
+    spawn_controller(NAME, CONCURRENT_RECONCILES, controller, synced, reconcile::reconcile, ctx, shutdown)
 }

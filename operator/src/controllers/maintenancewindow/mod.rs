@@ -18,7 +18,7 @@ use crate::api::{
 };
 use crate::runtime::Shutdown;
 use crate::runtime::conditions::{Desired, is_true, merge};
-use crate::runtime::controller::{Spawned, primary_into, spawn_controller};
+use crate::runtime::controller::{CONCURRENT_RECONCILES, Spawned, primary_into, spawn_controller};
 use crate::runtime::windows::WindowFeed;
 use crate::runtime::{Context, Result, apply_status, fresh};
 
@@ -36,7 +36,7 @@ pub fn start(ctx: Arc<Context>, feed: WindowFeed, shutdown: Shutdown) -> Spawned
         writer,
         tap,
     );
-    spawn_controller(NAME, controller, synced, reconcile, ctx, shutdown)
+    spawn_controller(NAME, CONCURRENT_RECONCILES, controller, synced, reconcile, ctx, shutdown)
 }
 
 /// What a human does to end a failure kept by `keepFallback` (in messages and docs).
