@@ -664,6 +664,25 @@ pub struct FallbackStatus {
     /// The `colony.zyeute.io/fallback` annotation in effect when the decision was made.
     #[serde(rename = "override", default, skip_serializing_if = "Option::is_none")]
     pub override_: Option<FallbackOverride>,
+    /// Flip notifications (`spec.fallback.notify`) recorded with their flip and not delivered
+    /// yet, oldest first. Each stays until its delivery is done (sent, or given up after its
+    /// retries), so that an operator restart or a status reply lost on the way sends it still:
+    /// at least once, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_notifications: Vec<PendingNotification>,
+}
+
+/// A flip notification waiting for delivery.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingNotification {
+    /// When the fallback flipped (the notification's `time`).
+    #[schemars(with = "Time")]
+    pub at: DateTime<Utc>,
+    /// The state it flipped to: `on` (fallback active) or `off`.
+    pub state: String,
+    /// Why it flipped (the notification's `reason`).
+    pub reason: String,
 }
 
 #[cfg(test)]

@@ -114,10 +114,17 @@ impl ApiServer {
     /// Waits for the next request and asserts its verb and path; the answer is sent with
     /// [`Pending::reply`] (when it depends on what was sent).
     pub async fn receive(&mut self, method: Method, path: &str) -> (Seen, Pending) {
-        let next = tokio::time::timeout(WAIT, self.0.next_request()).await;
-        let (request, send) = next
-            .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"))
-            .unwrap_or_else(|| panic!("the client is gone; expected {method} {path}"));
+        let (seen, pending) =
+            self.any(WAIT).await.unwrap_or_else(|| panic!("no request came; expected {method} {path}"));
+        // The request's line only: a body may hold key material.
+        let line = format!("{} {}?{}", seen.method, seen.path, seen.query);
+        assert_eq!((&seen.method, seen.path.as_str()), (&method, path), "unexpected request: {line}");
+        (seen, pending)
+    }
+
+    /// Waits up to `wait` for the next request, whatever it is (None: none came).
+    pub async fn any(&mut self, wait: Duration) -> Option<(Seen, Pending)> {
+        let (request, send) = tokio::time::timeout(wait, self.0.next_request()).await.ok()??;
         let (parts, body) = request.into_parts();
         let bytes = body.collect_bytes().await.expect("request body");
         let seen = Seen {
@@ -127,11 +134,8 @@ impl ApiServer {
             body: if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") },
             raw: String::from_utf8_lossy(&bytes).to_string(),
         };
-        // The request's line only: a body may hold key material.
-        let line = format!("{} {}?{}", seen.method, seen.path, seen.query);
-        assert_eq!((&seen.method, seen.path.as_str()), (&method, path), "unexpected request: {line}");
         let pending = Pending { seen_body: seen.body.clone(), send };
-        (seen, pending)
+        Some((seen, pending))
     }
 
     /// Waits for the next request, asserts its verb and path, answers with `reply` and
@@ -208,10 +212,13 @@ pub fn client() -> (Client, ApiServer) {
     (Client::new(service, "default"), ApiServer(handle))
 }
 
-/// A [`Context`] over a mocked API server, with fresh metrics and an empty window view.
+/// A [`Context`] over a mocked API server, with fresh metrics and a window view that has
+/// listed no window.
 pub fn context() -> (Arc<Context>, ApiServer) {
     let (client, server) = client();
-    let (windows, _feed) = super::windows::view();
+    let (windows, feed) = super::windows::view();
+    let (mut writer, _) = feed.into_parts();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
     let ctx = Context::new(client, Arc::new(Metrics::default()), Settings::default(), windows);
     (Arc::new(ctx), server)
 }

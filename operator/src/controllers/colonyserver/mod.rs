@@ -4,7 +4,10 @@ pub mod builders;
 pub mod fallback;
 pub mod health;
 pub mod monitor;
+pub mod outbox;
 mod reconcile;
+#[cfg(test)]
+mod seams;
 pub mod status;
 
 pub use reconcile::start;

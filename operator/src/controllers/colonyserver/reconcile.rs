@@ -21,9 +21,10 @@ use super::builders::{self, ServerInputs};
 use super::fallback::{self, FallbackInputs, FallbackPolicy};
 use super::health::{ApiCheck, HealthThresholds, Prober, SloLimits};
 use super::monitor::{self, Monitor, ProbeConfig, SloConfig, SloSource};
+use super::outbox::{self, Outbox};
 use super::status::{self, Observed, Workload};
 use crate::api::WindowDemand;
-use crate::api::{ApiCheckSpec, ColonyServer, FallbackOverride};
+use crate::api::{ApiCheckSpec, ColonyServer, FallbackOverride, PendingNotification};
 use crate::colonyos::rpc::Identity;
 use crate::runtime::Shutdown;
 use crate::runtime::controller::{Spawned, primary_forgetting, spawn_controller};
@@ -42,6 +43,10 @@ pub struct ServerContext {
     pub http: reqwest::Client,
     /// Flip announcements (Events, notifications), in order per server, off the reconcile.
     pub notifications: notify::Ordered,
+    /// Which recorded flip notifications this process has queued and finished.
+    pub outbox: Outbox,
+    /// Wakes a server's reconcile (a notification's delivery finished: status drops it).
+    pub wake: mpsc::UnboundedSender<ObjectRef<ColonyServer>>,
     /// What the servers own, as watched: read instead of the API server.
     pub owned: Owned,
 }
@@ -114,9 +119,11 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     });
     let prober = Prober::new().expect("the HTTP client for health probes");
     let server_ctx = Arc::new(ServerContext {
-        monitor: Monitor::new(prober, ctx.metrics.clone(), wake_tx, controller.store()),
+        monitor: Monitor::new(prober, ctx.metrics.clone(), wake_tx.clone(), controller.store()),
         http: crate::runtime::http::default_client(crate::runtime::http::Purpose::Webhook),
         notifications: notify::Ordered::default(),
+        outbox: Outbox::default(),
+        wake: wake_tx,
         owned: Owned { deployments, services, config_maps },
         base: ctx.clone(),
     });
@@ -157,6 +164,7 @@ fn forget(sctx: &ServerContext, cs: &ColonyServer) {
     sctx.base.metrics.forget_server(&ns, &name);
     sctx.base.forget(NAME, &ns, &name);
     sctx.notifications.forget(&notification_key(cs));
+    sctx.outbox.forget(&notification_key(cs));
     tracing::info!("server deleted: probes stopped, metric series dropped");
 }
 
@@ -324,7 +332,7 @@ fn override_from(cs: &ColonyServer) -> (FallbackOverride, Option<String>) {
     }
 }
 
-async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Action> {
+pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Result<Action> {
     let ctx = &sctx.base;
     let ns = cached.namespace().unwrap_or_default();
     let now = Utc::now();
@@ -356,6 +364,14 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
     }
     let (decision, config_map_not_owned) = apply_fallback(&sctx, &cs, &snapshot, override_, now).await?;
     let not_owned = workload.not_owned.clone().or(config_map_not_owned);
+    // The flip's notification is recorded by the status write that records the flip, and
+    // stays there until its delivery is done (the outbox).
+    let notifications = outbox::pending(
+        current_status.as_ref().and_then(|s| s.fallback.as_ref()).map_or(&[][..], |f| &f.pending_notifications),
+        decision.flipped.then(|| outbox::of_flip(decision.active, &decision.reason, now)),
+        cs.spec.fallback.notify.is_some(),
+        sctx.outbox.done(&notification_key(&cs)),
+    );
 
     // Status, only when it changed.
     let new_status = status::compute(&Observed {
@@ -367,6 +383,7 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
         workload: workload.state,
         rollout: workload.rollout.as_ref(),
         problem: invalid.clone().map(|m| ("InvalidSpec".to_string(), m)).or_else(|| not_owned.clone()),
+        notifications,
         now,
     });
     ctx.metrics.conditions_observed(NAME, &ns, &cs.name_any(), &new_status.conditions);
@@ -376,8 +393,12 @@ async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext>) -> Resul
     // to the retry, which decides it again from the unchanged status and announces it then
     // (announced before the write, an API server restart between the two sent it twice).
     if decision.flipped {
-        announce_flip(&sctx, &cs, &decision, now).await;
+        announce_flip(&sctx, &cs, &decision);
     }
+    // The notifications status holds and this process has not sent: the flip's own, or what
+    // a lost reply, a restart or the previous leader left undelivered.
+    let recorded = new_status.fallback.as_ref().map_or(&[][..], |f| &f.pending_notifications);
+    send_notifications(&sctx, &cs, recorded).await?;
 
     if invalid.is_some() {
         return Ok(Action::await_change());
@@ -540,16 +561,11 @@ async fn apply_fallback(
     Ok((decision, not_owned))
 }
 
-/// A flip: log line, metric, Event and the optional notification. The Event is published in
-/// the background, in order with the server's other flip announcements: the reconcile that
-/// flipped goes on to its status write at once (in a partition, every flip's reconcile is
-/// waited for by the next flips, and the Event was a third of its requests).
-async fn announce_flip(
-    sctx: &Arc<ServerContext>,
-    cs: &Arc<ColonyServer>,
-    decision: &fallback::FallbackDecision,
-    now: chrono::DateTime<Utc>,
-) {
+/// A flip: log line, metric and Event (its notification goes through the outbox). The Event
+/// is published in the background, in order with the server's other flip announcements: the
+/// reconcile that flipped goes on at once (in a partition, every flip's reconcile is waited
+/// for by the next flips, and the Event was a third of its requests).
+fn announce_flip(sctx: &Arc<ServerContext>, cs: &Arc<ColonyServer>, decision: &fallback::FallbackDecision) {
     let ctx = &sctx.base;
     let state = if decision.active { "on" } else { "off" };
     tracing::info!(state, reason = %decision.reason, "fallback flipped");
@@ -577,57 +593,76 @@ async fn announce_flip(
             for_event.base.event(server.as_ref(), type_, reason, "FlipFallback", note).await;
         }),
     );
-    notify_flip(sctx, cs, state, &decision.reason, now).await;
 }
 
-/// The queue of a server's flip announcements (Events and notifications, in order).
+/// The queue of a server's flip announcements (Events, notifications, in order), and its
+/// key in the outbox.
 fn notification_key(cs: &ColonyServer) -> String {
     format!("{}/{}", cs.namespace().unwrap_or_default(), cs.name_any())
 }
 
-/// Sends the optional flip notification in the background, after the server's earlier ones; failures are counted, logged
-/// and reported as an Event, never with the URL.
-async fn notify_flip(
+/// Queues the delivery of the recorded notifications this process has not queued yet, after
+/// the server's earlier announcements. Each delivery, once done, leaves the outbox and wakes
+/// the server, whose status then drops it. Failures are counted, logged and reported as an
+/// Event, never with the URL. A URL Secret that cannot be read now (not a missing one) fails
+/// the reconcile, which retries with the notifications still recorded.
+async fn send_notifications(
     sctx: &Arc<ServerContext>,
     cs: &Arc<ColonyServer>,
-    state: &str,
-    reason: &str,
-    now: chrono::DateTime<Utc>,
-) {
+    recorded: &[PendingNotification],
+) -> Result<()> {
+    let key = notification_key(cs);
+    let unsent = sctx.outbox.unqueued(&key, recorded);
     let Some(spec) = cs.spec.fallback.notify.clone() else {
-        return;
+        return Ok(());
     };
+    if unsent.is_empty() {
+        return Ok(());
+    }
     let ns = cs.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = sctx.base.api(&ns);
-    let url = match secret_value(&secrets, &spec.url_secret_ref).await {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
-        Err(e) => {
-            sctx.base.event(cs.as_ref(), EventType::Warning, "NotificationFailed", "Notify", e.to_string()).await;
-            return;
-        }
+    let url = match secret_value(&sctx.base.api::<Secret>(&ns), &spec.url_secret_ref).await {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).trim().to_string()),
+        Err(Error::MissingReference(why)) => Err(why),
+        Err(e) => return Err(e),
     };
-    let body = json!({
-        "server": cs.name_any(),
-        "namespace": ns,
-        "state": state,
-        "reason": reason,
-        "time": now.to_rfc3339(),
-    });
     let policy = RetryPolicy { retries: spec.retries.max(0) as u32, backoff: spec.backoff.get() };
-    let sctx2 = sctx.clone();
-    let cs = cs.clone();
-    sctx.notifications.push(
-        notification_key(&cs),
-        Box::pin(async move {
-            let sctx = sctx2;
-            if let Err(e) = notify::deliver(&sctx.http, &url, &body, policy).await {
-                let labels = crate::runtime::metrics::ObjectLabels { namespace: ns, name: cs.name_any() };
-                sctx.base.metrics.notifications_failed.get_or_create(&labels).inc();
-                tracing::warn!(error = %e, "fallback notification failed");
-                sctx.base.event(cs.as_ref(), EventType::Warning, "NotificationFailed", "Notify", e.to_string()).await;
-            }
-        }),
-    );
+    for n in unsent {
+        sctx.outbox.queued(&key, n.at);
+        let body = json!({
+            "server": cs.name_any(),
+            "namespace": ns,
+            "state": n.state,
+            "reason": n.reason,
+            "time": n.at.to_rfc3339(),
+        });
+        let (sctx, cs, url, key) = (sctx.clone(), cs.clone(), url.clone(), key.clone());
+        sctx.clone().notifications.push(
+            key.clone(),
+            Box::pin(async move {
+                let result = match &url {
+                    Ok(url) => match notify::deliver(&sctx.http, url, &body, policy).await {
+                        Ok(_) => Ok(()),
+                        // Not the leader (any more): the next leader sends it from status.
+                        Err(notify::DeliveryError::NotLeader) => return,
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(why) => Err(why.clone()),
+                };
+                if let Err(e) = result {
+                    let labels = crate::runtime::metrics::ObjectLabels {
+                        namespace: cs.namespace().unwrap_or_default(),
+                        name: cs.name_any(),
+                    };
+                    sctx.base.metrics.notifications_failed.get_or_create(&labels).inc();
+                    tracing::warn!(error = %e, "fallback notification failed");
+                    sctx.base.event(cs.as_ref(), EventType::Warning, "NotificationFailed", "Notify", e).await;
+                }
+                sctx.outbox.finished(&key, n.at);
+                let _ = sctx.wake.send(ObjectRef::from_obj(cs.as_ref()));
+            }),
+        );
+    }
+    Ok(())
 }
 
 #[allow(dead_code)]

@@ -34,6 +34,8 @@ pub struct Observed<'a> {
     /// (reason, message) of what stops the server from being reconciled: an invalid spec
     /// (`InvalidSpec`), or an object in the way that is not its own (`ConfigMapNotOwned`).
     pub problem: Option<(String, String)>,
+    /// The flip notifications not delivered yet (see [`super::outbox::pending`]).
+    pub notifications: Vec<crate::api::PendingNotification>,
     pub now: DateTime<Utc>,
 }
 
@@ -93,6 +95,7 @@ pub fn compute(o: &Observed) -> ColonyServerStatus {
         flips_last_hour: d.new_state.flips_last_hour() as i32,
         recent_flips: d.new_state.flips.clone(),
         override_: (o.override_ != FallbackOverride::Auto).then_some(o.override_),
+        pending_notifications: o.notifications.clone(),
     };
 
     let mut desired = Vec::new();
@@ -167,6 +170,7 @@ mod tests {
             workload: Workload::Unmanaged,
             rollout: None,
             problem,
+            notifications: Vec::new(),
             now: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
         }
     }
@@ -232,6 +236,7 @@ mod tests {
                                 workload: workload.clone(),
                                 rollout: None,
                                 problem: invalid.clone().map(|m| ("InvalidSpec".to_string(), m)),
+                                notifications: Vec::new(),
                                 now,
                             });
                             let (r, st) = (is_true(&s.conditions, RECONCILING), is_true(&s.conditions, STALLED));

@@ -1,0 +1,307 @@
+//! The reconcile's IO against a mocked API server, for what only its order can show: a flip
+//! is announced only once status records it, and its notification is sent exactly once
+//! whether the status write is refused or its reply is lost on the way (the flip committed).
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::Method;
+use kube::runtime::reflector::{self, ObjectRef};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::health::Prober;
+use super::monitor::Monitor;
+use super::outbox::Outbox;
+use super::reconcile::{Owned, ServerContext, reconcile};
+use crate::api::ColonyServer;
+use crate::runtime::notify;
+use crate::runtime::testing::{self, ApiServer, Reply, Seen};
+
+const SERVER: &str = "/apis/colony.zyeute.io/v1alpha1/namespaces/colony/colonyservers/srv";
+const STATUS: &str = "/apis/colony.zyeute.io/v1alpha1/namespaces/colony/colonyservers/srv/status";
+const HOOK_SECRET: &str = "/api/v1/namespaces/colony/secrets/hook";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/colony/events";
+
+/// A webhook receiver: answers 200 and keeps each JSON body.
+async fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let body = loop {
+                let mut chunk = [0u8; 4096];
+                let n = s.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break Some(body.to_string());
+                    }
+                }
+            };
+            if let Some(body) = body {
+                kept.lock().unwrap().push(serde_json::from_str(&body).unwrap_or(Value::Null));
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+        }
+    });
+    (url, bodies)
+}
+
+/// An unmanaged server whose fallback is forced on by the override annotation, notifying on
+/// each flip; its health is probed once an hour (no verdict turns during a test).
+fn server() -> ColonyServer {
+    let mut cs: ColonyServer = serde_yaml::from_str(
+        "apiVersion: colony.zyeute.io/v1alpha1\nkind: ColonyServer\nmetadata:\n  name: srv\n  namespace: colony\n  uid: cs-uid\n  resourceVersion: \"1\"\n  generation: 1\n  annotations: {colony.zyeute.io/fallback: \"on\"}\nspec:\n  managed: false\n  endpoint: http://127.0.0.1:9\n  health: {interval: 1h}\n  fallback: {notify: {urlSecretRef: {name: hook, key: url}, retries: 0, backoff: 1s}}\n",
+    )
+    .unwrap();
+    cs.status = None;
+    cs
+}
+
+/// How the fake API server treats a status write.
+#[derive(Clone, Copy, PartialEq)]
+enum StatusWrite {
+    Accept,
+    /// Answered 500 and not stored.
+    Refuse,
+    /// Stored, but answered 500 (the reply lost in an API server restart).
+    LoseReply,
+}
+
+/// The cluster as the fake API server holds it, and what was sent to it.
+struct Cluster {
+    server: ColonyServer,
+    hook_url: String,
+    status_writes: StatusWrite,
+    /// Reasons of the Events posted.
+    events: Vec<String>,
+    /// Status writes received (accepted or not).
+    status_patches: usize,
+}
+
+impl Cluster {
+    fn answer(&mut self, seen: &Seen) -> Reply {
+        match (&seen.method, seen.path.as_str()) {
+            (&Method::GET, SERVER) => Reply::ok(&self.server),
+            (&Method::PATCH, STATUS) => {
+                self.status_patches += 1;
+                let mut written = self.server.clone();
+                written.status = Some(serde_json::from_value(seen.body["status"].clone()).expect("a status"));
+                let rv: u64 = written.metadata.resource_version.as_deref().unwrap_or("1").parse().unwrap();
+                written.metadata.resource_version = Some((rv + 1).to_string());
+                match self.status_writes {
+                    StatusWrite::Accept => {
+                        self.server = written;
+                        Reply::ok(&self.server)
+                    }
+                    StatusWrite::Refuse => Reply::Error(500, "InternalError"),
+                    StatusWrite::LoseReply => {
+                        self.server = written;
+                        Reply::Error(500, "InternalError")
+                    }
+                }
+            }
+            (&Method::GET, HOOK_SECRET) => Reply::Ok(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "hook", "namespace": "colony"},
+                "data": {"url": base64(&self.hook_url)},
+            })),
+            (&Method::POST, EVENTS) => {
+                self.events.push(seen.body["reason"].as_str().unwrap_or("?").to_string());
+                Reply::Echo
+            }
+            // The fallback ConfigMap: none cached, none there; its write is accepted.
+            (&Method::GET, p) if p.starts_with("/api/v1/namespaces/colony/configmaps/") => Reply::not_found(),
+            (_, p) if p.starts_with("/api/v1/namespaces/colony/configmaps") => Reply::Echo,
+            (m, p) => panic!("unexpected request: {m} {p}"),
+        }
+    }
+
+    fn pending(&self) -> Vec<String> {
+        let f = self.server.status.as_ref().and_then(|s| s.fallback.as_ref());
+        f.map(|f| f.pending_notifications.iter().map(|n| n.state.clone()).collect()).unwrap_or_default()
+    }
+}
+
+fn base64(s: &str) -> String {
+    use k8s_openapi::ByteString;
+    serde_json::to_value(ByteString(s.as_bytes().to_vec())).unwrap().as_str().unwrap().to_string()
+}
+
+struct Harness {
+    sctx: Arc<ServerContext>,
+    api: ApiServer,
+    woken: mpsc::UnboundedReceiver<ObjectRef<ColonyServer>>,
+}
+
+fn harness() -> Harness {
+    let (base, api) = testing::context();
+    let (wake, woken) = mpsc::unbounded_channel();
+    let (servers, _) = reflector::store::<ColonyServer>();
+    let sctx = Arc::new(ServerContext {
+        monitor: Monitor::new(Prober::new().unwrap(), base.metrics.clone(), wake.clone(), servers),
+        http: crate::runtime::http::default_client(crate::runtime::http::Purpose::Webhook),
+        notifications: notify::Ordered::default(),
+        outbox: Outbox::default(),
+        wake,
+        owned: Owned {
+            deployments: reflector::store().0,
+            services: reflector::store().0,
+            config_maps: reflector::store().0,
+        },
+        base,
+    });
+    Harness { sctx, api, woken }
+}
+
+impl Harness {
+    /// One reconcile of what the cluster holds, every request answered by `cluster`, then the
+    /// announcements it queued (Events, notifications) until they are done.
+    async fn reconcile(&mut self, cluster: &mut Cluster) -> crate::runtime::Result<()> {
+        let run = tokio::spawn(reconcile(Arc::new(cluster.server.clone()), self.sctx.clone()));
+        tokio::pin!(run);
+        let result = loop {
+            tokio::select! {
+                joined = &mut run => break joined.expect("the reconcile panicked"),
+                next = self.api.any(Duration::from_secs(5)) => {
+                    let (seen, pending) = next.expect("the reconcile neither finished nor made a request");
+                    pending.reply(cluster.answer(&seen));
+                }
+            }
+        };
+        let drained = self.sctx.notifications.drain(Duration::from_secs(10));
+        tokio::pin!(drained);
+        loop {
+            tokio::select! {
+                done = &mut drained => {
+                    assert!(done, "the announcements did not finish");
+                    break;
+                }
+                Some((seen, pending)) = self.api.any(Duration::from_secs(10)) => pending.reply(cluster.answer(&seen)),
+            }
+        }
+        result.map(|_| ())
+    }
+
+    /// Whether a delivery finishing woke the server's reconcile.
+    fn woken(&mut self) -> bool {
+        let mut any = false;
+        while let Ok(r) = self.woken.try_recv() {
+            any |= r.name == "srv";
+        }
+        any
+    }
+}
+
+fn states(hooks: &Arc<Mutex<Vec<Value>>>) -> Vec<String> {
+    hooks.lock().unwrap().iter().map(|h| h["state"].as_str().unwrap_or("?").to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_refused_status_write_announces_nothing_and_the_retry_announces_once() {
+    let (url, hooks) = webhook().await;
+    let mut h = harness();
+    let mut cluster = Cluster {
+        server: server(),
+        hook_url: url,
+        status_writes: StatusWrite::Refuse,
+        events: vec![],
+        status_patches: 0,
+    };
+
+    assert!(h.reconcile(&mut cluster).await.is_err(), "the refused status write fails the reconcile");
+    assert_eq!(cluster.status_patches, 1, "the flip was decided and written");
+    assert_eq!((cluster.events.len(), states(&hooks).len()), (0, 0), "nothing announced for an unrecorded flip");
+
+    cluster.status_writes = StatusWrite::Accept;
+    h.reconcile(&mut cluster).await.unwrap();
+    assert_eq!(cluster.events, ["FallbackEnabled"]);
+    assert_eq!(states(&hooks), ["on"]);
+    let body = hooks.lock().unwrap()[0].clone();
+    assert_eq!((body["server"].as_str(), body["reason"].as_str()), (Some("srv"), Some("Override")));
+    assert_eq!(cluster.pending(), ["on"], "recorded with the flip, until its delivery is seen done");
+    assert!(h.woken(), "the finished delivery wakes the server");
+
+    // The wake-up: status drops the delivered notification; nothing is sent again.
+    h.reconcile(&mut cluster).await.unwrap();
+    assert_eq!(cluster.pending(), Vec::<String>::new());
+    assert_eq!(cluster.status_patches, 3);
+    // Steady state: a reconcile ran (the object was read) and wrote nothing.
+    h.reconcile(&mut cluster).await.unwrap();
+    assert_eq!(cluster.status_patches, 3, "no status write when nothing changed");
+    assert_eq!((cluster.events.len(), states(&hooks)), (1, vec!["on".to_string()]));
+    h.api.done().await;
+}
+
+#[tokio::test]
+async fn a_status_reply_lost_on_the_way_still_sends_the_notification_once() {
+    let (url, hooks) = webhook().await;
+    let mut h = harness();
+    let mut cluster = Cluster {
+        server: server(),
+        hook_url: url,
+        status_writes: StatusWrite::LoseReply,
+        events: vec![],
+        status_patches: 0,
+    };
+
+    assert!(h.reconcile(&mut cluster).await.is_err(), "the lost reply fails the reconcile");
+    assert_eq!(cluster.pending(), ["on"], "the flip and its notification were committed");
+    assert_eq!(states(&hooks).len(), 0);
+
+    // The retry reads the flip as recorded (no new flip, no status change) and sends what
+    // status holds and this process has not sent.
+    cluster.status_writes = StatusWrite::Accept;
+    h.reconcile(&mut cluster).await.unwrap();
+    assert_eq!(cluster.status_patches, 1, "the recorded flip is not decided again");
+    assert_eq!(states(&hooks), ["on"]);
+    assert!(h.woken());
+
+    h.reconcile(&mut cluster).await.unwrap();
+    assert_eq!(cluster.pending(), Vec::<String>::new());
+    h.reconcile(&mut cluster).await.unwrap();
+    assert_eq!(states(&hooks), ["on"], "exactly one notification");
+    assert_eq!(cluster.status_patches, 2);
+    h.api.done().await;
+}
+
+#[tokio::test]
+async fn a_new_leader_sends_what_the_last_one_left_undelivered() {
+    let (url, hooks) = webhook().await;
+    let mut cluster = Cluster {
+        server: server(),
+        hook_url: url,
+        status_writes: StatusWrite::Accept,
+        events: vec![],
+        status_patches: 0,
+    };
+    // The previous leader recorded the flip and stopped before its delivery: a process with
+    // no memory of it (a new harness) finds it in status.
+    let mut old = harness();
+    old.sctx.outbox.queued("colony/srv", chrono::Utc::now() + chrono::TimeDelta::hours(1));
+    old.reconcile(&mut cluster).await.unwrap();
+    assert_eq!((cluster.pending(), states(&hooks).len()), (vec!["on".to_string()], 0));
+
+    let mut new = harness();
+    new.reconcile(&mut cluster).await.unwrap();
+    assert_eq!(states(&hooks), ["on"]);
+    new.reconcile(&mut cluster).await.unwrap();
+    assert_eq!(cluster.pending(), Vec::<String>::new());
+    new.api.done().await;
+}
