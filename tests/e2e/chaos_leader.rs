@@ -444,3 +444,89 @@ async fn chaos_apiserver_restart_during_a_flip() {
     drop(op);
     ns.cleanup().await;
 }
+
+/// The operator is SIGKILLed while a flip's notification is still being delivered (its
+/// webhook answers 500 and the delivery keeps retrying). The notification is in status
+/// (`pendingNotifications`); the next operator sends it once the webhook answers, and status
+/// lets it go: the page is not lost with the process.
+#[tokio::test]
+async fn chaos_sigkill_before_a_flip_notification_is_delivered() {
+    let _shared = CONTROL_PLANE.read().await;
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "chaos-outbox").await;
+    let endpoint = TestEndpoint::start().await;
+    endpoint.set_hook_failing(true);
+    let mut op = OperatorProcess::start(&format!("{}-a", ns.name), &["--namespace", &ns.name]).await;
+    op.wait_ready().await;
+    let hook = format!("{}/hook", endpoint.url());
+    apply_yaml(
+        &ns.name,
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: hook\nstringData:\n  url: \"{hook}\"\n---\n{}",
+            server("srv", &endpoint).replace(
+                "maxFlipsPerHour: 60}",
+                "maxFlipsPerHour: 60, notify: {urlSecretRef: {name: hook, key: url}, retries: 10, backoff: 1s}}"
+            )
+        ),
+    )
+    .await;
+    let cms: Api<ConfigMap> = ns.api();
+    wait_for("the fallback ConfigMap, off", DEADLINE, || async {
+        match use_colony_os(&cms).await.as_deref() {
+            Some("true") => Ok(()),
+            other => Err(format!("USE_COLONY_OS={other:?}")),
+        }
+    })
+    .await;
+    let servers: Api<colony_operator::api::ColonyServer> = ns.api();
+    let pending = || async {
+        let cs = servers.get("srv").await.map_err(|e| e.to_string())?;
+        let f = cs.status.and_then(|s| s.fallback).unwrap_or_default();
+        Ok::<_, String>(f.pending_notifications.iter().map(|n| n.state.clone()).collect::<Vec<_>>())
+    };
+
+    // The server goes down: the fallback turns on, its notification is recorded and its
+    // delivery fails (and retries) until the operator is killed.
+    endpoint.set_failing(true);
+    wait_for("the notification recorded and tried", DEADLINE, || async {
+        let p = pending().await?;
+        let tried = endpoint.hooks().len();
+        if p == ["on"] && tried >= 1 { Ok(()) } else { Err(format!("pending {p:?}, {tried} attempts")) }
+    })
+    .await;
+    op.kill().await;
+    let attempts_before = endpoint.hooks().len();
+    endpoint.set_hook_failing(false);
+    let op = OperatorProcess::start(&format!("{}-b", ns.name), &["--namespace", &ns.name]).await;
+    op.wait_ready().await;
+    let delivered = wait_for("the next operator to deliver it and status to let it go", DEADLINE, || async {
+        let p = pending().await?;
+        let after: Vec<_> = endpoint.hooks()[attempts_before..].to_vec();
+        if p.is_empty() && !after.is_empty() { Ok(after) } else { Err(format!("pending {p:?}, {} sent", after.len())) }
+    })
+    .await;
+    // Anything late would have arrived by now: status holds nothing more to send.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after: Vec<String> =
+        endpoint.hooks()[attempts_before..].iter().map(|h| h["state"].as_str().unwrap_or("?").to_string()).collect();
+    let flips =
+        servers.get("srv").await.unwrap().status.and_then(|s| s.fallback).map(|f| f.recent_flips.len()).unwrap_or(0);
+    let figures = format!(
+        "{attempts_before} failed attempt(s) before the kill; after it {} notification(s) {after:?} for {flips} flip(s)",
+        after.len()
+    );
+    println!("{figures}");
+    chaos::record(&Row {
+        fault: "SIGKILL while a flip notification is being delivered".into(),
+        injected: 1,
+        lost: usize::from(delivered.is_empty()),
+        doubled: after.len().saturating_sub(1),
+        figures,
+        ..Default::default()
+    });
+    assert_eq!(flips, 1);
+    assert_eq!(after, ["on"], "the notification the killed operator left, sent once");
+    drop(op);
+    ns.cleanup().await;
+}
