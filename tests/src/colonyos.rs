@@ -248,8 +248,8 @@ pub struct RealColonyOs {
     dir: PathBuf,
     pub port: u16,
     server: Option<Child>,
+    /// Starts that came up (answered `/health`).
     starts: u32,
-    spawns: u32,
     pub server_key: Key,
     pub colony_name: String,
     pub colony_key: Key,
@@ -279,7 +279,6 @@ impl RealColonyOs {
             port: free_port(),
             server: None,
             starts: 0,
-            spawns: 0,
             server_key,
             colony_name: "zyeute".into(),
             colony_key: generate_key(&colonies),
@@ -352,7 +351,7 @@ impl RealColonyOs {
         let log_path = self.log_path();
         for attempt in 1..=5 {
             let logged_before = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
-            self.spawn_server();
+            self.spawn_server(attempt);
             let url = format!("{}/health", self.url());
             let start = Instant::now();
             loop {
@@ -362,17 +361,15 @@ impl RealColonyOs {
                     let this_start = String::from_utf8_lossy(log.get(logged_before as usize..).unwrap_or_default());
                     if this_start.contains("address already in use") && attempt < 5 {
                         println!("colonies server: a port was taken before it bound it; retrying ({attempt})");
-                        if self.starts == 1 {
+                        if self.starts == 0 {
                             self.port = free_port();
-                            self.starts = 0;
-                        } else {
-                            self.starts -= 1;
                         }
                         break;
                     }
                     panic!("colonies server exited ({status}); log: {}", log_path.display());
                 }
                 if http_status(&url).await == Some(200) {
+                    self.starts += 1;
                     return;
                 }
                 assert!(
@@ -385,8 +382,10 @@ impl RealColonyOs {
         }
     }
 
-    fn spawn_server(&mut self) {
-        let etcd_dir = self.dir.join(format!("etcd-{}", self.spawns));
+    /// Spawns the server: `--initdb` until a start has come up; each spawn has its own etcd
+    /// data directory and fresh etcd and relay ports.
+    fn spawn_server(&mut self, attempt: u32) {
+        let etcd_dir = self.dir.join(format!("etcd-{}-{attempt}", self.starts));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut cmd = Command::new(colonies_binary());
         cmd.args(["server", "start", "--insecure"]);
@@ -415,8 +414,6 @@ impl RealColonyOs {
             cmd.env("COLONIES_DB_MAX_OPEN_CONNS", n.to_string());
         }
         self.server = Some(cmd.spawn().expect("start colonies server"));
-        self.starts += 1;
-        self.spawns += 1;
     }
 
     /// Kills the server (the database keeps running) and waits until its port is closed.
