@@ -37,6 +37,11 @@ pub struct ServerSummary {
     /// The `colony.zyeute.io/fallback` annotation as set on the object (`auto` when absent;
     /// the raw value when it is not one the operator accepts).
     pub fallback_override: String,
+    /// Flip notifications recorded and not delivered yet (`status.fallback.pendingNotifications`):
+    /// the webhook has not taken them, or the operator has not sent them since it started.
+    pub pending_notifications: usize,
+    /// When the oldest of them flipped.
+    pub pending_since: Option<DateTime<Utc>>,
     pub slo: Option<SloSummary>,
     pub image: Option<String>,
     pub rolled_back: bool,
@@ -140,6 +145,8 @@ pub fn server_summary(cs: &ColonyServer) -> ServerSummary {
         fallback_since: status.fallback.as_ref().and_then(|f| f.since),
         fallback_reason: status.fallback.as_ref().and_then(|f| f.reason.clone()),
         fallback_override,
+        pending_notifications: status.fallback.as_ref().map_or(0, |f| f.pending_notifications.len()),
+        pending_since: status.fallback.as_ref().and_then(|f| f.pending_notifications.first()).map(|n| n.at),
         slo: status.slo.map(|s| SloSummary {
             breached: s.breached,
             since: s.since,
@@ -349,6 +356,11 @@ pub fn render_table(report: &StatusReport, now: DateTime<Utc>, all_namespaces: b
                 ("auto", None) => fallback,
                 (o, _) => format!("{fallback} override={o}"),
             };
+            let fallback = match (s.pending_notifications, s.pending_since) {
+                (0, _) => fallback,
+                (n, Some(t)) => format!("{fallback}, {n} notification(s) unsent for {}", age(t, now)),
+                (n, None) => format!("{fallback}, {n} notification(s) unsent"),
+            };
             with_ns(
                 &s.namespace,
                 vec![
@@ -456,8 +468,8 @@ pub fn render_table(report: &StatusReport, now: DateTime<Utc>, all_namespaces: b
 mod tests {
     use super::*;
     use colony_operator::api::{
-        ColonyServerSpec, ColonyServerStatus, FALLBACK_ANNOTATION, FallbackStatus, KeyRotationStatus, RolloutStatus,
-        SloStatus,
+        ColonyServerSpec, ColonyServerStatus, FALLBACK_ANNOTATION, FallbackStatus, KeyRotationStatus,
+        PendingNotification, RolloutStatus, SloStatus,
     };
 
     fn t(s: &str) -> DateTime<Utc> {
@@ -535,6 +547,7 @@ mod tests {
         assert_eq!(s["fallbackOverride"], "auto");
         assert_eq!(s["slo"]["queueDepth"], 14);
         assert_eq!(s["rolledBack"], false);
+        assert_eq!(s["pendingNotifications"], 0);
         assert_eq!(v["bees"], serde_json::json!([]));
     }
 
@@ -641,12 +654,22 @@ mod tests {
         let report = build_report(&[server()], &[], &[kr], &[]);
         let out = render_table(&report, now, false);
         let server_line = out.lines().find(|l| l.starts_with("prod")).unwrap();
-        assert!(server_line.contains("on (20m) HealthCheckFailed"), "{out}");
+        assert!(server_line.contains("on (20m) HealthCheckFailed "), "{out}");
+        assert!(!server_line.contains("unsent"), "nothing pending, nothing said: {out}");
         assert!(server_line.contains("BREACHED queue=14 done=95.0%"), "{out}");
         assert!(server_line.contains("colonyos/colonies:v1.9.11"), "{out}");
         let key_line = out.lines().find(|l| l.starts_with("bee-key")).unwrap();
         assert!(key_line.contains(" 3 ") && key_line.contains("in 2d"), "{out}");
         assert!(out.contains("FINANCE BEES\n  (none)\n"), "{out}");
+        let mut unsent = server();
+        let fallback = unsent.status.as_mut().unwrap().fallback.as_mut().unwrap();
+        fallback.pending_notifications = vec![PendingNotification {
+            at: t("2026-11-29T13:40:00Z"),
+            state: "on".into(),
+            reason: "HealthCheckFailed".into(),
+        }];
+        let out = render_table(&build_report(&[unsent], &[], &[], &[]), now, false);
+        assert!(out.contains("on (20m) HealthCheckFailed, 1 notification(s) unsent for 20m"), "{out}");
         let all = render_table(&report, now, true);
         assert!(all.lines().any(|l| l.starts_with("colony") && l.contains("prod")), "{all}");
     }

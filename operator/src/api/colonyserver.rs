@@ -457,7 +457,8 @@ pub struct FallbackSpec {
     #[serde(default = "default_max_flips_per_hour")]
     #[schemars(range(min = 1, max = 60))]
     pub max_flips_per_hour: i32,
-    /// Webhook notified on every flip. Unset: Events and metrics only.
+    /// Webhook notified on every flip: a JSON POST `{server, namespace, state, reason, time,
+    /// id}`, sent at least once (deduplicate by `id`). Unset: Events and metrics only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<WebhookSpec>,
 }

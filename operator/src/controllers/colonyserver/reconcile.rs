@@ -601,6 +601,12 @@ fn notification_key(cs: &ColonyServer) -> String {
     format!("{}/{}", cs.namespace().unwrap_or_default(), cs.name_any())
 }
 
+/// Identifies a flip's notification across its deliveries: the server's UID and the flip's
+/// time.
+fn notification_id(cs: &ColonyServer, n: &PendingNotification) -> String {
+    format!("{}/{}", cs.uid().unwrap_or_default(), n.at.to_rfc3339())
+}
+
 /// Queues the delivery of the recorded notifications this process has not queued yet, after
 /// the server's earlier announcements. Each delivery, once done, leaves the outbox and wakes
 /// the server, whose status then drops it. Failures are counted, logged and reported as an
@@ -634,6 +640,9 @@ async fn send_notifications(
             "state": n.state,
             "reason": n.reason,
             "time": n.at.to_rfc3339(),
+            // The same for every delivery of this flip's notification (sent at least once):
+            // what a receiver deduplicates by.
+            "id": notification_id(cs, &n),
         });
         let (sctx, cs, url, key) = (sctx.clone(), cs.clone(), url.clone(), key.clone());
         sctx.clone().notifications.push(

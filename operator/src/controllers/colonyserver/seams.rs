@@ -235,6 +235,9 @@ async fn a_refused_status_write_announces_nothing_and_the_retry_announces_once()
     assert_eq!(states(&hooks), ["on"]);
     let body = hooks.lock().unwrap()[0].clone();
     assert_eq!((body["server"].as_str(), body["reason"].as_str()), (Some("srv"), Some("Override")));
+    let recorded = cluster.server.status.as_ref().unwrap().fallback.as_ref().unwrap().pending_notifications[0].clone();
+    assert_eq!(body["time"].as_str(), Some(recorded.at.to_rfc3339().as_str()), "the flip's time");
+    assert_eq!(body["id"].as_str(), Some(format!("cs-uid/{}", recorded.at.to_rfc3339()).as_str()));
     assert_eq!(cluster.pending(), ["on"], "recorded with the flip, until its delivery is seen done");
     assert!(h.woken(), "the finished delivery wakes the server");
 
