@@ -527,6 +527,11 @@ async fn chaos_sigkill_before_a_flip_notification_is_delivered() {
     });
     assert_eq!(flips, 1);
     assert_eq!(after, ["on"], "the notification the killed operator left, sent once");
+    let ids: Vec<_> = endpoint.hooks().iter().map(|h| h["id"].as_str().unwrap_or_default().to_string()).collect();
+    assert!(
+        !ids[0].is_empty() && ids.iter().all(|id| id == &ids[0]),
+        "every delivery of the one flip, by either process, carries the same id: {ids:?}"
+    );
     drop(op);
     ns.cleanup().await;
 }
