@@ -28,6 +28,9 @@ fn ms(v: f64) -> String {
         "n/a".into()
     } else if v.is_infinite() {
         "> 10 s".into()
+    } else if v < 10.0 {
+        // Reconciles that make no request end well below a millisecond: keep a decimal.
+        format!("{v:.1} ms")
     } else {
         format!("{v:.0} ms")
     }

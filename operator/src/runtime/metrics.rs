@@ -119,6 +119,13 @@ fn latency_histogram() -> Histogram {
     Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 }
 
+/// A reconcile's duration: finer below 5 ms, where most reconciles that make no request end
+/// (with 5 ms as the first bucket, a p50 of them read as about 3 ms whatever they took).
+/// Per controller only, so the extra buckets cost a few series.
+fn reconcile_histogram() -> Histogram {
+    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -160,9 +167,9 @@ impl Default for Metrics {
             "Reconciliations that failed, by controller and error label",
             reconcile_errors.clone(),
         );
-        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(latency_histogram);
+        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(reconcile_histogram);
         registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", reconcile_duration.clone());
-        let reconcile_self_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(latency_histogram);
+        let reconcile_self_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(reconcile_histogram);
         registry.register(
             "reconcile_self_duration_seconds",
             "Time of one reconciliation outside its requests to the Kubernetes API server",
