@@ -69,6 +69,35 @@ async fn use_colony_os(cms: &Api<ConfigMap>) -> Option<String> {
     cms.get_opt("srv-fallback").await.ok().flatten().and_then(|c| c.data).and_then(|d| d.get("USE_COLONY_OS").cloned())
 }
 
+/// The server `srv` of `ns`, probing `endpoint` and notifying its `/hook` on every flip
+/// (`retries` more attempts, from 1 s apart); returns its fallback ConfigMaps once the
+/// operator has written the fallback off.
+async fn notifying_server(ns: &TestNamespace, endpoint: &TestEndpoint, retries: u32) -> Api<ConfigMap> {
+    let hook = format!("{}/hook", endpoint.url());
+    apply_yaml(
+        &ns.name,
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: hook\nstringData:\n  url: \"{hook}\"\n---\n{}",
+            server("srv", endpoint).replace(
+                "maxFlipsPerHour: 60}",
+                &format!(
+                    "maxFlipsPerHour: 60, notify: {{urlSecretRef: {{name: hook, key: url}}, retries: {retries}, backoff: 1s}}}}"
+                )
+            )
+        ),
+    )
+    .await;
+    let cms: Api<ConfigMap> = ns.api();
+    wait_for("the fallback ConfigMap, off", DEADLINE, || async {
+        match use_colony_os(&cms).await.as_deref() {
+            Some("true") => Ok(()),
+            other => Err(format!("USE_COLONY_OS={other:?}")),
+        }
+    })
+    .await;
+    cms
+}
+
 /// Per round: two replicas, the leader busy writing (a flapping server); SIGSTOP it past its
 /// lease while the server goes down for good; the standby takes over and flips the fallback;
 /// SIGCONT the old leader. The audit log, read by writer identity, must hold no write by
@@ -357,26 +386,7 @@ async fn chaos_apiserver_restart_during_a_flip() {
     let endpoint = TestEndpoint::start().await;
     let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
     op.wait_ready().await;
-    let hook = format!("{}/hook", endpoint.url());
-    apply_yaml(
-        &ns.name,
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: hook\nstringData:\n  url: \"{hook}\"\n---\n{}",
-            server("srv", &endpoint).replace(
-                "maxFlipsPerHour: 60}",
-                "maxFlipsPerHour: 60, notify: {urlSecretRef: {name: hook, key: url}, retries: 5, backoff: 1s}}"
-            )
-        ),
-    )
-    .await;
-    let cms: Api<ConfigMap> = ns.api();
-    wait_for("the fallback ConfigMap, off", DEADLINE, || async {
-        match use_colony_os(&cms).await.as_deref() {
-            Some("true") => Ok(()),
-            other => Err(format!("USE_COLONY_OS={other:?}")),
-        }
-    })
-    .await;
+    let cms = notifying_server(&ns, &endpoint, 5).await;
 
     let restarts = chaos::count(1, 3);
     let mut outage = Duration::ZERO;
@@ -459,26 +469,7 @@ async fn chaos_sigkill_before_a_flip_notification_is_delivered() {
     endpoint.set_hook_failing(true);
     let mut op = OperatorProcess::start(&format!("{}-a", ns.name), &["--namespace", &ns.name]).await;
     op.wait_ready().await;
-    let hook = format!("{}/hook", endpoint.url());
-    apply_yaml(
-        &ns.name,
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: hook\nstringData:\n  url: \"{hook}\"\n---\n{}",
-            server("srv", &endpoint).replace(
-                "maxFlipsPerHour: 60}",
-                "maxFlipsPerHour: 60, notify: {urlSecretRef: {name: hook, key: url}, retries: 10, backoff: 1s}}"
-            )
-        ),
-    )
-    .await;
-    let cms: Api<ConfigMap> = ns.api();
-    wait_for("the fallback ConfigMap, off", DEADLINE, || async {
-        match use_colony_os(&cms).await.as_deref() {
-            Some("true") => Ok(()),
-            other => Err(format!("USE_COLONY_OS={other:?}")),
-        }
-    })
-    .await;
+    notifying_server(&ns, &endpoint, 10).await;
     let servers: Api<colony_operator::api::ColonyServer> = ns.api();
     let pending = || async {
         let cs = servers.get("srv").await.map_err(|e| e.to_string())?;

@@ -619,12 +619,9 @@ async fn send_notifications(
 ) -> Result<()> {
     let key = notification_key(cs);
     let unsent = sctx.outbox.unqueued(&key, recorded);
-    let Some(spec) = cs.spec.fallback.notify.clone() else {
+    let Some(spec) = cs.spec.fallback.notify.clone().filter(|_| !unsent.is_empty()) else {
         return Ok(());
     };
-    if unsent.is_empty() {
-        return Ok(());
-    }
     let ns = cs.namespace().unwrap_or_default();
     let url = match secret_value(&sctx.base.api::<Secret>(&ns), &spec.url_secret_ref).await {
         Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).trim().to_string()),
@@ -644,10 +641,11 @@ async fn send_notifications(
             // what a receiver deduplicates by.
             "id": notification_id(cs, &n),
         });
-        let (sctx, cs, url, key) = (sctx.clone(), cs.clone(), url.clone(), key.clone());
-        sctx.clone().notifications.push(
+        let (job_ctx, cs, url, job_key) = (sctx.clone(), cs.clone(), url.clone(), key.clone());
+        sctx.notifications.push(
             key.clone(),
             Box::pin(async move {
+                let (sctx, key) = (job_ctx, job_key);
                 let result = match &url {
                     Ok(url) => match notify::deliver(&sctx.http, url, &body, policy).await {
                         Ok(_) => Ok(()),

@@ -1,12 +1,16 @@
 //! The reconcile's IO against a mocked API server, for what only its order can show: a flip
 //! is announced only once status records it, and its notification is sent exactly once
 //! whether the status write is refused or its reply is lost on the way (the flip committed).
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::Method;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -96,6 +100,11 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// The server of [`server`] not reconciled yet, its hook Secret holding `hook_url`.
+    fn new(hook_url: String, status_writes: StatusWrite) -> Self {
+        Self { server: server(), hook_url, status_writes, events: vec![], status_patches: 0 }
+    }
+
     fn answer(&mut self, seen: &Seen) -> Reply {
         match (&seen.method, seen.path.as_str()) {
             (&Method::GET, SERVER) => Reply::ok(&self.server),
@@ -117,11 +126,15 @@ impl Cluster {
                     }
                 }
             }
-            (&Method::GET, HOOK_SECRET) => Reply::Ok(json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "hook", "namespace": "colony"},
-                "data": {"url": base64(&self.hook_url)},
-            })),
+            (&Method::GET, HOOK_SECRET) => Reply::ok(&Secret {
+                metadata: ObjectMeta {
+                    name: Some("hook".into()),
+                    namespace: Some("colony".into()),
+                    ..Default::default()
+                },
+                data: Some(BTreeMap::from([("url".to_string(), ByteString(self.hook_url.clone().into_bytes()))])),
+                ..Default::default()
+            }),
             (&Method::POST, EVENTS) => {
                 self.events.push(seen.body["reason"].as_str().unwrap_or("?").to_string());
                 Reply::Echo
@@ -137,11 +150,6 @@ impl Cluster {
         let f = self.server.status.as_ref().and_then(|s| s.fallback.as_ref());
         f.map(|f| f.pending_notifications.iter().map(|n| n.state.clone()).collect()).unwrap_or_default()
     }
-}
-
-fn base64(s: &str) -> String {
-    use k8s_openapi::ByteString;
-    serde_json::to_value(ByteString(s.as_bytes().to_vec())).unwrap().as_str().unwrap().to_string()
 }
 
 struct Harness {
@@ -217,13 +225,7 @@ fn states(hooks: &Arc<Mutex<Vec<Value>>>) -> Vec<String> {
 async fn a_refused_status_write_announces_nothing_and_the_retry_announces_once() {
     let (url, hooks) = webhook().await;
     let mut h = harness();
-    let mut cluster = Cluster {
-        server: server(),
-        hook_url: url,
-        status_writes: StatusWrite::Refuse,
-        events: vec![],
-        status_patches: 0,
-    };
+    let mut cluster = Cluster::new(url, StatusWrite::Refuse);
 
     assert!(h.reconcile(&mut cluster).await.is_err(), "the refused status write fails the reconcile");
     assert_eq!(cluster.status_patches, 1, "the flip was decided and written");
@@ -245,7 +247,7 @@ async fn a_refused_status_write_announces_nothing_and_the_retry_announces_once()
     h.reconcile(&mut cluster).await.unwrap();
     assert_eq!(cluster.pending(), Vec::<String>::new());
     assert_eq!(cluster.status_patches, 3);
-    // Steady state: a reconcile ran (the object was read) and wrote nothing.
+    // Steady state: a reconcile ran to its end and wrote nothing.
     h.reconcile(&mut cluster).await.unwrap();
     assert_eq!(cluster.status_patches, 3, "no status write when nothing changed");
     assert_eq!((cluster.events.len(), states(&hooks)), (1, vec!["on".to_string()]));
@@ -256,13 +258,7 @@ async fn a_refused_status_write_announces_nothing_and_the_retry_announces_once()
 async fn a_status_reply_lost_on_the_way_still_sends_the_notification_once() {
     let (url, hooks) = webhook().await;
     let mut h = harness();
-    let mut cluster = Cluster {
-        server: server(),
-        hook_url: url,
-        status_writes: StatusWrite::LoseReply,
-        events: vec![],
-        status_patches: 0,
-    };
+    let mut cluster = Cluster::new(url, StatusWrite::LoseReply);
 
     assert!(h.reconcile(&mut cluster).await.is_err(), "the lost reply fails the reconcile");
     assert_eq!(cluster.pending(), ["on"], "the flip and its notification were committed");
@@ -287,13 +283,7 @@ async fn a_status_reply_lost_on_the_way_still_sends_the_notification_once() {
 #[tokio::test]
 async fn a_new_leader_sends_what_the_last_one_left_undelivered() {
     let (url, hooks) = webhook().await;
-    let mut cluster = Cluster {
-        server: server(),
-        hook_url: url,
-        status_writes: StatusWrite::Accept,
-        events: vec![],
-        status_patches: 0,
-    };
+    let mut cluster = Cluster::new(url, StatusWrite::Accept);
     // The previous leader recorded the flip and stopped before its delivery: a process with
     // no memory of it (a new harness) finds it in status.
     let mut old = harness();
