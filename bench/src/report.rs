@@ -242,3 +242,14 @@ pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
     std::fs::write(dir.join("report.md"), text)?;
     Ok((table, all_pass))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn milliseconds_keep_a_decimal_below_ten() {
+        assert_eq!(super::ms(0.43), "0.4 ms");
+        assert_eq!(super::ms(4.96), "5.0 ms");
+        assert_eq!(super::ms(12.4), "12 ms");
+        assert_eq!(super::ms(f64::NAN), "n/a");
+    }
+}

@@ -556,6 +556,22 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
     }
 
+    #[test]
+    fn reconcile_durations_below_a_millisecond_keep_their_bucket() {
+        let m = Metrics::default();
+        let labels = ControllerLabels { controller: "financebee".into() };
+        m.reconcile_duration.get_or_create(&labels).observe(0.0003);
+        m.reconcile_self_duration.get_or_create(&labels).observe(0.002);
+        let text = m.render();
+        for line in [
+            r#"colony_operator_reconcile_duration_seconds_bucket{le="0.0005",controller="financebee"} 1"#,
+            r#"colony_operator_reconcile_self_duration_seconds_bucket{le="0.001",controller="financebee"} 0"#,
+            r#"colony_operator_reconcile_self_duration_seconds_bucket{le="0.0025",controller="financebee"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+
     /// Every series a ColonyServer and a FinanceBee can have, with every label value the
     /// code uses.
     fn populate(m: &Metrics, ns: &str, name: &str) {
