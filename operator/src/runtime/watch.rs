@@ -115,23 +115,83 @@ where
     }
 }
 
+/// What an index keeps from one watch's events: each object's entry follows it, and a
+/// re-list replaces the whole index once the list is complete (what it no longer returns
+/// was deleted while unwatched); until then the old index serves.
+trait Entries<K> {
+    fn put(&mut self, obj: &K);
+    fn remove(&mut self, obj: &K);
+    /// An empty index of the same kind, for a re-list to fill.
+    fn emptied(&self) -> Self;
+}
+
+fn apply_event<K, E: Entries<K>>(current: &std::sync::RwLock<E>, relisting: &mut Option<E>, event: &watcher::Event<K>) {
+    let write = || current.write().expect("index poisoned");
+    match event {
+        watcher::Event::Apply(o) => write().put(o),
+        watcher::Event::Delete(o) => write().remove(o),
+        watcher::Event::Init => *relisting = Some(current.read().expect("index poisoned").emptied()),
+        watcher::Event::InitApply(o) => {
+            if relisting.is_none() {
+                *relisting = Some(current.read().expect("index poisoned").emptied());
+            }
+            relisting.as_mut().expect("just set").put(o);
+        }
+        watcher::Event::InitDone => {
+            if let Some(fresh) = relisting.take() {
+                *write() = fresh;
+            } else {
+                let empty = current.read().expect("index poisoned").emptied();
+                *write() = empty;
+            }
+        }
+    }
+}
+
+/// `namespace/name` of an object.
+fn object_key<K: Resource>(o: &K) -> String {
+    let m = o.meta();
+    index_key(m.namespace.as_deref().unwrap_or_default(), m.name.as_deref().unwrap_or_default())
+}
+
+fn index_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
 /// The resourceVersion of every object of a kind, by namespace and name: all a controller
 /// needs to keep of objects it watches only to notice changes (Secrets, ConfigMaps), at a
 /// fraction of a store's memory (a string pair per object, not a whole metadata).
 #[derive(Clone, Default)]
 pub struct VersionIndex {
-    versions: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
+    versions: Arc<std::sync::RwLock<Versions>>,
+}
+
+#[derive(Default)]
+struct Versions(std::collections::HashMap<String, String>);
+
+impl<K: Resource> Entries<K> for Versions {
+    fn put(&mut self, o: &K) {
+        self.0.insert(object_key(o), o.meta().resource_version.clone().unwrap_or_default());
+    }
+
+    fn remove(&mut self, o: &K) {
+        self.0.remove(&object_key(o));
+    }
+
+    fn emptied(&self) -> Self {
+        Self::default()
+    }
 }
 
 impl VersionIndex {
     /// The version of `namespace/name`, if the watch has seen it.
     pub fn get(&self, namespace: &str, name: &str) -> Option<String> {
-        self.versions.read().expect("version index poisoned").get(&index_key(namespace, name)).cloned()
+        self.versions.read().expect("version index poisoned").0.get(&index_key(namespace, name)).cloned()
     }
 
     /// Objects indexed.
     pub fn len(&self) -> usize {
-        self.versions.read().expect("version index poisoned").len()
+        self.versions.read().expect("version index poisoned").0.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -139,39 +199,104 @@ impl VersionIndex {
     }
 
     /// Applies one watch event; a re-list replaces the index whole once it is complete.
-    fn apply<K: Resource>(
-        &self,
-        event: &watcher::Event<K>,
-        relisting: &mut Option<std::collections::HashMap<String, String>>,
-    ) {
-        let entry = |o: &K| {
-            let m = o.meta();
-            (
-                index_key(m.namespace.as_deref().unwrap_or_default(), m.name.as_deref().unwrap_or_default()),
-                m.resource_version.clone().unwrap_or_default(),
-            )
-        };
-        let mut versions = self.versions.write().expect("version index poisoned");
-        match event {
-            watcher::Event::Apply(o) => {
-                let (k, v) = entry(o);
-                versions.insert(k, v);
-            }
-            watcher::Event::Delete(o) => {
-                versions.remove(&entry(o).0);
-            }
-            watcher::Event::Init => *relisting = Some(Default::default()),
-            watcher::Event::InitApply(o) => {
-                let (k, v) = entry(o);
-                relisting.get_or_insert_with(Default::default).insert(k, v);
-            }
-            watcher::Event::InitDone => *versions = relisting.take().unwrap_or_default(),
-        }
+    fn apply<K: Resource>(&self, event: &watcher::Event<K>, relisting: &mut Option<Versions>) {
+        apply_event(&self.versions, relisting, event);
     }
 }
 
-fn index_key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
+/// The objects of a kind grouped by the value of one label, within their namespace: which
+/// pods are a bee's (its instance label) without looking at every cached pod. Keeps names
+/// only; the objects are in the store the same watch fills.
+#[derive(Clone)]
+pub struct GroupIndex {
+    groups: Arc<std::sync::RwLock<Groups>>,
+}
+
+pub(crate) struct Groups {
+    label: &'static str,
+    /// `namespace/name` → `namespace/label value`.
+    group_of: std::collections::HashMap<String, String>,
+    /// `namespace/label value` → names.
+    members: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
+}
+
+impl<K: Resource> Entries<K> for Groups {
+    fn put(&mut self, o: &K) {
+        Entries::<K>::remove(self, o);
+        let m = o.meta();
+        let Some(value) = m.labels.as_ref().and_then(|l| l.get(self.label)) else { return };
+        let group = index_key(m.namespace.as_deref().unwrap_or_default(), value);
+        self.members.entry(group.clone()).or_default().insert(m.name.clone().unwrap_or_default());
+        self.group_of.insert(object_key(o), group);
+    }
+
+    fn remove(&mut self, o: &K) {
+        let Some(group) = self.group_of.remove(&object_key(o)) else { return };
+        if let Some(names) = self.members.get_mut(&group) {
+            names.remove(o.meta().name.as_deref().unwrap_or_default());
+            if names.is_empty() {
+                self.members.remove(&group);
+            }
+        }
+    }
+
+    fn emptied(&self) -> Self {
+        Self { label: self.label, group_of: Default::default(), members: Default::default() }
+    }
+}
+
+impl GroupIndex {
+    /// An empty index grouping by `label`.
+    pub fn by_label(label: &'static str) -> Self {
+        let empty = Groups { label, group_of: Default::default(), members: Default::default() };
+        Self { groups: Arc::new(std::sync::RwLock::new(empty)) }
+    }
+
+    /// Names of the objects in `namespace` whose label is `value`, sorted.
+    pub fn members(&self, namespace: &str, value: &str) -> Vec<String> {
+        let groups = self.groups.read().expect("group index poisoned");
+        groups.members.get(&index_key(namespace, value)).map(|n| n.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Objects indexed (those with the label).
+    pub fn len(&self) -> usize {
+        self.groups.read().expect("group index poisoned").group_of.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn apply<K: Resource>(&self, event: &watcher::Event<K>, relisting: &mut Option<Groups>) {
+        apply_event(&self.groups, relisting, event);
+    }
+}
+
+/// [`cached_watch`] that also keeps a [`GroupIndex`] by `label`, updated before the store:
+/// a reconcile the stream triggers finds the object in both.
+pub fn grouped_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    strip: fn(&mut K),
+    label: &'static str,
+) -> (
+    reflector::Store<K>,
+    GroupIndex,
+    impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let index = GroupIndex::by_label(label);
+    let writer = index.clone();
+    let mut relisting = None;
+    let (reader, store_writer) = reflector::store();
+    let events = watcher::watcher(api, config).modify(strip).inspect(move |event| {
+        if let Ok(event) = event {
+            writer.apply(event, &mut relisting);
+        }
+    });
+    (reader, index, reflector::reflector(store_writer, events).touched_objects())
 }
 
 /// A metadata-only watch of `K` that fills a [`VersionIndex`]; its stream of touched objects
@@ -243,6 +368,50 @@ mod tests {
         assert_eq!(index.get("a", "key"), Some("3".into()), "the old index serves until the list is complete");
         apply(watcher::Event::InitDone);
         assert_eq!((index.get("a", "key"), index.get("c", "key")), (None, Some("9".into())));
+        assert_eq!(index.len(), 1);
+    }
+
+    fn pod(ns: &str, name: &str, bee: Option<&str>) -> k8s_openapi::api::core::v1::Pod {
+        let mut p = k8s_openapi::api::core::v1::Pod::default();
+        p.metadata.namespace = Some(ns.into());
+        p.metadata.name = Some(name.into());
+        p.metadata.labels = bee.map(|b| [("app.kubernetes.io/instance".to_string(), b.to_string())].into());
+        p
+    }
+
+    #[test]
+    fn the_group_index_follows_label_changes_deletes_and_relists() {
+        use k8s_openapi::api::core::v1::Pod;
+        let index = GroupIndex::by_label("app.kubernetes.io/instance");
+        let mut relisting = None;
+        let mut apply = |e: watcher::Event<Pod>| index.apply(&e, &mut relisting);
+        apply(watcher::Event::Init);
+        apply(watcher::Event::InitApply(pod("a", "p1", Some("bee"))));
+        apply(watcher::Event::InitApply(pod("a", "p2", Some("bee"))));
+        apply(watcher::Event::InitApply(pod("b", "p3", Some("bee"))));
+        apply(watcher::Event::InitApply(pod("a", "other", None)));
+        assert!(index.members("a", "bee").is_empty(), "nothing is known before the list is complete");
+        apply(watcher::Event::InitDone);
+        assert_eq!(index.members("a", "bee"), ["p1", "p2"], "the same label in another namespace is another group");
+        assert_eq!(index.members("b", "bee"), ["p3"]);
+        assert_eq!(index.len(), 3, "an object without the label is in no group");
+        // The label changes: the pod moves; it is removed: it goes; the last one leaves no
+        // empty group behind.
+        apply(watcher::Event::Apply(pod("a", "p2", Some("other-bee"))));
+        assert_eq!(
+            (index.members("a", "bee"), index.members("a", "other-bee")),
+            (vec!["p1".into()], vec!["p2".into()])
+        );
+        apply(watcher::Event::Apply(pod("a", "p1", None)));
+        apply(watcher::Event::Delete(pod("a", "p2", Some("other-bee"))));
+        assert!(index.members("a", "bee").is_empty() && index.members("a", "other-bee").is_empty());
+        assert_eq!(index.groups.read().unwrap().members.len(), 1, "only b/bee is left");
+        // A re-list after a gap: what it no longer returns is gone.
+        apply(watcher::Event::Init);
+        apply(watcher::Event::InitApply(pod("c", "p4", Some("bee"))));
+        assert_eq!(index.members("b", "bee"), ["p3"], "the old index serves until the list is complete");
+        apply(watcher::Event::InitDone);
+        assert_eq!((index.members("b", "bee"), index.members("c", "bee")), (vec![], vec!["p4".to_string()]));
         assert_eq!(index.len(), 1);
     }
 

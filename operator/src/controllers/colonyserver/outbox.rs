@@ -25,27 +25,35 @@ use chrono::{DateTime, Utc};
 use crate::api::PendingNotification;
 
 /// Notifications a server keeps in status at most: the oldest go first (a receiver that
-/// has been unreachable for this many flips learns the latest states).
+/// has been unreachable for this many flips learns the latest states). One that goes before
+/// this process queued it is never sent: it is counted and reported as a failed delivery.
 pub const MAX_PENDING: usize = 16;
+
+/// What status keeps of the flip notifications, and what no longer fits in it.
+#[derive(Debug, Default, PartialEq)]
+pub struct Pending {
+    /// Oldest first, at most [`MAX_PENDING`].
+    pub kept: Vec<PendingNotification>,
+    /// The oldest undelivered ones pushed out by newer flips.
+    pub dropped: Vec<PendingNotification>,
+}
 
 /// The notifications status keeps: those recorded before, less those this process has
 /// finished delivering (`done`: the time of the last flip finished), plus the one of a flip
-/// decided now. None when no notification is configured (nothing to deliver).
+/// decided now. Nothing when no notification is configured (nothing to deliver).
 pub fn pending(
     previous: &[PendingNotification],
     flip: Option<PendingNotification>,
     notify_configured: bool,
     done: Option<DateTime<Utc>>,
-) -> Vec<PendingNotification> {
+) -> Pending {
     if !notify_configured {
-        return Vec::new();
+        return Pending::default();
     }
     let mut kept: Vec<PendingNotification> =
         previous.iter().filter(|p| done.is_none_or(|d| p.at > d)).cloned().chain(flip).collect();
-    if kept.len() > MAX_PENDING {
-        kept.drain(..kept.len() - MAX_PENDING);
-    }
-    kept
+    let dropped = kept.drain(..kept.len().saturating_sub(MAX_PENDING)).collect();
+    Pending { kept, dropped }
 }
 
 /// The notification of a flip to `active` at `at`.
@@ -134,9 +142,9 @@ mod tests {
 
     #[test]
     fn a_flip_is_recorded_with_its_notification_when_notify_is_configured() {
-        assert_eq!(pending(&[], Some(n(1, true)), true, None), vec![n(1, true)]);
-        assert_eq!(pending(&[], Some(n(1, true)), false, None), vec![]);
-        assert_eq!(pending(&[], None, true, None), vec![]);
+        assert_eq!(pending(&[], Some(n(1, true)), true, None).kept, vec![n(1, true)]);
+        assert_eq!(pending(&[], Some(n(1, true)), false, None), Pending::default());
+        assert_eq!(pending(&[], None, true, None), Pending::default());
         assert_eq!(n(1, true).state, "on");
         assert_eq!(n(1, false).state, "off");
     }
@@ -144,24 +152,44 @@ mod tests {
     #[test]
     fn recorded_notifications_stay_until_done_and_new_ones_go_last() {
         let prev = [n(1, true), n(2, false)];
-        assert_eq!(pending(&prev, None, true, None), prev.to_vec());
-        assert_eq!(pending(&prev, Some(n(3, true)), true, None), vec![n(1, true), n(2, false), n(3, true)]);
+        assert_eq!(pending(&prev, None, true, None).kept, prev.to_vec());
+        assert_eq!(pending(&prev, Some(n(3, true)), true, None).kept, vec![n(1, true), n(2, false), n(3, true)]);
         // Done up to the first: it goes, the others stay.
-        assert_eq!(pending(&prev, None, true, Some(t(1))), vec![n(2, false)]);
+        assert_eq!(pending(&prev, None, true, Some(t(1))).kept, vec![n(2, false)]);
         // Done for an older flip than any recorded: all stay.
-        assert_eq!(pending(&prev, None, true, Some(t(0))), prev.to_vec());
-        assert_eq!(pending(&prev, None, true, Some(t(2))), vec![]);
+        assert_eq!(pending(&prev, None, true, Some(t(0))).kept, prev.to_vec());
+        assert_eq!(pending(&prev, None, true, Some(t(2))).kept, vec![]);
+        // Delivered ones leave status without counting as dropped.
+        assert_eq!(pending(&prev, None, true, Some(t(2))).dropped, vec![]);
         // Notify removed from the spec: nothing left to deliver.
-        assert_eq!(pending(&prev, None, false, None), vec![]);
+        assert_eq!(pending(&prev, None, false, None), Pending::default());
     }
 
     #[test]
     fn at_most_max_pending_are_kept_newest_last() {
         let prev: Vec<_> = (0..MAX_PENDING as i64).map(|i| n(i, i % 2 == 0)).collect();
-        let kept = pending(&prev, Some(n(100, true)), true, None);
+        let Pending { kept, dropped } = pending(&prev, Some(n(100, true)), true, None);
         assert_eq!(kept.len(), MAX_PENDING);
         assert_eq!(kept.first(), Some(&prev[1]));
         assert_eq!(kept.last(), Some(&n(100, true)));
+        assert_eq!(dropped, vec![prev[0].clone()], "the oldest is pushed out, and said so");
+        // Full but not over: nothing dropped.
+        assert_eq!(pending(&prev, None, true, None), Pending { kept: prev.clone(), dropped: vec![] });
+        // A delivery finished at the same time as the new flip makes room.
+        assert_eq!(pending(&prev, Some(n(100, true)), true, Some(t(0))).dropped, vec![]);
+    }
+
+    #[test]
+    fn a_dropped_notification_this_process_queued_is_not_lost() {
+        // Queued before it was pushed out of status: its delivery runs on; only the ones
+        // never queued here are lost, and those are what the reconcile reports.
+        let outbox = Outbox::default();
+        let prev: Vec<_> = (0..MAX_PENDING as i64).map(|i| n(i, i % 2 == 0)).collect();
+        take(&outbox, "ns/a", &prev[..1]);
+        let Pending { dropped, .. } = pending(&prev, Some(n(100, true)), true, None);
+        assert_eq!(outbox.unqueued("ns/a", &dropped), vec![]);
+        let other = Outbox::default();
+        assert_eq!(other.unqueued("ns/a", &dropped), vec![prev[0].clone()]);
     }
 
     #[test]
@@ -202,12 +230,12 @@ mod tests {
         let recorded = vec![n(1, true), n(2, false)];
         take(&outbox, "ns/a", &recorded);
         outbox.finished("ns/a", t(1));
-        assert_eq!(pending(&recorded, None, true, outbox.done("ns/a")), vec![n(2, false)]);
+        assert_eq!(pending(&recorded, None, true, outbox.done("ns/a")).kept, vec![n(2, false)]);
         outbox.finished("ns/a", t(2));
         // A late finish of an older one never moves the mark back.
         outbox.finished("ns/a", t(1));
         assert_eq!(outbox.done("ns/a"), Some(t(2)));
-        assert_eq!(pending(&recorded, None, true, outbox.done("ns/a")), vec![]);
+        assert_eq!(pending(&recorded, None, true, outbox.done("ns/a")).kept, vec![]);
     }
 
     #[test]
@@ -226,7 +254,7 @@ mod tests {
         // at t(1) + 1 s and records that one: exactly one notification is queued.
         let outbox = Outbox::default();
         let again = of_flip(true, "HealthCheckFailed", t(1) + TimeDelta::seconds(1));
-        let recorded = pending(&[], Some(again.clone()), true, outbox.done("ns/a"));
+        let recorded = pending(&[], Some(again.clone()), true, outbox.done("ns/a")).kept;
         assert_eq!(take(&outbox, "ns/a", &recorded), vec![again]);
     }
 }

@@ -366,7 +366,7 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
     let not_owned = workload.not_owned.clone().or(config_map_not_owned);
     // The flip's notification is recorded by the status write that records the flip, and
     // stays there until its delivery is done (the outbox).
-    let notifications = outbox::pending(
+    let outbox::Pending { kept: notifications, dropped } = outbox::pending(
         current_status.as_ref().and_then(|s| s.fallback.as_ref()).map_or(&[][..], |f| &f.pending_notifications),
         decision.flipped.then(|| outbox::of_flip(decision.active, &decision.reason, now)),
         cs.spec.fallback.notify.is_some(),
@@ -397,8 +397,12 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
     }
     // The notifications status holds and this process has not sent: the flip's own, or what
     // a lost reply, a restart or the previous leader left undelivered.
+    // Those pushed out of status unsent are lost: what this process had not queued (read
+    // before the queueing below moves the mark past them).
+    let lost = sctx.outbox.unqueued(&notification_key(&cs), &dropped);
     let recorded = new_status.fallback.as_ref().map_or(&[][..], |f| &f.pending_notifications);
     send_notifications(&sctx, &cs, recorded).await?;
+    report_lost(&sctx, &cs, &lost).await;
 
     if invalid.is_some() {
         return Ok(Action::await_change());
@@ -670,6 +674,25 @@ async fn send_notifications(
         );
     }
     Ok(())
+}
+
+/// Reports the notifications that newer flips pushed out of status before this process
+/// queued them (more than [`outbox::MAX_PENDING`] undelivered): they will never be sent, so
+/// each counts as a failed delivery (the `ColonyFlipNotificationFailed` alert), with a
+/// warning and an Event. Called once status no longer holds them.
+async fn report_lost(sctx: &ServerContext, cs: &ColonyServer, lost: &[PendingNotification]) {
+    let Some(oldest) = lost.first() else { return };
+    let labels =
+        crate::runtime::metrics::ObjectLabels { namespace: cs.namespace().unwrap_or_default(), name: cs.name_any() };
+    sctx.base.metrics.notifications_failed.get_or_create(&labels).inc_by(lost.len() as u64);
+    let note = format!(
+        "{} flip notification(s) dropped undelivered, the oldest of {}: more than {} were waiting for delivery",
+        lost.len(),
+        oldest.at.to_rfc3339(),
+        outbox::MAX_PENDING
+    );
+    tracing::warn!(dropped = lost.len(), oldest = %oldest.at.to_rfc3339(), "fallback notifications dropped undelivered");
+    sctx.base.event(cs, EventType::Warning, "NotificationFailed", "Notify", note).await;
 }
 
 #[allow(dead_code)]

@@ -298,3 +298,50 @@ async fn a_new_leader_sends_what_the_last_one_left_undelivered() {
     assert_eq!(cluster.pending(), Vec::<String>::new());
     new.api.done().await;
 }
+
+#[tokio::test]
+async fn a_notification_pushed_out_of_a_full_outbox_is_reported_not_sent() {
+    use crate::api::{ColonyServerStatus, FallbackStatus};
+    use crate::controllers::colonyserver::outbox::{MAX_PENDING, of_flip};
+    let (url, hooks) = webhook().await;
+    let mut cluster = Cluster::new(url, StatusWrite::Accept);
+    // A previous leader left a full outbox (the receiver was down for as many flips); the
+    // override now flips the fallback on once more.
+    let start = chrono::Utc::now() - chrono::TimeDelta::hours(2);
+    let left: Vec<_> = (0..MAX_PENDING as i64)
+        .map(|i| of_flip(i % 2 == 0, "Override", start + chrono::TimeDelta::seconds(i)))
+        .collect();
+    cluster.server.status = Some(ColonyServerStatus {
+        fallback: Some(FallbackStatus { active: false, pending_notifications: left.clone(), ..Default::default() }),
+        ..Default::default()
+    });
+    let mut h = harness();
+    h.reconcile(&mut cluster).await.unwrap();
+
+    let sent: Vec<String> =
+        hooks.lock().unwrap().iter().map(|b| b["time"].as_str().unwrap_or("?").to_string()).collect();
+    let mut expected: Vec<String> = left[1..].iter().map(|n| n.at.to_rfc3339()).collect();
+    let recorded = cluster.server.status.as_ref().unwrap().fallback.as_ref().unwrap().pending_notifications.clone();
+    expected.push(recorded.last().unwrap().at.to_rfc3339());
+    assert_eq!(sent, expected, "every notification status still holds is sent in order; the oldest is not");
+    assert_eq!(recorded.len(), MAX_PENDING);
+    assert_eq!(states(&hooks).last().map(String::as_str), Some("on"), "the new flip's own");
+    let labels = crate::runtime::metrics::ObjectLabels { namespace: "colony".into(), name: "srv".into() };
+    assert_eq!(
+        h.sctx.base.metrics.notifications_failed.get_or_create(&labels).get(),
+        1,
+        "the dropped one counts as failed"
+    );
+    let mut events = cluster.events.clone();
+    events.sort();
+    assert_eq!(events, ["FallbackEnabled", "NotificationFailed"], "the flip's Event, and the drop's");
+
+    // Deliveries done, status lets them go; the drop is not reported again.
+    h.reconcile(&mut cluster).await.unwrap();
+    assert_eq!(cluster.pending(), Vec::<String>::new());
+    h.reconcile(&mut cluster).await.unwrap();
+    assert_eq!(h.sctx.base.metrics.notifications_failed.get_or_create(&labels).get(), 1);
+    assert_eq!(cluster.events.len(), 2);
+    assert_eq!(hooks.lock().unwrap().len(), MAX_PENDING);
+    h.api.done().await;
+}

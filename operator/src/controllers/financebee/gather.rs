@@ -13,17 +13,18 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::builders;
 use crate::api::{ColonyServer, FinanceBee};
 use crate::runtime::owned::{ConfigHasher, secret_value};
 use crate::runtime::summary::{DeploymentSummary, PodSummary};
-use crate::runtime::watch::{VersionIndex, store_ready};
+use crate::runtime::watch::{GroupIndex, VersionIndex, store_ready};
 use crate::runtime::{Context, Error, Result};
 
 /// The controller's caches, shared by its reconciles.
 pub struct Caches {
     pub deployments: Store<DeploymentSummary>,
     pub pods: Store<PodSummary>,
+    /// Which cached pods are whose: names by bee (their instance label).
+    pub pods_by_bee: GroupIndex,
     pub servers: Store<ColonyServer>,
     /// Which version of each Secret and ConfigMap is current (their data is never kept).
     pub secrets: VersionIndex,
@@ -42,12 +43,12 @@ struct Hashed {
 impl Caches {
     pub fn new(
         deployments: Store<DeploymentSummary>,
-        pods: Store<PodSummary>,
+        (pods, pods_by_bee): (Store<PodSummary>, GroupIndex),
         servers: Store<ColonyServer>,
         secrets: VersionIndex,
         config_maps: VersionIndex,
     ) -> Self {
-        Self { deployments, pods, servers, secrets, config_maps, hashes: Default::default() }
+        Self { deployments, pods, pods_by_bee, servers, secrets, config_maps, hashes: Default::default() }
     }
 
     /// Waits for the caches whose absence is read as a fact (no pods, no Deployment).
@@ -57,16 +58,13 @@ impl Caches {
         store_ready(&self.servers, "ColonyServers").await
     }
 
-    /// The bee's pods.
+    /// The bee's pods: those its group in the index names (the watch selects the bees' pods
+    /// by name and manager labels; the index groups them by instance), looked up by name.
     pub fn pods(&self, ns: &str, bee: &str) -> Vec<Pod> {
-        let selector = crate::runtime::owned::selector_labels(builders::APP_LABEL, bee);
-        self.pods
-            .state()
-            .into_iter()
-            .filter(|p| {
-                p.namespace().as_deref() == Some(ns)
-                    && selector.iter().all(|(k, v)| p.labels().get(k).is_some_and(|l| l == v))
-            })
+        self.pods_by_bee
+            .members(ns, bee)
+            .iter()
+            .filter_map(|name| self.pods.get(&ObjectRef::new(name).within(ns)))
             .map(|p| p.to_pod())
             .collect()
     }
@@ -187,10 +185,43 @@ async fn read_config_hash(ctx: &Context, fb: &FinanceBee) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::builders;
     use super::*;
 
     fn bee(yaml: &str) -> FinanceBee {
         serde_yaml::from_str(yaml).expect("a bee")
+    }
+
+    /// Caches holding `pods` (namespace, name, instance label) as the pod watch delivers them.
+    fn caches_with(pods: &[(&str, &str, &str)]) -> Caches {
+        let (reader, mut writer) = kube::runtime::reflector::store::<PodSummary>();
+        let index = GroupIndex::by_label(crate::runtime::owned::INSTANCE_LABEL);
+        let mut relisting = None;
+        for (ns, name, bee) in pods {
+            let mut p = PodSummary::default();
+            p.metadata.namespace = Some(ns.to_string());
+            p.metadata.name = Some(name.to_string());
+            p.metadata.labels = Some(builders::selector_labels(bee));
+            let event = kube::runtime::watcher::Event::Apply(p);
+            index.apply(&event, &mut relisting);
+            writer.apply_watcher_event(&event);
+        }
+        let deployments = kube::runtime::reflector::store().0;
+        let servers = kube::runtime::reflector::store().0;
+        Caches::new(deployments, (reader, index), servers, VersionIndex::default(), VersionIndex::default())
+    }
+
+    #[test]
+    fn a_bees_pods_are_those_of_its_name_in_its_namespace() {
+        let caches =
+            caches_with(&[("ns", "a-1", "a"), ("ns", "a-2", "a"), ("ns", "ab-1", "ab"), ("other", "a-3", "a")]);
+        let names = |ns, bee| caches.pods(ns, bee).into_iter().map(|p| p.name_any()).collect::<Vec<_>>();
+        assert_eq!(names("ns", "a"), ["a-1", "a-2"]);
+        assert_eq!(names("ns", "ab"), ["ab-1"]);
+        assert_eq!(names("other", "a"), ["a-3"]);
+        assert!(names("ns", "b").is_empty());
+        // Each comes back with its labels, as the restart rules read it.
+        assert_eq!(caches.pods("ns", "ab")[0].labels(), &builders::selector_labels("ab"));
     }
 
     #[test]

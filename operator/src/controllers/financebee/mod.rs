@@ -27,7 +27,7 @@ use crate::api::{ColonyServer, FinanceBee, MaintenanceWindow};
 use crate::runtime::Context;
 use crate::runtime::Shutdown;
 use crate::runtime::controller::{CONCURRENT_RECONCILES, Spawned, primary_forgetting, spawn_controller};
-use crate::runtime::owned::{MANAGED_BY, OPERATOR};
+use crate::runtime::owned::{INSTANCE_LABEL, MANAGED_BY, OPERATOR};
 use crate::runtime::windows::WindowView;
 
 pub const NAME: &str = "financebee";
@@ -71,7 +71,7 @@ pub fn bee_pod_selector() -> String {
 
 pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     use crate::runtime::summary::{DeploymentSummary, PodSummary};
-    use crate::runtime::watch::{cached_watch, indexed_watch, strip_object};
+    use crate::runtime::watch::{cached_watch, grouped_watch, indexed_watch, strip_object};
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let cfg = ctx.watch_config();
     // The bees' Deployments only (not the servers'), by their labels.
@@ -85,8 +85,12 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
     // that hold only what the reconcile reads.
     let (deployments, deployment_events) =
         cached_watch(ctx.scoped_api::<DeploymentSummary>(), owned, strip_object::<DeploymentSummary>);
-    let (pods, pod_events) =
-        cached_watch(ctx.scoped_api::<PodSummary>(), ctx.watch_config().labels(&bee_pod_selector()), PodSummary::strip);
+    let (pods, pods_by_bee, pod_events) = grouped_watch(
+        ctx.scoped_api::<PodSummary>(),
+        ctx.watch_config().labels(&bee_pod_selector()),
+        PodSummary::strip,
+        INSTANCE_LABEL,
+    );
     let (servers, server_events) =
         cached_watch(ctx.scoped_api::<ColonyServer>(), cfg.clone(), strip_object::<ColonyServer>);
     let (secrets, secret_events) = indexed_watch(ctx.scoped_api::<PartialObjectMeta<Secret>>(), cfg.clone());
@@ -96,7 +100,7 @@ pub fn start(ctx: Arc<Context>, shutdown: Shutdown) -> Spawned {
         http: crate::runtime::http::default_client(crate::runtime::http::Purpose::Webhook),
         deliveries: Default::default(),
         wake: wake_tx,
-        caches: gather::Caches::new(deployments, pods, servers, secrets, config_maps),
+        caches: gather::Caches::new(deployments, (pods, pods_by_bee), servers, secrets, config_maps),
     });
     let for_hook = bee_ctx.clone();
     let (controller, synced) =
@@ -132,7 +136,7 @@ pub fn bee_of_pod(pod: &impl ResourceExt) -> Option<ObjectRef<FinanceBee>> {
     if labels.get("app.kubernetes.io/name").map(String::as_str) != Some(builders::APP_LABEL) {
         return None;
     }
-    let name = labels.get("app.kubernetes.io/instance")?;
+    let name = labels.get(INSTANCE_LABEL)?;
     Some(ObjectRef::new(name).within(&pod.namespace()?))
 }
 

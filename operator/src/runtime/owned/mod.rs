@@ -20,6 +20,8 @@ use crate::runtime::{Error, Result, field_manager};
 pub mod drift;
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The label naming the object a workload, and each of its pods, belongs to.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 pub const OPERATOR: &str = "colony-operator";
 /// Hash of the desired object last applied; equal hash means nothing to apply.
 pub const DESIRED_HASH_ANNOTATION: &str = "colony.zyeute.io/desired-hash";
@@ -30,7 +32,7 @@ pub const CONFIG_HASH_ANNOTATION: &str = "colony.zyeute.io/config-hash";
 pub fn labels(kind_label: &str, owner_name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), kind_label.to_string()),
-        ("app.kubernetes.io/instance".to_string(), owner_name.to_string()),
+        (INSTANCE_LABEL.to_string(), owner_name.to_string()),
         (MANAGED_BY.to_string(), OPERATOR.to_string()),
     ])
 }
@@ -39,7 +41,7 @@ pub fn labels(kind_label: &str, owner_name: &str) -> BTreeMap<String, String> {
 pub fn selector_labels(app_label: &str, owner_name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), app_label.to_string()),
-        ("app.kubernetes.io/instance".to_string(), owner_name.to_string()),
+        (INSTANCE_LABEL.to_string(), owner_name.to_string()),
     ])
 }
 
