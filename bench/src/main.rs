@@ -480,6 +480,15 @@ fn reconcile_counts(metrics: &str) -> BTreeMap<String, f64> {
     reconcile_histograms(metrics).into_iter().map(|(c, b)| (c, b.last().map(|x| x.1).unwrap_or(0.0))).collect()
 }
 
+/// The observations of a cumulative histogram since an earlier scrape of it (`earlier`:
+/// None when it had none then).
+pub fn histogram_delta(later: &[(f64, f64)], earlier: Option<&Vec<(f64, f64)>>) -> Vec<(f64, f64)> {
+    later
+        .iter()
+        .map(|&(le, n)| (le, n - earlier.and_then(|b| b.iter().find(|x| x.0 == le)).map_or(0.0, |x| x.1)))
+        .collect()
+}
+
 /// The `q` quantile of a cumulative histogram, interpolated linearly inside its bucket (as
 /// Prometheus' histogram_quantile does); infinite when it falls in the +Inf bucket.
 pub fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
@@ -604,6 +613,9 @@ pub struct Results {
     /// The same as `reconcile`, less each reconcile's time waiting for its API requests:
     /// the operator's own part.
     pub reconcile_self: BTreeMap<String, (f64, f64, f64)>,
+    /// Per controller: p50, p99 (seconds) and count of the reconciles' API requests as the
+    /// operator waited for them, during fleet creation (the audit figure's window).
+    pub request_client_fleet: BTreeMap<String, (f64, f64, f64)>,
     /// The API server's time for each of the operator's requests (watches excluded) during
     /// fleet creation, sorted: a reconcile that makes one request cannot be faster.
     pub api_latency_fleet_ms: Vec<f64>,
@@ -1438,17 +1450,18 @@ async fn run() -> anyhow::Result<bool> {
     }
     let settled_histograms = reconcile_histograms(&metrics_settled);
     for (controller, buckets) in reconcile_histograms(&metrics_end) {
-        let before = settled_histograms.get(&controller);
-        let after: Vec<(f64, f64)> = buckets
-            .iter()
-            .map(|&(le, n)| {
-                let earlier = before.and_then(|b| b.iter().find(|x| x.0 == le)).map_or(0.0, |x| x.1);
-                (le, n - earlier)
-            })
-            .collect();
+        let after = histogram_delta(&buckets, settled_histograms.get(&controller));
         let count = after.last().map(|b| b.1).unwrap_or(0.0);
         res.reconcile_after_fleet
             .insert(controller, (histogram_quantile(&after, 0.5), histogram_quantile(&after, 0.99), count));
+    }
+    const REQUESTS: &str = "colony_operator_reconcile_api_request_duration_seconds";
+    let requests_before = histograms(&metrics_before, REQUESTS);
+    for (controller, buckets) in histograms(&metrics_settled, REQUESTS) {
+        let during = histogram_delta(&buckets, requests_before.get(&controller));
+        let count = during.last().map(|b| b.1).unwrap_or(0.0);
+        res.request_client_fleet
+            .insert(controller, (histogram_quantile(&during, 0.5), histogram_quantile(&during, 0.99), count));
     }
     let (requests, reads_logged) = operator_requests()?;
     let in_window = |a: SystemTime, b: SystemTime| requests.iter().filter(move |r| r.at >= a && r.at < b);
@@ -1512,5 +1525,14 @@ colony_operator_reconcile_self_duration_seconds_bucket{controller="financebee",l
         let own = histograms(METRICS, "colony_operator_reconcile_self_duration_seconds");
         assert_eq!(own["financebee"], vec![(0.01, 99.0), (0.1, 100.0), (f64::INFINITY, 100.0)]);
         assert!((histogram_quantile(&own["financebee"], 0.99) - 0.01).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_delta_holds_only_the_observations_since_the_earlier_scrape() {
+        let later = vec![(0.01, 50.0), (0.1, 90.0), (f64::INFINITY, 100.0)];
+        let earlier = vec![(0.01, 40.0), (0.1, 40.0), (f64::INFINITY, 40.0)];
+        assert_eq!(histogram_delta(&later, Some(&earlier)), vec![(0.01, 10.0), (0.1, 50.0), (f64::INFINITY, 60.0)]);
+        // A family the earlier scrape did not have yet: everything is new.
+        assert_eq!(histogram_delta(&later, None), later);
     }
 }

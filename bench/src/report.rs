@@ -107,6 +107,20 @@ pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
             (*count > 0.0).then_some(p99_ms <= RECONCILE_P99_MS),
         ));
     }
+    for (controller, (p50, p99, count)) in &r.request_client_fleet {
+        if *count == 0.0 {
+            continue;
+        }
+        rows.push(row(
+            format!(
+                "API request p50 / p99 as a {controller} reconcile waits for it, during fleet creation ({count:.0} requests)"
+            ),
+            format!("{} / {}", ms(p50 * 1000.0), ms(p99 * 1000.0)),
+            "—",
+            api_floor.clone(),
+            None,
+        ));
+    }
     for (controller, (p50, p99, count)) in &r.reconcile_after_fleet {
         if *count == 0.0 {
             continue;

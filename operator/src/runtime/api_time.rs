@@ -15,23 +15,39 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 tokio::task_local! {
-    static API_WAIT: Arc<AtomicU64>;
+    static API_WAIT: ApiWait;
 }
 
-/// Nanoseconds spent waiting for the API server by the future run in [`scope`].
+/// Nanoseconds spent waiting for the API server by the future run in [`scope`], and the
+/// histogram each of its requests is observed in, if any.
 #[derive(Clone, Default, Debug)]
-pub struct ApiWait(Arc<AtomicU64>);
+pub struct ApiWait {
+    total: Arc<AtomicU64>,
+    requests: Option<prometheus_client::metrics::histogram::Histogram>,
+}
 
 impl ApiWait {
+    /// Also observes each request's time in `requests`.
+    pub fn observing(requests: prometheus_client::metrics::histogram::Histogram) -> Self {
+        Self { total: Default::default(), requests: Some(requests) }
+    }
+
     pub fn get(&self) -> Duration {
-        Duration::from_nanos(self.0.load(Ordering::Relaxed))
+        Duration::from_nanos(self.total.load(Ordering::Relaxed))
+    }
+
+    fn add(&self, took: Duration) {
+        self.total.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        if let Some(h) = &self.requests {
+            h.observe(took.as_secs_f64());
+        }
     }
 }
 
 /// Runs `fut`, adding the time its API requests take (from sending to the response's
 /// headers) to `wait`. Requests that run side by side each count in full.
 pub async fn scope<F: Future>(wait: &ApiWait, fut: F) -> F::Output {
-    API_WAIT.scope(wait.0.clone(), fut).await
+    API_WAIT.scope(wait.clone(), fut).await
 }
 
 /// Times every request of the client it wraps (see the module).
@@ -69,8 +85,8 @@ where
             // Started at the first poll, in the task that awaits the response.
             let start = Instant::now();
             let out = fut.await;
-            let took = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            let _ = API_WAIT.try_with(|w| w.fetch_add(took, Ordering::Relaxed));
+            let took = start.elapsed();
+            let _ = API_WAIT.try_with(|w| w.add(took));
             out
         })
     }
@@ -126,5 +142,35 @@ mod tests {
         })
         .await;
         assert_eq!(wait.get(), Duration::from_millis(25));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_request_of_the_scope_is_observed_on_its_own() {
+        use prometheus_client::metrics::histogram::Histogram;
+        let requests = Histogram::new([0.01, 0.05, 0.1]);
+        let wait = ApiWait::observing(requests.clone());
+        let (fast, slow_) =
+            (TimingLayer.layer(slow(Duration::from_millis(5))), TimingLayer.layer(slow(Duration::from_millis(70))));
+        scope(&wait, async {
+            fast.clone().oneshot(()).await.unwrap();
+            fast.clone().oneshot(()).await.unwrap();
+            slow_.clone().oneshot(()).await.unwrap();
+        })
+        .await;
+        // Outside the scope: not observed.
+        slow_.clone().oneshot(()).await.unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("requests", "", requests);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "requests_count 3",
+            r#"requests_bucket{le="0.01"} 2"#,
+            r#"requests_bucket{le="0.05"} 2"#,
+            r#"requests_bucket{le="0.1"} 3"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert_eq!(wait.get(), Duration::from_millis(80));
     }
 }

@@ -133,6 +133,7 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub reconcile_self_duration: Family<ControllerLabels, Histogram>,
+    pub reconcile_api_request_duration: Family<ControllerLabels, Histogram>,
     pub leader: Gauge,
     pub health_probes: Family<ProbeLabels, Counter>,
     pub health_probe_duration: Family<ObjectLabels, Histogram>,
@@ -174,6 +175,13 @@ impl Default for Metrics {
             "reconcile_self_duration_seconds",
             "Time of one reconciliation outside its requests to the Kubernetes API server",
             reconcile_self_duration.clone(),
+        );
+        let reconcile_api_request_duration =
+            Family::<ControllerLabels, Histogram>::new_with_constructor(reconcile_histogram);
+        registry.register(
+            "reconcile_api_request_duration_seconds",
+            "Time of each request a reconciliation makes to the Kubernetes API server, as the operator waits for it (from sending to the response's headers, connection and client queueing included)",
+            reconcile_api_request_duration.clone(),
         );
         let leader = Gauge::default();
         registry.register(
@@ -276,6 +284,7 @@ impl Default for Metrics {
             reconcile_errors,
             reconcile_duration,
             reconcile_self_duration,
+            reconcile_api_request_duration,
             leader,
             health_probes,
             health_probe_duration,
@@ -304,7 +313,7 @@ impl Metrics {
         ReconcileTimer {
             histogram: self.reconcile_duration.get_or_create(&labels).clone(),
             self_histogram: self.reconcile_self_duration.get_or_create(&labels).clone(),
-            api_wait: ApiWait::default(),
+            api_wait: ApiWait::observing(self.reconcile_api_request_duration.get_or_create(&labels).clone()),
             start: std::time::Instant::now(),
         }
     }
