@@ -193,15 +193,15 @@ where
 }
 
 /// Writes `status` to the status subresource with server-side apply, only when it differs
-/// from `current` (steady state must produce no writes). Returns the object's new
-/// resourceVersion when it wrote, None when there was nothing to write.
+/// from `current` (steady state must produce no writes). Returns the object as written
+/// when it wrote, None when there was nothing to write.
 pub async fn apply_status<K, S>(
     api: &Api<K>,
     obj: &K,
     controller: &str,
     current: Option<&S>,
     status: &S,
-) -> Result<Option<String>>
+) -> Result<Option<K>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
@@ -216,7 +216,7 @@ where
     });
     let params = PatchParams::apply(&field_manager(controller)).force();
     let written = api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch)).await.map_err(Error::Kube)?;
-    Ok(Some(written.resource_version().unwrap_or_default()))
+    Ok(Some(written))
 }
 
 #[cfg(test)]

@@ -388,7 +388,7 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
     });
     ctx.metrics.conditions_observed(NAME, &ns, &cs.name_any(), &new_status.conditions);
     let written = apply_status(&api, cs.as_ref(), NAME, current_status.as_ref(), &new_status).await?;
-    ctx.versions.remember(&key, written.or(cs.resource_version()));
+    ctx.versions.remember_left(&key, cs.resource_version(), written);
     // A flip is announced once status records it: a status write that fails leaves the flip
     // to the retry, which decides it again from the unchanged status and announces it then
     // (announced before the write, an API server restart between the two sent it twice).

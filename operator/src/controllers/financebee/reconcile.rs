@@ -122,8 +122,9 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     if deleting {
         return Ok(Action::await_change());
     }
-    let (action, version) = apply(Arc::new(fb), bctx.clone()).await?;
-    bctx.base.versions.remember(&version_key, version);
+    let read = fb.resource_version();
+    let (action, written) = apply(Arc::new(fb), bctx.clone()).await?;
+    bctx.base.versions.remember_left(&version_key, read, written);
     Ok(action)
 }
 
@@ -396,7 +397,7 @@ fn paging(
 /// → write status (only on change; it is the record of restarts and pages, so it is written
 /// before acting) → act → requeue at the next timer. Returns the action and the bee's
 /// resourceVersion as this reconcile left it.
-async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Option<String>)> {
+async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Option<FinanceBee>)> {
     let ctx = &bctx.base;
     let (ns, name) = (fb.namespace().unwrap_or_default(), fb.name_any());
     let now = Utc::now();
@@ -448,8 +449,7 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Op
     });
     ctx.metrics.conditions_observed(NAME, &ns, &name, &new_status.conditions);
     let api: Api<FinanceBee> = ctx.api(&ns);
-    let version =
-        apply_status(&api, fb.as_ref(), NAME, fb.status.as_ref(), &new_status).await?.or(fb.resource_version());
+    let written = apply_status(&api, fb.as_ref(), NAME, fb.status.as_ref(), &new_status).await?;
 
     // Act.
     act_on_restart(&bctx, &fb, &restart, &previous, &g.policy).await?;
@@ -487,7 +487,7 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Op
         [restart.requeue_after, esc.requeue_after, retry_after, workload.rollout.and_then(|d| d.requeue_after)];
     let default = if problem.is_some() { Duration::from_secs(30) } else { Duration::from_secs(300) };
     let requeue = timers.into_iter().flatten().min().unwrap_or(default).min(default);
-    Ok((Action::requeue(requeue.max(Duration::from_secs(1))), version))
+    Ok((Action::requeue(requeue.max(Duration::from_secs(1))), written))
 }
 
 /// Deletes the pod the decision chose (its restart is already in status), and publishes
