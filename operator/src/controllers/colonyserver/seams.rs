@@ -97,17 +97,22 @@ struct Cluster {
     events: Vec<String>,
     /// Status writes received (accepted or not).
     status_patches: usize,
+    /// Reads of the server object.
+    server_reads: usize,
 }
 
 impl Cluster {
     /// The server of [`server`] not reconciled yet, its hook Secret holding `hook_url`.
     fn new(hook_url: String, status_writes: StatusWrite) -> Self {
-        Self { server: server(), hook_url, status_writes, events: vec![], status_patches: 0 }
+        Self { server: server(), hook_url, status_writes, events: vec![], status_patches: 0, server_reads: 0 }
     }
 
     fn answer(&mut self, seen: &Seen) -> Reply {
         match (&seen.method, seen.path.as_str()) {
-            (&Method::GET, SERVER) => Reply::ok(&self.server),
+            (&Method::GET, SERVER) => {
+                self.server_reads += 1;
+                Reply::ok(&self.server)
+            }
             (&Method::PATCH, STATUS) => {
                 self.status_patches += 1;
                 let mut written = self.server.clone();
@@ -182,7 +187,13 @@ impl Harness {
     /// One reconcile of what the cluster holds, every request answered by `cluster`, then the
     /// announcements it queued (Events, notifications) until they are done.
     async fn reconcile(&mut self, cluster: &mut Cluster) -> crate::runtime::Result<()> {
-        let run = tokio::spawn(reconcile(Arc::new(cluster.server.clone()), self.sctx.clone()));
+        let cached = cluster.server.clone();
+        self.reconcile_from(cluster, cached).await
+    }
+
+    /// [`Harness::reconcile`] of `cached`, the server as the watch cache shows it.
+    async fn reconcile_from(&mut self, cluster: &mut Cluster, cached: ColonyServer) -> crate::runtime::Result<()> {
+        let run = tokio::spawn(reconcile(Arc::new(cached), self.sctx.clone()));
         tokio::pin!(run);
         let result = loop {
             tokio::select! {
@@ -343,5 +354,34 @@ async fn a_notification_pushed_out_of_a_full_outbox_is_reported_not_sent() {
     assert_eq!(h.sctx.base.metrics.notifications_failed.get_or_create(&labels).get(), 1);
     assert_eq!(cluster.events.len(), 2);
     assert_eq!(hooks.lock().unwrap().len(), MAX_PENDING);
+    h.api.done().await;
+}
+
+#[tokio::test]
+async fn a_reconcile_before_the_watch_brings_its_own_status_write_starts_from_the_written_object() {
+    let (url, _) = webhook().await;
+    let mut h = harness();
+    let mut cluster = Cluster::new(url, StatusWrite::Accept);
+    cluster.server.spec.fallback.notify = None;
+    // What the cache shows until the watch delivers the flip's status write.
+    let before = cluster.server.clone();
+    h.reconcile(&mut cluster).await.unwrap();
+    assert_eq!((cluster.server_reads, cluster.status_patches), (1, 1), "a first reconcile reads; the flip is written");
+    assert_eq!(cluster.events, ["FallbackEnabled"]);
+
+    // Woken (by its ConfigMap's event, say) while the cache still shows the version before
+    // the write: no read, and no second flip decided from a copy that lacks the first.
+    h.reconcile_from(&mut cluster, before.clone()).await.unwrap();
+    assert_eq!((cluster.server_reads, cluster.status_patches), (1, 1));
+    assert_eq!(cluster.events, ["FallbackEnabled"], "the flip is announced once");
+
+    // The written object stands in once: the next reconcile, with the cache still that far
+    // behind, reads (the version it left is not the cached one).
+    h.reconcile_from(&mut cluster, before).await.unwrap();
+    assert_eq!((cluster.server_reads, cluster.status_patches), (2, 1));
+    // With the cache at the version the last reconcile left: neither read nor write.
+    h.reconcile(&mut cluster).await.unwrap();
+    assert_eq!((cluster.server_reads, cluster.status_patches), (2, 1));
+    assert_eq!(cluster.events, ["FallbackEnabled"]);
     h.api.done().await;
 }
