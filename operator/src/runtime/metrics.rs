@@ -35,6 +35,13 @@ pub struct ObjectLabels {
     pub name: String,
 }
 
+impl ObjectLabels {
+    /// The labels of `obj`'s series.
+    pub fn of(obj: &impl kube::ResourceExt) -> Self {
+        Self { namespace: obj.namespace().unwrap_or_default(), name: obj.name_any() }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SloStateLabels {
     pub namespace: String,

@@ -127,23 +127,15 @@ trait Entries<K> {
 
 fn apply_event<K, E: Entries<K>>(current: &std::sync::RwLock<E>, relisting: &mut Option<E>, event: &watcher::Event<K>) {
     let write = || current.write().expect("index poisoned");
+    let empty = || current.read().expect("index poisoned").emptied();
     match event {
         watcher::Event::Apply(o) => write().put(o),
         watcher::Event::Delete(o) => write().remove(o),
-        watcher::Event::Init => *relisting = Some(current.read().expect("index poisoned").emptied()),
-        watcher::Event::InitApply(o) => {
-            if relisting.is_none() {
-                *relisting = Some(current.read().expect("index poisoned").emptied());
-            }
-            relisting.as_mut().expect("just set").put(o);
-        }
+        watcher::Event::Init => *relisting = Some(empty()),
+        watcher::Event::InitApply(o) => relisting.get_or_insert_with(empty).put(o),
         watcher::Event::InitDone => {
-            if let Some(fresh) = relisting.take() {
-                *write() = fresh;
-            } else {
-                let empty = current.read().expect("index poisoned").emptied();
-                *write() = empty;
-            }
+            let fresh = relisting.take().unwrap_or_else(empty);
+            *write() = fresh;
         }
     }
 }
@@ -256,15 +248,6 @@ impl GroupIndex {
     pub fn members(&self, namespace: &str, value: &str) -> Vec<String> {
         let groups = self.groups.read().expect("group index poisoned");
         groups.members.get(&index_key(namespace, value)).map(|n| n.iter().cloned().collect()).unwrap_or_default()
-    }
-
-    /// Objects indexed (those with the label).
-    pub fn len(&self) -> usize {
-        self.groups.read().expect("group index poisoned").group_of.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     pub(crate) fn apply<K: Resource>(&self, event: &watcher::Event<K>, relisting: &mut Option<Groups>) {
@@ -394,7 +377,8 @@ mod tests {
         apply(watcher::Event::InitDone);
         assert_eq!(index.members("a", "bee"), ["p1", "p2"], "the same label in another namespace is another group");
         assert_eq!(index.members("b", "bee"), ["p3"]);
-        assert_eq!(index.len(), 3, "an object without the label is in no group");
+        let indexed = || index.groups.read().unwrap().group_of.len();
+        assert_eq!(indexed(), 3, "an object without the label is in no group");
         // The label changes: the pod moves; it is removed: it goes; the last one leaves no
         // empty group behind.
         apply(watcher::Event::Apply(pod("a", "p2", Some("other-bee"))));
@@ -412,7 +396,7 @@ mod tests {
         assert_eq!(index.members("b", "bee"), ["p3"], "the old index serves until the list is complete");
         apply(watcher::Event::InitDone);
         assert_eq!((index.members("b", "bee"), index.members("c", "bee")), (vec![], vec!["p4".to_string()]));
-        assert_eq!(index.len(), 1);
+        assert_eq!(indexed(), 1);
     }
 
     mod initial_list {

@@ -395,11 +395,11 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
     if decision.flipped {
         announce_flip(&sctx, &cs, &decision);
     }
-    // The notifications status holds and this process has not sent: the flip's own, or what
-    // a lost reply, a restart or the previous leader left undelivered.
     // Those pushed out of status unsent are lost: what this process had not queued (read
     // before the queueing below moves the mark past them).
     let lost = sctx.outbox.unqueued(&notification_key(&cs), &dropped);
+    // The notifications status holds and this process has not sent: the flip's own, or what
+    // a lost reply, a restart or the previous leader left undelivered.
     let recorded = new_status.fallback.as_ref().map_or(&[][..], |f| &f.pending_notifications);
     send_notifications(&sctx, &cs, recorded).await?;
     report_lost(&sctx, &cs, &lost).await;
@@ -660,10 +660,7 @@ async fn send_notifications(
                     Err(why) => Err(why.clone()),
                 };
                 if let Err(e) = result {
-                    let labels = crate::runtime::metrics::ObjectLabels {
-                        namespace: cs.namespace().unwrap_or_default(),
-                        name: cs.name_any(),
-                    };
+                    let labels = crate::runtime::metrics::ObjectLabels::of(cs.as_ref());
                     sctx.base.metrics.notifications_failed.get_or_create(&labels).inc();
                     tracing::warn!(error = %e, "fallback notification failed");
                     sctx.base.event(cs.as_ref(), EventType::Warning, "NotificationFailed", "Notify", e).await;
@@ -682,8 +679,7 @@ async fn send_notifications(
 /// warning and an Event. Called once status no longer holds them.
 async fn report_lost(sctx: &ServerContext, cs: &ColonyServer, lost: &[PendingNotification]) {
     let Some(oldest) = lost.first() else { return };
-    let labels =
-        crate::runtime::metrics::ObjectLabels { namespace: cs.namespace().unwrap_or_default(), name: cs.name_any() };
+    let labels = crate::runtime::metrics::ObjectLabels::of(cs);
     sctx.base.metrics.notifications_failed.get_or_create(&labels).inc_by(lost.len() as u64);
     let note = format!(
         "{} flip notification(s) dropped undelivered, the oldest of {}: more than {} were waiting for delivery",

@@ -72,10 +72,6 @@ fn decide_rollout(
     rollout::decide(&rollout::RolloutPolicy::from_spec(&fb.spec.rollback), &fb.spec.image, &observation, memory, now)
 }
 
-fn object_labels(fb: &FinanceBee) -> ObjectLabels {
-    ObjectLabels { namespace: fb.namespace().unwrap_or_default(), name: fb.name_any() }
-}
-
 /// On a bee while a page may be open at the receivers: deleting the bee resolves it first.
 pub const FINALIZER: &str = "colony.zyeute.io/resolve-escalation";
 
@@ -395,8 +391,8 @@ fn paging(
 
 /// Reconciles a live bee: gather → apply the Deployment → decide restarts and paging (pure)
 /// → write status (only on change; it is the record of restarts and pages, so it is written
-/// before acting) → act → requeue at the next timer. Returns the action and the bee's
-/// resourceVersion as this reconcile left it.
+/// before acting) → act → requeue at the next timer. Returns the action and the bee as its
+/// status write returned it (None: nothing to write).
 async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Option<FinanceBee>)> {
     let ctx = &bctx.base;
     let (ns, name) = (fb.namespace().unwrap_or_default(), fb.name_any());
@@ -453,7 +449,7 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Op
 
     // Act.
     act_on_restart(&bctx, &fb, &restart, &previous, &g.policy).await?;
-    let labels = object_labels(&fb);
+    let labels = ObjectLabels::of(fb.as_ref());
     ctx.metrics
         .finance_bee_escalated
         .get_or_create(&labels)
@@ -544,7 +540,7 @@ async fn act_on_restart(
 }
 
 async fn announce_transition(ctx: &Context, fb: &FinanceBee, tr: Transition, after: &str) {
-    let labels = object_labels(fb);
+    let labels = ObjectLabels::of(fb);
     ctx.metrics
         .finance_bee_escalations
         .get_or_create(&EscalationLabels { namespace: labels.namespace, name: labels.name, action: tr.as_str().into() })
@@ -571,7 +567,7 @@ fn spawn_delivery(bctx: Arc<BeeContext>, fb: Arc<FinanceBee>, key: String, job: 
     tokio::spawn(async move {
         let outcome = send(&bctx, &fb, &incident).await;
         let ctx = &bctx.base;
-        let labels = object_labels(&fb);
+        let labels = ObjectLabels::of(fb.as_ref());
         for (target, result) in &outcome {
             ctx.metrics
                 .finance_bee_escalation_deliveries
