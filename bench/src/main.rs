@@ -11,7 +11,7 @@
 mod plots;
 mod report;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -128,6 +128,8 @@ pub struct Sample {
     pub rss_mib: f64,
     /// Percent of one core over the last interval.
     pub cpu_pct: f64,
+    /// The operator's open TCP connections to the API server.
+    pub api_connections: usize,
 }
 
 fn clock_ticks() -> f64 {
@@ -153,6 +155,45 @@ fn proc_stats(pid: u32) -> Option<(u64, u64, u64)> {
     // After the command: state is field 3; utime and stime are fields 14 and 15.
     let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some((kib("VmRSS:")?, kib("VmHWM:")?, ticks))
+}
+
+/// The established TCP connections of `pid` to `port`: its socket inodes (/proc/<pid>/fd)
+/// looked up in the network namespace's tables (/proc/net/tcp, tcp6).
+fn connections_to(pid: u32, port: u16) -> Option<usize> {
+    let inodes: HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+        .collect();
+    let tables = ["/proc/net/tcp", "/proc/net/tcp6"].map(|t| std::fs::read_to_string(t).unwrap_or_default());
+    Some(tables.iter().map(|t| count_connections(t, port, &inodes)).sum())
+}
+
+/// Rows of a /proc/net/tcp table that are established (state 01), go to remote `port` and
+/// belong to one of `inodes`.
+pub fn count_connections(table: &str, port: u16, inodes: &HashSet<u64>) -> usize {
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            // sl local_address rem_address st tx_queue:rx_queue tr:when retrnsmt uid timeout inode
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 9
+                && f[3] == "01"
+                && f[2].rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok()) == Some(port)
+                && f[9].parse::<u64>().is_ok_and(|i| inodes.contains(&i))
+        })
+        .count()
+}
+
+/// The port of the kubeconfig's `server:` URL.
+pub fn server_port(kubeconfig: &str) -> Option<u16> {
+    let url = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server:"))?.trim();
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest).split('/').next()?;
+    match authority.rsplit_once(':') {
+        Some((_, port)) => port.parse().ok(),
+        None => Some(if url.starts_with("http://") { 80 } else { 443 }),
+    }
 }
 
 // ------------------------------------------------------------------------------------
@@ -601,6 +642,8 @@ pub struct Results {
     pub phases: Vec<(String, f64, f64)>,
     pub rss_peak_mib: f64,
     pub rss_rest_mib: f64,
+    /// The operator's TCP connections to the API server at the end of the rest window.
+    pub api_connections_rest: usize,
     /// The same, of an operator started into the whole fleet once it settled.
     pub rss_restart_rest_mib: f64,
     /// From that start until no reconcile for 15 s.
@@ -1245,6 +1288,7 @@ async fn run() -> anyhow::Result<bool> {
     if context != Some(format!("kwok-{cluster}").as_str()) {
         bail!("the kubeconfig points at {context:?}, not the cluster {cluster:?}: take the other cluster down first");
     }
+    let api_port = server_port(&kubeconfig).context("no server: URL in the kubeconfig")?;
     eprintln!("[bench] fleet: {scale:?}");
     let client = colony_e2e::client().await;
     let mut res = Results { scale: Some(scale), busy_load: load_avg(), ..Default::default() };
@@ -1296,6 +1340,7 @@ async fn run() -> anyhow::Result<bool> {
                         t: now.duration_since(bench_start).as_secs_f64(),
                         rss_mib: rss as f64 / 1024.0,
                         cpu_pct: cpu,
+                        api_connections: connections_to(pid, api_port).unwrap_or(0),
                     });
                 }
                 hwm.store(peak, Ordering::Relaxed);
@@ -1379,6 +1424,7 @@ async fn run() -> anyhow::Result<bool> {
     let rest_to = SystemTime::now();
     res.cpu_rest_pct = (ticks - rest_ticks) as f64 / clock_ticks() / rest_start.elapsed().as_secs_f64() * 100.0;
     res.rss_rest_mib = rss_rest as f64 / 1024.0;
+    res.api_connections_rest = connections_to(pid, api_port).unwrap_or(0);
     phase_mark(&mut res, "at rest", t);
 
     let t = Instant::now();
@@ -1489,8 +1535,12 @@ async fn run() -> anyhow::Result<bool> {
 
     std::fs::write(
         out_dir.join("samples.csv"),
-        std::iter::once("seconds,rss_mib,cpu_percent_of_a_core\n".to_string())
-            .chain(res.samples.iter().map(|s| format!("{:.1},{:.2},{:.2}\n", s.t, s.rss_mib, s.cpu_pct)))
+        std::iter::once("seconds,rss_mib,cpu_percent_of_a_core,api_connections\n".to_string())
+            .chain(
+                res.samples
+                    .iter()
+                    .map(|s| format!("{:.1},{:.2},{:.2},{}\n", s.t, s.rss_mib, s.cpu_pct, s.api_connections)),
+            )
             .collect::<String>(),
     )?;
     plots::write_all(&out_dir, &res)?;
@@ -1534,5 +1584,28 @@ colony_operator_reconcile_self_duration_seconds_bucket{controller="financebee",l
         assert_eq!(histogram_delta(&later, Some(&earlier)), vec![(0.01, 10.0), (0.1, 50.0), (f64::INFINITY, 60.0)]);
         // A family the earlier scrape did not have yet: everything is new.
         assert_eq!(histogram_delta(&later, None), later);
+    }
+
+    #[test]
+    fn only_established_connections_of_the_process_to_the_port_count() {
+        // 127.0.0.1:40000 -> 127.0.0.1:6443 (0x192B), established, inode 100; the same port in
+        // TIME_WAIT (06); another process's connection (inode 300); a connection elsewhere.
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:9C40 0100007F:192B 01 00000000:00000000 00:00000000 00000000     0        0 100 1 0 20 4 30 10 -1
+   1: 0100007F:9C41 0100007F:192B 06 00000000:00000000 00:00000000 00000000     0        0 0 1 0 20 4 30 10 -1
+   2: 0100007F:9C42 0100007F:192B 01 00000000:00000000 00:00000000 00000000     0        0 300 1 0 20 4 30 10 -1
+   3: 0100007F:9C43 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 101 1 0 20 4 30 10 -1
+";
+        let ours: HashSet<u64> = [100, 101].into();
+        assert_eq!(count_connections(table, 6443, &ours), 1);
+        assert_eq!(count_connections(table, 8080, &ours), 1);
+        assert_eq!(count_connections(table, 9999, &ours), 0);
+    }
+
+    #[test]
+    fn the_api_port_is_read_from_the_kubeconfig() {
+        assert_eq!(server_port("clusters:\n- cluster:\n    server: https://127.0.0.1:32766\n"), Some(32766));
+        assert_eq!(server_port("    server: https://api.example\n"), Some(443));
+        assert_eq!(server_port("kind: Config\n"), None);
     }
 }

@@ -56,6 +56,13 @@ pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
     ));
     rows.push(row("operator RSS, peak", format!("{:.1} MiB", r.rss_peak_mib), "—", "—".into(), None));
     rows.push(row(
+        "operator TCP connections to the API server, peak / at rest",
+        format!("{} / {}", r.samples.iter().map(|s| s.api_connections).max().unwrap_or(0), r.api_connections_rest),
+        "—",
+        "—".into(),
+        None,
+    ));
+    rows.push(row(
         "operator RSS at rest",
         format!("{:.1} MiB", r.rss_rest_mib),
         &format!("≤ {RSS_REST_MIB} MiB"),

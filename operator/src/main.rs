@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use colony_operator::operator::{self, RunOptions};
 use colony_operator::runtime::telemetry::{self, LogFormat};
+use colony_operator::runtime::transport::ApiProtocol;
 
 /// The Colony OS runbook as a Kubernetes operator.
 #[derive(Parser)]
@@ -55,6 +56,10 @@ struct RunArgs {
     /// the API server serves it).
     #[arg(long, value_enum, default_value = "auto", env = "INITIAL_LIST")]
     initial_list: InitialListArg,
+    /// Speak only HTTP/1.1 to the API server (default: offer HTTP/2, which carries every
+    /// watch and request over one connection, and fall back to HTTP/1.1 if refused).
+    #[arg(long, env = "API_HTTP1")]
+    api_http1: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -85,6 +90,7 @@ fn main() -> ExitCode {
                     InitialListArg::Streaming => Some(InitialList::Streaming),
                     InitialListArg::Paged => Some(InitialList::Paged),
                 },
+                api_protocol: if args.api_http1 { ApiProtocol::Http1 } else { ApiProtocol::Negotiate },
                 namespace: args.namespace,
                 admin_addr: args.admin_addr,
                 leader: args.leader_elect.then_some(colony_operator::runtime::leader::LeaderSettings {

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context as _, bail};
 use futures::future::join_all;
 use kube::api::ListParams;
-use kube::client::ClientBuilder;
 use kube::{Api, Client, Config};
 use tokio::sync::watch;
 
@@ -16,6 +15,7 @@ use crate::controllers;
 use crate::runtime::admin::{self, AdminState};
 use crate::runtime::leader::{self, Gate, GuardLayer, LeaderSettings};
 use crate::runtime::metrics::Metrics;
+use crate::runtime::transport::{self, ApiProtocol};
 use crate::runtime::watch::InitialList;
 use crate::runtime::{Context, Settings, Shutdown};
 
@@ -25,6 +25,8 @@ pub struct RunOptions {
     pub initial_list: Option<InitialList>,
     pub admin_addr: SocketAddr,
     pub leader: Option<LeaderSettings>,
+    /// Which HTTP versions the client offers the API server.
+    pub api_protocol: ApiProtocol,
 }
 
 /// How long a graceful shutdown waits for running reconciles.
@@ -53,15 +55,10 @@ async fn config(identity: Option<&str>) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-pub async fn client() -> anyhow::Result<Client> {
-    Client::try_from(config(None).await?).context("building the Kubernetes client")
-}
-
 /// A client whose writes pass only while `gate` is open (reads always pass), and whose
 /// requests count towards the reconcile that makes them (`runtime::api_time`).
-fn guarded_client(config: Config, gate: Gate) -> anyhow::Result<Client> {
-    Ok(ClientBuilder::try_from(config)
-        .context("building the Kubernetes client")?
+fn guarded_client(config: &Config, protocol: ApiProtocol, gate: Gate) -> anyhow::Result<Client> {
+    Ok(transport::client_builder(config, protocol)?
         .with_layer(&GuardLayer(gate))
         .with_layer(&crate::runtime::api_time::TimingLayer)
         .build())
@@ -98,7 +95,9 @@ async fn check_crds(client: &Client, namespace: Option<&str>) -> anyhow::Result<
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let identity = opts.leader.as_ref().map(|l| l.identity.as_str());
     let config = config(identity).await?;
-    let raw = Client::try_from(config.clone()).context("building the Kubernetes client")?;
+    let raw = transport::client(&config, opts.api_protocol)?;
+    let version = transport::negotiated(&raw).await.context("reaching the API server")?;
+    tracing::info!(protocol = ?version, "connected to the API server");
     check_crds(&raw, opts.namespace.as_deref()).await?;
     let initial_list = match opts.initial_list {
         Some(chosen) => chosen,
@@ -133,7 +132,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     let gate = election.as_ref().map(|e| e.gate.clone()).unwrap_or_else(Gate::always);
     leader::install(gate.clone());
-    let client = guarded_client(config, gate.clone())?;
+    let client = guarded_client(&config, opts.api_protocol, gate.clone())?;
 
     let leader_gauge = metrics.clone();
     let gauge_gate = gate.clone();

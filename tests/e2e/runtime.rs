@@ -68,6 +68,13 @@ async fn admin_endpoints_metrics_and_graceful_shutdown() {
         op.logs()
     );
     assert_eq!(metric(&text, "colony_operator_leader "), Some(1.0), "without leader election the process acts");
+    // By default the client offers HTTP/2 and the API server takes it: every watch and
+    // request of the process shares one connection.
+    assert!(
+        op.logs().lines().any(|l| l.contains("connected to the API server") && l.contains(r#""protocol":"HTTP/2.0""#)),
+        "{}",
+        op.logs()
+    );
 
     // JSON logs: every line is a JSON object, and a line logged inside a reconcile names its
     // object through the reconcile's span (the metric counts a reconcile when it starts: wait
@@ -182,21 +189,27 @@ async fn sigterm_during_startup_stops_cleanly() {
     ns.cleanup().await;
 }
 
-/// The fallback for API servers without streaming lists: paged lists fill the caches and the
-/// controllers work from them.
+/// The fallbacks for API servers without streaming lists or without HTTP/2: paged lists over
+/// kube's HTTP/1.1 client fill the caches and the controllers work from them.
 #[tokio::test]
-async fn paged_initial_lists_fill_the_caches() {
+async fn paged_initial_lists_over_http1_fill_the_caches() {
     let client = client().await;
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "e2e-paged").await;
     let mut op = OperatorProcess::start_with_env(
         &ns.name,
-        &["--namespace", &ns.name, "--initial-list", "paged"],
+        &["--namespace", &ns.name, "--initial-list", "paged", "--api-http1"],
         &[("RUST_LOG", "info,kube=warn,colony_operator::runtime::controller=debug")],
     )
     .await;
     op.wait_ready().await;
     assert!(op.logs().lines().any(|l| l.contains("watches fill their caches") && l.contains("Paged")), "{}", op.logs());
+    // kube's own HTTP/1.1-only client, for API servers (or proxies) that refuse HTTP/2.
+    assert!(
+        op.logs().lines().any(|l| l.contains("connected to the API server") && l.contains("HTTP/1.1")),
+        "{}",
+        op.logs()
+    );
     let out =
         colony_e2e::kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(&maintenance_window("paged"))).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -21,6 +21,7 @@ pub mod summary;
 pub mod telemetry;
 #[cfg(test)]
 pub mod testing;
+pub mod transport;
 pub mod versions;
 pub mod watch;
 pub mod windows;
