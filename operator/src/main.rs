@@ -56,10 +56,11 @@ struct RunArgs {
     /// the API server serves it).
     #[arg(long, value_enum, default_value = "auto", env = "INITIAL_LIST")]
     initial_list: InitialListArg,
-    /// Speak only HTTP/1.1 to the API server (default: offer HTTP/2, which carries every
-    /// watch and request over one connection, and fall back to HTTP/1.1 if refused).
-    #[arg(long, env = "API_HTTP1")]
-    api_http1: bool,
+    /// Offer HTTP/2 to the API server: every watch and request over one connection, pinged so
+    /// that a silent connection is noticed (default: HTTP/1.1, a connection per watch and per
+    /// request in flight).
+    #[arg(long, env = "API_HTTP2")]
+    api_http2: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -90,7 +91,7 @@ fn main() -> ExitCode {
                     InitialListArg::Streaming => Some(InitialList::Streaming),
                     InitialListArg::Paged => Some(InitialList::Paged),
                 },
-                api_protocol: if args.api_http1 { ApiProtocol::Http1 } else { ApiProtocol::Negotiate },
+                api_protocol: if args.api_http2 { ApiProtocol::Negotiate } else { ApiProtocol::Http1 },
                 namespace: args.namespace,
                 admin_addr: args.admin_addr,
                 leader: args.leader_elect.then_some(colony_operator::runtime::leader::LeaderSettings {

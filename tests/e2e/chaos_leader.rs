@@ -1,8 +1,11 @@
-//! Faults of leadership: a leader frozen (SIGSTOP) past its lease while a standby takes over,
-//! then thawed; a controller task that panics.
+//! Faults of leadership and of the way to the API server: a leader frozen (SIGSTOP) past its
+//! lease while a standby takes over, then thawed; a controller task that panics; the API
+//! server restarted mid-flip; every connection to it silenced; the process killed before a
+//! flip's notification is delivered.
 use std::time::{Duration, SystemTime};
 
 use colony_e2e::chaos::{self, Row};
+use colony_e2e::proxy::BlackHoleProxy;
 use colony_e2e::{
     AuditWrite, DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, audit_writes, client, install_crds,
     wait_for,
@@ -452,6 +455,78 @@ async fn chaos_apiserver_restart_during_a_flip() {
     assert_eq!(doubled, 0, "a flip was acted on twice: {states:?}");
     assert_eq!(states.first().map(String::as_str), Some("on"));
     drop(op);
+    ns.cleanup().await;
+}
+
+/// `--api-http2`: every open connection between the operator and the API server goes silent
+/// without a reset (a hung proxy or load balancer): nothing moves, no error arrives. A human
+/// turns the fallback on by hand meanwhile. The operator notices the dead connection (HTTP/2
+/// pings), reconnects, its watches resume, and the hand edit is put back: silence is not
+/// mistaken for a quiet cluster.
+#[tokio::test]
+async fn chaos_api_connection_black_holed() {
+    let _shared = CONTROL_PLANE.read().await;
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "chaos-blackhole").await;
+    let endpoint = TestEndpoint::start().await;
+    let proxy = BlackHoleProxy::in_front_of_the_api_server(&ns.name).await;
+    let kubeconfig = proxy.kubeconfig.to_string_lossy().into_owned();
+    let mut op = OperatorProcess::start_with_env(
+        &ns.name,
+        &["--namespace", &ns.name, "--api-http2"],
+        &[("KUBECONFIG", kubeconfig.as_str())],
+    )
+    .await;
+    op.wait_ready().await;
+    apply_yaml(&ns.name, &server("srv", &endpoint)).await;
+    let cms: Api<ConfigMap> = ns.api();
+    wait_for("the fallback ConfigMap, off", DEADLINE, || async {
+        match use_colony_os(&cms).await.as_deref() {
+            Some("true") => Ok(()),
+            other => Err(format!("USE_COLONY_OS={other:?}")),
+        }
+    })
+    .await;
+    let probes = endpoint.successes();
+    let accepted = proxy.connections();
+    let silenced = proxy.black_hole();
+    assert!(silenced >= 1, "the operator reached the API server through the proxy");
+    let start = std::time::Instant::now();
+    let by_hand = kube::api::PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
+    cms.patch(
+        "srv-fallback",
+        &by_hand,
+        &kube::api::Patch::Merge(serde_json::json!({"data": {"USE_COLONY_OS": "false"}})),
+    )
+    .await
+    .unwrap();
+    // Dead-connection detection takes up to 45 s (a ping after 30 s without a frame, 15 s for
+    // its answer); then the watches restart from where they were.
+    let put_back = wait_for("the hand edit put back over a new connection", Duration::from_secs(180), || async {
+        match use_colony_os(&cms).await.as_deref() {
+            Some("true") => Ok(start.elapsed()),
+            other => Err(format!("USE_COLONY_OS={other:?}; {} connection(s) accepted", proxy.connections())),
+        }
+    })
+    .await;
+    // The operator was running all along (it kept probing), and it came back through new
+    // connections, not through a silenced one.
+    assert!(endpoint.successes() > probes, "the operator kept probing while its connection was silent");
+    let reconnected = proxy.connections() - accepted;
+    assert!(reconnected >= 1, "the operator opened a new connection");
+    let figures = format!(
+        "{silenced} connection(s) silenced; the hand edit made meanwhile put back {:.1} s later over {reconnected} new connection(s)",
+        put_back.as_secs_f64()
+    );
+    println!("{figures}");
+    chaos::record(&Row {
+        fault: "every connection to the API server silenced (no reset), fallback edited by hand meanwhile".into(),
+        injected: 1,
+        figures,
+        ..Default::default()
+    });
+    assert_eq!(op.terminate().await, Some(0), "SIGTERM stops cleanly (log: {})", op.log_path.display());
     ns.cleanup().await;
 }
 

@@ -356,6 +356,7 @@ async fn helm_template_renders_each_mode() {
     assert_eq!(args.first().map(String::as_str), Some("run"));
     assert!(args.contains(&"--leader-elect".to_string()), "{args:?}");
     assert!(!args.iter().any(|a| a.starts_with("--namespace")), "{args:?}");
+    assert!(!args.contains(&"--api-http2".to_string()), "kube's HTTP/1.1 client by default: {args:?}");
     assert_eq!(str_at(container, &["livenessProbe", "httpGet", "path"]), "/healthz");
     assert_eq!(str_at(container, &["readinessProbe", "httpGet", "path"]), "/readyz");
     let env: Vec<String> =
@@ -382,6 +383,11 @@ async fn helm_template_renders_each_mode() {
     assert_eq!(str_at(&binding["subjects"][0], &["namespace"]), "colony-system");
     let args = strings(one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0].get("args"));
     assert!(args.contains(&"--namespace=colony".to_string()), "{args:?}");
+
+    // HTTP/2 to the API server when asked for.
+    let docs = template(&["apiHttp2=true"], &[]).await;
+    let args = strings(one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0].get("args"));
+    assert!(args.contains(&"--api-http2".to_string()), "{args:?}");
 
     // ServiceMonitor only when asked for.
     let docs = template(&["serviceMonitor.enabled=true"], &[]).await;

@@ -68,10 +68,9 @@ async fn admin_endpoints_metrics_and_graceful_shutdown() {
         op.logs()
     );
     assert_eq!(metric(&text, "colony_operator_leader "), Some(1.0), "without leader election the process acts");
-    // By default the client offers HTTP/2 and the API server takes it: every watch and
-    // request of the process shares one connection.
+    // By default kube's HTTP/1.1 client.
     assert!(
-        op.logs().lines().any(|l| l.contains("connected to the API server") && l.contains(r#""protocol":"HTTP/2.0""#)),
+        op.logs().lines().any(|l| l.contains("connected to the API server") && l.contains(r#""protocol":"HTTP/1.1""#)),
         "{}",
         op.logs()
     );
@@ -189,24 +188,24 @@ async fn sigterm_during_startup_stops_cleanly() {
     ns.cleanup().await;
 }
 
-/// The fallbacks for API servers without streaming lists or without HTTP/2: paged lists over
-/// kube's HTTP/1.1 client fill the caches and the controllers work from them.
+/// The fallback for API servers without streaming lists, and the HTTP/2 client: paged lists
+/// over one HTTP/2 connection fill the caches and the controllers work from them.
 #[tokio::test]
-async fn paged_initial_lists_over_http1_fill_the_caches() {
+async fn paged_initial_lists_over_http2_fill_the_caches() {
     let client = client().await;
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "e2e-paged").await;
     let mut op = OperatorProcess::start_with_env(
         &ns.name,
-        &["--namespace", &ns.name, "--initial-list", "paged", "--api-http1"],
+        &["--namespace", &ns.name, "--initial-list", "paged", "--api-http2"],
         &[("RUST_LOG", "info,kube=warn,colony_operator::runtime::controller=debug")],
     )
     .await;
     op.wait_ready().await;
     assert!(op.logs().lines().any(|l| l.contains("watches fill their caches") && l.contains("Paged")), "{}", op.logs());
-    // kube's own HTTP/1.1-only client, for API servers (or proxies) that refuse HTTP/2.
+    // `--api-http2`: offered by ALPN, and taken by the API server.
     assert!(
-        op.logs().lines().any(|l| l.contains("connected to the API server") && l.contains("HTTP/1.1")),
+        op.logs().lines().any(|l| l.contains("connected to the API server") && l.contains("HTTP/2.0")),
         "{}",
         op.logs()
     );
