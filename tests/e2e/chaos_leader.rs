@@ -458,26 +458,44 @@ async fn chaos_apiserver_restart_during_a_flip() {
     ns.cleanup().await;
 }
 
-/// `--api-http2`: every open connection between the operator and the API server goes silent
-/// without a reset (a hung proxy or load balancer): nothing moves, no error arrives. A human
-/// turns the fallback on by hand meanwhile. The operator notices the dead connection (HTTP/2
-/// pings), reconnects, its watches resume, and the hand edit is put back: silence is not
-/// mistaken for a quiet cluster.
+/// How the operator's open connections to the API server are cut, without a reset.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// The proxy keeps them open but moves no byte (a hung proxy or load balancer): only the
+    /// HTTP/2 pings can tell.
+    Silenced,
+    /// Their packets are dropped (the peer's node or a NAT entry gone): TCP keepalive tells.
+    PacketsDropped,
+}
+
+/// `--api-http2`, every open connection silenced: the pings notice, the watches resume.
 #[tokio::test]
 async fn chaos_api_connection_black_holed() {
+    connection_cut_while_a_hand_edit_is_made(Cut::Silenced, &["--api-http2"]).await;
+}
+
+/// The default client (HTTP/1.1), every open connection's packets dropped: TCP keepalive
+/// notices (kube's own client waited forever), the watches resume.
+#[tokio::test]
+async fn chaos_api_connection_packets_dropped() {
+    connection_cut_while_a_hand_edit_is_made(Cut::PacketsDropped, &[]).await;
+}
+
+/// Every open connection between the operator and the API server is cut without a reset:
+/// nothing moves, no error arrives. A human turns the fallback on by hand meanwhile. The
+/// operator notices the dead connections, reconnects, its watches resume, and the hand edit is
+/// put back: silence is not mistaken for a quiet cluster.
+async fn connection_cut_while_a_hand_edit_is_made(cut: Cut, args: &[&str]) {
     let _shared = CONTROL_PLANE.read().await;
     let client = client().await;
     install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "chaos-blackhole").await;
+    let ns = TestNamespace::new(&client, "chaos-cut").await;
     let endpoint = TestEndpoint::start().await;
     let proxy = BlackHoleProxy::in_front_of_the_api_server(&ns.name).await;
     let kubeconfig = proxy.kubeconfig.to_string_lossy().into_owned();
-    let mut op = OperatorProcess::start_with_env(
-        &ns.name,
-        &["--namespace", &ns.name, "--api-http2"],
-        &[("KUBECONFIG", kubeconfig.as_str())],
-    )
-    .await;
+    let mut op_args = vec!["--namespace", ns.name.as_str()];
+    op_args.extend(args);
+    let mut op = OperatorProcess::start_with_env(&ns.name, &op_args, &[("KUBECONFIG", kubeconfig.as_str())]).await;
     op.wait_ready().await;
     apply_yaml(&ns.name, &server("srv", &endpoint)).await;
     let cms: Api<ConfigMap> = ns.api();
@@ -490,8 +508,14 @@ async fn chaos_api_connection_black_holed() {
     .await;
     let probes = endpoint.successes();
     let accepted = proxy.connections();
-    let silenced = proxy.black_hole();
-    assert!(silenced >= 1, "the operator reached the API server through the proxy");
+    let (cut_open, dropping) = match cut {
+        Cut::Silenced => (proxy.black_hole(), None),
+        Cut::PacketsDropped => {
+            let (n, guard) = proxy.drop_packets();
+            (n, Some(guard))
+        }
+    };
+    assert!(cut_open >= 1, "the operator reached the API server through the proxy");
     let start = std::time::Instant::now();
     let by_hand = kube::api::PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
     cms.patch(
@@ -501,27 +525,33 @@ async fn chaos_api_connection_black_holed() {
     )
     .await
     .unwrap();
-    // Dead-connection detection takes up to 45 s (a ping after 30 s without a frame, 15 s for
-    // its answer); then the watches restart from where they were.
-    let put_back = wait_for("the hand edit put back over a new connection", Duration::from_secs(180), || async {
+    // Detection takes up to 45 s with pings (one after 30 s without a frame, 15 s for its
+    // answer) and up to 60 s with TCP keepalive (a probe after 30 s, 3 more 10 s apart); then
+    // the watches restart from where they were, after kube's backoff.
+    let put_back = wait_for("the hand edit put back over a new connection", Duration::from_secs(240), || async {
         match use_colony_os(&cms).await.as_deref() {
             Some("true") => Ok(start.elapsed()),
             other => Err(format!("USE_COLONY_OS={other:?}; {} connection(s) accepted", proxy.connections())),
         }
     })
     .await;
+    drop(dropping);
     // The operator was running all along (it kept probing), and it came back through new
-    // connections, not through a silenced one.
-    assert!(endpoint.successes() > probes, "the operator kept probing while its connection was silent");
+    // connections, not through a cut one.
+    assert!(endpoint.successes() > probes, "the operator kept probing while its connections were cut");
     let reconnected = proxy.connections() - accepted;
     assert!(reconnected >= 1, "the operator opened a new connection");
+    let (fault, how) = match cut {
+        Cut::Silenced => ("every connection to the API server silenced (no reset; HTTP/2)", "silenced"),
+        Cut::PacketsDropped => ("every connection to the API server loses its packets (HTTP/1.1)", "cut"),
+    };
     let figures = format!(
-        "{silenced} connection(s) silenced; the hand edit made meanwhile put back {:.1} s later over {reconnected} new connection(s)",
+        "{cut_open} connection(s) {how}; the hand edit made meanwhile put back {:.1} s later over {reconnected} new connection(s)",
         put_back.as_secs_f64()
     );
     println!("{figures}");
     chaos::record(&Row {
-        fault: "every connection to the API server silenced (no reset), fallback edited by hand meanwhile".into(),
+        fault: format!("{fault}, fallback edited by hand meanwhile"),
         injected: 1,
         figures,
         ..Default::default()

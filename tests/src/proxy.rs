@@ -1,10 +1,13 @@
-//! A TCP proxy in front of the local API server whose open connections can be black-holed:
-//! bytes stop flowing both ways while both sockets stay open, as when a node, a NAT entry or a
-//! load balancer dies without a reset. Connections opened afterwards pass. TLS goes through
-//! untouched (the API server's certificate names 127.0.0.1, whatever the port).
+//! A TCP proxy in front of the local API server whose open connections can be cut without a
+//! reset, two ways: black-holed (the proxy stops moving bytes but keeps both sockets open and
+//! acknowledges what arrives, as a hung proxy or load balancer does), or their packets dropped
+//! (iptables, as when the peer's node or a NAT entry is gone: nothing is acknowledged).
+//! Connections opened afterwards pass. TLS goes through untouched (the API server's
+//! certificate names 127.0.0.1, whatever the port).
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,8 +20,8 @@ pub struct BlackHoleProxy {
     /// A copy of `$KUBECONFIG` whose server is this proxy.
     pub kubeconfig: PathBuf,
     accepted: Arc<AtomicUsize>,
-    /// Connections open now (the black-holed ones stay open).
-    open: Arc<AtomicUsize>,
+    /// The client port of each connection open now (the black-holed ones stay open).
+    open: Arc<Mutex<BTreeMap<usize, u16>>>,
     /// Connections numbered below this are black-holed.
     cutoff: watch::Sender<usize>,
 }
@@ -45,17 +48,17 @@ impl BlackHoleProxy {
 
         let accepted = Arc::new(AtomicUsize::new(0));
         let (cutoff, _) = watch::channel(0usize);
-        let open = Arc::new(AtomicUsize::new(0));
+        let open: Arc<Mutex<BTreeMap<usize, u16>>> = Default::default();
         let (count, live, cut) = (accepted.clone(), open.clone(), cutoff.clone());
         tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
+            while let Ok((client, peer)) = listener.accept().await {
                 let id = count.fetch_add(1, Ordering::SeqCst);
                 let Ok(server) = TcpStream::connect(&upstream).await else { continue };
                 let (live, cutoff) = (live.clone(), cut.subscribe());
-                live.fetch_add(1, Ordering::SeqCst);
+                live.lock().unwrap().insert(id, peer.port());
                 tokio::spawn(async move {
                     pipe(client, server, id, cutoff).await;
-                    live.fetch_sub(1, Ordering::SeqCst);
+                    live.lock().unwrap().remove(&id);
                 });
             }
         });
@@ -69,13 +72,60 @@ impl BlackHoleProxy {
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
+        self.open.lock().unwrap().len()
+    }
+
+    /// Drops every packet of the connections open now, both ways, until the guard is dropped
+    /// (root and iptables, as the real-node tier needs too). Returns how many were cut.
+    pub fn drop_packets(&self) -> (usize, DroppedPackets) {
+        let ports: Vec<u16> = self.open.lock().unwrap().values().copied().collect();
+        let mut guard = DroppedPackets { rules: Vec::new() };
+        for client in &ports {
+            for (from, to) in [(*client, self.port), (self.port, *client)] {
+                let rule: Vec<String> = [
+                    "INPUT",
+                    "-i",
+                    "lo",
+                    "-p",
+                    "tcp",
+                    "--sport",
+                    &from.to_string(),
+                    "--dport",
+                    &to.to_string(),
+                    "-j",
+                    "DROP",
+                ]
+                .map(String::from)
+                .to_vec();
+                let status = std::process::Command::new("iptables")
+                    .args(["-w", "-I"])
+                    .args(&rule)
+                    .status()
+                    .expect("run iptables (installed by .ci/run)");
+                assert!(status.success(), "iptables -I {rule:?}");
+                guard.rules.push(rule);
+            }
+        }
+        (ports.len(), guard)
     }
 
     /// Silences every connection open now; returns how many are open.
     pub fn black_hole(&self) -> usize {
         self.cutoff.send_replace(self.connections());
         self.open()
+    }
+}
+
+/// The iptables rules of [`BlackHoleProxy::drop_packets`], removed on drop.
+pub struct DroppedPackets {
+    rules: Vec<Vec<String>>,
+}
+
+impl Drop for DroppedPackets {
+    fn drop(&mut self) {
+        for rule in &self.rules {
+            let _ = std::process::Command::new("iptables").args(["-w", "-D"]).args(rule).status();
+        }
     }
 }
 

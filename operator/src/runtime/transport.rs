@@ -1,14 +1,19 @@
 //! How the operator's client reaches the API server.
 //!
-//! By default, kube's own client: HTTP/1.1, every watch on a connection of its own and every
-//! request in flight on another (17 connections at rest and 81 at peak in `make bench`).
+//! kube's layers (base URI, retry of 5xx, authentication, extra headers) over a hyper client
+//! whose connections notice a peer that is gone: TCP keepalive (a probe after 30 s without a
+//! packet, the connection dropped after 3 unanswered probes 10 s apart) and a TCP user timeout
+//! for data never acknowledged. kube's own client sets neither: a watch on a connection whose
+//! peer vanished without a reset (a node down, a NAT entry dropped) waited forever.
+//!
+//! By default HTTP/1.1: every watch on a connection of its own and every request in flight on
+//! another (17 connections at rest and 81 at peak in `make bench`).
 //! [`ApiProtocol::Negotiate`] (`--api-http2`) offers `h2` and `http/1.1` by ALPN, as client-go
 //! does: on HTTP/2 every watch and request shares one connection (1 at rest, 2 at peak), which
-//! is pinged, so a connection gone silent is noticed. On the bench's 2 cores that one
-//! connection was the slower way on every latency (the whole process's frames pass one
-//! connection task; a pod Failed → deleted p99 went 571 → 3631 ms), hence the default. The
-//! layers on top are kube's own (base URI, retry of 5xx, authentication, extra headers); a
-//! configured proxy keeps kube's client.
+//! is also pinged, so a connection that a hung proxy keeps open but silent is noticed too. On
+//! the bench's 2 cores that one connection was the slower way on every latency (the whole
+//! process's frames pass one connection task; a pod Failed → deleted p99 went 571 → 3631 ms),
+//! hence the default. A configured proxy keeps kube's client.
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -25,7 +30,7 @@ use tower::{BoxError, ServiceBuilder, ServiceExt as _};
 /// Which HTTP versions the client offers the API server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApiProtocol {
-    /// HTTP/1.1 only: kube's default client.
+    /// HTTP/1.1 only.
     Http1,
     /// HTTP/2 when the API server agrees (ALPN), else HTTP/1.1.
     Negotiate,
@@ -34,20 +39,33 @@ pub enum ApiProtocol {
 /// The service below a [`Client`]: what [`ClientBuilder`] layers wrap.
 pub type Transport = BoxService<Request<Body>, Response<Box<DynBody>>, BoxError>;
 
-/// A dead connection is noticed within `KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT` even while
-/// only watches use it (client-go: read idle 30 s, ping timeout 15 s). On HTTP/2 one dead TCP
-/// connection would otherwise stall every watch at once.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(15);
+/// HTTP/2: a ping after this long without a frame, and the connection dropped when its
+/// answer takes longer than `PING_TIMEOUT` (client-go: read idle 30 s, ping timeout 15 s). One
+/// dead HTTP/2 connection would otherwise stall every watch at once.
+const PING_AFTER: Duration = Duration::from_secs(30);
+const PING_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// TCP keepalive, as client-go dials (30 s), with the probes that decide: a peer that answers
+/// nothing is given up 30 s + 3 × 10 s after its last packet.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const TCP_KEEPALIVE_PROBES: u32 = 3;
+/// How long sent data may stay unacknowledged before the connection is dropped (keepalive
+/// covers an idle connection only).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn client_builder(config: &Config, protocol: ApiProtocol) -> anyhow::Result<ClientBuilder<Transport>> {
-    if protocol == ApiProtocol::Http1 || config.proxy_url.is_some() {
+    if config.proxy_url.is_some() {
         return ClientBuilder::try_from(config.clone()).context("building the Kubernetes client");
     }
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(config.connect_timeout);
     http.set_nodelay(true);
+    http.set_keepalive(Some(TCP_KEEPALIVE));
+    http.set_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL));
+    http.set_keepalive_retries(Some(TCP_KEEPALIVE_PROBES));
+    http.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
     let tls = config.rustls_client_config().context("TLS settings of the Kubernetes client")?;
     let mut https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
     if let Some(name) = &config.tls_server_name {
@@ -55,15 +73,18 @@ pub fn client_builder(config: &Config, protocol: ApiProtocol) -> anyhow::Result<
             .with_context(|| format!("tls-server-name {name:?} is not a valid server name"))?;
         https = https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
     }
-    let https = https.enable_all_versions().wrap_connector(http);
+    let https = match protocol {
+        ApiProtocol::Http1 => https.enable_http1().wrap_connector(http),
+        ApiProtocol::Negotiate => https.enable_all_versions().wrap_connector(http),
+    };
     let hyper = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         // Initial lists of thousands of objects come over one connection: let the windows
         // grow with what the connection carries instead of 64 KiB per stream.
         .http2_adaptive_window(true)
-        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-        .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .http2_keep_alive_interval(PING_AFTER)
+        .http2_keep_alive_timeout(PING_TIMEOUT)
         .build::<_, Body>(https);
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
