@@ -75,6 +75,19 @@ async fn use_colony_os(cms: &Api<ConfigMap>) -> Option<String> {
 /// The server `srv` of `ns`, probing `endpoint` and notifying its `/hook` on every flip
 /// (`retries` more attempts, from 1 s apart); returns its fallback ConfigMaps once the
 /// operator has written the fallback off.
+/// The fallback ConfigMap of `srv`, once the operator has written it off.
+async fn fallback_off(ns: &TestNamespace) -> Api<ConfigMap> {
+    let cms: Api<ConfigMap> = ns.api();
+    wait_for("the fallback ConfigMap, off", DEADLINE, || async {
+        match use_colony_os(&cms).await.as_deref() {
+            Some("true") => Ok(()),
+            other => Err(format!("USE_COLONY_OS={other:?}")),
+        }
+    })
+    .await;
+    cms
+}
+
 async fn notifying_server(ns: &TestNamespace, endpoint: &TestEndpoint, retries: u32) -> Api<ConfigMap> {
     let hook = format!("{}/hook", endpoint.url());
     apply_yaml(
@@ -90,15 +103,7 @@ async fn notifying_server(ns: &TestNamespace, endpoint: &TestEndpoint, retries: 
         ),
     )
     .await;
-    let cms: Api<ConfigMap> = ns.api();
-    wait_for("the fallback ConfigMap, off", DEADLINE, || async {
-        match use_colony_os(&cms).await.as_deref() {
-            Some("true") => Ok(()),
-            other => Err(format!("USE_COLONY_OS={other:?}")),
-        }
-    })
-    .await;
-    cms
+    fallback_off(ns).await
 }
 
 /// Per round: two replicas, the leader busy writing (a flapping server); SIGSTOP it past its
@@ -498,14 +503,7 @@ async fn connection_cut_while_a_hand_edit_is_made(cut: Cut, args: &[&str]) {
     let mut op = OperatorProcess::start_with_env(&ns.name, &op_args, &[("KUBECONFIG", kubeconfig.as_str())]).await;
     op.wait_ready().await;
     apply_yaml(&ns.name, &server("srv", &endpoint)).await;
-    let cms: Api<ConfigMap> = ns.api();
-    wait_for("the fallback ConfigMap, off", DEADLINE, || async {
-        match use_colony_os(&cms).await.as_deref() {
-            Some("true") => Ok(()),
-            other => Err(format!("USE_COLONY_OS={other:?}")),
-        }
-    })
-    .await;
+    let cms = fallback_off(&ns).await;
     let probes = endpoint.successes();
     let accepted = proxy.connections();
     let (cut_open, dropping) = match cut {

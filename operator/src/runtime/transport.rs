@@ -47,7 +47,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// TCP keepalive, as client-go dials (30 s), with the probes that decide: a peer that answers
 /// nothing is given up 30 s + 3 × 10 s after its last packet.
-pub const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const TCP_KEEPALIVE_PROBES: u32 = 3;
 /// How long sent data may stay unacknowledged before the connection is dropped (keepalive
