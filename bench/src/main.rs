@@ -321,6 +321,32 @@ fn condition_true(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::
     conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
 }
 
+/// The requests by verb, resource and subresource: how many, and the API server's own time
+/// for them (p50 / p99), one kind per line.
+fn requests_by_kind<'a>(requests: impl Iterator<Item = &'a Request>) -> String {
+    let mut by_kind: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for r in requests {
+        let kind = match r.subresource.as_str() {
+            "" => format!("{} {}", r.verb, r.resource),
+            sub => format!("{} {}/{sub}", r.verb, r.resource),
+        };
+        *counts.entry(kind.clone()).or_default() += 1;
+        by_kind.entry(kind).or_default().extend(r.latency_ms);
+    }
+    let mut out = format!("{:>7}  {:<32} {:>16}\n", "count", "request", "API server p50/p99");
+    for (kind, count) in &counts {
+        let times = sorted(by_kind.remove(kind).unwrap_or_default());
+        let time = if times.is_empty() {
+            "—".to_string()
+        } else {
+            format!("{:.0} / {:.0} ms", quantile(&times, 0.5), quantile(&times, 0.99))
+        };
+        out.push_str(&format!("{count:>7}  {kind:<32} {time:>16}\n"));
+    }
+    out
+}
+
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -561,6 +587,9 @@ pub struct Request {
     pub at: SystemTime,
     pub verb: String,
     pub resource: String,
+    pub subresource: String,
+    /// The object's name (empty for a list or watch).
+    pub name: String,
     /// From the API server receiving the request to its response (the audit event's
     /// `stageTimestamp` at ResponseComplete): what the API server took, queueing included.
     pub latency_ms: Option<f64>,
@@ -611,11 +640,26 @@ fn operator_requests() -> anyhow::Result<(Vec<Request>, bool)> {
             at,
             verb: e["verb"].as_str().unwrap_or_default().to_string(),
             resource: e["objectRef"]["resource"].as_str().unwrap_or_default().to_string(),
+            subresource: e["objectRef"]["subresource"].as_str().unwrap_or_default().to_string(),
+            name: e["objectRef"]["name"].as_str().unwrap_or_default().to_string(),
             latency_ms: done.and_then(|d| d.duration_since(at).ok()).map(|d| d.as_secs_f64() * 1000.0),
         });
     }
     out.sort_by_key(|r| r.at);
     Ok((out, reads_logged))
+}
+
+/// The controller whose objects a request is on, by the bench's names: a server's objects
+/// (its Deployment, Service, fallback ConfigMap, Events) are named after `srv-NNN`, a bee's
+/// (its Deployment, key Secret, Events) after `bee-NNNN`.
+fn controller_of(name: &str) -> Option<&'static str> {
+    if name.starts_with("srv-") {
+        Some("colonyserver")
+    } else if name.starts_with("bee-") {
+        Some("financebee")
+    } else {
+        None
+    }
 }
 
 fn is_write(verb: &str) -> bool {
@@ -662,6 +706,9 @@ pub struct Results {
     /// The API server's time for each of the operator's requests (watches excluded) during
     /// fleet creation, sorted: a reconcile that makes one request cannot be faster.
     pub api_latency_fleet_ms: Vec<f64>,
+    /// The same, per controller whose objects the requests are on ([`controller_of`]),
+    /// sorted: next to the time the controller's reconciles waited for the same requests.
+    pub api_latency_fleet_by_controller: BTreeMap<String, Vec<f64>>,
     pub requests_per_reconcile: Option<f64>,
     pub requests_fleet: usize,
     pub reconciles_fleet: f64,
@@ -1517,6 +1564,12 @@ async fn run() -> anyhow::Result<bool> {
     res.api_latency_fleet_ms =
         in_window(fleet_from, fleet_to).filter(|r| r.verb != "watch").filter_map(|r| r.latency_ms).collect();
     res.api_latency_fleet_ms.sort_by(f64::total_cmp);
+    for r in in_window(fleet_from, fleet_to).filter(|r| r.verb != "watch") {
+        if let (Some(controller), Some(latency)) = (controller_of(&r.name), r.latency_ms) {
+            res.api_latency_fleet_by_controller.entry(controller.to_string()).or_default().push(latency);
+        }
+    }
+    res.api_latency_fleet_by_controller.values_mut().for_each(|v| v.sort_by(f64::total_cmp));
     if reads_logged && res.reconciles_fleet > 0.0 {
         res.requests_per_reconcile = Some(res.requests_fleet as f64 / res.reconciles_fleet);
         res.requests_rest = Some(in_window(rest_from, rest_to).count());
@@ -1524,14 +1577,7 @@ async fn run() -> anyhow::Result<bool> {
     let writes: Vec<&Request> = in_window(rest_from, rest_to).filter(|r| is_write(&r.verb)).collect();
     res.writes_per_min_rest = writes.len() as f64 / scale.rest_window.as_secs_f64() * 60.0;
     res.writes_rest = writes.iter().map(|r| format!("{} {}", r.verb, r.resource)).collect();
-    let mut by_verb: BTreeMap<String, usize> = BTreeMap::new();
-    for r in in_window(fleet_from, fleet_to) {
-        *by_verb.entry(format!("{} {}", r.verb, r.resource)).or_default() += 1;
-    }
-    std::fs::write(
-        out_dir.join("requests-fleet.txt"),
-        by_verb.iter().map(|(k, v)| format!("{v:>7} {k}\n")).collect::<String>(),
-    )?;
+    std::fs::write(out_dir.join("requests-fleet.txt"), requests_by_kind(in_window(fleet_from, fleet_to)))?;
 
     std::fs::write(
         out_dir.join("samples.csv"),
@@ -1600,6 +1646,45 @@ colony_operator_reconcile_self_duration_seconds_bucket{controller="financebee",l
         assert_eq!(count_connections(table, 6443, &ours), 1);
         assert_eq!(count_connections(table, 8080, &ours), 1);
         assert_eq!(count_connections(table, 9999, &ours), 0);
+    }
+
+    fn request(verb: &str, resource: &str, subresource: &str, name: &str, latency_ms: Option<f64>) -> Request {
+        Request {
+            at: SystemTime::UNIX_EPOCH,
+            verb: verb.into(),
+            resource: resource.into(),
+            subresource: subresource.into(),
+            name: name.into(),
+            latency_ms,
+        }
+    }
+
+    #[test]
+    fn requests_are_told_apart_by_verb_resource_and_subresource() {
+        let requests = [
+            request("patch", "financebees", "status", "bee-0001", Some(10.0)),
+            request("patch", "financebees", "status", "bee-0002", Some(30.0)),
+            request("patch", "financebees", "", "bee-0001", Some(500.0)),
+            request("get", "secrets", "", "bee-0001-key", None),
+        ];
+        let table = requests_by_kind(requests.iter());
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[1].contains("get secrets") && lines[1].trim_end().ends_with('—'), "{table}");
+        assert!(lines[2].starts_with("      1  patch financebees ") && lines[2].ends_with("500 / 500 ms"), "{table}");
+        assert!(
+            lines[3].starts_with("      2  patch financebees/status") && lines[3].ends_with("30 / 30 ms"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_request_belongs_to_the_controller_its_object_is_named_after() {
+        assert_eq!(controller_of("srv-007-fallback"), Some("colonyserver"));
+        assert_eq!(controller_of("srv-007.1873a0c1d2e3f4a5"), Some("colonyserver"));
+        assert_eq!(controller_of("bee-0042-key"), Some("financebee"));
+        assert_eq!(controller_of("unrelated-17"), None);
+        assert_eq!(controller_of(""), None);
     }
 
     #[test]
