@@ -311,12 +311,18 @@ async fn apply_workload(
     let version_key = object_key(NAME, fb);
     // The cached summary of the Deployment (what the decisions below read); none cached: the
     // API server says whether there is one (perhaps someone else's).
-    let seen = match bctx.caches.deployment(&ns, &name) {
-        Some(d) => Seen::Summary(Some(d)),
-        None => Seen::Whole(deployments.get_opt(&name).await?),
+    let seen = async {
+        Ok::<_, Error>(match bctx.caches.deployment(&ns, &name) {
+            Some(d) => Seen::Summary(Some(d)),
+            None => Seen::Whole(deployments.get_opt(&name).await?),
+        })
     };
+    // A new bee reads both (whether its Deployment exists, and its Secrets for the hash):
+    // side by side, one round trip instead of two before its first write.
+    let (seen, hash) = tokio::join!(seen, bctx.caches.config_hash(ctx, fb));
+    let seen = seen?;
     let live = seen.as_ref();
-    let ((host, port, tls), hash) = match (builders::host_port(&endpoint), bctx.caches.config_hash(ctx, fb).await) {
+    let ((host, port, tls), hash) = match (builders::host_port(&endpoint), hash) {
         (None, _) => {
             return Workload::problem("InvalidServerEndpoint", "the ColonyServer endpoint is not a URL".into());
         }
@@ -656,4 +662,86 @@ async fn send(bctx: &BeeContext, fb: &FinanceBee, incident: &Incident) -> Outcom
 fn delivery_error(e: &notify::DeliveryError) -> String {
     let text = e.to_string();
     text.strip_prefix("webhook ").unwrap_or(&text).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ColonyServerSpec, FinanceBeeSpec, LocalObjectReference, SecretKeySelector};
+    use crate::runtime::owned::INSTANCE_LABEL;
+    use crate::runtime::testing::{self, Reply};
+    use crate::runtime::watch::{GroupIndex, VersionIndex};
+    use http::Method;
+    use kube::runtime::reflector;
+
+    fn context() -> (Arc<BeeContext>, testing::ApiServer) {
+        let (base, api) = testing::context();
+        let (wake, _) = tokio::sync::mpsc::unbounded_channel();
+        let caches = super::super::gather::Caches::new(
+            reflector::store().0,
+            (reflector::store().0, GroupIndex::by_label(INSTANCE_LABEL)),
+            reflector::store().0,
+            VersionIndex::default(),
+            VersionIndex::default(),
+        );
+        let http = crate::runtime::http::default_client(crate::runtime::http::Purpose::Webhook);
+        (Arc::new(BeeContext { base, http, deliveries: Default::default(), wake, caches }), api)
+    }
+
+    fn bee() -> FinanceBee {
+        let mut fb = FinanceBee::new(
+            "bee",
+            FinanceBeeSpec {
+                image: "zyeute/finance-bee:1.0".into(),
+                colony_server_ref: LocalObjectReference::new("prod"),
+                colony_name: "zyeute".into(),
+                executor_key_secret_ref: SecretKeySelector::new("bee-key", "prvkey"),
+                ..Default::default()
+            },
+        );
+        fb.metadata.namespace = Some("colony".into());
+        fb.metadata.uid = Some("uid".into());
+        fb
+    }
+
+    #[tokio::test]
+    async fn a_new_bee_asks_for_its_deployment_and_its_secret_side_by_side() {
+        let (bctx, mut api) = context();
+        let mut server = ColonyServer::new("prod", ColonyServerSpec::default());
+        server.metadata.namespace = Some("colony".into());
+        let gathered = Gathered {
+            pods: Vec::new(),
+            server: Some(server),
+            pause: None,
+            policy: RestartPolicy::default(),
+            after: TimeDelta::minutes(5),
+            invalid: None,
+        };
+        let fb = bee();
+        let run = tokio::spawn(async move {
+            let previous = crate::api::FinanceBeeStatus::default();
+            apply_workload(&bctx, &fb, &gathered, &previous, Utc::now()).await.map(|_| ())
+        });
+        // Neither read is answered until both have been sent: the second is not waiting for
+        // the first.
+        let (_, deployment) = api.receive(Method::GET, "/apis/apps/v1/namespaces/colony/deployments/bee").await;
+        let (_, secret) = api.receive(Method::GET, "/api/v1/namespaces/colony/secrets/bee-key").await;
+        deployment.reply(Reply::not_found());
+        let mut key = Secret::default();
+        key.metadata.name = Some("bee-key".into());
+        key.metadata.namespace = Some("colony".into());
+        key.data = Some([("prvkey".to_string(), k8s_openapi::ByteString(b"k".to_vec()))].into());
+        secret.reply(Reply::ok(&key));
+        // Then the Deployment is created (server-side apply), with the Secret's hash.
+        let (created, pending) = api.receive(Method::PATCH, "/apis/apps/v1/namespaces/colony/deployments/bee").await;
+        assert_eq!(
+            created.param("fieldManager").as_deref(),
+            Some(crate::runtime::context::field_manager(NAME).as_str())
+        );
+        assert!(
+            created.body["spec"]["template"]["metadata"]["annotations"]["colony.zyeute.io/config-hash"].is_string()
+        );
+        pending.reply(Reply::Echo);
+        run.abort();
+    }
 }
