@@ -15,7 +15,7 @@ use crate::controllers;
 use crate::runtime::admin::{self, AdminState};
 use crate::runtime::leader::{self, Gate, GuardLayer, LeaderSettings};
 use crate::runtime::metrics::Metrics;
-use crate::runtime::transport::{self, ApiProtocol};
+use crate::runtime::transport::{self, ApiProtocol, Connections};
 use crate::runtime::watch::InitialList;
 use crate::runtime::{Context, Settings, Shutdown};
 
@@ -57,8 +57,9 @@ async fn config(identity: Option<&str>) -> anyhow::Result<Config> {
 
 /// A client whose writes pass only while `gate` is open (reads always pass), and whose
 /// requests count towards the reconcile that makes them (`runtime::api_time`).
-fn guarded_client(config: &Config, protocol: ApiProtocol, gate: Gate) -> anyhow::Result<Client> {
-    Ok(transport::client_builder(config, protocol)?
+fn guarded_client(config: &Config, connections: &Connections, gate: Gate) -> anyhow::Result<Client> {
+    Ok(connections
+        .client_builder(config)?
         .with_layer(&GuardLayer(gate))
         .with_layer(&crate::runtime::api_time::TimingLayer)
         .build())
@@ -95,7 +96,8 @@ async fn check_crds(client: &Client, namespace: Option<&str>) -> anyhow::Result<
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let identity = opts.leader.as_ref().map(|l| l.identity.as_str());
     let config = config(identity).await?;
-    let raw = transport::client(&config, opts.api_protocol)?;
+    let connections = Connections::new(&config, opts.api_protocol)?;
+    let raw = connections.client(&config)?;
     let version = transport::negotiated(&raw).await.context("reaching the API server")?;
     tracing::info!(protocol = ?version, "connected to the API server");
     check_crds(&raw, opts.namespace.as_deref()).await?;
@@ -132,7 +134,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     let gate = election.as_ref().map(|e| e.gate.clone()).unwrap_or_else(Gate::always);
     leader::install(gate.clone());
-    let client = guarded_client(&config, opts.api_protocol, gate.clone())?;
+    let client = guarded_client(&config, &connections, gate.clone())?;
 
     let leader_gauge = metrics.clone();
     let gauge_gate = gate.clone();

@@ -195,10 +195,16 @@ async fn paged_initial_lists_over_http2_fill_the_caches() {
     let client = client().await;
     install_crds(&client).await.unwrap();
     let ns = TestNamespace::new(&client, "e2e-paged").await;
+    // Through a proxy that counts the operator's connections to the API server.
+    let proxy = colony_e2e::proxy::BlackHoleProxy::in_front_of_the_api_server(&ns.name).await;
+    let kubeconfig = proxy.kubeconfig.to_string_lossy().into_owned();
     let mut op = OperatorProcess::start_with_env(
         &ns.name,
         &["--namespace", &ns.name, "--initial-list", "paged", "--api-http2"],
-        &[("RUST_LOG", "info,kube=warn,colony_operator::runtime::controller=debug")],
+        &[
+            ("RUST_LOG", "info,kube=warn,colony_operator::runtime::controller=debug"),
+            ("KUBECONFIG", kubeconfig.as_str()),
+        ],
     )
     .await;
     op.wait_ready().await;
@@ -219,6 +225,9 @@ async fn paged_initial_lists_over_http2_fill_the_caches() {
         if status.conditions.iter().any(|c| c.type_ == "Ready") { Ok(()) } else { Err("no Ready condition yet".into()) }
     })
     .await;
+    // Every client of the process, every watch and every request, over the one connection
+    // negotiated at start-up.
+    assert_eq!(proxy.connections(), 1, "connections the operator opened to the API server");
     assert_eq!(op.terminate().await, Some(0), "SIGTERM stops cleanly (log: {})", op.log_path.display());
     ns.cleanup().await;
 }
