@@ -324,19 +324,20 @@ fn condition_true(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::
 /// The requests by verb, resource and subresource: how many, and the API server's own time
 /// for them (p50 / p99), one kind per line.
 fn requests_by_kind<'a>(requests: impl Iterator<Item = &'a Request>) -> String {
-    let mut by_kind: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    // Per kind: how many, and the API server's times of those that have one.
+    let mut by_kind: BTreeMap<String, (usize, Vec<f64>)> = BTreeMap::new();
     for r in requests {
         let kind = match r.subresource.as_str() {
             "" => format!("{} {}", r.verb, r.resource),
             sub => format!("{} {}/{sub}", r.verb, r.resource),
         };
-        *counts.entry(kind.clone()).or_default() += 1;
-        by_kind.entry(kind).or_default().extend(r.latency_ms);
+        let (count, times) = by_kind.entry(kind).or_default();
+        *count += 1;
+        times.extend(r.latency_ms);
     }
     let mut out = format!("{:>7}  {:<32} {:>16}\n", "count", "request", "API server p50/p99");
-    for (kind, count) in &counts {
-        let times = sorted(by_kind.remove(kind).unwrap_or_default());
+    for (kind, (count, times)) in by_kind {
+        let times = sorted(times);
         let time = if times.is_empty() {
             "—".to_string()
         } else {

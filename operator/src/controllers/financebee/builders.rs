@@ -123,11 +123,12 @@ pub fn deployment(fb: &FinanceBee, inputs: &BeeInputs) -> Result<Deployment> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::api::{FinanceBeeSpec, LocalObjectReference, SecretKeySelector};
 
-    fn bee() -> FinanceBee {
+    /// A bee `finance` in `colony` of server `prod`, its key in Secret `bee-key`.
+    pub(in crate::controllers::financebee) fn bee() -> FinanceBee {
         let mut fb = FinanceBee::new(
             "finance",
             FinanceBeeSpec {

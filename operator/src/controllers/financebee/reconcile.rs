@@ -667,7 +667,8 @@ fn delivery_error(e: &notify::DeliveryError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ColonyServerSpec, FinanceBeeSpec, LocalObjectReference, SecretKeySelector};
+    use crate::api::ColonyServerSpec;
+    use crate::runtime::owned::CONFIG_HASH_ANNOTATION;
     use crate::runtime::owned::INSTANCE_LABEL;
     use crate::runtime::testing::{self, Reply};
     use crate::runtime::watch::{GroupIndex, VersionIndex};
@@ -688,19 +689,10 @@ mod tests {
         (Arc::new(BeeContext { base, http, deliveries: Default::default(), wake, caches }), api)
     }
 
+    /// The builders' bee, named `bee`.
     fn bee() -> FinanceBee {
-        let mut fb = FinanceBee::new(
-            "bee",
-            FinanceBeeSpec {
-                image: "zyeute/finance-bee:1.0".into(),
-                colony_server_ref: LocalObjectReference::new("prod"),
-                colony_name: "zyeute".into(),
-                executor_key_secret_ref: SecretKeySelector::new("bee-key", "prvkey"),
-                ..Default::default()
-            },
-        );
-        fb.metadata.namespace = Some("colony".into());
-        fb.metadata.uid = Some("uid".into());
+        let mut fb = super::builders::tests::bee();
+        fb.metadata.name = Some("bee".into());
         fb
     }
 
@@ -738,9 +730,7 @@ mod tests {
             created.param("fieldManager").as_deref(),
             Some(crate::runtime::context::field_manager(NAME).as_str())
         );
-        assert!(
-            created.body["spec"]["template"]["metadata"]["annotations"]["colony.zyeute.io/config-hash"].is_string()
-        );
+        assert!(created.body["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION].is_string());
         pending.reply(Reply::Echo);
         run.abort();
     }
