@@ -663,6 +663,48 @@ fn controller_of(name: &str) -> Option<&'static str> {
     }
 }
 
+/// One flip as the bench saw it, by the wall clock (the audit log's clock).
+#[derive(Debug, Clone)]
+pub struct FlipMoments {
+    pub config_map: String,
+    pub deciding: SystemTime,
+    pub seen: SystemTime,
+}
+
+/// The operator's part of a flip (deciding failed probe → flip seen), split at the write of
+/// the fallback ConfigMap: before the API server received it (the wake-up, the reconcile's
+/// turn, its reads, the client), the API server's own time for it, and after the API server
+/// answered until the bench's watch had it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlipSplit {
+    pub to_api_ms: f64,
+    pub api_ms: f64,
+    pub to_watch_ms: f64,
+}
+
+/// The first write of the flip's ConfigMap the API server received between the deciding
+/// probe and the flip seen (less `slack`: the bench's and the audit log's clocks are read
+/// apart), and where the operator's part of the flip went. None when the log has no such
+/// write (then the flip is left out of the split, not guessed).
+fn split_flip(flip: &FlipMoments, requests: &[Request], slack: Duration) -> Option<FlipSplit> {
+    let from = flip.deciding.checked_sub(slack)?;
+    let write = requests.iter().find(|r| {
+        r.verb == "patch"
+            && r.resource == "configmaps"
+            && r.subresource.is_empty()
+            && r.name == flip.config_map
+            && r.at >= from
+            && r.at <= flip.seen
+    })?;
+    let ms = |a: SystemTime, b: SystemTime| match b.duration_since(a) {
+        Ok(d) => d.as_secs_f64() * 1000.0,
+        Err(e) => -e.duration().as_secs_f64() * 1000.0,
+    };
+    let api_ms = write.latency_ms?;
+    let answered = write.at + Duration::from_secs_f64(api_ms / 1000.0);
+    Some(FlipSplit { to_api_ms: ms(flip.deciding, write.at), api_ms, to_watch_ms: ms(answered, flip.seen) })
+}
+
 fn is_write(verb: &str) -> bool {
     matches!(verb, "create" | "update" | "patch" | "delete" | "deletecollection")
 }
@@ -725,6 +767,14 @@ pub struct Results {
     pub flip_decided_ms: Vec<f64>,
     /// Reconciles by controller from the servers failing until they are all Healthy again.
     pub flip_reconciles: BTreeMap<String, f64>,
+    /// Of each flip, by the wall clock: its ConfigMap's name, the deciding failed probe and
+    /// the flip seen by the bench's watch (matched with the audit log afterwards).
+    pub flip_moments: Vec<FlipMoments>,
+    /// From the servers failing until every fallback is on.
+    pub flip_window: Option<(SystemTime, SystemTime)>,
+    /// The operator's part of each flip split at its ConfigMap write, as the API server
+    /// logged it ([`split_flip`]).
+    pub flip_split: Vec<FlipSplit>,
     pub restart_latency_ms: Vec<f64>,
 }
 
@@ -1104,6 +1154,12 @@ impl Bench {
             endpoints.set_failing(i, true);
         }
         let start = Instant::now();
+        // The bench's instants on the wall clock, for the audit log.
+        let wall_start = SystemTime::now();
+        let wall = |at: Instant| match at.checked_duration_since(start) {
+            Some(after) => wall_start + after,
+            None => wall_start - start.duration_since(at),
+        };
         loop {
             let done = (0..self.scale.servers).filter(|&i| value(i).as_deref() == Some("false")).count();
             self.progress.detail(format!("{done}/{} fallbacks on", self.scale.servers));
@@ -1123,7 +1179,13 @@ impl Bench {
             res.flip_latency_ms.push(at.saturating_duration_since(first).as_secs_f64() * 1000.0);
             res.flip_probes_ms.push(deciding.saturating_duration_since(first).as_secs_f64() * 1000.0);
             res.flip_decided_ms.push(at.saturating_duration_since(deciding).as_secs_f64() * 1000.0);
+            res.flip_moments.push(FlipMoments {
+                config_map: format!("{}-fallback", Self::server_name(i)),
+                deciding: wall(deciding),
+                seen: wall(at),
+            });
         }
+        res.flip_window = Some((wall_start, SystemTime::now()));
         // Healthy again, and wait for the servers to be Ready before the next phase (a bee's
         // restart waits for a healthy server).
         for i in 0..self.scale.servers {
@@ -1579,6 +1641,11 @@ async fn run() -> anyhow::Result<bool> {
     res.writes_per_min_rest = writes.len() as f64 / scale.rest_window.as_secs_f64() * 60.0;
     res.writes_rest = writes.iter().map(|r| format!("{} {}", r.verb, r.resource)).collect();
     std::fs::write(out_dir.join("requests-fleet.txt"), requests_by_kind(in_window(fleet_from, fleet_to)))?;
+    if let Some((from, to)) = res.flip_window {
+        std::fs::write(out_dir.join("requests-flips.txt"), requests_by_kind(in_window(from, to)))?;
+    }
+    res.flip_split =
+        res.flip_moments.iter().filter_map(|f| split_flip(f, &requests, Duration::from_millis(20))).collect();
 
     std::fs::write(
         out_dir.join("samples.csv"),
@@ -1693,5 +1760,37 @@ colony_operator_reconcile_self_duration_seconds_bucket{controller="financebee",l
         assert_eq!(server_port("clusters:\n- cluster:\n    server: https://127.0.0.1:32766\n"), Some(32766));
         assert_eq!(server_port("    server: https://api.example\n"), Some(443));
         assert_eq!(server_port("kind: Config\n"), None);
+    }
+
+    #[test]
+    fn a_flip_is_split_at_the_first_write_of_its_config_map_between_the_probe_and_the_watch() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let write = |name: &str, sub: &str, ms: u64, latency: f64| Request {
+            at: at(ms),
+            ..request("patch", "configmaps", sub, name, Some(latency))
+        };
+        let flip = FlipMoments { config_map: "srv-001-fallback".into(), deciding: at(100), seen: at(400) };
+        let requests = [
+            // Before the deciding probe (the server's creation): not the flip's.
+            write("srv-001-fallback", "", 10, 5.0),
+            // Another server's ConfigMap.
+            write("srv-002-fallback", "", 150, 7.0),
+            write("srv-001-fallback", "", 250, 120.0),
+            // A second write (a merge patch after the apply) belongs to the same flip.
+            write("srv-001-fallback", "", 380, 10.0),
+        ];
+        let split = split_flip(&flip, &requests, Duration::from_millis(20)).expect("the flip's write");
+        assert_eq!(split, FlipSplit { to_api_ms: 150.0, api_ms: 120.0, to_watch_ms: 30.0 });
+        // Received a little before the bench's reading of the deciding probe (two clocks):
+        // within the slack it is the flip's write, and that part is negative, not hidden.
+        let early = [write("srv-001-fallback", "", 90, 50.0)];
+        let split = split_flip(&flip, &early, Duration::from_millis(20)).expect("within the slack");
+        assert_eq!(split.to_api_ms, -10.0);
+        // No write of it in the log: no split (not a guess).
+        assert_eq!(split_flip(&flip, &requests[..2], Duration::from_millis(20)), None);
+        // A read of it is not a write.
+        let read = [Request { at: at(200), ..request("get", "configmaps", "", "srv-001-fallback", Some(1.0)) }];
+        assert_eq!(split_flip(&flip, &read, Duration::from_millis(20)), None);
     }
 }

@@ -218,6 +218,22 @@ pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
         "—".into(),
         None,
     ));
+    // The operator's part split at the ConfigMap write the API server logged.
+    if !r.flip_split.is_empty() {
+        let part = |f: fn(&crate::FlipSplit) -> f64| sorted(r.flip_split.iter().map(f).collect());
+        let (to_api, api, to_watch) = (part(|s| s.to_api_ms), part(|s| s.api_ms), part(|s| s.to_watch_ms));
+        let p = |v: &[f64]| format!("{} / {}", ms(quantile(v, 0.5)), ms(quantile(v, 0.99)));
+        rows.push(row(
+            format!(
+                "… … deciding probe → API server receives the ConfigMap write / its time there / answered → watch sees it, p50 / p99 ({} flips)",
+                r.flip_split.len()
+            ),
+            format!("{}; {}; {}", p(&to_api), p(&api), p(&to_watch)),
+            "—",
+            "—".into(),
+            None,
+        ));
+    }
     rows.push(row(
         format!("reconciles while {} servers went down and came back", flip.len()),
         r.flip_reconciles.iter().map(|(c, n)| format!("{c} {n:.0}")).collect::<Vec<_>>().join(", "),
@@ -259,7 +275,7 @@ pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
          ![Ready over time, fleet and floor](ready.svg)\n\n\
          ![latency distributions](latency.svg)\n\n\
          The operator's API requests during fleet creation, by verb and resource: \
-         [requests-fleet.txt](requests-fleet.txt) (with the API server's own time for each kind); the samples behind the first plot: [samples.csv](samples.csv); its log: [operator.log](operator.log).\n",
+         [requests-fleet.txt](requests-fleet.txt) (with the API server's own time for each kind; the same while the servers flip: [requests-flips.txt](requests-flips.txt)); the samples behind the first plot: [samples.csv](samples.csv); its log: [operator.log](operator.log).\n",
         s.servers,
         s.bees,
         s.namespaces,
