@@ -34,14 +34,18 @@ pub const CONCURRENT_RECONCILES: u16 = 16;
 
 /// Reconciles of the ColonyServer controller that run at once. A server's reconcile is where
 /// its fallback flips, and a partition fails every server at once: the servers of one probe
-/// phase (a fifth of them) decide in the same instant, and each flip's ConfigMap write is the
-/// first request of its reconcile. Bounded at 16, the rest of a phase waited for whole
-/// reconciles (ConfigMap, then status) of the others before their flip could even start (of
-/// the bench's 100 servers, the largest phase holds 25). 32 holds a whole phase of a fleet of
-/// about 150 servers. More is not faster: in the bench, with room for 128, the flips came
-/// later (from the deciding failed probe to the flip, p99 841 ms against 250 ms with 32), the
-/// phases' reconciles crowding each other's requests at the API server.
-pub const SERVER_CONCURRENT_RECONCILES: u16 = 32;
+/// phase (a fifth of them) decide in the same instant, every 200 ms at 1 s probes, and each
+/// flip's ConfigMap write is the first request of its reconcile. A flip's reconcile holds its
+/// place for its ConfigMap and status writes, 0.3-1 s under that load, so the next phases
+/// arrive while the earlier ones still run. At 16, and then at 32, the later phases waited
+/// for places before their flip could start: `make bench` splits the operator's part of a
+/// flip at the ConfigMap write, and at 32 its time before the API server received the write
+/// was 724 ms at p99 (its time at the API server 379 ms); at 64, three phases of the bench's
+/// 100 servers at once, 244 ms (237 ms at the API server, which the extra requests did not
+/// crowd). A single run at 128 on an earlier day, before the split, had found the flips
+/// later than at 32 (841 against 250 ms at p99), within what that figure spreads from run
+/// to run (461-1182 ms at 32 on the same code).
+pub const SERVER_CONCURRENT_RECONCILES: u16 = 64;
 
 /// Runs `controller` with the shared instrumentation (reconcile counter and duration,
 /// per-object backoff reset on success) and error policy, until `shutdown`; at most
