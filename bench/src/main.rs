@@ -1777,7 +1777,8 @@ colony_operator_reconcile_self_duration_seconds_bucket{controller="financebee",l
             // Another server's ConfigMap.
             write("srv-002-fallback", "", 150, 7.0),
             write("srv-001-fallback", "", 250, 120.0),
-            // A second write (a merge patch after the apply) belongs to the same flip.
+            // A second write of the same flip (a merge patch after the apply): the split
+            // starts from the first.
             write("srv-001-fallback", "", 380, 10.0),
         ];
         let split = split_flip(&flip, &requests, Duration::from_millis(20)).expect("the flip's write");
