@@ -7,7 +7,7 @@
 //! peer vanished without a reset (a node down, a NAT entry dropped) waited forever.
 //!
 //! By default HTTP/1.1: every watch on a connection of its own and every request in flight on
-//! another (17 connections at rest and 81 at peak in `make bench`).
+//! another (17-18 connections at rest and 82-114 at peak in `make bench`).
 //! [`ApiProtocol::Negotiate`] (`--api-http2`) offers `h2` and `http/1.1` by ALPN, as client-go
 //! does: on HTTP/2 every watch and request of the process shares one connection (one pool,
 //! [`Connections`], under every client), which is also pinged, so a connection that a hung
