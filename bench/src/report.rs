@@ -36,6 +36,11 @@ fn ms(v: f64) -> String {
     }
 }
 
+/// "p50 / p99" of sorted milliseconds.
+fn p50_p99(sorted: &[f64]) -> String {
+    format!("{} / {}", ms(quantile(sorted, 0.5)), ms(quantile(sorted, 0.99)))
+}
+
 /// Writes the report; the table as Markdown and whether every budget passed.
 pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
     let s = r.scale.expect("scale");
@@ -196,7 +201,7 @@ pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
     let due_ms = FAILURE_THRESHOLD as f64 * INTERVAL_S * 1000.0;
     rows.push(row(
         format!("first failed probe → fallback flip, p50 / p99 ({} servers at once)", flip.len()),
-        format!("{} / {}", ms(quantile(&flip, 0.5)), ms(quantile(&flip, 0.99))),
+        p50_p99(&flip),
         &format!("p99 ≤ {} ms", due_ms + FLIP_OVER_THRESHOLD_MS),
         format!("{due_ms:.0} ms (failureThreshold {FAILURE_THRESHOLD} × interval {INTERVAL_S} s)"),
         Some(quantile(&flip, 0.99) <= due_ms + FLIP_OVER_THRESHOLD_MS),
@@ -206,14 +211,14 @@ pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
     let decided = sorted(r.flip_decided_ms.clone());
     rows.push(row(
         format!("… of which first failed probe → the deciding one (failure {FAILURE_THRESHOLD}), p50 / p99"),
-        format!("{} / {}", ms(quantile(&probes, 0.5)), ms(quantile(&probes, 0.99))),
+        p50_p99(&probes),
         "—",
         format!("{:.0} ms ({} intervals)", (FAILURE_THRESHOLD - 1) as f64 * INTERVAL_S * 1000.0, FAILURE_THRESHOLD - 1),
         None,
     ));
     rows.push(row(
         "… of which the deciding failed probe → flip seen, p50 / p99".to_string(),
-        format!("{} / {}", ms(quantile(&decided, 0.5)), ms(quantile(&decided, 0.99))),
+        p50_p99(&decided),
         "—",
         "—".into(),
         None,
@@ -222,13 +227,12 @@ pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
     if !r.flip_split.is_empty() {
         let part = |f: fn(&crate::FlipSplit) -> f64| sorted(r.flip_split.iter().map(f).collect());
         let (to_api, api, to_watch) = (part(|s| s.to_api_ms), part(|s| s.api_ms), part(|s| s.to_watch_ms));
-        let p = |v: &[f64]| format!("{} / {}", ms(quantile(v, 0.5)), ms(quantile(v, 0.99)));
         rows.push(row(
             format!(
                 "… … deciding probe → API server receives the ConfigMap write / its time there / answered → watch sees it, p50 / p99 ({} flips)",
                 r.flip_split.len()
             ),
-            format!("{}; {}; {}", p(&to_api), p(&api), p(&to_watch)),
+            format!("{}; {}; {}", p50_p99(&to_api), p50_p99(&api), p50_p99(&to_watch)),
             "—",
             "—".into(),
             None,
@@ -244,7 +248,7 @@ pub fn write(dir: &Path, r: &Results) -> anyhow::Result<(String, bool)> {
     let restart = sorted(r.restart_latency_ms.clone());
     rows.push(row(
         format!("pod Failed → deleted, p50 / p99 ({} pods at once)", restart.len()),
-        format!("{} / {}", ms(quantile(&restart, 0.5)), ms(quantile(&restart, 0.99))),
+        p50_p99(&restart),
         "—",
         "—".into(),
         None,

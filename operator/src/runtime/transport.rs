@@ -11,9 +11,9 @@
 //! [`ApiProtocol::Negotiate`] (`--api-http2`) offers `h2` and `http/1.1` by ALPN, as client-go
 //! does: on HTTP/2 every watch and request of the process shares one connection (one pool,
 //! [`Connections`], under every client), which is also pinged, so a connection that a hung
-//! proxy keeps open but silent is noticed too. On the bench's 2 cores that one connection was the slower way on every latency (the whole
-//! process's frames pass one connection task; a pod Failed → deleted p99 went 571 → 3631 ms),
-//! hence the default. A configured proxy keeps kube's client.
+//! proxy keeps open but silent is noticed too. On the bench's 2 cores that one connection was
+//! the slower way on every latency (the whole process's frames pass one connection task; a
+//! pod Failed → deleted p99 went 571 → 3631 ms), hence the default. A configured proxy keeps kube's client.
 use std::time::Duration;
 
 use anyhow::Context as _;
