@@ -109,12 +109,20 @@ pub fn running_image(d: &Deployment) -> Option<String> {
     d.spec.template.spec.as_ref()?.containers.first()?.image.clone()
 }
 
+/// The Deployment controller says the rollout of the current template missed its deadline.
+/// Only a status that has observed the current generation says so: right after a template
+/// write, the status still carries the previous rollout's conditions, and a
+/// `ProgressDeadlineExceeded` left there by an earlier image must not be blamed on the new one.
+/// (When the controller picks up a new template it creates its ReplicaSet and resets
+/// `Progressing` before it records the new `observedGeneration`.)
 pub fn progress_deadline_exceeded(d: &Deployment) -> bool {
-    d.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-        cs.iter().any(|c| {
-            c.type_.as_deref() == Some("Progressing") && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    let Some(status) = d.status.as_ref() else { return false };
+    status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
+        && status.conditions.as_ref().is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_.as_deref() == Some("Progressing") && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            })
         })
-    })
 }
 
 /// Every replica updated and available, for the Deployment's current generation. During a
@@ -130,6 +138,11 @@ pub fn fully_available(d: &Deployment) -> bool {
         && status.unavailable_replicas.unwrap_or(0) == 0
 }
 
+/// The image a pod's first container runs: the release the pod belongs to.
+pub fn pod_image(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref()?.containers.first()?.image.as_deref()
+}
+
 /// A pod with a container waiting in CrashLoopBackOff.
 pub fn crash_looping(pod: &Pod) -> bool {
     pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| {
@@ -141,7 +154,9 @@ pub fn crash_looping(pod: &Pod) -> bool {
 }
 
 /// What counts of the live workload: only a Deployment that runs the image under
-/// evaluation (the newest history entry) says anything about that image.
+/// evaluation (the newest history entry) says anything about that image, and only that
+/// image's pods: a pod of the previous release still crash-looping while the new one rolls
+/// out is not the new image's failure.
 pub fn observe(
     live: Option<&Deployment>,
     memory: &RolloutStatus,
@@ -156,7 +171,10 @@ pub fn observe(
             healthy,
             unhealthy_since,
             progress_deadline_exceeded: progress_deadline_exceeded(d),
-            crash_looping: pods.iter().any(crash_looping),
+            crash_looping: pods
+                .iter()
+                .filter(|p| pod_image(p).is_some() && pod_image(p) == evaluating.as_deref())
+                .any(crash_looping),
         },
         _ => Observation::default(),
     }
@@ -405,6 +423,72 @@ mod tests {
         assert!(!fully_available(&d(2, 1, 1, 1)));
         assert!(!fully_available(&d(1, 1, 0, 1)));
         assert!(fully_available(&d(1, 1, 1, 0)));
+    }
+
+    /// A Deployment whose template runs `image`, at `generation`, its status observed at
+    /// `observed` with the previous rollout's `ProgressDeadlineExceeded` still on it.
+    fn timed_out_deployment(image: &str, generation: i64, observed: i64) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "d", "generation": generation},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}},
+            "status": {"observedGeneration": observed, "replicas": 1, "updatedReplicas": 0, "availableReplicas": 1,
+                       "unavailableReplicas": 1,
+                       "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}
+        }))
+        .unwrap()
+    }
+
+    fn pod(image: Option<&str>, waiting: &str) -> Pod {
+        let spec = image.map(|i| serde_json::json!({"containers": [{"name": "c", "image": i}]}));
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": spec,
+            "status": {"containerStatuses": [{"name": "c", "image": "", "imageID": "", "ready": false, "restartCount": 3,
+                                              "state": {"waiting": {"reason": waiting}}}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_deadline_the_previous_image_missed_is_not_blamed_on_the_new_one() {
+        // v1 is good, v2 missed its deadline and was rolled back to v1, and v3 is written to
+        // the template before the Deployment controller has looked at it: the status still
+        // carries v2's ProgressDeadlineExceeded.
+        let m = stable_v1();
+        let v2 = decide(&policy(), "v2", &good(), &m, t(1000));
+        let v2 =
+            decide(&policy(), "v2", &Observation { progress_deadline_exceeded: true, ..good() }, &v2.status, t(1700));
+        assert_eq!(v2.image, "v1");
+        let v3 = decide(&policy(), "v3", &good(), &v2.status, t(1701));
+        assert_eq!(v3.image, "v3");
+        let stale = timed_out_deployment("v3", 7, 6);
+        assert!(!progress_deadline_exceeded(&stale), "status of generation 6 says nothing of generation 7");
+        let obs = observe(Some(&stale), &v3.status, &[], None, None);
+        assert!(!obs.progress_deadline_exceeded);
+        let d = decide(&policy(), "v3", &obs, &v3.status, t(1702));
+        assert_eq!((d.image.as_str(), d.rolled_back.is_none()), ("v3", true), "v3 is not rolled back");
+        // Once the controller has observed generation 7, its verdict is about v3.
+        let observed = timed_out_deployment("v3", 7, 7);
+        assert!(progress_deadline_exceeded(&observed));
+        let obs = observe(Some(&observed), &v3.status, &[], None, None);
+        let d = decide(&policy(), "v3", &obs, &v3.status, t(2400));
+        assert_eq!(d.rolled_back.map(|r| r.reason()), Some("ProgressDeadlineExceeded"));
+        // Without a status nothing has exceeded anything.
+        let mut bare = observed.clone();
+        bare.status = None;
+        assert!(!progress_deadline_exceeded(&bare));
+    }
+
+    #[test]
+    fn a_crash_loop_of_the_previous_release_is_not_blamed_on_the_new_one() {
+        let m = stable_v1();
+        let v2 = decide(&policy(), "v2", &good(), &m, t(1000)).status;
+        let live = timed_out_deployment("v2", 3, 2);
+        let crash_looping = |pods: &[Pod]| observe(Some(&live), &v2, pods, None, None).crash_looping;
+        assert!(!crash_looping(&[pod(Some("v1"), "CrashLoopBackOff"), pod(Some("v2"), "ContainerCreating")]));
+        assert!(!crash_looping(&[pod(None, "CrashLoopBackOff")]), "a pod of no known release");
+        assert!(crash_looping(&[pod(Some("v1"), "ContainerCreating"), pod(Some("v2"), "CrashLoopBackOff")]));
+        assert_eq!(pod_image(&pod(Some("v2"), "x")), Some("v2"));
     }
 
     #[test]

@@ -106,12 +106,15 @@ impl DeploymentSummary {
     }
 }
 
-/// A pod as the bees' cache keeps it (what `PodView::from_pod` and `rollout::crash_looping`
-/// read): its name, labels and timestamps; its phase and reason, the Ready condition's status
-/// and time, and each container's restart count, readiness and waiting reason.
+/// A pod as the bees' cache keeps it (what `PodView::from_pod` and the rollout rules read):
+/// its name, labels and timestamps; each container's name and image (which release the pod
+/// belongs to); its phase and reason, the Ready condition's status and time, and each
+/// container's restart count, readiness and waiting reason.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct PodSummary {
     pub metadata: ObjectMeta,
+    #[serde(default)]
+    spec: PodSpecSummary,
     status: Option<PodStatusSummary>,
 }
 summary_of!(PodSummary, Pod);
@@ -200,7 +203,16 @@ impl PodSummary {
             }),
             ..Default::default()
         });
-        Pod { metadata: self.metadata.clone(), spec: None, status }
+        let spec = (!self.spec.containers.is_empty()).then(|| PodSpec {
+            containers: self
+                .spec
+                .containers
+                .iter()
+                .map(|c| Container { name: c.name.clone(), image: c.image.clone(), ..Default::default() })
+                .collect(),
+            ..Default::default()
+        });
+        Pod { metadata: self.metadata.clone(), spec, status }
     }
 }
 
@@ -234,5 +246,6 @@ mod tests {
         assert_eq!(d.to_deployment().spec.template.spec.unwrap().containers, vec![]);
         let p: PodSummary = serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}})).unwrap();
         assert_eq!(p.to_pod().status, None);
+        assert_eq!(p.to_pod().spec, None);
     }
 }

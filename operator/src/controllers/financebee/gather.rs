@@ -315,11 +315,19 @@ spec:
         assert_eq!(PodView::from_pod(&stripped), PodView::from_pod(&pod));
         assert_eq!(crate::runtime::rollout::crash_looping(&stripped), crate::runtime::rollout::crash_looping(&pod));
         assert!(crate::runtime::rollout::crash_looping(&stripped));
+        assert_eq!(crate::runtime::rollout::pod_image(&stripped), Some("img:1"));
         assert_eq!(stripped.labels().get("a").map(String::as_str), Some("b"));
         // The rest is gone.
         assert_eq!(stripped.metadata.managed_fields, None);
         assert_eq!(stripped.metadata.annotations, None);
-        assert_eq!(stripped.spec, None);
+        let containers = stripped.spec.as_ref().map(|s| &s.containers).unwrap();
+        assert_eq!(
+            containers.iter().map(|c| (c.name.as_str(), c.image.as_deref())).collect::<Vec<_>>(),
+            [("c", Some("img:1"))],
+            "which release the pod belongs to"
+        );
+        assert_eq!(containers[0].env, None);
+        assert_eq!(stripped.spec.as_ref().unwrap().volumes, None);
         let status = stripped.status.unwrap();
         assert_eq!(status.pod_ip, None);
         assert_eq!(status.conditions.as_ref().map(Vec::len), Some(1));
