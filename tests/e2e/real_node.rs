@@ -583,6 +583,113 @@ async fn missing_image_and_crashing_release_roll_back_on_the_real_node() {
     s.ns.cleanup().await;
 }
 
+/// Holds the local control plane's kube-controller-manager stopped (SIGSTOP) until dropped,
+/// also when the test panics: Deployments keep the status they had.
+struct FrozenControllerManager(i32);
+
+impl FrozenControllerManager {
+    fn freeze() -> Self {
+        let cluster = std::env::var("COLONY_CLUSTER_NAME").unwrap_or_else(|_| "colony".into());
+        let binary =
+            colony_e2e::repo_root().join(format!("target/cluster/kwok/clusters/{cluster}/bin/kube-controller-manager"));
+        let out = std::process::Command::new("pgrep").args(["-f", &binary.display().to_string()]).output().unwrap();
+        let pids: Vec<i32> =
+            String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
+        assert_eq!(pids.len(), 1, "one kube-controller-manager at {}: {pids:?}", binary.display());
+        signal(pids[0], "STOP");
+        Self(pids[0])
+    }
+}
+
+impl Drop for FrozenControllerManager {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
+}
+
+fn signal(pid: i32, sig: &str) {
+    let ok =
+        std::process::Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// A Deployment's status still carries the last rollout's ProgressDeadlineExceeded when the
+/// next image is written to its template, until the Deployment controller looks at it: that
+/// verdict is not the new image's. The controller-manager is held stopped across the change,
+/// so the operator reconciles the new template against the old status for certain.
+#[tokio::test]
+async fn a_deadline_the_previous_image_missed_is_not_blamed_on_the_next_one() {
+    let s = bee_setup("e2e-real-stale").await;
+    // automatic: false, so that the Deployment stays on the missing image past its deadline.
+    let missing = "localhost/colony-testbee:no-such-tag";
+    apply_yaml(
+        &s.ns.name,
+        &bee_yaml(missing, "{crashLoopThreshold: 50}", "{automatic: false, stableAfter: 5s, progressDeadline: 30s}"),
+    )
+    .await;
+    let bees: Api<FinanceBee> = s.ns.api();
+    let deployments: Api<Deployment> = s.ns.api();
+    let image_of = |d: &Deployment| d.spec.template.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
+    wait_for("the missing image to miss its deadline", LONG, || async {
+        let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
+        match condition(&fb, "RolledBack") {
+            Some((st, r, m)) if st == "False" && r == "RolloutFailed" && m.contains(missing) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let d = deployments.get("bee").await.unwrap();
+    assert!(colony_operator::runtime::rollout::progress_deadline_exceeded(&d), "{:?}", d.status);
+
+    let frozen = FrozenControllerManager::freeze();
+    bees.patch("bee", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"image": TESTBEE}}))).await.unwrap();
+    wait_for("the new image in the template", DEADLINE, || async {
+        let d = deployments.get("bee").await.map_err(|e| e.to_string())?;
+        if image_of(&d) == TESTBEE { Ok(()) } else { Err(image_of(&d)) }
+    })
+    .await;
+    let d = deployments.get("bee").await.unwrap();
+    let status = d.status.clone().unwrap();
+    assert!(
+        status.observed_generation < d.metadata.generation,
+        "the controller-manager has not seen the new template: {status:?}"
+    );
+    assert!(
+        status.conditions.unwrap_or_default().iter().any(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded")),
+        "the old verdict is still on it"
+    );
+    // The operator reconciles the bee against exactly that Deployment: two pokes, each waited
+    // for until a reconcile has started after it. A bee is reconciled once at a time, so the
+    // second start means the first reconcile (and any status it wrote) is over.
+    for poke in ["1", "2"] {
+        let before = s.op.reconciles("financebee").await;
+        let annotation = json!({"metadata": {"annotations": {"e2e.colony.zyeute.io/poke": poke}}});
+        bees.patch("bee", &PatchParams::default(), &Patch::Merge(&annotation)).await.unwrap();
+        s.op.wait_reconciles("financebee", before, 1).await;
+    }
+    let fb = bees.get("bee").await.unwrap();
+    let rolled_back = condition(&fb, "RolledBack");
+    assert!(
+        matches!(&rolled_back, Some((st, r, _)) if st == "False" && r == "NotRolledBack"),
+        "the new image is not blamed: {rolled_back:?}"
+    );
+    drop(frozen);
+
+    // And once the controller has looked, the new image is judged on its own rollout.
+    let fb = wait_for("the new image to become the last known good", LONG, || async {
+        let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
+        let good = fb.status.as_ref().and_then(|s| s.rollout.last_known_good_image.clone());
+        if good.as_deref() == Some(TESTBEE) { Ok(fb) } else { Err(format!("{good:?}")) }
+    })
+    .await;
+    let status = fb.status.as_ref().unwrap();
+    assert!(status.rollout.failed_images.is_empty(), "{:?}", status.rollout.failed_images);
+    let entry = status.rollout.history.last().unwrap();
+    assert_eq!((entry.image.as_str(), entry.failure), (TESTBEE, None));
+    drop(s.op);
+    s.ns.cleanup().await;
+}
+
 // ------------------------------------------------------------------------------------
 // KeyRotation: real pods carry the new key
 // ------------------------------------------------------------------------------------
