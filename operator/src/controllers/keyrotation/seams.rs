@@ -59,14 +59,24 @@ fn key_secret(key: &keys::GeneratedKey, revision: i64) -> Secret {
     }
 }
 
+/// A rotation rotated a day ago on a 30-day interval, with `status` otherwise: not due,
+/// whatever the date. (Under the fixture's monthly schedule, "a day ago" is due for a day after
+/// each 1st of the month at 03:00.)
+fn rotated_a_day_ago(status: KeyRotationStatus) -> KeyRotation {
+    let mut kr =
+        rotation(Some(KeyRotationStatus { last_rotation_time: Some(Utc::now() - TimeDelta::days(1)), ..status }));
+    kr.spec.schedule = None;
+    kr.spec.interval = Some("720h".into());
+    kr
+}
+
 /// A rotation at revision 1 holding `old`, rotated a day ago, asked to rotate now ("r1").
 fn rotate_now_requested(old: &keys::GeneratedKey) -> KeyRotation {
-    let mut kr = rotation(Some(KeyRotationStatus {
+    let mut kr = rotated_a_day_ago(KeyRotationStatus {
         revision: 1,
         current_key_id: Some(old.id.clone()),
-        last_rotation_time: Some(Utc::now() - TimeDelta::days(1)),
         ..Default::default()
-    }));
+    });
     kr.metadata.annotations = Some(BTreeMap::from([(ROTATE_NOW_ANNOTATION.to_string(), "r1".to_string())]));
     kr
 }
@@ -202,12 +212,8 @@ async fn a_conflict_on_the_secret_write_fails_the_reconcile_and_announces_nothin
 #[tokio::test]
 async fn a_vanished_key_stalls_instead_of_being_replaced() {
     let (ctx, mut api) = testing::context();
-    let kr = rotation(Some(KeyRotationStatus {
-        revision: 2,
-        current_key_id: Some("abc".into()),
-        last_rotation_time: Some(Utc::now() - TimeDelta::days(1)),
-        ..Default::default()
-    }));
+    let kr =
+        rotated_a_day_ago(KeyRotationStatus { revision: 2, current_key_id: Some("abc".into()), ..Default::default() });
     let run = tokio::spawn(reconcile(Arc::new(kr.clone()), ctx));
     api.expect(Method::GET, ROTATION, Reply::ok(&kr)).await;
     api.expect(Method::GET, SECRET, Reply::not_found()).await;
@@ -254,12 +260,11 @@ async fn a_reconcile_of_the_state_it_left_writes_nothing() {
 async fn the_delete_policy_owns_the_secret_without_touching_its_key() {
     let (ctx, mut api) = testing::context();
     let old = fixed_key(7);
-    let mut kr = rotation(Some(KeyRotationStatus {
+    let mut kr = rotated_a_day_ago(KeyRotationStatus {
         revision: 1,
         current_key_id: Some(old.id.clone()),
-        last_rotation_time: Some(Utc::now() - TimeDelta::days(1)),
         ..Default::default()
-    }));
+    });
     kr.spec.secret_deletion_policy = SecretDeletionPolicy::Delete;
     let run = tokio::spawn(reconcile(Arc::new(kr.clone()), ctx));
     api.expect(Method::GET, ROTATION, Reply::ok(&kr)).await;
