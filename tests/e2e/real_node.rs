@@ -371,6 +371,7 @@ spec:
   colonyName: zyeute
   executorKeySecretRef: {{name: bee-key, key: prvkey}}
   podTemplate: {ON_REAL_NODE}
+  resources: {{limits: {{cpu: 100m, memory: 64Mi}}}}
   restart: {restart}
   escalation: {{after: 1h}}
   rollback: {rollback}
@@ -584,11 +585,14 @@ async fn missing_image_and_crashing_release_roll_back_on_the_real_node() {
 }
 
 /// Holds the local control plane's kube-controller-manager stopped (SIGSTOP) until dropped,
-/// also when the test panics: Deployments keep the status they had.
-struct FrozenControllerManager(i32);
+/// also when the test panics: Deployments keep the status they had. One test at a time.
+struct FrozenControllerManager(i32, #[allow(dead_code)] tokio::sync::MutexGuard<'static, ()>);
+
+static CONTROLLER_MANAGER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl FrozenControllerManager {
-    fn freeze() -> Self {
+    async fn freeze() -> Self {
+        let alone = CONTROLLER_MANAGER.lock().await;
         let cluster = std::env::var("COLONY_CLUSTER_NAME").unwrap_or_else(|_| "colony".into());
         let binary =
             colony_e2e::repo_root().join(format!("target/cluster/kwok/clusters/{cluster}/bin/kube-controller-manager"));
@@ -597,7 +601,7 @@ impl FrozenControllerManager {
             String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
         assert_eq!(pids.len(), 1, "one kube-controller-manager at {}: {pids:?}", binary.display());
         signal(pids[0], "STOP");
-        Self(pids[0])
+        Self(pids[0], alone)
     }
 }
 
@@ -615,33 +619,48 @@ fn signal(pid: i32, sig: &str) {
 
 /// A Deployment's status still carries the last rollout's ProgressDeadlineExceeded when the
 /// next image is written to its template, until the Deployment controller looks at it: that
-/// verdict is not the new image's. The controller-manager is held stopped across the change,
-/// so the operator reconciles the new template against the old status for certain.
+/// verdict is not the new image's.
 #[tokio::test]
 async fn a_deadline_the_previous_image_missed_is_not_blamed_on_the_next_one() {
-    let s = bee_setup("e2e-real-stale").await;
-    // automatic: false, so that the Deployment stays on the missing image past its deadline.
-    let missing = "localhost/colony-testbee:no-such-tag";
+    previous_failure_not_blamed_on_the_next_image("e2e-real-stale", "localhost/colony-testbee:no-such-tag").await;
+}
+
+/// The previous image's pods still crash-loop when the next image is written to the template
+/// (they go once the new ones are available): their crash loop is not the new image's.
+#[tokio::test]
+async fn a_crash_loop_the_previous_image_left_is_not_blamed_on_the_next_one() {
+    previous_failure_not_blamed_on_the_next_image("e2e-real-stale-crash", TESTBEE_CRASH).await;
+}
+
+/// A bee with `automatic: false` fails on `first` (missing: past its deadline; crashing: in
+/// CrashLoopBackOff) and stays there; then, with the controller-manager held stopped, so that
+/// the Deployment keeps the status and the pods of `first` for certain, its image becomes a
+/// good one and the operator reconciles it: the good image is not blamed, and is judged on its
+/// own rollout once the controller-manager runs again.
+async fn previous_failure_not_blamed_on_the_next_image(prefix: &str, first: &str) {
+    let s = bee_setup(prefix).await;
+    let failure = if first == TESTBEE_CRASH { "CrashLoopBackOff" } else { "ProgressDeadlineExceeded" };
     apply_yaml(
         &s.ns.name,
-        &bee_yaml(missing, "{crashLoopThreshold: 50}", "{automatic: false, stableAfter: 5s, progressDeadline: 30s}"),
+        &bee_yaml(first, "{crashLoopThreshold: 50}", "{automatic: false, stableAfter: 5s, progressDeadline: 30s}"),
     )
     .await;
     let bees: Api<FinanceBee> = s.ns.api();
     let deployments: Api<Deployment> = s.ns.api();
+    let pods: Api<Pod> = s.ns.api();
     let image_of = |d: &Deployment| d.spec.template.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
-    wait_for("the missing image to miss its deadline", LONG, || async {
+    wait_for("the first image to fail", LONG, || async {
         let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
         match condition(&fb, "RolledBack") {
-            Some((st, r, m)) if st == "False" && r == "RolloutFailed" && m.contains(missing) => Ok(()),
+            Some((st, r, m)) if st == "False" && r == "RolloutFailed" && m.contains(first) && m.contains(failure) => {
+                Ok(())
+            }
             other => Err(format!("{other:?}")),
         }
     })
     .await;
-    let d = deployments.get("bee").await.unwrap();
-    assert!(colony_operator::runtime::rollout::progress_deadline_exceeded(&d), "{:?}", d.status);
 
-    let frozen = FrozenControllerManager::freeze();
+    let frozen = FrozenControllerManager::freeze().await;
     bees.patch("bee", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"image": TESTBEE}}))).await.unwrap();
     wait_for("the new image in the template", DEADLINE, || async {
         let d = deployments.get("bee").await.map_err(|e| e.to_string())?;
@@ -654,13 +673,21 @@ async fn a_deadline_the_previous_image_missed_is_not_blamed_on_the_next_one() {
         status.observed_generation < d.metadata.generation,
         "the controller-manager has not seen the new template: {status:?}"
     );
-    assert!(
-        status.conditions.unwrap_or_default().iter().any(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded")),
-        "the old verdict is still on it"
-    );
-    // The operator reconciles the bee against exactly that Deployment: two pokes, each waited
-    // for until a reconcile has started after it. A bee is reconciled once at a time, so the
-    // second start means the first reconcile (and any status it wrote) is over.
+    let old_verdict = status.conditions.unwrap_or_default().iter().any(|c| c.reason.as_deref() == Some(failure));
+    // (The kubelet runs on: between two crashes a container waits in CrashLoopBackOff.)
+    wait_for("the first image's failure still there", DEADLINE, || async {
+        let old_pods = pods_with(&pods, "app.kubernetes.io/instance=bee").await;
+        if old_verdict || old_pods.iter().any(colony_operator::runtime::rollout::crash_looping) {
+            Ok(())
+        } else {
+            Err(format!("no {failure}"))
+        }
+    })
+    .await;
+    // The operator reconciles the bee against exactly that Deployment and those pods: two
+    // pokes, each waited for until a reconcile has started after it. A bee is reconciled once
+    // at a time, so the second start means the first reconcile (and any status it wrote) is
+    // over.
     for poke in ["1", "2"] {
         let before = s.op.reconciles("financebee").await;
         let annotation = json!({"metadata": {"annotations": {"e2e.colony.zyeute.io/poke": poke}}});
@@ -675,7 +702,7 @@ async fn a_deadline_the_previous_image_missed_is_not_blamed_on_the_next_one() {
     );
     drop(frozen);
 
-    // And once the controller has looked, the new image is judged on its own rollout.
+    // Once the controller-manager runs again, the new image is judged on its own rollout.
     let fb = wait_for("the new image to become the last known good", LONG, || async {
         let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
         let good = fb.status.as_ref().and_then(|s| s.rollout.last_known_good_image.clone());
