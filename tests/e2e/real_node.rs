@@ -24,6 +24,7 @@ use colony_e2e::{
     wait_for,
 };
 use colony_operator::api::{ColonyServer, FinanceBee};
+use colony_operator::runtime::rollout::{crash_looping, running_image};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
@@ -36,6 +37,8 @@ const NODE: &str = "real-node";
 const TAINT: &str = "colony.zyeute.io/real-node";
 const TESTBEE: &str = "localhost/colony-testbee:1";
 const TESTBEE_CRASH: &str = "localhost/colony-testbee:crash";
+/// A tag that does not exist: the kubelet cannot pull it, the rollout misses its deadline.
+const TESTBEE_MISSING: &str = "localhost/colony-testbee:no-such-tag";
 /// Real containers start in seconds, crash loops back off for 10 s and more: more room than
 /// the kwok tier's default.
 const LONG: Duration = Duration::from_secs(240);
@@ -519,15 +522,9 @@ async fn missing_image_and_crashing_release_roll_back_on_the_real_node() {
     let deployments: Api<Deployment> = s.ns.api();
     let pods: Api<Pod> = s.ns.api();
     let image_of = |d: &Deployment| d.spec.template.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
-    wait_for("the good image to become the last known good", LONG, || async {
-        let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
-        let good = fb.status.and_then(|s| s.rollout.last_known_good_image);
-        if good.as_deref() == Some(TESTBEE) { Ok(()) } else { Err(format!("{good:?}")) }
-    })
-    .await;
+    wait_last_known_good(&bees, TESTBEE).await;
 
-    // A tag that does not exist: the kubelet cannot pull it, the rollout misses its deadline.
-    let missing = "localhost/colony-testbee:no-such-tag";
+    let missing = TESTBEE_MISSING;
     bees.patch("bee", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"image": missing}}))).await.unwrap();
     let waiting: Arc<Mutex<BTreeSet<String>>> = Default::default();
     let fb = wait_for("a rollback from the missing image", LONG, || {
@@ -586,35 +583,37 @@ async fn missing_image_and_crashing_release_roll_back_on_the_real_node() {
 
 /// Holds the local control plane's kube-controller-manager stopped (SIGSTOP) until dropped,
 /// also when the test panics: Deployments keep the status they had. One test at a time.
-struct FrozenControllerManager(i32, #[allow(dead_code)] tokio::sync::MutexGuard<'static, ()>);
+struct FrozenControllerManager(u32, #[allow(dead_code)] tokio::sync::MutexGuard<'static, ()>);
 
 static CONTROLLER_MANAGER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl FrozenControllerManager {
     async fn freeze() -> Self {
         let alone = CONTROLLER_MANAGER.lock().await;
-        let cluster = std::env::var("COLONY_CLUSTER_NAME").unwrap_or_else(|_| "colony".into());
-        let binary =
-            colony_e2e::repo_root().join(format!("target/cluster/kwok/clusters/{cluster}/bin/kube-controller-manager"));
+        let binary = colony_e2e::cluster_dir().join("bin/kube-controller-manager");
         let out = std::process::Command::new("pgrep").args(["-f", &binary.display().to_string()]).output().unwrap();
-        let pids: Vec<i32> =
+        let pids: Vec<u32> =
             String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
         assert_eq!(pids.len(), 1, "one kube-controller-manager at {}: {pids:?}", binary.display());
-        signal(pids[0], "STOP");
+        colony_e2e::signal(pids[0], "STOP");
         Self(pids[0], alone)
     }
 }
 
 impl Drop for FrozenControllerManager {
     fn drop(&mut self) {
-        signal(self.0, "CONT");
+        colony_e2e::signal(self.0, "CONT");
     }
 }
 
-fn signal(pid: i32, sig: &str) {
-    let ok =
-        std::process::Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap().success();
-    assert!(ok, "kill -{sig} {pid}");
+/// Waits until the bee has recorded `image` as its last known good one.
+async fn wait_last_known_good(bees: &Api<FinanceBee>, image: &str) -> FinanceBee {
+    wait_for(&format!("{image} to become the last known good image"), LONG, || async {
+        let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
+        let good = fb.status.as_ref().and_then(|s| s.rollout.last_known_good_image.clone());
+        if good.as_deref() == Some(image) { Ok(fb) } else { Err(format!("{good:?}")) }
+    })
+    .await
 }
 
 /// A Deployment's status still carries the last rollout's ProgressDeadlineExceeded when the
@@ -622,24 +621,23 @@ fn signal(pid: i32, sig: &str) {
 /// verdict is not the new image's.
 #[tokio::test]
 async fn a_deadline_the_previous_image_missed_is_not_blamed_on_the_next_one() {
-    previous_failure_not_blamed_on_the_next_image("e2e-real-stale", "localhost/colony-testbee:no-such-tag").await;
+    previous_failure_not_blamed_on_the_next_image("e2e-real-stale", TESTBEE_MISSING, "ProgressDeadlineExceeded").await;
 }
 
 /// The previous image's pods still crash-loop when the next image is written to the template
 /// (they go once the new ones are available): their crash loop is not the new image's.
 #[tokio::test]
 async fn a_crash_loop_the_previous_image_left_is_not_blamed_on_the_next_one() {
-    previous_failure_not_blamed_on_the_next_image("e2e-real-stale-crash", TESTBEE_CRASH).await;
+    previous_failure_not_blamed_on_the_next_image("e2e-real-stale-crash", TESTBEE_CRASH, "CrashLoopBackOff").await;
 }
 
-/// A bee with `automatic: false` fails on `first` (missing: past its deadline; crashing: in
-/// CrashLoopBackOff) and stays there; then, with the controller-manager held stopped, so that
+/// A bee with `automatic: false` fails on `first` with `failure` (a missing image past its
+/// deadline, a crashing one in CrashLoopBackOff) and stays there; then, with the controller-manager held stopped, so that
 /// the Deployment keeps the status and the pods of `first` for certain, its image becomes a
 /// good one and the operator reconciles it: the good image is not blamed, and is judged on its
 /// own rollout once the controller-manager runs again.
-async fn previous_failure_not_blamed_on_the_next_image(prefix: &str, first: &str) {
+async fn previous_failure_not_blamed_on_the_next_image(prefix: &str, first: &str, failure: &str) {
     let s = bee_setup(prefix).await;
-    let failure = if first == TESTBEE_CRASH { "CrashLoopBackOff" } else { "ProgressDeadlineExceeded" };
     apply_yaml(
         &s.ns.name,
         &bee_yaml(first, "{crashLoopThreshold: 50}", "{automatic: false, stableAfter: 5s, progressDeadline: 30s}"),
@@ -648,7 +646,6 @@ async fn previous_failure_not_blamed_on_the_next_image(prefix: &str, first: &str
     let bees: Api<FinanceBee> = s.ns.api();
     let deployments: Api<Deployment> = s.ns.api();
     let pods: Api<Pod> = s.ns.api();
-    let image_of = |d: &Deployment| d.spec.template.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
     wait_for("the first image to fail", LONG, || async {
         let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
         match condition(&fb, "RolledBack") {
@@ -664,7 +661,8 @@ async fn previous_failure_not_blamed_on_the_next_image(prefix: &str, first: &str
     bees.patch("bee", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"image": TESTBEE}}))).await.unwrap();
     wait_for("the new image in the template", DEADLINE, || async {
         let d = deployments.get("bee").await.map_err(|e| e.to_string())?;
-        if image_of(&d) == TESTBEE { Ok(()) } else { Err(image_of(&d)) }
+        let image = running_image(&d);
+        if image.as_deref() == Some(TESTBEE) { Ok(()) } else { Err(format!("{image:?}")) }
     })
     .await;
     let d = deployments.get("bee").await.unwrap();
@@ -677,11 +675,7 @@ async fn previous_failure_not_blamed_on_the_next_image(prefix: &str, first: &str
     // (The kubelet runs on: between two crashes a container waits in CrashLoopBackOff.)
     wait_for("the first image's failure still there", DEADLINE, || async {
         let old_pods = pods_with(&pods, "app.kubernetes.io/instance=bee").await;
-        if old_verdict || old_pods.iter().any(colony_operator::runtime::rollout::crash_looping) {
-            Ok(())
-        } else {
-            Err(format!("no {failure}"))
-        }
+        if old_verdict || old_pods.iter().any(crash_looping) { Ok(()) } else { Err(format!("no {failure}")) }
     })
     .await;
     // The operator reconciles the bee against exactly that Deployment and those pods: two
@@ -703,12 +697,7 @@ async fn previous_failure_not_blamed_on_the_next_image(prefix: &str, first: &str
     drop(frozen);
 
     // Once the controller-manager runs again, the new image is judged on its own rollout.
-    let fb = wait_for("the new image to become the last known good", LONG, || async {
-        let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
-        let good = fb.status.as_ref().and_then(|s| s.rollout.last_known_good_image.clone());
-        if good.as_deref() == Some(TESTBEE) { Ok(fb) } else { Err(format!("{good:?}")) }
-    })
-    .await;
+    let fb = wait_last_known_good(&bees, TESTBEE).await;
     let status = fb.status.as_ref().unwrap();
     assert!(status.rollout.failed_images.is_empty(), "{:?}", status.rollout.failed_images);
     let entry = status.rollout.history.last().unwrap();

@@ -190,11 +190,22 @@ pub async fn apply_yaml(namespace: &str, yaml: &str) {
     assert!(out.status.success(), "kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// The API server's audit log of the local control plane (cluster name from
+/// The local control plane's directory: its binaries, logs and config (cluster name from
 /// `COLONY_CLUSTER_NAME`, as in tests/cluster/lib.sh).
-pub fn audit_log_path() -> PathBuf {
+pub fn cluster_dir() -> PathBuf {
     let cluster = std::env::var("COLONY_CLUSTER_NAME").unwrap_or_else(|_| "colony".into());
-    repo_root().join(format!("target/cluster/kwok/clusters/{cluster}/logs/audit.log"))
+    repo_root().join(format!("target/cluster/kwok/clusters/{cluster}"))
+}
+
+/// The API server's audit log of the local control plane.
+pub fn audit_log_path() -> PathBuf {
+    cluster_dir().join("logs/audit.log")
+}
+
+/// Sends `signal` (e.g. "STOP", "CONT") to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+    assert!(ok.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
 }
 
 /// The audit log's text, the files the API server rotated away (`audit-<time>.log` beside

@@ -108,8 +108,7 @@ impl OperatorProcess {
     /// Sends `signal` (e.g. "STOP", "CONT") to the process.
     pub fn signal(&self, signal: &str) {
         if let Some(pid) = self.pid() {
-            let ok = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
-            assert!(ok.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+            crate::signal(pid, signal);
         }
     }
 

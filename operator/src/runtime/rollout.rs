@@ -116,13 +116,17 @@ pub fn running_image(d: &Deployment) -> Option<String> {
 /// (When the controller picks up a new template it creates its ReplicaSet and resets
 /// `Progressing` before it records the new `observedGeneration`.)
 pub fn progress_deadline_exceeded(d: &Deployment) -> bool {
-    let Some(status) = d.status.as_ref() else { return false };
-    status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
-        && status.conditions.as_ref().is_some_and(|cs| {
+    status_is_current(d)
+        && d.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
             cs.iter().any(|c| {
                 c.type_.as_deref() == Some("Progressing") && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
             })
         })
+}
+
+/// The Deployment's status has observed its current generation (its template as written).
+fn status_is_current(d: &Deployment) -> bool {
+    d.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
 }
 
 /// Every replica updated and available, for the Deployment's current generation. During a
@@ -131,7 +135,7 @@ pub fn progress_deadline_exceeded(d: &Deployment) -> bool {
 pub fn fully_available(d: &Deployment) -> bool {
     let status = d.status.clone().unwrap_or_default();
     let want = d.spec.replicas.unwrap_or(1);
-    status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
+    status_is_current(d)
         && status.updated_replicas.unwrap_or(0) >= want
         && status.available_replicas.unwrap_or(0) >= want
         && status.replicas.unwrap_or(0) <= want
@@ -171,10 +175,8 @@ pub fn observe(
             healthy,
             unhealthy_since,
             progress_deadline_exceeded: progress_deadline_exceeded(d),
-            crash_looping: pods
-                .iter()
-                .filter(|p| pod_image(p).is_some() && pod_image(p) == evaluating.as_deref())
-                .any(crash_looping),
+            // (`evaluating` is Some here: a pod of no known image is not counted.)
+            crash_looping: pods.iter().filter(|p| pod_image(p) == evaluating.as_deref()).any(crash_looping),
         },
         _ => Observation::default(),
     }

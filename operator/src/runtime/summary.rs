@@ -83,17 +83,20 @@ struct ContainerImage {
     image: Option<String>,
 }
 
+impl PodSpecSummary {
+    /// Each container with only its name and image set.
+    fn containers(&self) -> Vec<Container> {
+        self.containers
+            .iter()
+            .map(|c| Container { name: c.name.clone(), image: c.image.clone(), ..Default::default() })
+            .collect()
+    }
+}
+
 impl DeploymentSummary {
     /// The Deployment the summary stands for, with only the summarized fields set.
     pub fn to_deployment(&self) -> Deployment {
-        let containers = self
-            .spec
-            .template
-            .spec
-            .containers
-            .iter()
-            .map(|c| Container { name: c.name.clone(), image: c.image.clone(), ..Default::default() })
-            .collect();
+        let containers = self.spec.template.spec.containers();
         Deployment {
             metadata: self.metadata.clone(),
             spec: DeploymentSpec {
@@ -203,15 +206,8 @@ impl PodSummary {
             }),
             ..Default::default()
         });
-        let spec = (!self.spec.containers.is_empty()).then(|| PodSpec {
-            containers: self
-                .spec
-                .containers
-                .iter()
-                .map(|c| Container { name: c.name.clone(), image: c.image.clone(), ..Default::default() })
-                .collect(),
-            ..Default::default()
-        });
+        let spec = (!self.spec.containers.is_empty())
+            .then(|| PodSpec { containers: self.spec.containers(), ..Default::default() });
         Pod { metadata: self.metadata.clone(), spec, status }
     }
 }
