@@ -12,11 +12,17 @@
 //!   leader finds it in status and sends it.
 //!
 //! Delivery is therefore at least once: a crash after the webhook answered and before status
-//! lost the entry sends it again. Kubernetes Events stay best effort (sent by the reconcile
-//! that flipped, after its status write), as every Event is.
+//! lost the entry sends it again.
+//!
+//! A flip's announcement in the cluster (its Event, log line and `fallback_flips_total`) is
+//! made once status records the flip, by this process: the reconcile that flipped, after its
+//! status write, or, when that write's reply was lost, the next reconcile, which finds the
+//! flip in status ([`Outbox::flip_owed`]). A flip recorded by another process (a previous
+//! leader that stopped between its status write and its Event) is taken as announced: Events
+//! stay best effort, as every Event is; the notification above is not.
 //!
 //! [`pending`] is the pure rule for what status keeps; [`Outbox`] is this process's memory
-//! of what it queued and what it finished.
+//! of what it queued, what it finished and which flip it announced.
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -62,7 +68,7 @@ pub fn of_flip(active: bool, reason: &str, at: DateTime<Utc>) -> PendingNotifica
 }
 
 /// Per server (key `namespace/name`): the last flip whose notification this process queued,
-/// and the last whose delivery finished.
+/// the last whose delivery finished, and the last flip announced.
 #[derive(Default)]
 pub struct Outbox {
     marks: Mutex<HashMap<String, Marks>>,
@@ -72,6 +78,9 @@ pub struct Outbox {
 struct Marks {
     queued: Option<DateTime<Utc>>,
     done: Option<DateTime<Utc>>,
+    /// The flip (`status.fallback.since`) last announced, or found in status when this
+    /// process first saw the server; None before that.
+    announced: Option<Option<DateTime<Utc>>>,
 }
 
 impl Outbox {
@@ -101,6 +110,20 @@ impl Outbox {
         if let Some(m) = self.marks.lock().expect("outbox poisoned").get_mut(key) {
             m.done = Some(m.done.map_or(at, |d| d.max(at)));
         }
+    }
+
+    /// Whether status records a flip (`since`: `status.fallback.since`, which changes with
+    /// every flip and only then) that this process still owes its announcement: one its own
+    /// status write recorded since the last call, whether or not that write's reply came
+    /// back. Marks it announced. The first call for a server only takes note of `since`: a
+    /// flip recorded before this process saw the server was announced by whoever recorded it.
+    /// Compared for equality only: clocks of other processes may differ.
+    pub fn flip_owed(&self, key: &str, since: Option<DateTime<Utc>>) -> bool {
+        let mut marks = self.marks.lock().expect("outbox poisoned");
+        let m = marks.entry(key.to_string()).or_default();
+        let owed = m.announced.is_some_and(|a| a != since);
+        m.announced = Some(since);
+        owed
     }
 
     /// Forgets a deleted server.
@@ -246,6 +269,26 @@ mod tests {
         outbox.finished("ns/a", t(1));
         assert!(outbox.is_empty());
         assert_eq!(outbox.done("ns/a"), None);
+    }
+
+    #[test]
+    fn a_flip_is_owed_once_and_only_when_this_process_saw_the_state_before_it() {
+        let outbox = Outbox::default();
+        // First sight (a restart, a new leader): what status records was announced already.
+        assert!(!outbox.flip_owed("ns/a", Some(t(1))));
+        assert!(!outbox.flip_owed("ns/a", Some(t(1))), "the same flip seen again");
+        // A flip this process wrote (or whose write's reply it lost): owed once.
+        assert!(outbox.flip_owed("ns/a", Some(t(5))));
+        assert!(!outbox.flip_owed("ns/a", Some(t(5))));
+        // A server first seen with no flip at all, then flipped.
+        assert!(!outbox.flip_owed("ns/b", None));
+        assert!(outbox.flip_owed("ns/b", Some(t(2))));
+        // Equality, not order: a flip stamped earlier than the last one (another clock) is
+        // still a flip.
+        assert!(outbox.flip_owed("ns/b", Some(t(0))));
+        // Forgotten (deleted): a server of the same name starts from a first sight again.
+        outbox.forget("ns/b");
+        assert!(!outbox.flip_owed("ns/b", Some(t(9))));
     }
 
     #[test]

@@ -345,6 +345,14 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
     };
     let cs = Arc::new(cs);
     let current_status = cs.status.clone();
+    // A flip whose status write committed but whose reply was lost is in status now:
+    // announced here, late, once.
+    let recorded = current_status.as_ref().and_then(|s| s.fallback.as_ref());
+    if sctx.outbox.flip_owed(&notification_key(&cs), recorded.and_then(|f| f.since))
+        && let Some(f) = recorded
+    {
+        announce_flip(&sctx, &cs, &recorded_flip(f));
+    }
 
     // Gather: the spec's own check, the override, and the probe task's verdicts.
     let mut invalid = cs.spec.check(&cs.name_any()).err();
@@ -391,9 +399,11 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
     ctx.versions.remember_left(&key, cs.resource_version(), written);
     // A flip is announced once status records it: a status write that fails leaves the flip
     // to the retry, which decides it again from the unchanged status and announces it then
-    // (announced before the write, an API server restart between the two sent it twice).
-    if decision.flipped {
-        announce_flip(&sctx, &cs, &decision);
+    // (announced before the write, an API server restart between the two sent it twice), or
+    // finds it recorded (the reply was lost) and announces that.
+    let since = new_status.fallback.as_ref().and_then(|f| f.since);
+    if sctx.outbox.flip_owed(&notification_key(&cs), since) {
+        announce_flip(&sctx, &cs, &Flip::of(&decision));
     }
     // Those pushed out of status unsent are lost: what this process had not queued (read
     // before the queueing below moves the mark past them).
@@ -565,11 +575,35 @@ async fn apply_fallback(
     Ok((decision, not_owned))
 }
 
+/// What a flip's announcement says.
+struct Flip {
+    active: bool,
+    reason: String,
+    message: String,
+}
+
+impl Flip {
+    /// The flip this reconcile decided.
+    fn of(decision: &fallback::FallbackDecision) -> Self {
+        Flip { active: decision.active, reason: decision.reason.clone(), message: decision.message.clone() }
+    }
+}
+
+/// The flip status records, announced after the reply to the write that recorded it was lost.
+fn recorded_flip(f: &crate::api::FallbackStatus) -> Flip {
+    let at = f.since.map_or_else(|| "an unknown time".to_string(), |t| t.to_rfc3339());
+    Flip {
+        active: f.active,
+        reason: f.reason.clone().unwrap_or_else(|| "Unknown".into()),
+        message: format!("flipped at {at}, announced late: the reply to the status write that recorded it was lost"),
+    }
+}
+
 /// A flip: log line, metric and Event (its notification goes through the outbox). The Event
 /// is published in the background, in order with the server's other flip announcements: the
 /// reconcile that flipped goes on at once (in a partition, every flip's reconcile is waited
 /// for by the next flips, and the Event was a third of its requests).
-fn announce_flip(sctx: &Arc<ServerContext>, cs: &Arc<ColonyServer>, decision: &fallback::FallbackDecision) {
+fn announce_flip(sctx: &Arc<ServerContext>, cs: &Arc<ColonyServer>, decision: &Flip) {
     let ctx = &sctx.base;
     let state = if decision.active { "on" } else { "off" };
     tracing::info!(state, reason = %decision.reason, "fallback flipped");

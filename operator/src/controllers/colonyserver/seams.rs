@@ -1,6 +1,7 @@
 //! The reconcile's IO against a mocked API server, for what only its order can show: a flip
-//! is announced only once status records it, and its notification is sent exactly once
-//! whether the status write is refused or its reply is lost on the way (the flip committed).
+//! is announced (Event, metric) only once status records it, and exactly once, and its
+//! notification is sent exactly once, whether the status write is refused or its reply is
+//! lost on the way (the flip committed).
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -95,6 +96,8 @@ struct Cluster {
     status_writes: StatusWrite,
     /// Reasons of the Events posted.
     events: Vec<String>,
+    /// Their notes, in the same order.
+    notes: Vec<String>,
     /// Status writes received (accepted or not).
     status_patches: usize,
     /// Reads of the server object.
@@ -104,7 +107,15 @@ struct Cluster {
 impl Cluster {
     /// The server of [`server`] not reconciled yet, its hook Secret holding `hook_url`.
     fn new(hook_url: String, status_writes: StatusWrite) -> Self {
-        Self { server: server(), hook_url, status_writes, events: vec![], status_patches: 0, server_reads: 0 }
+        Self {
+            server: server(),
+            hook_url,
+            status_writes,
+            events: vec![],
+            notes: vec![],
+            status_patches: 0,
+            server_reads: 0,
+        }
     }
 
     fn answer(&mut self, seen: &Seen) -> Reply {
@@ -142,6 +153,7 @@ impl Cluster {
             }),
             (&Method::POST, EVENTS) => {
                 self.events.push(seen.body["reason"].as_str().unwrap_or("?").to_string());
+                self.notes.push(seen.body["note"].as_str().unwrap_or("?").to_string());
                 Reply::Echo
             }
             // The fallback ConfigMap: none cached, none there; its write is accepted.
@@ -289,6 +301,66 @@ async fn a_status_reply_lost_on_the_way_still_sends_the_notification_once() {
     assert_eq!(states(&hooks), ["on"], "exactly one notification");
     assert_eq!(cluster.status_patches, 2);
     h.api.done().await;
+}
+
+/// How many flips to `state` the server's `fallback_flips_total` counts.
+fn flips_counted(h: &Harness, state: &str) -> u64 {
+    let labels =
+        crate::runtime::metrics::FlipLabels { namespace: "colony".into(), name: "srv".into(), state: state.into() };
+    h.sctx.base.metrics.fallback_flips.get_or_create(&labels).get()
+}
+
+#[tokio::test]
+async fn a_flip_whose_status_reply_was_lost_is_announced_once_by_the_retry() {
+    let (url, _) = webhook().await;
+    let mut h = harness();
+    let mut cluster = Cluster::new(url, StatusWrite::LoseReply);
+    cluster.server.spec.fallback.notify = None;
+
+    assert!(h.reconcile(&mut cluster).await.is_err(), "the lost reply fails the reconcile");
+    assert_eq!(cluster.status_patches, 1, "the flip was decided and written");
+    assert!(cluster.server.status.as_ref().unwrap().fallback.as_ref().unwrap().active, "and committed");
+    assert_eq!((cluster.events.len(), flips_counted(&h, "on")), (0, 0), "not announced without a reply");
+
+    // The retry finds the flip in status, decides no new one, and announces the recorded one.
+    cluster.status_writes = StatusWrite::Accept;
+    h.reconcile(&mut cluster).await.unwrap();
+    assert_eq!(cluster.status_patches, 1, "the recorded flip is not decided again");
+    assert_eq!(cluster.events, ["FallbackEnabled"]);
+    let since = cluster.server.status.as_ref().unwrap().fallback.as_ref().unwrap().since.unwrap();
+    let note = &cluster.notes[0];
+    assert!(note.starts_with("USE_COLONY_OS=false (Override: flipped at "), "{note}");
+    assert!(note.contains(&since.to_rfc3339()), "the flip's own time: {note}");
+    assert!(note.contains("announced late"), "{note}");
+    assert_eq!(flips_counted(&h, "on"), 1);
+
+    // Later reconciles (one more turn of the same status) announce nothing more.
+    h.reconcile(&mut cluster).await.unwrap();
+    assert_eq!((cluster.events.len(), flips_counted(&h, "on")), (1, 1));
+    h.api.done().await;
+}
+
+#[tokio::test]
+async fn a_flip_a_previous_process_recorded_is_not_announced_again() {
+    let (url, _) = webhook().await;
+    let mut cluster = Cluster::new(url, StatusWrite::Accept);
+    cluster.server.spec.fallback.notify = None;
+    let mut old = harness();
+    old.reconcile(&mut cluster).await.unwrap();
+    assert_eq!((cluster.events.clone(), flips_counted(&old, "on")), (vec!["FallbackEnabled".to_string()], 1));
+
+    // A restarted operator (no memory) reconciles the same status: it ran (it read the server)
+    // and announced nothing.
+    let mut new = harness();
+    new.reconcile(&mut cluster).await.unwrap();
+    assert_eq!(cluster.server_reads, 2, "the new process reconciled");
+    assert_eq!((cluster.events.len(), flips_counted(&new, "on")), (1, 0));
+    // Its own next flip (the override turned off) is announced as usual.
+    cluster.server.metadata.annotations.as_mut().unwrap().insert("colony.zyeute.io/fallback".into(), "off".into());
+    new.reconcile(&mut cluster).await.unwrap();
+    assert_eq!(cluster.events, ["FallbackEnabled", "FallbackDisabled"]);
+    assert_eq!(flips_counted(&new, "off"), 1);
+    new.api.done().await;
 }
 
 #[tokio::test]
