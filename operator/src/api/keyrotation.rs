@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,29 @@ use super::common::{CRON_PATTERN, DNS_SUBDOMAIN_PATTERN, LocalObjectReference, T
 
 /// The runbook's cadence: 03:00 on the first day of every month.
 pub const MONTHLY_SCHEDULE: &str = "0 3 1 * *";
+
+/// RE2 regular expression on `spec.schedule` (as [`CRON_PATTERN`] admits it: fields
+/// separated by spaces, minute first): the minute field names one minute, so two starts are
+/// at least an hour apart (the same minimum as `spec.interval`; only where clocks go back by
+/// half an hour can a start in the repeated half hour come twice, 30 minutes apart). A cron that fires more often
+/// would rotate the key, register it and roll every workload that uses it each time: a
+/// rotation storm, and keys dropped from the Secret before the pods that hold them have rolled.
+pub const AT_MOST_HOURLY_PATTERN: &str = r"^[0-9]+ ";
+
+/// Whether `schedule` fires at most once an hour ([`AT_MOST_HOURLY_PATTERN`]); the controller
+/// checks it again for objects admitted before the rule existed.
+pub fn fires_at_most_hourly(schedule: &str) -> bool {
+    let minute = schedule.split(' ').next().unwrap_or_default();
+    schedule.contains(' ') && !minute.is_empty() && minute.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn at_most_hourly_rule() -> Rule {
+    Rule::new(format!("!has(self.schedule) || self.schedule.matches('{AT_MOST_HOURLY_PATTERN}')"))
+        .message(Message::Message(
+            "spec.schedule must fire at most once an hour: its minute field must be a single minute (e.g. \"0 3 1 * *\" for monthly, \"0 * * * *\" for hourly)".into(),
+        ))
+        .field_path(".schedule")
+}
 
 /// On a KeyRotation: acknowledges that the key Secret lost or changed the key
 /// `status.currentKeyId` names. Its value must be that ID (so a stale acknowledgement never
@@ -41,6 +65,7 @@ pub const ACCEPT_KEY_CHANGE_ANNOTATION: &str = "colony.zyeute.io/accept-key-chan
     validation = Rule::new("has(self.schedule) != has(self.interval)").message("exactly one of spec.schedule and spec.interval must be set (e.g. spec.schedule: \"0 3 1 * *\" for monthly)"),
     validation = Rule::new("self.keyType != 'random' || has(self.length)").message("spec.length is required when spec.keyType is random").field_path(".length").reason(Reason::FieldValueRequired),
     validation = Rule::new("self.keyType == 'random' || !has(self.length)").message("spec.length applies only to spec.keyType random").field_path(".length").reason(Reason::FieldValueForbidden),
+    validation = at_most_hourly_rule(),
     validation = Rule::new("!has(self.colonyOS) || self.keyType == 'secp256k1'").message("spec.colonyOS requires spec.keyType secp256k1 (ColonyOS identities are secp256k1 keys)").field_path(".keyType"),
 )]
 #[serde(rename_all = "camelCase")]
@@ -315,6 +340,40 @@ pub struct TargetsStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hourly rule, CEL's pattern and the controller's check alike, admits exactly the
+    /// schedules whose starts are never less than an hour apart, daylight-saving changes
+    /// included (checked against the cron itself over a year), with one exception: in a zone
+    /// whose clocks go back half an hour (Lord Howe Island), a start in the repeated half hour
+    /// comes twice, 30 minutes apart, once a year.
+    #[test]
+    fn the_hourly_rule_admits_exactly_the_schedules_an_hour_apart() {
+        use crate::schedule::CronSchedule;
+        let now = DateTime::parse_from_rfc3339("2026-11-29T12:00:00Z").unwrap().with_timezone(&Utc);
+        let re = regex::Regex::new(AT_MOST_HOURLY_PATTERN).unwrap();
+        let under_an_hour = chrono::Duration::minutes(59);
+        let under_half_an_hour = chrono::Duration::minutes(29);
+        for cron in ["0 3 1 * *", "0 * * * *", "59 */2 * * *", "5 0,1 * * *", "30 1-3 * * *", "0 2 * * 5#3"] {
+            assert!(re.is_match(cron) && fires_at_most_hourly(cron), "{cron:?} should be admitted");
+            for tz in ["UTC", "Europe/Paris", "America/Santiago"] {
+                let starts = CronSchedule::parse(cron, tz).unwrap().starts_within(under_an_hour, now);
+                assert_eq!(starts, None, "{cron:?} in {tz}: two starts under an hour apart");
+            }
+            let lord_howe = CronSchedule::parse(cron, "Australia/Lord_Howe").unwrap();
+            assert_eq!(lord_howe.starts_within(under_half_an_hour, now), None, "{cron:?} on Lord Howe");
+        }
+        // The exception, as it is: the repeated 01:30 on Lord Howe in April.
+        let lord_howe = CronSchedule::parse("30 1-3 * * *", "Australia/Lord_Howe").unwrap();
+        let (a, b) = lord_howe.starts_within(under_an_hour, now).expect("the repeated half hour");
+        assert_eq!(b - a, chrono::Duration::minutes(30));
+        for cron in ["* * * * *", "*/5 * * * *", "0,30 * * * *", "0-1 3 * * *", "*/59 * 1 * *", "? * * * *"] {
+            assert!(!re.is_match(cron) && !fires_at_most_hourly(cron), "{cron:?} should be rejected");
+            let starts = CronSchedule::parse(cron, "UTC").ok().and_then(|s| s.starts_within(under_an_hour, now));
+            assert!(starts.is_some() || cron.starts_with('?'), "{cron:?} fires more than hourly");
+        }
+        // Not cron at all: the parser's error, not this rule's, is the one that applies.
+        assert!(!fires_at_most_hourly("") && !fires_at_most_hourly("5"));
+    }
 
     #[test]
     fn minimal_yaml_gets_the_contract_defaults() {

@@ -282,6 +282,7 @@ mod tests {
         assert!(cs.iter().any(|r| r == "!self.managed || has(self.image)"), "{cs:?}");
         let kr = rules(&KeyRotation::crd(), "/properties/spec");
         assert!(kr.iter().any(|r| r == "has(self.schedule) != has(self.interval)"), "{kr:?}");
+        assert!(kr.iter().any(|r| r.contains(AT_MOST_HOURLY_PATTERN)), "the hourly schedule rule: {kr:?}");
         let kr_cos = rules(&KeyRotation::crd(), "/properties/spec/properties/colonyOS");
         assert_eq!(kr_cos.len(), 1, "{kr_cos:?}");
         let mw = rules(&MaintenanceWindow::crd(), "/properties/spec/properties/schedule");

@@ -4,13 +4,17 @@
 //! key IDs.
 use chrono::{DateTime, Utc};
 
-use crate::api::{KeyRotationSpec, KeyRotationStatus, RotationCadence};
+use crate::api::{KeyRotationSpec, KeyRotationStatus, RotationCadence, fires_at_most_hourly};
 use crate::schedule::CronSchedule;
 
 /// When the next rotation is due. `last` is the last rotation (or, before the first one,
 /// the time the KeyRotation was created). Invalid cadence: an error naming the field.
 pub fn next_rotation(spec: &KeyRotationSpec, last: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     match spec.cadence() {
+        RotationCadence::Cron { schedule, .. } if !fires_at_most_hourly(schedule) => Err(format!(
+            "spec.schedule: {schedule:?} fires more than once an hour; keys rotate at most hourly (a single minute, \
+             e.g. \"0 3 1 * *\")"
+        )),
         RotationCadence::Cron { schedule, time_zone } => CronSchedule::parse(schedule, time_zone)
             .map_err(|e| format!("spec.schedule: {e}"))?
             .next_after(last)
@@ -268,6 +272,28 @@ mod tests {
         let err = due(&spec, None, false, None, at(1, 0), at(1, 0)).unwrap_err();
         assert!(err.contains("minimum of 1h"), "not even the first key: {err}");
         let hourly = KeyRotationSpec { interval: Some("1h".into()), ..spec };
+        assert_eq!(due(&hourly, Some(&status), true, None, at(1, 0), at(1, 0)), Ok(Due::NotYet(at(1, 1))));
+    }
+
+    /// A schedule admitted before the schema's hourly rule existed stalls instead of rotating
+    /// every few minutes; an hourly one is the shortest that runs.
+    #[test]
+    fn a_schedule_firing_more_than_hourly_is_invalid_not_due() {
+        let status = KeyRotationStatus { last_rotation_time: Some(at(1, 0)), ..Default::default() };
+        for storm in ["* * * * *", "*/5 * * * *", "0,30 * * * *", "0-1 3 * * *", "*/59 * 1 * *"] {
+            let spec = KeyRotationSpec { schedule: Some(storm.into()), ..monthly() };
+            let err = due(&spec, Some(&status), true, None, at(1, 0), at(1, 0)).unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "spec.schedule: {storm:?} fires more than once an hour; keys rotate at most hourly (a single \
+                     minute, e.g. \"0 3 1 * *\")"
+                )
+            );
+            let err = due(&spec, None, false, None, at(1, 0), at(1, 0)).unwrap_err();
+            assert!(err.contains("more than once an hour"), "not even the first key: {err}");
+        }
+        let hourly = KeyRotationSpec { schedule: Some("0 * * * *".into()), ..monthly() };
         assert_eq!(due(&hourly, Some(&status), true, None, at(1, 0), at(1, 0)), Ok(Due::NotYet(at(1, 1))));
     }
 

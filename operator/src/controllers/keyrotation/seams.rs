@@ -307,3 +307,34 @@ async fn a_deleted_rotation_is_left_alone() {
     assert_eq!(api.finish(run).await.unwrap(), Action::await_change());
     api.done().await;
 }
+
+/// A schedule that fires every minute, admitted before the schema's hourly rule existed, on a
+/// rotation that holds a key: no key is written (the storm it would start), the KeyRotation
+/// is Stalled with InvalidSpec naming the schedule, and it waits for a change of its spec.
+#[tokio::test]
+async fn a_schedule_firing_every_minute_stalls_instead_of_rotating() {
+    let (ctx, mut api) = testing::context();
+    let old = fixed_key(7);
+    let mut kr = rotation(Some(KeyRotationStatus {
+        revision: 1,
+        current_key_id: Some(old.id.clone()),
+        last_rotation_time: Some(Utc::now() - TimeDelta::hours(2)),
+        ..Default::default()
+    }));
+    kr.spec.schedule = Some("* * * * *".into());
+    let run = tokio::spawn(reconcile(Arc::new(kr.clone()), ctx));
+    api.expect(Method::GET, ROTATION, Reply::ok(&kr)).await;
+    api.expect(Method::GET, SECRET, Reply::ok(&key_secret(&old, 1))).await;
+    // Were a key written here, the next request would be a PUT of the Secret.
+    let (patch, pending) = api.receive(Method::PATCH, STATUS).await;
+    pending.reply(Reply::ok(&status_after(&kr, &patch)));
+    let action = api.finish(run).await.expect("a stall is not an error");
+    api.done().await;
+
+    let status = &patch.body["status"];
+    assert_eq!((&status["phase"], &status["revision"]), (&"Failed".into(), &1.into()));
+    let stalled = condition(status, "Stalled");
+    assert_eq!((&stalled["status"], &stalled["reason"]), (&"True".into(), &"InvalidSpec".into()));
+    assert!(stalled["message"].as_str().unwrap().contains("\"* * * * *\" fires more than once an hour"), "{stalled}");
+    assert_eq!(action, Action::await_change());
+}
