@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use colony_e2e::chaos::{self, Row};
 use colony_e2e::{DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, client, install_crds, wait_for};
 use colony_operator::api::ColonyServer;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -236,19 +237,14 @@ openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.
     assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-#[tokio::test]
-async fn a_private_ca_is_trusted_only_when_given() {
-    let client = client().await;
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "e2e-private-ca").await;
-    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
-    op.wait_ready().await;
+/// `openssl s_server -www` (it answers every GET with 200 over TLS) with a certificate from a
+/// fresh private CA, in a directory of the test's own; the CA's PEM and the server's URL.
+fn tls_server(ns: &TestNamespace) -> (String, String, tokio::process::Child) {
     let dir = colony_e2e::repo_root().join(format!("target/e2e-tls/{}", ns.name));
     std::fs::create_dir_all(&dir).unwrap();
     make_private_ca(&dir);
-    // `openssl s_server -www` answers every GET with 200 over TLS.
     let port = colony_e2e::free_port();
-    let _server = tokio::process::Command::new("openssl")
+    let server = tokio::process::Command::new("openssl")
         .args(["s_server", "-quiet", "-www", "-accept", &format!("127.0.0.1:{port}"), "-cert", "srv.crt", "-key"])
         .arg("srv.key")
         .current_dir(&dir)
@@ -258,27 +254,81 @@ async fn a_private_ca_is_trusted_only_when_given() {
         .spawn()
         .expect("openssl s_server");
     let ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+    (ca, format!("https://127.0.0.1:{port}"), server)
+}
+
+/// A ConfigMap `name` holding `ca` under `ca.crt`.
+fn ca_config_map(name: &str, ca: &str) -> String {
     let indented: String = ca.lines().map(|l| format!("    {l}\n")).collect();
-    apply_yaml(
-        &ns.name,
-        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: private-ca\ndata:\n  ca.crt: |\n{indented}"),
-    )
-    .await;
-    let url = format!("https://127.0.0.1:{port}");
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  ca.crt: |\n{indented}")
+}
+
+/// Waits until server `name`'s Healthy condition has status `want`; its message then.
+async fn wait_healthy(servers: &Api<ColonyServer>, name: &str, want: &str) -> String {
+    wait_for(&format!("{name} Healthy={want}"), DEADLINE, || async {
+        let cs = servers.get(name).await.map_err(|e| e.to_string())?;
+        let c = cs.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy").cloned());
+        match c {
+            Some(c) if c.status == want => Ok(c.message),
+            other => Err(format!("{:?}", other.map(|c| (c.status, c.message)))),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_private_ca_is_trusted_only_when_given() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-private-ca").await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    op.wait_ready().await;
+    let (ca, url, _server) = tls_server(&ns);
+    apply_yaml(&ns.name, &ca_config_map("private-ca", &ca)).await;
     apply_yaml(&ns.name, &server_yaml("with-ca", &url, "  tls: {caRef: {name: private-ca}}\n")).await;
     apply_yaml(&ns.name, &server_yaml("without-ca", &url, "")).await;
 
     let servers: Api<ColonyServer> = ns.api();
     for (name, want) in [("with-ca", "True"), ("without-ca", "False")] {
-        wait_for(&format!("{name} Healthy={want}"), DEADLINE, || async {
-            let cs = servers.get(name).await.map_err(|e| e.to_string())?;
-            let c = cs.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy").cloned());
-            match c {
-                Some(c) if c.status == want => Ok(()),
-                other => Err(format!("{:?}", other.map(|c| (c.status, c.message)))),
-            }
-        })
-        .await;
+        wait_healthy(&servers, name, want).await;
     }
+    ns.cleanup().await;
+}
+
+/// A caRef that names nothing yet (a typo, or the CA applied after the server): every probe
+/// fails saying so, the fallback turns on and status says why; once the CA is there, the
+/// server is healthy again and the fallback turns off by itself (the CA is not watched: the
+/// server looks again while it is missing).
+#[tokio::test]
+async fn a_private_ca_not_there_yet_fails_the_probes_and_the_fallback_turns_on_until_it_is() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-late-ca").await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    op.wait_ready().await;
+    let (ca, url, _server) = tls_server(&ns);
+    let extra = "  tls: {caRef: {name: late-ca}}\n  fallback: {recoverAfter: 1s, minHold: 1s}\n";
+    apply_yaml(&ns.name, &server_yaml("ca-later", &url, extra)).await;
+
+    let servers: Api<ColonyServer> = ns.api();
+    let message = wait_healthy(&servers, "ca-later", "False").await;
+    assert!(message.contains("spec.tls.caRef") && message.contains("late-ca"), "{message}");
+    let config_maps: Api<ConfigMap> = ns.api();
+    let fallback = |want: &'static str| {
+        let config_maps = config_maps.clone();
+        async move {
+            wait_for(&format!("USE_COLONY_OS={want}"), DEADLINE, || async {
+                let cm = config_maps.get_opt("ca-later-fallback").await.map_err(|e| e.to_string())?;
+                let value = cm.and_then(|c| c.data).and_then(|d| d.get("USE_COLONY_OS").cloned());
+                if value.as_deref() == Some(want) { Ok(()) } else { Err(format!("{value:?}")) }
+            })
+            .await
+        }
+    };
+    fallback("false").await;
+
+    apply_yaml(&ns.name, &ca_config_map("late-ca", &ca)).await;
+    wait_healthy(&servers, "ca-later", "True").await;
+    fallback("true").await;
     ns.cleanup().await;
 }

@@ -169,7 +169,10 @@ pub async fn ca_bundle(kube_client: &kube::Client, namespace: &str, r: &CaRef) -
         }
     };
     let pem = bytes.ok_or_else(|| {
-        crate::runtime::Error::MissingReference(format!("spec.tls.caRef: {kind} {:?} key {:?}", r.name, r.key))
+        crate::runtime::Error::MissingReference(format!(
+            "spec.tls.caRef: {kind} {:?} (key {:?}) does not exist or lacks the key",
+            r.name, r.key
+        ))
     })?;
     client(Purpose::Probe, Some(&pem)).map_err(|_| {
         crate::runtime::Error::InvalidSpec(format!(

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::health::{
-    ApiCheck, BreachTransition, HealthCounter, HealthThresholds, Prober, ProcessCounts, SloBreachTracker,
+    ApiCheck, BreachTransition, HealthCounter, HealthThresholds, ProbeOutcome, Prober, ProcessCounts, SloBreachTracker,
     SloEvaluation, SloLimits, SloSample, counts_from_statistics, evaluate, parse_prometheus_text,
 };
 use crate::api::ColonyServer;
@@ -28,8 +28,9 @@ pub struct ProbeConfig {
     pub slo: Option<SloConfig>,
     /// `spec.health.api`: run after each successful HTTP probe.
     pub api: Option<ApiCheck>,
-    /// A private CA (PEM) to trust (`spec.tls.caRef`).
-    pub ca: Option<Vec<u8>>,
+    /// A private CA (PEM) to trust (`spec.tls.caRef`), or why the one it names could not be
+    /// loaded (missing, or not PEM): every probe and SLO sample then fails with it.
+    pub ca: Result<Option<Vec<u8>>, String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -110,8 +111,8 @@ impl Monitor {
             Arc::new(Mutex::new(Snapshot { health: HealthCounter::new(config.thresholds), ..Default::default() }));
         // The CA was checked by the reconciler; a bundle that still fails leaves the public roots.
         let prober = match &config.ca {
-            Some(pem) => Prober::with_ca(Some(pem)).unwrap_or_else(|_| self.prober.clone()),
-            None => self.prober.clone(),
+            Ok(Some(pem)) => Prober::with_ca(Some(pem)).unwrap_or_else(|_| self.prober.clone()),
+            Ok(None) | Err(_) => self.prober.clone(),
         };
         // The probe loop outlives the reconcile that started it: a span of its own.
         let span = tracing::info_span!(
@@ -181,7 +182,10 @@ async fn probe_loop(
         let changed = match (&config.slo, slo_turn) {
             (Some(slo), true) => {
                 let started = std::time::Instant::now();
-                let counts = sample(slo, &prober, &rpc_http, config.timeout).await;
+                let counts = match &config.ca {
+                    Ok(_) => sample(slo, &prober, &rpc_http, config.timeout).await,
+                    Err(_) => None,
+                };
                 let latency = started.elapsed();
                 if servers.get(&key).is_none() {
                     return;
@@ -213,7 +217,15 @@ async fn probe_loop(
                 }
             }
             _ => {
-                let http = prober.probe(&config.health_url, config.timeout).await;
+                let http = match &config.ca {
+                    Ok(_) => prober.probe(&config.health_url, config.timeout).await,
+                    Err(why) => ProbeOutcome {
+                        healthy: false,
+                        status: None,
+                        latency: Duration::ZERO,
+                        error: Some(format!("the server's certificate cannot be verified: {why}")),
+                    },
+                };
                 let outcome = match &config.api {
                     Some(check) if http.healthy => {
                         let api = check.run(rpc_http.clone(), config.timeout).await;
@@ -304,7 +316,7 @@ fn rpc_client(config: &ProbeConfig) -> reqwest::Client {
     let shared = || SHARED.get_or_init(|| crate::runtime::http::default_client(Purpose::Rpc)).clone();
     let calls_rpc =
         config.api.is_some() || matches!(config.slo.as_ref().map(|s| &s.source), Some(SloSource::Statistics(_)));
-    match config.ca.as_deref() {
+    match config.ca.as_ref().ok().and_then(Option::as_deref) {
         Some(pem) if calls_rpc => client(Purpose::Rpc, Some(pem)).unwrap_or_else(|_| shared()),
         _ => shared(),
     }

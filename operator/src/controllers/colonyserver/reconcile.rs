@@ -360,7 +360,7 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
     if let Some(msg) = &bad_override {
         tracing::warn!("{msg}; treating it as auto");
     }
-    let snapshot = probe(&sctx, &cs, invalid.is_none()).await?;
+    let Probed { snapshot, recheck } = probe(&sctx, &cs, invalid.is_none()).await?;
 
     // Decide and apply: the workload (with automatic rollback), then the fallback.
     let mut workload = WorkloadOutcome::default();
@@ -421,7 +421,7 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
         // The object in the way is not watched (it is not the operator's): look again.
         return Ok(Action::requeue(NOT_OWNED_RECHECK));
     }
-    let requeue = [decision.requeue_after, workload.rollout.as_ref().and_then(|r| r.requeue_after)]
+    let requeue = [decision.requeue_after, workload.rollout.as_ref().and_then(|r| r.requeue_after), recheck]
         .into_iter()
         .flatten()
         .min()
@@ -430,20 +430,38 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
     Ok(Action::requeue(requeue))
 }
 
+/// What the probe task reports to a reconcile.
+struct Probed {
+    snapshot: monitor::Snapshot,
+    /// A reference the probes need could not be loaded (the CA of `spec.tls.caRef`), so every
+    /// probe fails: it is not watched, so look again after this long.
+    recheck: Option<Duration>,
+}
+
+/// How often a server whose CA could not be loaded looks for it again.
+const CA_RECHECK: Duration = Duration::from_secs(15);
+
 /// Starts, updates or (for an invalid spec) stops the server's probe task; returns its latest
-/// verdicts.
-async fn probe(sctx: &ServerContext, cs: &ColonyServer, valid: bool) -> Result<monitor::Snapshot> {
+/// verdicts. A CA that is missing or not PEM makes every probe fail with the reason (the
+/// server cannot be verified, so the fallback decides as for any failing server); a failed
+/// read of it fails the reconcile, which retries.
+async fn probe(sctx: &ServerContext, cs: &ColonyServer, valid: bool) -> Result<Probed> {
     let ctx = &sctx.base;
     let (ns, name) = (cs.namespace().unwrap_or_default(), cs.name_any());
     let key = ObjectRef::from_obj(cs);
     if !valid {
         sctx.monitor.remove(&key);
-        return Ok(Default::default());
+        return Ok(Probed { snapshot: Default::default(), recheck: None });
     }
     let ca = match &cs.spec.tls.ca_ref {
-        Some(r) => Some(crate::runtime::http::ca_bundle(&ctx.client, &ns, r).await?),
-        None => None,
+        Some(r) => match crate::runtime::http::ca_bundle(&ctx.client, &ns, r).await {
+            Ok(pem) => Ok(Some(pem)),
+            Err(Error::MissingReference(why) | Error::InvalidSpec(why)) => Err(why),
+            Err(e) => return Err(e),
+        },
+        None => Ok(None),
     };
+    let recheck = ca.is_err().then_some(CA_RECHECK);
     let api_probe = match &cs.spec.health.api {
         Some(spec) => Some(api_check(ctx, cs, spec).await?),
         None => None,
@@ -479,7 +497,7 @@ async fn probe(sctx: &ServerContext, cs: &ColonyServer, valid: bool) -> Result<m
         api: api_probe,
         ca,
     };
-    Ok(sctx.monitor.ensure(key, config))
+    Ok(Probed { snapshot: sctx.monitor.ensure(key, config), recheck })
 }
 
 /// What applying a managed server's workload left.
