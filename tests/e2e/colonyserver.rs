@@ -518,3 +518,52 @@ async fn deleting_a_server_stops_its_probes_and_removes_what_it_owned() {
     drop(op);
     ns.cleanup().await;
 }
+
+/// A managed server whose Deployment the API server refuses (a quota of no Deployments; a
+/// policy webhook refuses the same way): the fallback still follows health, and status says
+/// why the workload is missing. Once the quota goes, the Deployment is created.
+#[tokio::test]
+async fn a_refused_deployment_does_not_stop_the_fallback() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-cs-quota").await;
+    let endpoint = TestEndpoint::start().await;
+    endpoint.set_failing(true);
+    apply_yaml(
+        &ns.name,
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: no-deployments\nspec:\n  hard: {count/deployments.apps: \"0\"}\n",
+    )
+    .await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    let health = "{interval: 1s, timeout: 1s, failureThreshold: 2, successThreshold: 1}";
+    let fallback = "  fallback: {recoverAfter: 1s, minHold: 1s}\n";
+    let yaml =
+        colony_e2e::fixtures::managed_server("quota", &endpoint.url(), "colonyos/colonies:v1.9.12", health, fallback);
+    apply_yaml(&ns.name, &yaml).await;
+    let servers: Api<ColonyServer> = ns.api();
+    let deployments: Api<Deployment> = ns.api();
+    let cms: Api<ConfigMap> = ns.api();
+
+    colony_e2e::wait_use_colony_os(&cms, "quota-fallback", "false", "the fallback on for a failing server").await;
+    let cs = wait_condition(&servers, "quota", "Ready", "False").await;
+    let ready = cs.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Ready").unwrap().clone();
+    assert_eq!(ready.reason, "WorkloadFailed", "{ready:?}");
+    assert!(ready.message.contains("exceeded quota") && ready.message.contains("Deployment"), "{ready:?}");
+    assert!(!ready.message.contains("not-a-real-password"), "{ready:?}");
+    println!("Ready=False: {}", ready.message);
+    assert!(deployments.get_opt("quota").await.unwrap().is_none());
+
+    // The quota goes and the server comes up: the Deployment is created and the fallback
+    // turns off.
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> = ns.api();
+    quotas.delete("no-deployments", &Default::default()).await.unwrap();
+    endpoint.set_failing(false);
+    wait_for("the Deployment once the quota is gone", DEADLINE, || async {
+        deployments.get_opt("quota").await.map_err(|e| e.to_string())?.ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    colony_e2e::wait_use_colony_os(&cms, "quota-fallback", "true", "the fallback off for a healthy server").await;
+    wait_condition(&servers, "quota", "Ready", "True").await;
+    drop(op);
+    ns.cleanup().await;
+}

@@ -875,3 +875,32 @@ async fn bad_image_rolls_back_to_the_last_known_good_one() {
     drop(s.op);
     s.ns.cleanup().await;
 }
+
+/// A bee whose Deployment the API server refuses (a quota of no Deployments; a policy webhook
+/// refuses the same way): it is Stalled saying why, unavailable, and its page fires after
+/// `escalation.after`, instead of its reconcile failing with nothing in status. Once the
+/// quota goes, the Deployment is created and the bee becomes available, with no change to it.
+#[tokio::test]
+async fn a_refused_deployment_stalls_the_bee_and_pages() {
+    let s = setup("e2e-fb-quota").await;
+    apply_yaml(
+        &s.ns.name,
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: no-deployments\nspec:\n  hard: {count/deployments.apps: \"0\"}\n",
+    )
+    .await;
+    apply_yaml(&s.ns.name, &bee_yaml("bee", "{maxRestarts: 3, window: 30m}", "{after: 1s}")).await;
+    let bees: Api<FinanceBee> = s.ns.api();
+    let fb = wait_bee(&bees, "bee", "Stalled", "True", Some("DeploymentRefused")).await;
+    let (_, _, message) = condition(&fb, "Stalled").unwrap();
+    assert!(message.contains("exceeded quota") && message.contains("Deployment bee"), "{message}");
+    assert_eq!(condition(&fb, "Available").map(|c| c.0).as_deref(), Some("False"));
+    wait_bee(&bees, "bee", "Escalated", "True", None).await;
+
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> = s.ns.api();
+    quotas.delete("no-deployments", &Default::default()).await.unwrap();
+    // Nothing the operator watches changed: a stalled bee looks again every 30 s by itself.
+    wait_bee(&bees, "bee", "Available", "True", None).await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = s.ns.api();
+    assert!(deployments.get_opt("bee").await.unwrap().is_some());
+    s.ns.cleanup().await;
+}

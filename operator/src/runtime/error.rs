@@ -54,6 +54,22 @@ impl Error {
         }
     }
 
+    /// The error in one line for status: an API server's refusal as its own message and
+    /// reason (not the whole response), anything else as displayed.
+    pub fn brief(&self) -> String {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => format!("{} ({} {})", s.message, s.code, s.reason),
+            e => e.to_string(),
+        }
+    }
+
+    /// The API server refused the request for what it asked (forbidden by a quota or a
+    /// policy, invalid, not found): asking again will not help until a human changes
+    /// something. A conflict or throttling is not a refusal; neither is a server error.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(s)) if (400..500).contains(&s.code) && s.code != 409 && s.code != 429)
+    }
+
     /// An invalid spec waits for the user to change it; everything else is transient.
     pub fn is_permanent(&self) -> bool {
         matches!(self, Error::InvalidSpec(_))
@@ -95,5 +111,32 @@ mod tests {
         assert_eq!(labels.len(), errors.len());
         assert!(errors[0].is_permanent());
         assert!(!errors[2].is_permanent());
+    }
+
+    fn api_error(code: u16, reason: &str, message: &str) -> Error {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": code, "reason": reason, "message": message,
+        }))
+        .unwrap();
+        Error::Kube(kube::Error::Api(Box::new(status)))
+    }
+
+    #[test]
+    fn refusals_are_the_api_servers_4xx_other_than_conflict_and_throttling() {
+        for (code, reason) in [(400, "BadRequest"), (403, "Forbidden"), (404, "NotFound"), (422, "Invalid")] {
+            assert!(api_error(code, reason, "m").is_refusal(), "{code}");
+        }
+        for (code, reason) in [(409, "Conflict"), (429, "TooManyRequests"), (500, "InternalError"), (504, "Timeout")] {
+            assert!(!api_error(code, reason, "m").is_refusal(), "{code}");
+        }
+        assert!(!Error::InvalidSpec("x".into()).is_refusal());
+        assert!(!Error::External("x".into()).is_refusal());
+    }
+
+    #[test]
+    fn brief_is_the_api_servers_message_in_one_line() {
+        let e = api_error(403, "Forbidden", "deployments.apps \"b\" is forbidden: exceeded quota: q");
+        assert_eq!(e.brief(), "deployments.apps \"b\" is forbidden: exceeded quota: q (403 Forbidden)");
+        assert_eq!(Error::External("hook down".into()).brief(), "external call failed: hook down");
     }
 }

@@ -362,12 +362,19 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
     }
     let Probed { snapshot, recheck } = probe(&sctx, &cs, invalid.is_none()).await?;
 
-    // Decide and apply: the workload (with automatic rollback), then the fallback.
+    // Decide and apply: the workload (with automatic rollback), then the fallback. A workload
+    // the API server refuses (a quota, a policy webhook) or cannot take now is reported in
+    // status and retried, but never stops the fallback from following health.
     let mut workload = WorkloadOutcome::default();
+    let mut workload_error = None;
     if cs.spec.managed && invalid.is_none() {
-        match apply_workload(&sctx, &cs, &snapshot, now).await? {
-            Ok(w) => workload = w,
-            Err(why) => invalid = Some(why),
+        match apply_workload(&sctx, &cs, &snapshot, now).await {
+            Ok(Ok(w)) => workload = w,
+            Ok(Err(why)) => invalid = Some(why),
+            Err(e) => {
+                workload.state = Workload::Failed(format!("applying the Deployment or Service failed: {}", e.brief()));
+                workload_error = Some(e);
+            }
         }
     }
     let (decision, config_map_not_owned) = apply_fallback(&sctx, &cs, &snapshot, override_, now).await?;
@@ -413,6 +420,11 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
     let recorded = new_status.fallback.as_ref().map_or(&[][..], |f| &f.pending_notifications);
     send_notifications(&sctx, &cs, recorded).await?;
     report_lost(&sctx, &cs, &lost).await;
+    // The workload's failure, once status says so and the fallback is decided: retried with
+    // backoff.
+    if let Some(e) = workload_error {
+        return Err(e);
+    }
 
     if invalid.is_some() {
         return Ok(Action::await_change());

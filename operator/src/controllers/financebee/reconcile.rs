@@ -349,7 +349,16 @@ async fn apply_workload(
         config_hash: hash,
     };
     let desired = builders::deployment(fb, &inputs)?;
-    let converged = converge_summarized(&deployments, &ctx.versions, &version_key, seen, desired, NAME).await?;
+    let converged = match converge_summarized(&deployments, &ctx.versions, &version_key, seen, desired, NAME).await {
+        Ok(converged) => converged,
+        // A quota, a policy webhook or a field the API server rejects: a human must act, and
+        // the bee says so (and pages if it stays unavailable) instead of failing silently.
+        Err(e) if e.is_refusal() => {
+            let why = format!("the API server refused Deployment {name}: {}", e.brief());
+            return Workload::problem("DeploymentRefused", why);
+        }
+        Err(e) => return Err(e),
+    };
     if let Converged::Written { fields, .. } = &converged {
         tracing::info!(replicas, image = %decision.image, ?fields, "applied Deployment");
     }
