@@ -904,3 +904,98 @@ async fn a_refused_deployment_stalls_the_bee_and_pages() {
     assert!(deployments.get_opt("bee").await.unwrap().is_some());
     s.ns.cleanup().await;
 }
+
+/// A ValidatingAdmissionPolicy (and its binding) that refuses to delete the pods of
+/// namespace `ns` labelled `colony.zyeute.io/protected`, until the guard is dropped (also on
+/// a panic: the namespace could not be deleted while it is there).
+struct ProtectedPods(String);
+
+impl Drop for ProtectedPods {
+    fn drop(&mut self) {
+        for kind in ["validatingadmissionpolicybinding", "validatingadmissionpolicy"] {
+            let _ = std::process::Command::new("kubectl")
+                .args(["delete", kind, &format!("{}-protect", self.0), "--ignore-not-found"])
+                .output();
+        }
+    }
+}
+
+async fn protect_pods(ns: &str) -> ProtectedPods {
+    let yaml = format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {ns}-protect}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {{apiGroups: [""], apiVersions: [v1], operations: [DELETE], resources: [pods]}}
+  validations:
+  - expression: "!has(oldObject.metadata.labels) || !('colony.zyeute.io/protected' in oldObject.metadata.labels)"
+    message: this pod is protected from deletion
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {ns}-protect}}
+spec:
+  policyName: {ns}-protect
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}
+"#
+    );
+    let guard = ProtectedPods(ns.to_string());
+    let out = colony_e2e::kubectl(&["apply", "-f", "-"], Some(&yaml)).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    guard
+}
+
+/// The pod the bee would restart cannot be deleted (a policy refuses it): its page still goes
+/// out. The restart's refusal ended the reconcile before the page's delivery was started (and
+/// before the escalated gauge was set), for as long as the pod could not be deleted.
+#[tokio::test]
+async fn a_page_goes_out_while_the_pod_to_restart_cannot_be_deleted() {
+    let s = setup("e2e-fb-undeletable").await;
+    let rx = Receiver::start().await;
+    let hook = rx.url("/hook");
+    apply_yaml(
+        &s.ns.name,
+        &format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: ops-webhook\nstringData:\n  url: \"{hook}\"\n"),
+    )
+    .await;
+    let escalation = "{after: 1h, webhook: {urlSecretRef: {name: ops-webhook, key: url}, retries: 2, backoff: 1s}}";
+    apply_yaml(&s.ns.name, &bee_yaml("bee", "{maxRestarts: 100, window: 30m, crashLoopThreshold: 1}", escalation))
+        .await;
+    let bees: Api<FinanceBee> = s.ns.api();
+    let pods: Api<Pod> = s.ns.api();
+    wait_bee(&bees, "bee", "Available", "True", None).await;
+    bees.patch("bee", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"escalation": {"after": "3s"}}})))
+        .await
+        .unwrap();
+    let pod = ready_pod(&pods, "bee").await;
+    label_pod(&pods, &pod, "colony.zyeute.io/protected").await;
+    let protected = protect_pods(&s.ns.name).await;
+    // The policy is in force once a server-side dry run of the delete is refused.
+    wait_for("the policy to refuse the pod's deletion", DEADLINE, || async {
+        let out = colony_e2e::kubectl(&["delete", "pod", &pod, "-n", &s.ns.name, "--dry-run=server"], None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if !out.status.success() && stderr.contains("protected") { Ok(()) } else { Err(stderr) }
+    })
+    .await;
+
+    label_pod(&pods, &pod, CRASHLOOP_LABEL).await;
+    let trigger = wait_for("the page's trigger at the webhook", DEADLINE, || async {
+        rx.bodies("/hook").into_iter().find(|b| b["event"] == "trigger").ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    assert_eq!(trigger["name"].as_str(), Some("bee"));
+    // The page went out while the restart was being refused: the pod is still there.
+    assert!(pods.get_opt(&pod).await.unwrap().is_some_and(|p| p.metadata.deletion_timestamp.is_none()));
+    let (_, metrics) = s.op.get("/metrics").await.unwrap();
+    let gauge = format!("colony_operator_finance_bee_escalated{{namespace=\"{}\",name=\"bee\"}} 1", s.ns.name);
+    assert!(metrics.contains(&gauge), "{gauge}");
+    drop(protected);
+    s.ns.cleanup().await;
+}

@@ -462,8 +462,8 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Op
     let api: Api<FinanceBee> = ctx.api(&ns);
     let written = apply_status(&api, fb.as_ref(), NAME, fb.status.as_ref(), &new_status).await?;
 
-    // Act.
-    act_on_restart(&bctx, &fb, &restart, &previous, &g.policy).await?;
+    // Act: the page first. A restart the API server refuses (a policy protecting the pod, a
+    // missing permission) fails the reconcile, which retries it; it must not hold the page.
     let labels = ObjectLabels::of(fb.as_ref());
     ctx.metrics
         .finance_bee_escalated
@@ -492,6 +492,7 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Op
         (Next::Idle(wait), _) => retry_after = *wait,
         _ => {}
     }
+    act_on_restart(&bctx, &fb, &restart, &previous, &g.policy).await?;
 
     // Requeue at the next timer.
     let timers =
