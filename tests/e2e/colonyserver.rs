@@ -567,3 +567,86 @@ async fn a_refused_deployment_does_not_stop_the_fallback() {
     drop(op);
     ns.cleanup().await;
 }
+
+/// The API server refuses the fallback ConfigMap (a policy; a quota refuses its creation the
+/// same way): status still reports health, keeps the fallback state the ConfigMap shows (no
+/// flip recorded that did not happen) and says why (Stalled, FallbackWriteFailed). Once the
+/// policy goes, the decision is written. Before, the refusal ended the reconcile before its
+/// status write: nothing said why the fallback did not turn on.
+#[tokio::test]
+async fn a_refused_fallback_config_map_is_reported_then_written_once_allowed() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-cs-cm-refused").await;
+    let endpoint = TestEndpoint::start().await;
+    endpoint.set_failing(true);
+    let name = ns.name.clone();
+    let policy = colony_e2e::policy::Admission::deny(
+        &name,
+        ("", "configmaps", &["CREATE", "UPDATE"]),
+        "!object.metadata.name.endsWith('-fallback')",
+        "no fallback ConfigMaps in this namespace",
+        || async {
+            let args = ["create", "configmap", "x-fallback", "-n", &name];
+            colony_e2e::policy::dry_run_refused(&args, None, "no fallback").await
+        },
+    )
+    .await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    let health = "{interval: 1s, timeout: 1s, failureThreshold: 1, successThreshold: 1}";
+    apply_yaml(&ns.name, &unmanaged("refused", &endpoint, "{recoverAfter: 1s, minHold: 1s}", health)).await;
+    let servers: Api<ColonyServer> = ns.api();
+    let cms: Api<ConfigMap> = ns.api();
+
+    let cs = wait_condition(&servers, "refused", "Stalled", "True").await;
+    let conditions = &cs.status.as_ref().unwrap().conditions;
+    let stalled = conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!(stalled.reason, "FallbackWriteFailed", "{stalled:?}");
+    assert!(stalled.message.contains("no fallback ConfigMaps in this namespace"), "{stalled:?}");
+    assert_eq!(condition(&cs, "Healthy").as_deref(), Some("False"), "health is reported all the same");
+    assert_eq!(condition(&cs, "FallbackActive").as_deref(), Some("False"), "no flip the ConfigMap does not show");
+    assert!(cms.get_opt("refused-fallback").await.unwrap().is_none());
+
+    drop(policy);
+    colony_e2e::wait_use_colony_os(&cms, "refused-fallback", "false", "the fallback on once it can be written").await;
+    let cs = wait_condition(&servers, "refused", "FallbackActive", "True").await;
+    assert_ne!(condition(&cs, "Stalled").as_deref(), Some("True"), "{:?}", cs.status);
+    drop(op);
+    ns.cleanup().await;
+}
+
+/// A managed server whose database Secret is missing is Stalled (MissingReference), and its
+/// fallback keeps following health: on while the server fails, off `recoverAfter` after it
+/// recovers. Before, a missing reference made the reconcile wait for a change of the object,
+/// which dropped the recoverAfter timer: the fallback stayed on after the server recovered.
+#[tokio::test]
+async fn a_server_missing_its_secret_still_turns_the_fallback_off_after_recovery() {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, "e2e-cs-no-secret").await;
+    let endpoint = TestEndpoint::start().await;
+    endpoint.set_failing(true);
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    let health = "{interval: 1s, timeout: 1s, failureThreshold: 1, successThreshold: 1}";
+    let fallback = "  fallback: {recoverAfter: 2s, minHold: 1s}\n";
+    let all =
+        colony_e2e::fixtures::managed_server("lonely", &endpoint.url(), "colonyos/colonies:v1.9.12", health, fallback);
+    // The ColonyServer alone: its Secrets are not there.
+    let server = all.split("---\n").last().unwrap();
+    assert!(server.contains("kind: ColonyServer"));
+    apply_yaml(&ns.name, server).await;
+    let servers: Api<ColonyServer> = ns.api();
+    let cms: Api<ConfigMap> = ns.api();
+
+    let cs = wait_condition(&servers, "lonely", "Stalled", "True").await;
+    let stalled = cs.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Stalled").unwrap().clone();
+    assert_eq!(stalled.reason, "MissingReference", "{stalled:?}");
+    assert!(stalled.message.contains("lonely-db"), "{stalled:?}");
+    colony_e2e::wait_use_colony_os(&cms, "lonely-fallback", "false", "the fallback on for a failing server").await;
+
+    endpoint.set_failing(false);
+    wait_condition(&servers, "lonely", "Healthy", "True").await;
+    colony_e2e::wait_use_colony_os(&cms, "lonely-fallback", "true", "the fallback off after recoverAfter").await;
+    drop(op);
+    ns.cleanup().await;
+}

@@ -905,51 +905,6 @@ async fn a_refused_deployment_stalls_the_bee_and_pages() {
     s.ns.cleanup().await;
 }
 
-/// A ValidatingAdmissionPolicy (and its binding) that refuses to delete the pods of
-/// namespace `ns` labelled `colony.zyeute.io/protected`, until the guard is dropped (also on
-/// a panic: the namespace could not be deleted while it is there).
-struct ProtectedPods(String);
-
-impl Drop for ProtectedPods {
-    fn drop(&mut self) {
-        for kind in ["validatingadmissionpolicybinding", "validatingadmissionpolicy"] {
-            let _ = std::process::Command::new("kubectl")
-                .args(["delete", kind, &format!("{}-protect", self.0), "--ignore-not-found"])
-                .output();
-        }
-    }
-}
-
-async fn protect_pods(ns: &str) -> ProtectedPods {
-    let yaml = format!(
-        r#"apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata: {{name: {ns}-protect}}
-spec:
-  failurePolicy: Fail
-  matchConstraints:
-    resourceRules:
-    - {{apiGroups: [""], apiVersions: [v1], operations: [DELETE], resources: [pods]}}
-  validations:
-  - expression: "!has(oldObject.metadata.labels) || !('colony.zyeute.io/protected' in oldObject.metadata.labels)"
-    message: this pod is protected from deletion
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata: {{name: {ns}-protect}}
-spec:
-  policyName: {ns}-protect
-  validationActions: [Deny]
-  matchResources:
-    namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}
-"#
-    );
-    let guard = ProtectedPods(ns.to_string());
-    let out = colony_e2e::kubectl(&["apply", "-f", "-"], Some(&yaml)).await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    guard
-}
-
 /// The pod the bee would restart cannot be deleted (a policy refuses it): its page still goes
 /// out. The restart's refusal ended the reconcile before the page's delivery was started (and
 /// before the escalated gauge was set), for as long as the pod could not be deleted.
@@ -974,15 +929,17 @@ async fn a_page_goes_out_while_the_pod_to_restart_cannot_be_deleted() {
         .unwrap();
     let pod = ready_pod(&pods, "bee").await;
     label_pod(&pods, &pod, "colony.zyeute.io/protected").await;
-    let protected = protect_pods(&s.ns.name).await;
-    // The policy is in force once a server-side dry run of the delete is refused.
-    wait_for("the policy to refuse the pod's deletion", DEADLINE, || async {
-        let out = colony_e2e::kubectl(&["delete", "pod", &pod, "-n", &s.ns.name, "--dry-run=server"], None)
-            .await
-            .map_err(|e| e.to_string())?;
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        if !out.status.success() && stderr.contains("protected") { Ok(()) } else { Err(stderr) }
-    })
+    let ns = s.ns.name.clone();
+    let protected = colony_e2e::policy::Admission::deny(
+        &ns,
+        ("", "pods", &["DELETE"]),
+        "!has(oldObject.metadata.labels) || !('colony.zyeute.io/protected' in oldObject.metadata.labels)",
+        "this pod is protected from deletion",
+        || async {
+            let args = ["delete", "pod", &pod, "-n", &ns];
+            colony_e2e::policy::dry_run_refused(&args, None, "protected").await
+        },
+    )
     .await;
 
     label_pod(&pods, &pod, CRASHLOOP_LABEL).await;
@@ -997,5 +954,67 @@ async fn a_page_goes_out_while_the_pod_to_restart_cannot_be_deleted() {
     let gauge = format!("colony_operator_finance_bee_escalated{{namespace=\"{}\",name=\"bee\"}} 1", s.ns.name);
     assert!(metrics.contains(&gauge), "{gauge}");
     drop(protected);
+    s.ns.cleanup().await;
+}
+
+/// The bee's Deployment cannot be written for a while (a validating webhook that is down,
+/// `failurePolicy: Fail`: a server error, not a refusal) while its pod crash-loops: the bee is
+/// judged on the Deployment that runs, reported unavailable, and its page goes out. Before,
+/// the failed write ended every reconcile before status and paging.
+#[tokio::test]
+async fn a_bee_pages_while_its_deployment_cannot_be_written() {
+    let s = setup("e2e-fb-webhook-down").await;
+    let rx = Receiver::start().await;
+    let hook = rx.url("/hook");
+    apply_yaml(
+        &s.ns.name,
+        &format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: ops-webhook\nstringData:\n  url: \"{hook}\"\n"),
+    )
+    .await;
+    let escalation = "{after: 1h, webhook: {urlSecretRef: {name: ops-webhook, key: url}, retries: 2, backoff: 1s}}";
+    apply_yaml(&s.ns.name, &bee_yaml("bee", "{maxRestarts: 3, window: 30m, crashLoopThreshold: 1000}", escalation))
+        .await;
+    let bees: Api<FinanceBee> = s.ns.api();
+    let pods: Api<Pod> = s.ns.api();
+    wait_bee(&bees, "bee", "Available", "True", None).await;
+    let pod = ready_pod(&pods, "bee").await;
+    let ns = s.ns.name.clone();
+    let deployment = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "probe"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]}}},
+    })
+    .to_string();
+    let down =
+        colony_e2e::policy::Admission::webhook_down(&ns, ("apps", "deployments", &["CREATE", "UPDATE"]), || async {
+            let args = ["create", "-n", &ns, "-f", "-"];
+            colony_e2e::policy::dry_run_refused(&args, Some(&deployment), "failed calling webhook").await
+        })
+        .await;
+    // A new image: the Deployment must be written, and cannot be.
+    let patch = json!({"spec": {"image": "example.invalid/finance-bee:2", "escalation": {"after": "3s"}}});
+    bees.patch("bee", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    label_pod(&pods, &pod, CRASHLOOP_LABEL).await;
+
+    let trigger = wait_for("the page's trigger at the webhook", DEADLINE, || async {
+        rx.bodies("/hook").into_iter().find(|b| b["event"] == "trigger").ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    assert_eq!(trigger["name"].as_str(), Some("bee"));
+    let fb = bees.get("bee").await.unwrap();
+    assert_eq!(condition(&fb, "Available").map(|c| c.0).as_deref(), Some("False"));
+    assert_ne!(condition(&fb, "Stalled").map(|c| c.0).as_deref(), Some("True"), "a server error is not a refusal");
+    let d: Deployment = s.ns.api::<Deployment>().get("bee").await.unwrap();
+    let image = d.spec.template.spec.unwrap().containers[0].image.clone();
+    assert_eq!(image.as_deref(), Some("example.invalid/finance-bee:1"), "the write did fail meanwhile");
+
+    // The webhook back: the new image is written.
+    drop(down);
+    wait_for("the new image in the Deployment", DEADLINE, || async {
+        let d = s.ns.api::<Deployment>().get("bee").await.map_err(|e| e.to_string())?;
+        let image = d.spec.template.spec.map(|p| p.containers[0].image.clone());
+        if image == Some(Some("example.invalid/finance-bee:2".into())) { Ok(()) } else { Err(format!("{image:?}")) }
+    })
+    .await;
     s.ns.cleanup().await;
 }

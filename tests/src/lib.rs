@@ -19,6 +19,7 @@ pub mod endpoint;
 pub mod fixtures;
 pub mod gitops;
 pub mod operator;
+pub mod policy;
 pub mod proxy;
 pub use endpoint::TestEndpoint;
 pub use operator::OperatorProcess;

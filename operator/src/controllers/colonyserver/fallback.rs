@@ -149,6 +149,20 @@ pub struct FallbackDecision {
     pub requeue_after: Option<Duration>,
 }
 
+/// The decision when the fallback ConfigMap could not be written: the state stays as it was,
+/// so status records no flip the ConfigMap does not show and none is announced. `why` is the
+/// message of the FallbackActive condition.
+pub fn hold(state: &FallbackState, why: String) -> FallbackDecision {
+    FallbackDecision {
+        active: state.active,
+        reason: state.reason.clone().unwrap_or_else(|| reason::NO_CAUSE.to_string()),
+        message: why,
+        flipped: false,
+        new_state: state.clone(),
+        requeue_after: None,
+    }
+}
+
 /// The ConfigMap value of the `USE_COLONY_OS` key: `"false"` while the fallback is active.
 pub fn configmap_value(active: bool) -> &'static str {
     if active { "false" } else { "true" }
@@ -328,6 +342,26 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hold_keeps_the_state_as_it_was() {
+        let state = FallbackState {
+            active: true,
+            since: Some(DateTime::from_timestamp(1_700_000_000, 0).unwrap()),
+            reason: Some(reason::HEALTH_CHECK_FAILED.into()),
+            flips: vec![DateTime::from_timestamp(1_700_000_000, 0).unwrap()],
+            stalled: false,
+        };
+        let d = hold(&state, "the ConfigMap could not be written".into());
+        assert_eq!((d.active, d.flipped, &d.new_state, d.requeue_after), (true, false, &state, None));
+        assert_eq!(
+            (d.reason.as_str(), d.message.as_str()),
+            ("HealthCheckFailed", "the ConfigMap could not be written")
+        );
+        let never = hold(&FallbackState::default(), "m".into());
+        assert_eq!((never.active, never.flipped, never.reason.as_str()), (false, false, "NoCause"));
+        assert_eq!(never.new_state, FallbackState::default());
+    }
     use chrono::TimeZone;
 
     fn t(s: i64) -> DateTime<Utc> {

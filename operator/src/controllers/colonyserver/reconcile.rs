@@ -355,7 +355,7 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
     }
 
     // Gather: the spec's own check, the override, and the probe task's verdicts.
-    let mut invalid = cs.spec.check(&cs.name_any()).err();
+    let invalid = cs.spec.check(&cs.name_any()).err();
     let (override_, bad_override) = override_from(&cs);
     if let Some(msg) = &bad_override {
         tracing::warn!("{msg}; treating it as auto");
@@ -367,18 +367,20 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
     // status and retried, but never stops the fallback from following health.
     let mut workload = WorkloadOutcome::default();
     let mut workload_error = None;
+    let mut unresolved = None;
     if cs.spec.managed && invalid.is_none() {
         match apply_workload(&sctx, &cs, &snapshot, now).await {
             Ok(Ok(w)) => workload = w,
-            Ok(Err(why)) => invalid = Some(why),
+            Ok(Err(problem)) => unresolved = Some(problem),
             Err(e) => {
                 workload.state = Workload::Failed(format!("applying the Deployment or Service failed: {}", e.brief()));
                 workload_error = Some(e);
             }
         }
     }
-    let (decision, config_map_not_owned) = apply_fallback(&sctx, &cs, &snapshot, override_, now).await?;
-    let not_owned = workload.not_owned.clone().or(config_map_not_owned);
+    let FallbackOutcome { decision, problem: fallback_problem, error: fallback_error } =
+        apply_fallback(&sctx, &cs, &snapshot, override_, now).await?;
+    let not_owned = workload.not_owned.clone().or(fallback_problem);
     // The flip's notification is recorded by the status write that records the flip, and
     // stays there until its delivery is done (the outbox).
     let outbox::Pending { kept: notifications, dropped } = outbox::pending(
@@ -397,7 +399,11 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
         override_,
         workload: workload.state,
         rollout: workload.rollout.as_ref(),
-        problem: invalid.clone().map(|m| ("InvalidSpec".to_string(), m)).or_else(|| not_owned.clone()),
+        problem: invalid
+            .clone()
+            .map(|m| ("InvalidSpec".to_string(), m))
+            .or_else(|| unresolved.clone())
+            .or_else(|| not_owned.clone()),
         notifications,
         now,
     });
@@ -415,30 +421,33 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
     // Those pushed out of status unsent are lost: what this process had not queued (read
     // before the queueing below moves the mark past them).
     let lost = sctx.outbox.unqueued(&notification_key(&cs), &dropped);
+    // Reported before anything can fail: the dropped ones exist only in this reconcile.
+    report_lost(&sctx, &cs, &lost).await;
     // The notifications status holds and this process has not sent: the flip's own, or what
     // a lost reply, a restart or the previous leader left undelivered.
     let recorded = new_status.fallback.as_ref().map_or(&[][..], |f| &f.pending_notifications);
     send_notifications(&sctx, &cs, recorded).await?;
-    report_lost(&sctx, &cs, &lost).await;
-    // The workload's failure, once status says so and the fallback is decided: retried with
-    // backoff.
-    if let Some(e) = workload_error {
+    // A failed write, once status says so: retried with backoff.
+    if let Some(e) = fallback_error.or(workload_error) {
         return Err(e);
     }
 
     if invalid.is_some() {
         return Ok(Action::await_change());
     }
-    if not_owned.is_some() {
-        // The object in the way is not watched (it is not the operator's): look again.
-        return Ok(Action::requeue(NOT_OWNED_RECHECK));
-    }
-    let requeue = [decision.requeue_after, workload.rollout.as_ref().and_then(|r| r.requeue_after), recheck]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(Duration::from_secs(300))
-        .max(Duration::from_secs(1));
+    // The fallback's own timers (recoverAfter, minHold) run whatever else is wrong; an object
+    // in the way is not watched (it is not the operator's): look again.
+    let requeue = [
+        decision.requeue_after,
+        workload.rollout.as_ref().and_then(|r| r.requeue_after),
+        recheck,
+        not_owned.is_some().then_some(NOT_OWNED_RECHECK),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(Duration::from_secs(300))
+    .max(Duration::from_secs(1));
     Ok(Action::requeue(requeue))
 }
 
@@ -522,17 +531,18 @@ struct WorkloadOutcome {
 }
 
 /// Converges a managed server's Deployment and Service on the image the rollout decides.
-/// `Ok(Err(why))`: the spec or a reference it names is invalid (reported, not retried).
+/// `Ok(Err((reason, why)))`: the spec or a reference it names is invalid or missing (reported;
+/// a created Secret wakes the server).
 async fn apply_workload(
     sctx: &ServerContext,
     cs: &Arc<ColonyServer>,
     snapshot: &monitor::Snapshot,
     now: chrono::DateTime<Utc>,
-) -> Result<std::result::Result<WorkloadOutcome, String>> {
+) -> Result<std::result::Result<WorkloadOutcome, (String, String)>> {
     let ctx = &sctx.base;
     let (ns, name) = (cs.namespace().unwrap_or_default(), cs.name_any());
     let Some(spec_image) = cs.spec.image.clone() else {
-        return Ok(Err("spec.image is required when spec.managed is true".into()));
+        return Ok(Err(("InvalidSpec".into(), "spec.image is required when spec.managed is true".into())));
     };
     let deployments: Api<Deployment> = ctx.api(&ns);
     let key = version_key(cs);
@@ -544,7 +554,8 @@ async fn apply_workload(
     let decision = decide_rollout(ctx, cs, &spec_image, live.as_ref(), snapshot, cs.status.as_ref(), now).await?;
     let inputs = match server_inputs(ctx, cs, decision.image.clone()).await {
         Ok(inputs) => inputs,
-        Err(Error::InvalidSpec(msg)) | Err(Error::MissingReference(msg)) => return Ok(Err(msg)),
+        Err(Error::InvalidSpec(msg)) => return Ok(Err(("InvalidSpec".into(), msg))),
+        Err(Error::MissingReference(msg)) => return Ok(Err(("MissingReference".into(), msg))),
         Err(e) => return Err(e),
     };
     let desired = builders::deployment(cs, &inputs)?;
@@ -572,7 +583,7 @@ async fn apply_fallback(
     snapshot: &monitor::Snapshot,
     override_: FallbackOverride,
     now: chrono::DateTime<Utc>,
-) -> Result<(fallback::FallbackDecision, Option<(String, String)>)> {
+) -> Result<FallbackOutcome> {
     let ctx = &sctx.base;
     let (ns, name) = (cs.namespace().unwrap_or_default(), cs.name_any());
     let inputs = FallbackInputs {
@@ -589,7 +600,23 @@ async fn apply_fallback(
     let mut not_owned = None;
     let config_maps = ctx.api::<ConfigMap>(&ns);
     let store = &sctx.owned.config_maps;
-    match converge_cached(&config_maps, store, &ctx.versions, &version_key(cs), fallback_cm, NAME).await? {
+    let converged = match converge_cached(&config_maps, store, &ctx.versions, &version_key(cs), fallback_cm, NAME).await
+    {
+        Ok(converged) => converged,
+        // Refused (a quota, a policy) or failing: the ConfigMap does not show the decision, so
+        // status keeps the state it has, says why, and the reconcile fails to be retried.
+        Err(e) => {
+            let why = format!("writing the fallback ConfigMap {cm_name} failed: {}", e.brief());
+            tracing::warn!(configmap = %cm_name, error = %e, "could not write the fallback ConfigMap");
+            let decision = fallback::hold(&previous_state, format!("unchanged: {why}"));
+            return Ok(FallbackOutcome {
+                decision,
+                problem: Some(("FallbackWriteFailed".into(), why)),
+                error: Some(e),
+            });
+        }
+    };
+    match converged {
         Converged::NotOwned => {
             // Never adopted: the garbage collector would delete it with the server.
             let hint = "rename spec.fallback.configMapName or delete it";
@@ -602,7 +629,17 @@ async fn apply_fallback(
     }
     let metric_labels = crate::runtime::metrics::ObjectLabels { namespace: ns.clone(), name: name.clone() };
     ctx.metrics.fallback_active.get_or_create(&metric_labels).set(i64::from(decision.active));
-    Ok((decision, not_owned))
+    Ok(FallbackOutcome { decision, problem: not_owned, error: None })
+}
+
+/// What deciding and writing the fallback left.
+struct FallbackOutcome {
+    decision: fallback::FallbackDecision,
+    /// (reason, message) of a ConfigMap in the way that is not the server's, or of a write
+    /// that failed.
+    problem: Option<(String, String)>,
+    /// The failed write, returned once status says so (the reconcile is retried).
+    error: Option<Error>,
 }
 
 /// What a flip's announcement says.

@@ -277,6 +277,10 @@ struct Workload {
     problem: Option<(String, String)>,
     deployment: Option<k8s_openapi::api::apps::v1::DeploymentStatus>,
     rollout: Option<rollout::Decision>,
+    /// The Deployment write failed for a reason that may pass (a server error, a webhook that
+    /// is down): the bee is judged on the Deployment as it is, and the reconcile fails once
+    /// restarts and paging are done, to be retried.
+    write_error: Option<Error>,
 }
 
 impl Workload {
@@ -349,6 +353,7 @@ async fn apply_workload(
         config_hash: hash,
     };
     let desired = builders::deployment(fb, &inputs)?;
+    let live_status = live.and_then(|d| d.status.clone());
     let converged = match converge_summarized(&deployments, &ctx.versions, &version_key, seen, desired, NAME).await {
         Ok(converged) => converged,
         // A quota, a policy webhook or a field the API server rejects: a human must act, and
@@ -357,7 +362,10 @@ async fn apply_workload(
             let why = format!("the API server refused Deployment {name}: {}", e.brief());
             return Workload::problem("DeploymentRefused", why);
         }
-        Err(e) => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not write the Deployment; judging the bee on the one that runs");
+            return Ok(Workload { deployment: live_status, write_error: Some(e), ..Default::default() });
+        }
     };
     if let Converged::Written { fields, .. } = &converged {
         tracing::info!(replicas, image = %decision.image, ?fields, "applied Deployment");
@@ -366,7 +374,12 @@ async fn apply_workload(
         tracing::warn!(failed = %rb.failed_image, to = %rb.to_image, reason = rb.reason(), "rolled back");
         ctx.event(fb, EventType::Warning, "RolledBack", "Rollback", rollout::event_note(rb)).await;
     }
-    Ok(Workload { problem: None, deployment: converged.object().and_then(|d| d.status), rollout: Some(decision) })
+    Ok(Workload {
+        problem: None,
+        deployment: converged.object().and_then(|d| d.status),
+        rollout: Some(decision),
+        write_error: None,
+    })
 }
 
 /// Where the bee's page stands: the escalation decision (pure), the notification it needs,
@@ -414,7 +427,8 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Op
     let now = Utc::now();
     let previous = fb.status.clone().unwrap_or_default();
     let g = gather(&bctx, &fb).await?;
-    let workload = apply_workload(&bctx, &fb, &g, &previous, now).await?;
+    let mut workload = apply_workload(&bctx, &fb, &g, &previous, now).await?;
+    let write_error = workload.write_error.take();
     let problem = workload.problem.clone();
 
     // Restarts: a pure decision over the pods as cached now.
@@ -493,6 +507,9 @@ async fn apply(fb: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result<(Action, Op
         _ => {}
     }
     act_on_restart(&bctx, &fb, &restart, &previous, &g.policy).await?;
+    if let Some(e) = write_error {
+        return Err(e);
+    }
 
     // Requeue at the next timer.
     let timers =

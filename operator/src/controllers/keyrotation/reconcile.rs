@@ -32,6 +32,9 @@ enum Outcome {
     Tampered(Tamper),
     /// `spec.maintenanceWindowRef` names no window (a staged key is still finished).
     WindowNotFound(String),
+    /// The API server refused the key Secret's write (a quota, an immutable Secret, a policy):
+    /// nothing rotated; looked at again every 30 s.
+    WriteRefused(String),
 }
 
 /// Whether a due rotation may run now: `Ok(true)` with no window or an open one, `Ok(false)`
@@ -126,7 +129,15 @@ async fn rotate(
         next.handled_rotate_now = handles;
     }
     let new_data = keys::rotate_data(&keys::without_pending(&data), &key, kr.spec.keep_previous.max(0) as usize);
-    secret::write(secrets, kr, current, new_data, &SecretRecord::of(&next)).await?;
+    match secret::write(secrets, kr, current, new_data, &SecretRecord::of(&next)).await {
+        Ok(_) => {}
+        Err(e) if e.is_refusal() => {
+            let why = format!("the API server refused the write of Secret {:?}: {}", kr.spec.secret_name, e.brief());
+            tracing::warn!(error = %e, "could not write the key Secret");
+            return Ok(Outcome::WriteRefused(why));
+        }
+        Err(e) => return Err(e),
+    }
     next.targets = Some(roll_targets(ctx, kr, now).await?);
     *status = next;
     tracing::info!(revision = status.revision, key_id = %key.id, "rotated key");
@@ -154,6 +165,10 @@ fn conditions(kr: &KeyRotation, status: &KeyRotationStatus, outcome: &Outcome) -
         }
         Outcome::WindowNotFound(why) => {
             stalled("WindowNotFound", why.clone());
+            RotationPhase::Failed
+        }
+        Outcome::WriteRefused(why) => {
+            stalled("SecretWriteRefused", why.clone());
             RotationPhase::Failed
         }
         Outcome::RegistrationFailed(why) => {
@@ -242,7 +257,10 @@ pub async fn reconcile(cached: Arc<KeyRotation>, ctx: Arc<Context>) -> Result<Ac
         // The window view wakes a rotation when its window opens, appears or changes: the
         // hourly look is only a safety net.
         Outcome::Held(Hold::WaitingForWindow) => Duration::from_secs(3600),
-        Outcome::Tampered(_) | Outcome::RegistrationFailed(_) | Outcome::WindowNotFound(_) => Duration::from_secs(30),
+        Outcome::Tampered(_)
+        | Outcome::RegistrationFailed(_)
+        | Outcome::WindowNotFound(_)
+        | Outcome::WriteRefused(_) => Duration::from_secs(30),
         _ if status.targets.as_ref().is_some_and(|t| !t.pending.is_empty()) => Duration::from_secs(30),
         _ => status
             .next_rotation_time

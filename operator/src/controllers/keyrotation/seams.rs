@@ -338,3 +338,32 @@ async fn a_schedule_firing_every_minute_stalls_instead_of_rotating() {
     assert!(stalled["message"].as_str().unwrap().contains("\"* * * * *\" fires more than once an hour"), "{stalled}");
     assert_eq!(action, Action::await_change());
 }
+
+/// The API server refuses the key Secret's write (a quota, an immutable Secret, a policy):
+/// nothing is rotated or announced, and status says why (Stalled, SecretWriteRefused) instead
+/// of keeping Ready=True from the last rotation while the reconcile fails.
+#[tokio::test]
+async fn a_refused_secret_write_stalls_and_says_why() {
+    let (ctx, mut api) = testing::context();
+    let old = fixed_key(7);
+    let kr = rotate_now_requested(&old);
+    let run = tokio::spawn(reconcile(Arc::new(kr.clone()), ctx));
+    api.expect(Method::GET, ROTATION, Reply::ok(&kr)).await;
+    api.expect(Method::GET, SECRET, Reply::ok(&key_secret(&old, 1))).await;
+    api.expect(Method::PUT, SECRET, Reply::Error(403, "Forbidden")).await;
+    // Were the rotation announced, the next request would be a POST of a KeyRotated Event.
+    let (patch, pending) = api.receive(Method::PATCH, STATUS).await;
+    pending.reply(Reply::ok(&status_after(&kr, &patch)));
+    let action = api.finish(run).await.expect("a refusal is reported, not an error");
+    api.done().await;
+
+    let status = &patch.body["status"];
+    assert_eq!((&status["phase"], &status["revision"]), (&"Failed".into(), &1.into()));
+    assert_eq!(status["currentKeyId"], old.id.as_str(), "nothing rotated");
+    let stalled = condition(status, "Stalled");
+    assert_eq!((&stalled["status"], &stalled["reason"]), (&"True".into(), &"SecretWriteRefused".into()));
+    let message = stalled["message"].as_str().unwrap();
+    assert!(message.contains("\"bee-secret\"") && message.contains("mocked Forbidden"), "{message}");
+    assert_eq!(condition(status, "Ready")["status"], "False");
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(30)));
+}
