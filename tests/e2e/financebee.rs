@@ -1018,3 +1018,62 @@ async fn a_bee_pages_while_its_deployment_cannot_be_written() {
     .await;
     s.ns.cleanup().await;
 }
+
+/// The API server will not let the operator add its finalizer to an escalated bee (a policy
+/// on the bee's metadata; a webhook that is down does the same): the page is still resolved
+/// when the bee recovers, and an Event says the finalizer is missing. Before, every reconcile
+/// of the escalated bee stopped at the finalizer, so the resolve was never sent.
+#[tokio::test]
+async fn a_refused_finalizer_does_not_hold_the_resolve() {
+    let s = setup("e2e-fb-no-finalizer").await;
+    let rx = Receiver::start().await;
+    let hook = rx.url("/hook");
+    apply_yaml(
+        &s.ns.name,
+        &format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: ops-webhook\nstringData:\n  url: \"{hook}\"\n"),
+    )
+    .await;
+    let escalation = "{after: 1h, webhook: {urlSecretRef: {name: ops-webhook, key: url}, retries: 2, backoff: 1s}}";
+    apply_yaml(&s.ns.name, &bee_yaml("bee", "{maxRestarts: 3, window: 30m, crashLoopThreshold: 1000}", escalation))
+        .await;
+    let bees: Api<FinanceBee> = s.ns.api();
+    let pods: Api<Pod> = s.ns.api();
+    wait_bee(&bees, "bee", "Available", "True", None).await;
+    bees.patch("bee", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"escalation": {"after": "3s"}}})))
+        .await
+        .unwrap();
+    let ns = s.ns.name.clone();
+    let finalizer = "colony.zyeute.io/resolve-escalation";
+    let policy = colony_e2e::policy::Admission::deny(
+        &ns,
+        ("colony.zyeute.io", "financebees", &["UPDATE"]),
+        &format!("!has(object.metadata.finalizers) || !('{finalizer}' in object.metadata.finalizers)"),
+        "no finalizers on bees here",
+        || async {
+            let patch = json!({"metadata": {"finalizers": [finalizer]}}).to_string();
+            let args = ["patch", "financebee", "bee", "-n", &ns, "--type", "merge", "-p", &patch];
+            colony_e2e::policy::dry_run_refused(&args, None, "no finalizers").await
+        },
+    )
+    .await;
+    let pod = ready_pod(&pods, "bee").await;
+    label_pod(&pods, &pod, CRASHLOOP_LABEL).await;
+    wait_for("the page's trigger", DEADLINE, || async {
+        rx.bodies("/hook").into_iter().find(|b| b["event"] == "trigger").ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+
+    // The fix: the crash-looping pod goes, its replacement is healthy; the page is resolved.
+    pods.delete(&pod, &DeleteParams::default()).await.unwrap();
+    wait_for("the page's resolve", DEADLINE, || async {
+        rx.bodies("/hook").into_iter().find(|b| b["event"] == "resolve").ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    let events = colony_e2e::events_about(&s.ns, "bee").await;
+    let missing = events.iter().find(|(reason, _)| reason == "FinalizerNotAdded");
+    assert!(missing.is_some_and(|(_, note)| note.contains("would not resolve its open page")), "{events:?}");
+    let fb = bees.get("bee").await.unwrap();
+    assert!(!fb.finalizers().iter().any(|f| f == finalizer), "{:?}", fb.finalizers());
+    drop(policy);
+    s.ns.cleanup().await;
+}

@@ -14,7 +14,7 @@ pub struct Admission {
 
 impl Admission {
     /// A ValidatingAdmissionPolicy and its binding: refuses `operations` (`CREATE`, `UPDATE`,
-    /// `DELETE`) on `resource` of API `group` ("" for the core group, version v1) in
+    /// `DELETE`) on `resource` of API `group` ("" for the core group; any version) in
     /// namespace `ns` wherever the CEL expression `allowed` is false (`object` for creates and
     /// updates, `oldObject` for deletes), with `message` (a 4xx refusal). Waits until
     /// `refused` (a server-side dry run, say) sees it in force.
@@ -104,7 +104,7 @@ impl Admission {
 }
 
 fn rule(group: &str, resource: &str, operations: &[&str]) -> Value {
-    json!({"apiGroups": [group], "apiVersions": ["v1"], "operations": operations, "resources": [resource]})
+    json!({"apiGroups": [group], "apiVersions": ["*"], "operations": operations, "resources": [resource]})
 }
 
 /// A namespace selector that matches namespace `ns` only.

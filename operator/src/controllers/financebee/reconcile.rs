@@ -97,23 +97,42 @@ pub async fn reconcile(cached: Arc<FinanceBee>, bctx: Arc<BeeContext>) -> Result
     let has_finalizer = fb.finalizers().iter().any(|f| f == FINALIZER);
     // The finalizer is there only while a page is open: a bee with nothing to resolve is
     // deleted at once, even with no operator running.
+    // A finalizer the API server will not add or remove (a policy on the bee's metadata, a
+    // webhook that is down) never holds the bee's restarts, page or resolve: they go on
+    // without it, and it is tried again at the next reconcile.
     if has_finalizer || (open && !deleting) {
         let bctx2 = bctx.clone();
-        if has_finalizer && !open && !deleting {
-            release_finalizer(&api, &fb).await?;
+        if has_finalizer
+            && !open
+            && !deleting
+            && let Err(e) = release_finalizer(&api, &fb).await
+        {
+            tracing::warn!(error = %e, "could not remove the finalizer; trying again at the next reconcile");
         }
-        return finalizer(&api, FINALIZER, Arc::new(fb), |event| async move {
+        let fb = Arc::new(fb);
+        let handled = finalizer(&api, FINALIZER, fb.clone(), |event| async move {
             match event {
                 FinalizerEvent::Apply(fb) => apply(fb, bctx2).await.map(|(action, _)| action),
                 FinalizerEvent::Cleanup(fb) => cleanup(fb, bctx2).await,
             }
         })
-        .await
-        .map_err(|e| match e {
-            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-            finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
-            other => Error::External(other.to_string()),
-        });
+        .await;
+        return match handled {
+            Err(finalizer::Error::AddFinalizer(e)) => {
+                tracing::warn!(error = %e, "could not add the finalizer that resolves the page if the bee is deleted");
+                let note = format!(
+                    "could not add finalizer {FINALIZER} ({}): deleting this bee now would not resolve its open page",
+                    Error::Kube(e).brief()
+                );
+                bctx.base.event(fb.as_ref(), EventType::Warning, "FinalizerNotAdded", "Escalate", note).await;
+                apply(fb, bctx).await.map(|(action, _)| action)
+            }
+            other => other.map_err(|e| match e {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+                finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+                other => Error::External(other.to_string()),
+            }),
+        };
     }
     if deleting {
         return Ok(Action::await_change());
