@@ -91,21 +91,9 @@ fn condition(
     conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-async fn wait_server(api: &Api<ColonyServer>, name: &str, type_: &str, status: &str) -> ColonyServer {
-    wait_for(&format!("{name} {type_}={status}"), DEADLINE, || async {
-        let cs = api.get(name).await.map_err(|e| e.to_string())?;
-        let conditions = cs.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-        match condition(&conditions, type_) {
-            Some((s, ..)) if s == status => Ok(cs),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await
-}
-
 /// Waits until the managed server and the bee run: Deployments available, Service there.
 async fn wait_running(ns: &TestNamespace) {
-    wait_server(&ns.api(), "prod", "Ready", "True").await;
+    colony_e2e::wait_server_condition(&ns.api(), "prod", "Ready", "True").await;
     let deployments: Api<Deployment> = ns.api();
     for name in ["prod", "bee"] {
         wait_for(&format!("Deployment {name} available"), DEADLINE, || async {
@@ -423,8 +411,8 @@ async fn chaos_fallback_config_map_is_put_back_both_ways() {
             .and_then(|c| c.data)
             .and_then(|d| d.get("USE_COLONY_OS").cloned())
     };
-    wait_server(&servers, "srv", "Healthy", "True").await;
-    wait_server(&servers, "srv", "FallbackActive", "False").await;
+    colony_e2e::wait_server_condition(&servers, "srv", "Healthy", "True").await;
+    colony_e2e::wait_server_condition(&servers, "srv", "FallbackActive", "False").await;
     assert_eq!(value().await.as_deref(), Some("true"));
 
     /// Sets USE_COLONY_OS by hand and measures until the operator's value is back.
@@ -475,7 +463,7 @@ async fn chaos_fallback_config_map_is_put_back_both_ways() {
 
     // Down: the fallback is on; setting "true" by hand would send work to a dead server.
     s.endpoint.set_failing(true);
-    wait_server(&servers, "srv", "FallbackActive", "True").await;
+    colony_e2e::wait_server_condition(&servers, "srv", "FallbackActive", "True").await;
     assert_eq!(value().await.as_deref(), Some("false"));
     let mut down =
         Tally::new("fallback ConfigMap set to \"true\" by hand while the server is down", "configmaps/srv-fallback");
@@ -528,7 +516,7 @@ async fn chaos_steady_state_is_silent_while_reconciles_run() {
         .await;
     }
     let servers: Api<ColonyServer> = s.ns.api();
-    wait_server(&servers, "prod", "Ready", "True").await;
+    colony_e2e::wait_server_condition(&servers, "prod", "Ready", "True").await;
     let bees: Api<FinanceBee> = s.ns.api();
     wait_for("bee Available", DEADLINE, || async {
         let fb = bees.get("bee").await.map_err(|e| e.to_string())?;
@@ -685,7 +673,7 @@ spec:
     .await;
 
     let servers: Api<ColonyServer> = s.ns.api();
-    let cs = wait_server(&servers, "srv", "Stalled", "True").await;
+    let cs = colony_e2e::wait_server_condition(&servers, "srv", "Stalled", "True").await;
     let conditions = cs.status.unwrap().conditions;
     let (_, reason, message) = condition(&conditions, "Stalled").unwrap();
     assert_eq!(reason, "ConfigMapNotOwned");
@@ -708,7 +696,7 @@ spec:
     assert_eq!(fb.0, "DeploymentNotOwned");
     assert!(fb.1.contains("Deployment bee exists and is not managed by this FinanceBee"), "{}", fb.1);
 
-    let web = wait_server(&servers, "web", "Stalled", "True").await;
+    let web = colony_e2e::wait_server_condition(&servers, "web", "Stalled", "True").await;
     let (_, reason, message) = condition(&web.status.unwrap().conditions, "Stalled").unwrap();
     assert_eq!(reason, "ServiceNotOwned");
     assert!(message.starts_with("Service web exists and is not managed by this ColonyServer"), "{message}");

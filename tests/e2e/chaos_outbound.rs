@@ -257,6 +257,17 @@ fn tls_server(ns: &TestNamespace) -> (String, String, tokio::process::Child) {
     (ca, format!("https://127.0.0.1:{port}"), server)
 }
 
+/// A namespace with its own operator, and a [`tls_server`] (keep it: dropping it stops it).
+async fn with_tls_server(prefix: &str) -> (TestNamespace, OperatorProcess, (String, String, tokio::process::Child)) {
+    let client = client().await;
+    install_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(&client, prefix).await;
+    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
+    op.wait_ready().await;
+    let server = tls_server(&ns);
+    (ns, op, server)
+}
+
 /// A ConfigMap `name` holding `ca` under `ca.crt`.
 fn ca_config_map(name: &str, ca: &str) -> String {
     let indented: String = ca.lines().map(|l| format!("    {l}\n")).collect();
@@ -265,25 +276,13 @@ fn ca_config_map(name: &str, ca: &str) -> String {
 
 /// Waits until server `name`'s Healthy condition has status `want`; its message then.
 async fn wait_healthy(servers: &Api<ColonyServer>, name: &str, want: &str) -> String {
-    wait_for(&format!("{name} Healthy={want}"), DEADLINE, || async {
-        let cs = servers.get(name).await.map_err(|e| e.to_string())?;
-        let c = cs.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy").cloned());
-        match c {
-            Some(c) if c.status == want => Ok(c.message),
-            other => Err(format!("{:?}", other.map(|c| (c.status, c.message)))),
-        }
-    })
-    .await
+    let cs = colony_e2e::wait_server_condition(servers, name, "Healthy", want).await;
+    cs.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Healthy").unwrap().message
 }
 
 #[tokio::test]
 async fn a_private_ca_is_trusted_only_when_given() {
-    let client = client().await;
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "e2e-private-ca").await;
-    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
-    op.wait_ready().await;
-    let (ca, url, _server) = tls_server(&ns);
+    let (ns, _op, (ca, url, _server)) = with_tls_server("e2e-private-ca").await;
     apply_yaml(&ns.name, &ca_config_map("private-ca", &ca)).await;
     apply_yaml(&ns.name, &server_yaml("with-ca", &url, "  tls: {caRef: {name: private-ca}}\n")).await;
     apply_yaml(&ns.name, &server_yaml("without-ca", &url, "")).await;
@@ -301,12 +300,7 @@ async fn a_private_ca_is_trusted_only_when_given() {
 /// server looks again while it is missing).
 #[tokio::test]
 async fn a_private_ca_not_there_yet_fails_the_probes_and_the_fallback_turns_on_until_it_is() {
-    let client = client().await;
-    install_crds(&client).await.unwrap();
-    let ns = TestNamespace::new(&client, "e2e-late-ca").await;
-    let op = OperatorProcess::start(&ns.name, &["--namespace", &ns.name]).await;
-    op.wait_ready().await;
-    let (ca, url, _server) = tls_server(&ns);
+    let (ns, _op, (ca, url, _server)) = with_tls_server("e2e-late-ca").await;
     let extra = "  tls: {caRef: {name: late-ca}}\n  fallback: {recoverAfter: 1s, minHold: 1s}\n";
     apply_yaml(&ns.name, &server_yaml("ca-later", &url, extra)).await;
 
@@ -314,21 +308,10 @@ async fn a_private_ca_not_there_yet_fails_the_probes_and_the_fallback_turns_on_u
     let message = wait_healthy(&servers, "ca-later", "False").await;
     assert!(message.contains("spec.tls.caRef") && message.contains("late-ca"), "{message}");
     let config_maps: Api<ConfigMap> = ns.api();
-    let fallback = |want: &'static str| {
-        let config_maps = config_maps.clone();
-        async move {
-            wait_for(&format!("USE_COLONY_OS={want}"), DEADLINE, || async {
-                let cm = config_maps.get_opt("ca-later-fallback").await.map_err(|e| e.to_string())?;
-                let value = cm.and_then(|c| c.data).and_then(|d| d.get("USE_COLONY_OS").cloned());
-                if value.as_deref() == Some(want) { Ok(()) } else { Err(format!("{value:?}")) }
-            })
-            .await
-        }
-    };
-    fallback("false").await;
+    colony_e2e::wait_use_colony_os(&config_maps, "ca-later-fallback", "false", "the fallback on").await;
 
     apply_yaml(&ns.name, &ca_config_map("late-ca", &ca)).await;
     wait_healthy(&servers, "ca-later", "True").await;
-    fallback("true").await;
+    colony_e2e::wait_use_colony_os(&config_maps, "ca-later-fallback", "true", "the fallback off").await;
     ns.cleanup().await;
 }

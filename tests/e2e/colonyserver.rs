@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use colony_e2e::wait_server_condition as wait_condition;
 use colony_e2e::{
     DEADLINE, OperatorProcess, TestEndpoint, TestNamespace, apply_yaml, client, install_crds, operator_writes, wait_for,
 };
@@ -23,18 +24,6 @@ async fn use_colony_os(cms: &Api<ConfigMap>, name: &str) -> Option<String> {
 
 fn condition(cs: &ColonyServer, type_: &str) -> Option<String> {
     cs.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
-}
-
-async fn wait_condition(api: &Api<ColonyServer>, name: &str, type_: &str, want: &str) -> ColonyServer {
-    wait_for(&format!("{name} {type_}={want}"), DEADLINE, || async {
-        let cs = api.get(name).await.map_err(|e| e.to_string())?;
-        if condition(&cs, type_).as_deref() == Some(want) {
-            Ok(cs)
-        } else {
-            Err(format!("{:?}", cs.status.map(|s| s.conditions)))
-        }
-    })
-    .await
 }
 
 #[tokio::test]

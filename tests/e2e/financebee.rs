@@ -876,6 +876,33 @@ async fn bad_image_rolls_back_to_the_last_known_good_one() {
     s.ns.cleanup().await;
 }
 
+/// A bee `bee` with `restart` as its restart policy that pages the local receiver's `/hook`
+/// 3 s after it becomes unavailable (set once it is up, so that its first rollout cannot
+/// page); the receiver, and the bees' and pods' APIs.
+async fn paging_bee(s: &Setup, restart: &str) -> (Receiver, Api<FinanceBee>, Api<Pod>) {
+    let rx = Receiver::start().await;
+    let hook = rx.url("/hook");
+    let secret =
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: ops-webhook\nstringData:\n  url: \"{hook}\"\n");
+    apply_yaml(&s.ns.name, &secret).await;
+    let escalation = "{after: 1h, webhook: {urlSecretRef: {name: ops-webhook, key: url}, retries: 2, backoff: 1s}}";
+    apply_yaml(&s.ns.name, &bee_yaml("bee", restart, escalation)).await;
+    let bees: Api<FinanceBee> = s.ns.api();
+    let pods: Api<Pod> = s.ns.api();
+    wait_bee(&bees, "bee", "Available", "True", None).await;
+    let after = json!({"spec": {"escalation": {"after": "3s"}}});
+    bees.patch("bee", &PatchParams::default(), &Patch::Merge(&after)).await.unwrap();
+    (rx, bees, pods)
+}
+
+/// Waits for the page's `event` (`trigger`, `resolve`) at the receiver's `/hook`; its body.
+async fn wait_hook(rx: &Receiver, event: &str) -> Value {
+    wait_for(&format!("the page's {event} at the webhook"), DEADLINE, || async {
+        rx.bodies("/hook").into_iter().find(|b| b["event"] == event).ok_or_else(|| "none yet".to_string())
+    })
+    .await
+}
+
 /// A bee whose Deployment the API server refuses (a quota of no Deployments; a policy webhook
 /// refuses the same way): it is Stalled saying why, unavailable, and its page fires after
 /// `escalation.after`, instead of its reconcile failing with nothing in status. Once the
@@ -911,22 +938,7 @@ async fn a_refused_deployment_stalls_the_bee_and_pages() {
 #[tokio::test]
 async fn a_page_goes_out_while_the_pod_to_restart_cannot_be_deleted() {
     let s = setup("e2e-fb-undeletable").await;
-    let rx = Receiver::start().await;
-    let hook = rx.url("/hook");
-    apply_yaml(
-        &s.ns.name,
-        &format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: ops-webhook\nstringData:\n  url: \"{hook}\"\n"),
-    )
-    .await;
-    let escalation = "{after: 1h, webhook: {urlSecretRef: {name: ops-webhook, key: url}, retries: 2, backoff: 1s}}";
-    apply_yaml(&s.ns.name, &bee_yaml("bee", "{maxRestarts: 100, window: 30m, crashLoopThreshold: 1}", escalation))
-        .await;
-    let bees: Api<FinanceBee> = s.ns.api();
-    let pods: Api<Pod> = s.ns.api();
-    wait_bee(&bees, "bee", "Available", "True", None).await;
-    bees.patch("bee", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"escalation": {"after": "3s"}}})))
-        .await
-        .unwrap();
+    let (rx, _, pods) = paging_bee(&s, "{maxRestarts: 100, window: 30m, crashLoopThreshold: 1}").await;
     let pod = ready_pod(&pods, "bee").await;
     label_pod(&pods, &pod, "colony.zyeute.io/protected").await;
     let ns = s.ns.name.clone();
@@ -943,10 +955,7 @@ async fn a_page_goes_out_while_the_pod_to_restart_cannot_be_deleted() {
     .await;
 
     label_pod(&pods, &pod, CRASHLOOP_LABEL).await;
-    let trigger = wait_for("the page's trigger at the webhook", DEADLINE, || async {
-        rx.bodies("/hook").into_iter().find(|b| b["event"] == "trigger").ok_or_else(|| "none yet".to_string())
-    })
-    .await;
+    let trigger = wait_hook(&rx, "trigger").await;
     assert_eq!(trigger["name"].as_str(), Some("bee"));
     // The page went out while the restart was being refused: the pod is still there.
     assert!(pods.get_opt(&pod).await.unwrap().is_some_and(|p| p.metadata.deletion_timestamp.is_none()));
@@ -964,19 +973,7 @@ async fn a_page_goes_out_while_the_pod_to_restart_cannot_be_deleted() {
 #[tokio::test]
 async fn a_bee_pages_while_its_deployment_cannot_be_written() {
     let s = setup("e2e-fb-webhook-down").await;
-    let rx = Receiver::start().await;
-    let hook = rx.url("/hook");
-    apply_yaml(
-        &s.ns.name,
-        &format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: ops-webhook\nstringData:\n  url: \"{hook}\"\n"),
-    )
-    .await;
-    let escalation = "{after: 1h, webhook: {urlSecretRef: {name: ops-webhook, key: url}, retries: 2, backoff: 1s}}";
-    apply_yaml(&s.ns.name, &bee_yaml("bee", "{maxRestarts: 3, window: 30m, crashLoopThreshold: 1000}", escalation))
-        .await;
-    let bees: Api<FinanceBee> = s.ns.api();
-    let pods: Api<Pod> = s.ns.api();
-    wait_bee(&bees, "bee", "Available", "True", None).await;
+    let (rx, bees, pods) = paging_bee(&s, "{maxRestarts: 3, window: 30m, crashLoopThreshold: 1000}").await;
     let pod = ready_pod(&pods, "bee").await;
     let ns = s.ns.name.clone();
     let deployment = serde_json::json!({
@@ -992,14 +989,11 @@ async fn a_bee_pages_while_its_deployment_cannot_be_written() {
         })
         .await;
     // A new image: the Deployment must be written, and cannot be.
-    let patch = json!({"spec": {"image": "example.invalid/finance-bee:2", "escalation": {"after": "3s"}}});
+    let patch = json!({"spec": {"image": "example.invalid/finance-bee:2"}});
     bees.patch("bee", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     label_pod(&pods, &pod, CRASHLOOP_LABEL).await;
 
-    let trigger = wait_for("the page's trigger at the webhook", DEADLINE, || async {
-        rx.bodies("/hook").into_iter().find(|b| b["event"] == "trigger").ok_or_else(|| "none yet".to_string())
-    })
-    .await;
+    let trigger = wait_hook(&rx, "trigger").await;
     assert_eq!(trigger["name"].as_str(), Some("bee"));
     let fb = bees.get("bee").await.unwrap();
     assert_eq!(condition(&fb, "Available").map(|c| c.0).as_deref(), Some("False"));
@@ -1026,22 +1020,7 @@ async fn a_bee_pages_while_its_deployment_cannot_be_written() {
 #[tokio::test]
 async fn a_refused_finalizer_does_not_hold_the_resolve() {
     let s = setup("e2e-fb-no-finalizer").await;
-    let rx = Receiver::start().await;
-    let hook = rx.url("/hook");
-    apply_yaml(
-        &s.ns.name,
-        &format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: ops-webhook\nstringData:\n  url: \"{hook}\"\n"),
-    )
-    .await;
-    let escalation = "{after: 1h, webhook: {urlSecretRef: {name: ops-webhook, key: url}, retries: 2, backoff: 1s}}";
-    apply_yaml(&s.ns.name, &bee_yaml("bee", "{maxRestarts: 3, window: 30m, crashLoopThreshold: 1000}", escalation))
-        .await;
-    let bees: Api<FinanceBee> = s.ns.api();
-    let pods: Api<Pod> = s.ns.api();
-    wait_bee(&bees, "bee", "Available", "True", None).await;
-    bees.patch("bee", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"escalation": {"after": "3s"}}})))
-        .await
-        .unwrap();
+    let (rx, bees, pods) = paging_bee(&s, "{maxRestarts: 3, window: 30m, crashLoopThreshold: 1000}").await;
     let ns = s.ns.name.clone();
     let finalizer = "colony.zyeute.io/resolve-escalation";
     let policy = colony_e2e::policy::Admission::deny(
@@ -1058,17 +1037,11 @@ async fn a_refused_finalizer_does_not_hold_the_resolve() {
     .await;
     let pod = ready_pod(&pods, "bee").await;
     label_pod(&pods, &pod, CRASHLOOP_LABEL).await;
-    wait_for("the page's trigger", DEADLINE, || async {
-        rx.bodies("/hook").into_iter().find(|b| b["event"] == "trigger").ok_or_else(|| "none yet".to_string())
-    })
-    .await;
+    wait_hook(&rx, "trigger").await;
 
     // The fix: the crash-looping pod goes, its replacement is healthy; the page is resolved.
     pods.delete(&pod, &DeleteParams::default()).await.unwrap();
-    wait_for("the page's resolve", DEADLINE, || async {
-        rx.bodies("/hook").into_iter().find(|b| b["event"] == "resolve").ok_or_else(|| "none yet".to_string())
-    })
-    .await;
+    wait_hook(&rx, "resolve").await;
     let events = colony_e2e::events_about(&s.ns, "bee").await;
     let missing = events.iter().find(|(reason, _)| reason == "FinalizerNotAdded");
     assert!(missing.is_some_and(|(_, note)| note.contains("would not resolve its open page")), "{events:?}");

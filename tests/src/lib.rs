@@ -337,6 +337,24 @@ pub async fn wait_event(ns: &TestNamespace, name: &str, reason: &str, note: &str
 }
 
 /// Waits until the fallback ConfigMap `config_map` publishes `USE_COLONY_OS=want`.
+/// Waits until ColonyServer `name`'s condition `type_` has status `want`; the server then.
+pub async fn wait_server_condition(
+    api: &Api<colony_operator::api::ColonyServer>,
+    name: &str,
+    type_: &str,
+    want: &str,
+) -> colony_operator::api::ColonyServer {
+    wait_for(&format!("{name} {type_}={want}"), DEADLINE, || async {
+        let cs = api.get(name).await.map_err(|e| e.to_string())?;
+        let condition = cs.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
+        match condition {
+            Some(c) if c.status == want => Ok(cs),
+            other => Err(format!("{:?}", other.map(|c| (&c.status, &c.reason, &c.message)))),
+        }
+    })
+    .await
+}
+
 pub async fn wait_use_colony_os(
     cms: &Api<k8s_openapi::api::core::v1::ConfigMap>,
     config_map: &str,

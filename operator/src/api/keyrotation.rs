@@ -25,8 +25,9 @@ pub const AT_MOST_HOURLY_PATTERN: &str = r"^[0-9]+ ";
 /// Whether `schedule` fires at most once an hour ([`AT_MOST_HOURLY_PATTERN`]); the controller
 /// checks it again for objects admitted before the rule existed.
 pub fn fires_at_most_hourly(schedule: &str) -> bool {
-    let minute = schedule.split(' ').next().unwrap_or_default();
-    schedule.contains(' ') && !minute.is_empty() && minute.bytes().all(|b| b.is_ascii_digit())
+    static RULE: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(AT_MOST_HOURLY_PATTERN).expect("a valid pattern"));
+    RULE.is_match(schedule)
 }
 
 fn at_most_hourly_rule() -> Rule {

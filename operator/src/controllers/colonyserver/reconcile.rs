@@ -290,8 +290,9 @@ async fn decide_rollout(
     Ok(rollout::decide(&policy, spec_image, &observation, &memory, now))
 }
 
-/// How often a server stalled on an object that is not its own looks again.
-const NOT_OWNED_RECHECK: Duration = Duration::from_secs(15);
+/// How often a server looks again at what it needs and does not watch: an object in the way
+/// that is not its own, a CA that could not be loaded.
+const UNWATCHED_RECHECK: Duration = Duration::from_secs(15);
 
 /// What to do about a workload object in the way.
 const RENAME_SERVER: &str = "delete it or give the ColonyServer another name";
@@ -441,7 +442,7 @@ pub(super) async fn reconcile(cached: Arc<ColonyServer>, sctx: Arc<ServerContext
         decision.requeue_after,
         workload.rollout.as_ref().and_then(|r| r.requeue_after),
         recheck,
-        not_owned.is_some().then_some(NOT_OWNED_RECHECK),
+        not_owned.is_some().then_some(UNWATCHED_RECHECK),
     ]
     .into_iter()
     .flatten()
@@ -458,9 +459,6 @@ struct Probed {
     /// probe fails: it is not watched, so look again after this long.
     recheck: Option<Duration>,
 }
-
-/// How often a server whose CA could not be loaded looks for it again.
-const CA_RECHECK: Duration = Duration::from_secs(15);
 
 /// Starts, updates or (for an invalid spec) stops the server's probe task; returns its latest
 /// verdicts. A CA that is missing or not PEM makes every probe fail with the reason (the
@@ -482,7 +480,7 @@ async fn probe(sctx: &ServerContext, cs: &ColonyServer, valid: bool) -> Result<P
         },
         None => Ok(None),
     };
-    let recheck = ca.is_err().then_some(CA_RECHECK);
+    let recheck = ca.is_err().then_some(UNWATCHED_RECHECK);
     let api_probe = match &cs.spec.health.api {
         Some(spec) => Some(api_check(ctx, cs, spec).await?),
         None => None,

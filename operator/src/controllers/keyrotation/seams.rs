@@ -81,6 +81,28 @@ fn rotate_now_requested(old: &keys::GeneratedKey) -> KeyRotation {
     kr
 }
 
+/// A requested rotation ([`rotate_now_requested`] of the key `old`) reconciled up to its
+/// Secret write, which is answered with `reply`.
+struct Requested {
+    old: keys::GeneratedKey,
+    kr: KeyRotation,
+    api: ApiServer,
+    run: tokio::task::JoinHandle<crate::runtime::Result<Action>>,
+    /// The Secret write.
+    put: Seen,
+}
+
+async fn requested_until_the_secret_write(reply: Reply) -> Requested {
+    let (ctx, mut api) = testing::context();
+    let old = fixed_key(7);
+    let kr = rotate_now_requested(&old);
+    let run = tokio::spawn(reconcile(Arc::new(kr.clone()), ctx));
+    api.expect(Method::GET, ROTATION, Reply::ok(&kr)).await;
+    api.expect(Method::GET, SECRET, Reply::ok(&key_secret(&old, 1))).await;
+    let put = api.expect(Method::PUT, SECRET, reply).await;
+    Requested { old, kr, api, run, put }
+}
+
 fn fixed_key(byte: u8) -> keys::GeneratedKey {
     keys::generate(KeyType::Secp256k1, 32, &mut |b: &mut [u8]| b.fill(byte))
 }
@@ -159,13 +181,7 @@ async fn the_first_key_is_created_in_its_secret_and_only_its_id_goes_further() {
 /// new key is current, the old one is kept as `previous.*`, the record advances.
 #[tokio::test]
 async fn a_requested_rotation_replaces_the_secret_guarded_by_its_resource_version() {
-    let (ctx, mut api) = testing::context();
-    let old = fixed_key(7);
-    let kr = rotate_now_requested(&old);
-    let run = tokio::spawn(reconcile(Arc::new(kr.clone()), ctx));
-    api.expect(Method::GET, ROTATION, Reply::ok(&kr)).await;
-    api.expect(Method::GET, SECRET, Reply::ok(&key_secret(&old, 1))).await;
-    let replace = api.expect(Method::PUT, SECRET, Reply::Echo).await;
+    let Requested { old, kr, mut api, run, put: replace } = requested_until_the_secret_write(Reply::Echo).await;
     api.expect(Method::POST, EVENTS, Reply::Echo).await;
     let (patch, pending) = api.receive(Method::PATCH, STATUS).await;
     pending.reply(Reply::ok(&status_after(&kr, &patch)));
@@ -192,13 +208,7 @@ async fn a_requested_rotation_replaces_the_secret_guarded_by_its_resource_versio
 /// (it retries from fresh state); nothing claims a rotation: no Event, no status write.
 #[tokio::test]
 async fn a_conflict_on_the_secret_write_fails_the_reconcile_and_announces_nothing() {
-    let (ctx, mut api) = testing::context();
-    let old = fixed_key(7);
-    let kr = rotate_now_requested(&old);
-    let run = tokio::spawn(reconcile(Arc::new(kr.clone()), ctx));
-    api.expect(Method::GET, ROTATION, Reply::ok(&kr)).await;
-    api.expect(Method::GET, SECRET, Reply::ok(&key_secret(&old, 1))).await;
-    api.expect(Method::PUT, SECRET, Reply::Error(409, "Conflict")).await;
+    let Requested { mut api, run, .. } = requested_until_the_secret_write(Reply::Error(409, "Conflict")).await;
     let result = api.finish(run).await;
     api.done().await;
     match result {
@@ -344,13 +354,8 @@ async fn a_schedule_firing_every_minute_stalls_instead_of_rotating() {
 /// of keeping Ready=True from the last rotation while the reconcile fails.
 #[tokio::test]
 async fn a_refused_secret_write_stalls_and_says_why() {
-    let (ctx, mut api) = testing::context();
-    let old = fixed_key(7);
-    let kr = rotate_now_requested(&old);
-    let run = tokio::spawn(reconcile(Arc::new(kr.clone()), ctx));
-    api.expect(Method::GET, ROTATION, Reply::ok(&kr)).await;
-    api.expect(Method::GET, SECRET, Reply::ok(&key_secret(&old, 1))).await;
-    api.expect(Method::PUT, SECRET, Reply::Error(403, "Forbidden")).await;
+    let Requested { old, kr, mut api, run, .. } =
+        requested_until_the_secret_write(Reply::Error(403, "Forbidden")).await;
     // Were the rotation announced, the next request would be a POST of a KeyRotated Event.
     let (patch, pending) = api.receive(Method::PATCH, STATUS).await;
     pending.reply(Reply::ok(&status_after(&kr, &patch)));
